@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import pytest
+
+from vip_ray.aggregation import (get_aggregator, majority_aggregate, reply_bytes, softmax, topk_compress,
+                                 topk_decompress, vip_aggregate, vp_aggregate, vp_scale)
+
+
+def test_vp_fig4_toy_example_compress_decompress_softmax():
+    # VP Fig. 4: C = 6, k = 2; the variant's top-2 are 0.51 (class 1) and 0.4 (class 3).
+    psi = np.array([[0.02, 0.51, 0.03, 0.40, 0.01, 0.03]])
+    values, idx = topk_compress(psi, 2)
+    assert idx.tolist() == [[1, 3]] and values.tolist() == [[0.51, 0.40]]
+    dense = topk_decompress(values, idx, 6, 2)
+    assert dense.tolist() == [[0, 0.51, 0, 0.40, 0, 0]]
+    z = math.exp(0.51) + math.exp(0.40) + 4
+    expected = [1 / z, math.exp(0.51) / z, 1 / z, math.exp(0.40) / z, 1 / z, 1 / z]
+    np.testing.assert_allclose(softmax(dense)[0], expected, rtol=1e-12)
+
+
+def test_vp_aggregate_equals_hand_computation_with_scaling():
+    # two variants, ρ = (96, 160), d = (4, 6), α = 0.5: weights (0.6·1, 1·1.5^0.5)
+    p = np.array([[[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]])
+    w = vp_scale([96, 160], [4, 6], 0.5)
+    np.testing.assert_allclose(w, [0.6, 1.5 ** 0.5])
+    out = vp_aggregate(p, k=None, rho=[96, 160], depth=[4, 6], alpha=0.5)
+    expected = softmax(w[0] * softmax(p[0, 0]) + w[1] * softmax(p[0, 1]))
+    np.testing.assert_allclose(out[0], expected, rtol=1e-12)
+
+
+def test_vp_k1_is_one_hot_vote_and_mask_drops_nonresponders():
+    p = np.array([[[0.6, 0.4, 0.0], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3]]])
+    full = vp_aggregate(p, k=1, rho=[1, 1, 1], depth=[1, 1, 1], alpha=0)
+    # each variant contributes softmax(one-hot): classes 0, 2, 1 each once -> uniform
+    np.testing.assert_allclose(full[0], [1 / 3] * 3)
+    only_last = vp_aggregate(p, k=1, rho=[1, 1, 1], depth=[1, 1, 1], alpha=0,
+                             responded=np.array([[False, False, True]]))
+    assert only_last[0].argmax() == 1
+    nobody = vp_aggregate(p, k=2, rho=[1, 1, 1], depth=[1, 1, 1], responded=np.zeros((1, 3), bool))
+    assert np.isnan(nobody).all()
+
+
+def test_vip_average_and_majority():
+    p = np.array([[[0.9, 0.1], [0.4, 0.6], [0.45, 0.55]]])
+    np.testing.assert_allclose(vip_aggregate(p)[0], [1.75 / 3, 1.25 / 3])
+    np.testing.assert_allclose(vip_aggregate(p, responded=np.array([[False, True, True]]))[0], [0.425, 0.575])
+    assert majority_aggregate(p)[0].argmax() == 1       # two votes for class 1 beat one confident vote
+    assert vip_aggregate(p)[0].argmax() == 0             # while averaging follows the confident one
+    assert np.isnan(vip_aggregate(p, responded=np.zeros((1, 3), bool))).all()
+
+
+@pytest.mark.parametrize("k,c,expected", [(1, 10, 1), (2, 10, 10), (5, 10, 25), (8, 10, 40), (9, 10, 40),
+                                           (None, 10, 40), (2, 100, 10), (5, 100, 25), (50, 100, 250),
+                                           (2, 1000, 12)])
+def test_reply_bytes_is_vp_eq3(k, c, expected):
+    # h(k) = min(k·(4+1), 4·C) for k>1, 1 for k=1; beyond 256 classes an index takes 2 bytes
+    assert reply_bytes(k, c) == expected
+
+
+def test_aggregator_registry_names_allowed_values():
+    assert get_aggregator("vp") is vp_aggregate
+    with pytest.raises(KeyError, match="allowed: majority, vip, vp"):
+        get_aggregator("mean")

@@ -1,0 +1,149 @@
+"""Aggregation of variant predictions — the one implementation that the pool report,
+the SimPy simulator and the Serve emulation all use.
+
+Shapes: ``probs`` is (B, V, C) — per request B, per variant V, per class C — and
+``responded`` is a (B, V) boolean mask of the variants whose reply arrived in time.
+Rows where nobody responded come back as NaN (callers decide the fallback policy).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+FP_BYTES = 4  # fp32 on the wire
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - np.max(x, axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def index_bytes(num_classes: int) -> int:
+    """Bytes per class index: 1 up to 256 classes (VP's h(k)), more beyond."""
+    return max(1, math.ceil(math.log2(max(num_classes, 2)) / 8))
+
+
+def reply_bytes(k: int | None, num_classes: int, fp_bytes: int = FP_BYTES) -> int:
+    """VP eq. 3: h(k) = min(k·(size(fp)+1), size(fp)·C) for k > 1, 1 for k = 1.
+
+    ``k=None`` means the full vector (C floats). The "+1" is the index byte; for more
+    than 256 classes an index needs more than one byte and we count it so.
+    """
+    if k is None or k >= num_classes:
+        return fp_bytes * num_classes
+    if k < 1:
+        raise ValueError(f"k must be >= 1 or None (all), got {k}")
+    if k == 1:
+        return index_bytes(num_classes)
+    return min(k * (fp_bytes + index_bytes(num_classes)), fp_bytes * num_classes)
+
+
+def topk_compress(probs: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each prediction vector: (values, indices), each (..., k). k=None keeps all."""
+    c = probs.shape[-1]
+    k = c if k is None else min(k, c)
+    idx = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(probs, idx, axis=-1), idx
+
+
+def topk_decompress(values: np.ndarray, indices: np.ndarray, num_classes: int, k: int | None) -> np.ndarray:
+    """Scatter compressed replies back into (..., C). With k=1 only the index travels
+    (h(1) = 1 byte), so the decompressed vector is one-hot."""
+    out = np.zeros(values.shape[:-1] + (num_classes,), dtype=np.float64)
+    vals = np.ones_like(values, dtype=np.float64) if k == 1 else values
+    np.put_along_axis(out, indices, vals, axis=-1)
+    return out
+
+
+def vp_scale(rho: Sequence[float], depth: Sequence[float], alpha: float) -> np.ndarray:
+    """VP eq. 1 weights (ρ_i / max P)·(d_i / min D)^α over the deployed variants."""
+    rho = np.asarray(rho, dtype=np.float64)
+    depth = np.asarray(depth, dtype=np.float64)
+    return (rho / rho.max()) * (depth / depth.min()) ** alpha
+
+
+def _masked(responded: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    return np.ones(shape, dtype=bool) if responded is None else np.asarray(responded, dtype=bool)
+
+
+def vp_aggregate(
+    probs: np.ndarray,
+    *,
+    k: int | None = 2,
+    rho: Sequence[float],
+    depth: Sequence[float],
+    alpha: float = 1.0,
+    responded: np.ndarray | None = None,
+) -> np.ndarray:
+    """VP (seed 002, §III-C/D): compress top-k, decompress into (B, V, C), softmax,
+    scale by eq. 1, sum over the variants that answered, softmax."""
+    b, v, c = probs.shape
+    mask = _masked(responded, (b, v))
+    values, indices = topk_compress(probs, k)
+    dense = softmax(topk_decompress(values, indices, c, k), axis=-1)
+    scaled = dense * vp_scale(rho, depth, alpha)[None, :, None]
+    summed = np.where(mask[..., None], scaled, 0.0).sum(axis=1)
+    out = softmax(summed, axis=-1)
+    out[~mask.any(axis=1)] = np.nan
+    return out
+
+
+def vip_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None, **_: object) -> np.ndarray:
+    """VIP (seed 000, §III-D): average of the probabilities of the variants that answered."""
+    b, v, _c = probs.shape
+    mask = _masked(responded, (b, v))
+    n = mask.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mask[..., None], probs, 0.0).sum(axis=1) / n
+
+
+def majority_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None, **_: object) -> np.ndarray:
+    """Majority vote of the top-1 labels; ties go to the larger summed probability.
+    Returns vote shares (+ a tie-breaking epsilon), so argmax gives the winner."""
+    b, v, c = probs.shape
+    mask = _masked(responded, (b, v))
+    votes = np.zeros((b, c))
+    top = probs.argmax(axis=-1)
+    np.add.at(votes, (np.repeat(np.arange(b), v), top.ravel()), mask.ravel().astype(float))
+    tie_break = np.where(mask[..., None], probs, 0.0).sum(axis=1) * 1e-6
+    out = votes + tie_break
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / out.sum(axis=1, keepdims=True)
+    out[~mask.any(axis=1)] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    name: str
+    fn: Callable[..., np.ndarray]
+    doc: str
+
+
+AGGREGATORS: dict[str, Aggregator] = {}
+
+
+def register_aggregator(name: str, doc: str = ""):
+    """Register an aggregation rule under ``name`` (extension hook for users)."""
+
+    def wrap(fn):
+        AGGREGATORS[name] = Aggregator(name, fn, doc or (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return wrap
+
+
+register_aggregator("vp")(vp_aggregate)
+register_aggregator("vip")(vip_aggregate)
+register_aggregator("majority")(majority_aggregate)
+
+
+def get_aggregator(name: str) -> Callable[..., np.ndarray]:
+    try:
+        return AGGREGATORS[name].fn
+    except KeyError:
+        raise KeyError(f"unknown aggregator {name!r}; allowed: {', '.join(sorted(AGGREGATORS))}") from None

@@ -1,0 +1,282 @@
+"""On-disk pool format and its validating reader.
+
+``<root>/<name>/``::
+
+    manifest.json          PoolManifest (schema_version, members, data fingerprint, checksums)
+    bank.npz               labels (N,), test_indices (N,), logits (M, N, C) in manifest member order
+    weights/<member>.pt    state_dict, loadable with torch.load(weights_only=True)
+
+A pool is written into a temporary sibling directory and renamed into place, so a
+reader either sees a whole pool or none; the reader still checks every checksum and
+shape, so a pool damaged afterwards is refused with the path and the reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+BANK_FILE = "bank.npz"
+WEIGHTS_DIR = "weights"
+
+
+class PoolError(RuntimeError):
+    """A pool that is missing, partial, corrupt or does not match what was asked."""
+
+
+class MemberRecord(BaseModel):
+    """One trained model of the pool: a variant, a baseline or the teacher."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: str
+    role: Literal["variant", "baseline", "teacher"]
+    model: str                      # registry name (vip_ray.models)
+    family: str
+    segment: int | None
+    input_size: int                 # ρ actually used
+    nominal_input_size: int         # ρ of the paper's table
+    width: float
+    depth_multiplier: float
+    params: int
+    macs: int
+    bytes: int
+    recipe: dict[str, Any]
+    seed: int
+    kd: bool
+    cut: str
+    build: dict[str, Any]           # kwargs for vip_ray.models.build_model (besides the name)
+    accuracy: float                 # top-1 on the pool's test split (from the bank)
+    top5: float
+    train: dict[str, Any] = Field(default_factory=dict)  # epochs, seconds, images/s, pretrained, trial
+    weights: str                    # relative path of the state_dict file
+
+
+class PoolManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    schema_version: int
+    name: str
+    created: str
+    family: str
+    shape: str
+    diversity: str
+    data: dict[str, Any]            # name, num_classes, channels, class_names, n_test, fingerprint
+    seed: int
+    members: list[MemberRecord]
+    config: dict[str, Any]          # resolved training config
+    versions: dict[str, str]
+    checksums: dict[str, str]       # relative path -> sha256
+
+    def member(self, member_id: str) -> MemberRecord:
+        for m in self.members:
+            if m.id == member_id:
+                return m
+        raise PoolError(f"pool {self.name!r} has no member {member_id!r}; members: {', '.join(self.ids())}")
+
+    def ids(self, role: str | None = None) -> list[str]:
+        return [m.id for m in self.members if role is None or m.role == role]
+
+
+def pools_root(root: str | os.PathLike | None = None) -> Path:
+    """Default pool store: $VIP_RAY_POOLS, else ./results/pools."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get("VIP_RAY_POOLS", "results/pools"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_pool(
+    root: str | os.PathLike,
+    manifest: dict[str, Any],
+    weights: dict[str, dict[str, Any]],
+    logits: dict[str, np.ndarray],
+    labels: np.ndarray,
+    test_indices: np.ndarray,
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a pool atomically (temp dir + rename) and return its directory.
+
+    ``manifest`` is everything of :class:`PoolManifest` but ``checksums`` and
+    ``schema_version``; ``weights`` and ``logits`` are keyed by member id.
+    """
+    import torch
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / manifest["name"]
+    if final.exists() and not overwrite:
+        raise PoolError(f"{final}: pool already exists (set pool.overwrite=true to replace it)")
+    tmp = root / f".{manifest['name']}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / WEIGHTS_DIR).mkdir(parents=True)
+    try:
+        ids = [m["id"] for m in manifest["members"]]
+        checksums = {}
+        for mid in ids:
+            rel = f"{WEIGHTS_DIR}/{mid}.pt"
+            torch.save(weights[mid], tmp / rel)
+            checksums[rel] = _sha256(tmp / rel)
+        stacked = np.stack([np.asarray(logits[mid], dtype=np.float32) for mid in ids])
+        np.savez(tmp / BANK_FILE, labels=np.asarray(labels, dtype=np.int64),
+                 test_indices=np.asarray(test_indices, dtype=np.int64), logits=stacked)
+        checksums[BANK_FILE] = _sha256(tmp / BANK_FILE)
+        body = PoolManifest(schema_version=SCHEMA_VERSION, checksums=checksums, **manifest)
+        (tmp / MANIFEST_FILE).write_text(body.model_dump_json(indent=2))
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                with open(p, "rb+") as f:
+                    os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        Pool.load(tmp)  # never publish a pool our own reader would refuse
+        if final.exists():
+            trash = root / f".{manifest['name']}.old-{uuid.uuid4().hex[:8]}"
+            final.rename(trash)
+            tmp.rename(final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+class Pool:
+    """A validated pool: manifest, prediction bank and lazily loaded weights."""
+
+    def __init__(self, path: Path, manifest: PoolManifest, bank: dict[str, np.ndarray]):
+        self.path = path
+        self.manifest = manifest
+        self.labels: np.ndarray = bank["labels"]
+        self.test_indices: np.ndarray = bank["test_indices"]
+        self._logits: np.ndarray = bank["logits"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.manifest.data["num_classes"])
+
+    @property
+    def members(self):
+        return self.manifest.members
+
+    @classmethod
+    def open(cls, name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Pool":
+        """Open by name (under the pool store) or by path."""
+        p = Path(name_or_path)
+        if not p.is_dir():
+            candidate = pools_root(root) / str(name_or_path)
+            if not candidate.is_dir():
+                names = [q.name for q in list_pools(root)]
+                raise PoolError(
+                    f"no pool {str(name_or_path)!r} under {pools_root(root)}; "
+                    f"available: {', '.join(names) or '(none — train one with python -m vip_ray.tune)'}"
+                )
+            p = candidate
+        return cls.load(p)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Pool":
+        path = Path(path)
+        mpath = path / MANIFEST_FILE
+        if not mpath.is_file():
+            raise PoolError(f"{path}: not a pool or a partial one (no {MANIFEST_FILE})")
+        try:
+            raw = json.loads(mpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise PoolError(f"{mpath}: corrupt manifest ({e})") from None
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise PoolError(
+                f"{mpath}: schema_version {raw.get('schema_version')!r} is not supported (expected {SCHEMA_VERSION})"
+            )
+        try:
+            manifest = PoolManifest.model_validate(raw)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise PoolError(f"{mpath}: invalid manifest at {where}: {first['msg']}") from None
+        for rel, digest in manifest.checksums.items():
+            f = path / rel
+            if not f.is_file():
+                raise PoolError(f"{path}: partial pool, {rel} is missing")
+            if _sha256(f) != digest:
+                raise PoolError(f"{path}: {rel} does not match its checksum (corrupt or modified)")
+        expected = {f"{WEIGHTS_DIR}/{m.id}.pt" for m in manifest.members} | {BANK_FILE}
+        missing = expected - set(manifest.checksums)
+        if missing:
+            raise PoolError(f"{mpath}: no checksum for {', '.join(sorted(missing))}")
+        try:
+            with np.load(path / BANK_FILE) as z:
+                bank = {k: z[k] for k in ("labels", "test_indices", "logits")}
+        except (KeyError, ValueError, OSError) as e:
+            raise PoolError(f"{path / BANK_FILE}: unreadable prediction bank ({e})") from None
+        m, n, c = len(manifest.members), len(bank["labels"]), int(manifest.data["num_classes"])
+        if bank["logits"].shape != (m, n, c):
+            raise PoolError(
+                f"{path / BANK_FILE}: logits shape {bank['logits'].shape} does not match "
+                f"{m} members × {n} test samples × {c} classes"
+            )
+        if n != int(manifest.data["n_test"]):
+            raise PoolError(f"{path}: bank has {n} test samples, manifest says {manifest.data['n_test']}")
+        return cls(path, manifest, bank)
+
+    def logits(self, member_ids: list[str] | None = None) -> np.ndarray:
+        """(V, N, C) logits of the given members (default: all, manifest order)."""
+        ids = self.manifest.ids() if member_ids is None else member_ids
+        order = {mid: i for i, mid in enumerate(self.manifest.ids())}
+        for mid in ids:
+            if mid not in order:
+                self.manifest.member(mid)  # raises with the list of members
+        return self._logits[[order[mid] for mid in ids]]
+
+    def state_dict(self, member_id: str) -> dict[str, Any]:
+        import torch
+
+        rec = self.manifest.member(member_id)
+        return torch.load(self.path / rec.weights, map_location="cpu", weights_only=True)
+
+    def build_model(self, member_id: str):
+        """The member's trained network, ready for inference (eval mode)."""
+        from vip_ray.models import build_model
+
+        rec = self.manifest.member(member_id)
+        model = build_model(rec.model, **rec.build, pretrained="never")
+        model.load_state_dict(self.state_dict(member_id))
+        return model.eval()
+
+
+def list_pools(root: str | os.PathLike | None = None) -> list[Path]:
+    """Pool directories under the store (hidden temp dirs excluded)."""
+    base = pools_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))

@@ -1,0 +1,225 @@
+"""Train a group of pool members on shared data pipelines.
+
+A *group* is what one Tune trial trains: one member (``train.mode=per_variant``) or
+several (``joint``, VP §IV-B). Members whose training subsets agree (same imbalance
+group) share one shuffled batch stream; members without input filters also share one
+teacher forward per batch. Everything a trial needs travels in a plain-dict config,
+so the same function runs inside a Tune trial and in-process (benchmarks).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vip_ray.data import DataSplit, load_dataset
+from vip_ray.diversity import Recipe, apply_filters, imbalance_indices
+from vip_ray.models import VariantNet, build_model
+from vip_ray.training.losses import kd_loss
+
+ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+@dataclass
+class _Pipeline:
+    """One shuffled stream over one training subset, shared by its members."""
+
+    indices: np.ndarray
+    member_ids: list[str]
+    generator: torch.Generator
+
+
+@dataclass
+class GroupState:
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: dict[str, float] = field(default_factory=dict)
+    images_seen: dict[str, int] = field(default_factory=dict)
+    teacher_seconds: float = 0.0
+
+
+def build_member(member: dict[str, Any], teacher: VariantNet | None = None) -> VariantNet:
+    """A member's network; VIP students start from the teacher's weights."""
+    init = teacher if member.get("init_from_teacher") else None
+    return build_model(member["model"], **member["build"], teacher=init,
+                       pretrained=member.get("pretrained", "never"))
+
+
+def load_teacher(teacher: dict[str, Any] | None, device: torch.device) -> VariantNet | None:
+    """The frozen teacher of a trial, from the weights file the teacher stage wrote."""
+    if not teacher:
+        return None
+    model = build_model(teacher["model"], **teacher["build"], pretrained="never")
+    model.load_state_dict(torch.load(teacher["weights_path"], map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _phase_at(phases: list[dict[str, Any]], epoch: int) -> tuple[int, dict[str, Any]]:
+    start = 0
+    for i, ph in enumerate(phases):
+        if epoch < start + int(ph["epochs"]):
+            return i, ph
+        start += int(ph["epochs"])
+    raise IndexError(epoch)
+
+
+def _configure_phase(models: dict[str, VariantNet], phase: dict[str, Any]) -> dict[str, torch.optim.Optimizer]:
+    opts = {}
+    for mid, m in models.items():
+        frozen = bool(phase.get("freeze_backbone", False))
+        for p in m.backbone_parameters():
+            p.requires_grad_(not frozen)
+        for p in m.head_parameters():
+            p.requires_grad_(True)
+        params = [p for p in m.parameters() if p.requires_grad]
+        opts[mid] = torch.optim.Adam(params, lr=float(phase["lr"]))
+    return opts
+
+
+def _set_train_mode(models: dict[str, VariantNet], phase: dict[str, Any]) -> None:
+    for m in models.values():
+        m.train()
+        if phase.get("freeze_backbone", False):
+            m.backbone.eval()  # frozen backbone keeps its BN statistics too (as Keras does)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, data: DataSplit, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = [model(x.to(device)).float().cpu() for x, _ in data.batches("test", batch_size, shuffle=False)]
+    return torch.cat(out).numpy()
+
+
+def train_group(
+    config: dict[str, Any],
+    *,
+    report: ReportFn | None = None,
+    restore: dict[str, Any] | None = None,
+    data: DataSplit | None = None,
+) -> dict[str, Any]:
+    """Train every member of ``config["members"]``; return final weights, test logits and stats.
+
+    ``report(metrics, checkpoint_state)`` is called after every epoch; ``restore`` is such a
+    checkpoint state, to continue an interrupted trial exactly where it stopped.
+    """
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    device = torch.device("cuda" if config.get("gpu", 0) and torch.cuda.is_available() else "cpu")
+    data = data or load_dataset(config["data"])
+    tcfg = config["train"]
+    phases = config["phases"]
+    members = config["members"]
+    total_epochs = sum(int(p["epochs"]) for p in phases)
+
+    torch.manual_seed(int(members[0]["seed"]))
+    recipes = {m["id"]: Recipe.from_dict(m["recipe"]) for m in members}
+    uses_kd = {m["id"]: bool(m["kd"]) for m in members}
+    needs_teacher = any(uses_kd.values()) or any(m.get("init_from_teacher") for m in members)
+    teacher = load_teacher(config.get("teacher"), device) if needs_teacher else None
+    models = {m["id"]: build_member(m, teacher).to(device) for m in members}
+
+    labels = data.train_y.numpy()
+    pipelines: dict[Any, _Pipeline] = {}
+    for m in members:
+        r = recipes[m["id"]]
+        key = r.imbalance_group
+        if key not in pipelines:
+            idx = (np.arange(len(labels)) if key is None
+                   else imbalance_indices(labels, r, data.num_classes, seed=int(m["seed"])))
+            pipelines[key] = _Pipeline(idx, [], torch.Generator().manual_seed(int(m["seed"])))
+        pipelines[key].member_ids.append(m["id"])
+    filter_gens = {mid: torch.Generator().manual_seed(int(m["seed"]) + 1) for mid, m in
+                   ((m["id"], m) for m in members)}
+
+    state = GroupState(train_seconds={k: 0.0 for k in models}, images_seen={k: 0 for k in models})
+    opts: dict[str, torch.optim.Optimizer] = {}
+    current_phase = -1
+    if restore:
+        state = restore["state"]
+        for mid, sd in restore["models"].items():
+            models[mid].load_state_dict(sd)
+        for key, g in restore["generators"].items():
+            (pipelines[key].generator if key in pipelines else filter_gens[key]).set_state(g)
+        torch.set_rng_state(restore["torch_rng"])
+        if state.epoch < total_epochs and _phase_at(phases, state.epoch)[0] == restore["opt_phase"]:
+            current_phase, phase = _phase_at(phases, state.epoch)  # mid-phase: continue its optimizer
+            opts = _configure_phase(models, phase)
+            for mid, sd in restore["opts"].items():
+                opts[mid].load_state_dict(sd)
+
+    batch_size = int(tcfg["batch_size"])
+    while state.epoch < total_epochs:
+        pidx, phase = _phase_at(phases, state.epoch)
+        if pidx != current_phase:
+            opts, current_phase = _configure_phase(models, phase), pidx
+        _set_train_mode(models, phase)
+        losses = {mid: [] for mid in models}
+        for pipe in pipelines.values():
+            for x, y in data.batches("train", batch_size, shuffle=True, generator=pipe.generator,
+                                     indices=pipe.indices):
+                x, y = x.to(device), y.to(device)
+                teacher_cache: dict[tuple[str, ...], torch.Tensor] = {}
+                for mid in pipe.member_ids:
+                    r = recipes[mid]
+                    t0 = time.perf_counter()
+                    xin = apply_filters(x, r.filters, filter_gens[mid]) if r.filters else x
+                    t_logits = None
+                    if teacher is not None and uses_kd[mid]:
+                        if r.filters not in teacher_cache:  # one teacher forward per distinct input
+                            tt = time.perf_counter()
+                            with torch.no_grad():
+                                teacher_cache[r.filters] = teacher(xin)
+                            state.teacher_seconds += time.perf_counter() - tt
+                        t_logits = teacher_cache[r.filters]
+                    loss = kd_loss(models[mid](xin), y, t_logits,
+                                   alpha=float(tcfg["alpha"]), temperature=float(tcfg["temperature"]))
+                    opts[mid].zero_grad(set_to_none=True)
+                    loss.backward()
+                    opts[mid].step()
+                    state.train_seconds[mid] += time.perf_counter() - t0
+                    state.images_seen[mid] += len(y)
+                    losses[mid].append(loss.item())
+        state.epoch += 1
+        accs = {}
+        if state.epoch == total_epochs or state.epoch % max(1, int(tcfg.get("eval_every", 1))) == 0:
+            for mid, m in models.items():
+                logits = predict_logits(m, data, device)
+                accs[mid] = float((logits.argmax(1) == data.test_y.numpy()).mean())
+        row = {"epoch": state.epoch, "phase": phase["name"],
+               "loss": float(np.mean([np.mean(v) for v in losses.values()])),
+               **{f"acc/{k}": v for k, v in accs.items()}}
+        if accs:
+            row["mean_test_acc"] = float(np.mean(list(accs.values())))
+        state.history.append(row)
+        if report is not None:
+            ckpt = {
+                "state": state,
+                "models": {k: m.state_dict() for k, m in models.items()},
+                "opts": {k: o.state_dict() for k, o in opts.items()},
+                "opt_phase": current_phase,
+                "generators": {**{k: p.generator.get_state() for k, p in pipelines.items()},
+                               **{k: g.get_state() for k, g in filter_gens.items()}},
+                "torch_rng": torch.get_rng_state(),
+            }
+            report(row, ckpt)
+
+    result = {"weights": {}, "logits": {}, "stats": {}, "history": state.history}
+    for mid, m in models.items():
+        result["weights"][mid] = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+        result["logits"][mid] = predict_logits(m, data, device)
+        secs = state.train_seconds[mid]
+        result["stats"][mid] = {
+            "epochs": total_epochs,
+            "train_seconds": round(secs, 3),
+            "images_per_s": round(state.images_seen[mid] / secs, 1) if secs > 0 else None,
+            "pretrained": m.meta.get("pretrained"),
+            "finished_at": round(time.time(), 3),  # wall clock: shows a resumed run did not retrain it
+        }
+    result["teacher_seconds"] = round(state.teacher_seconds, 3)
+    result["fingerprint"] = data.fingerprint()
+    return result

@@ -1,0 +1,37 @@
+"""Entry point: ``python -m vip_ray.tune diversity=crops data=digits resources.cpu=1``."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    console = Console(stderr=True)
+    if any(a in ("-h", "--help") for a in argv):
+        console.print(__doc__ or "", "\nConfig groups: data, family, shape, diversity (see the tune/ folder). "
+                      "Any key can be set with key=value, e.g. train.kd=both resources.cpu=1 ray.address=auto.")
+        return 0
+    from vip_ray.data import DataError
+    from vip_ray.diversity import __name__ as _  # noqa: F401  (import errors surface here, not in Ray)
+    from vip_ray.pool import PoolError
+    from vip_ray.tune.config import ConfigCompositionError, compose
+    from vip_ray.tune.plan import ConfigError
+    from vip_ray.tune.runner import TrainingError, train_pool
+
+    try:
+        cfg = compose(argv)
+        path = train_pool(cfg, log=console.print)
+    except (ConfigCompositionError, ConfigError, DataError, PoolError, TrainingError, ValueError) as e:
+        console.print(f"[bold red]error:[/] {e}")
+        return 2
+    from vip_ray.pool import Pool
+    from vip_ray.pool.report import print_report
+
+    print_report(Pool.load(path), Console())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""From a resolved training config to the members of a pool and the trials that train them.
+
+Pure functions over plain dicts (no Ray here), so a plan can be tested and printed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from vip_ray.diversity import Recipe, build_recipes, variant_seed
+from vip_ray.models import list_models, model_spec
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be planned; the message names the key."""
+
+
+@dataclass
+class Stage:
+    name: str
+    groups: list[list[dict[str, Any]]]  # each inner list: the members one trial trains
+    phases: list[dict[str, Any]]
+
+
+@dataclass
+class Plan:
+    name: str
+    members: list[dict[str, Any]]
+    stages: list[Stage]
+    teacher_id: str | None
+
+    def digest(self) -> str:
+        """Identity of what will be trained: a resumed run must have the same one."""
+        blob = json.dumps([self.members, [(s.name, [[m["id"] for m in g] for g in s.groups], s.phases)
+                                          for s in self.stages]], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_pool_name(cfg: dict[str, Any]) -> str:
+    return f"{cfg['family']['name']}-{cfg['shape']['name']}-{cfg['diversity']['name']}-{cfg['data']['name']}"
+
+
+def _input_size(model: str, family: dict[str, Any]) -> int:
+    if family.get("input_size"):
+        return int(family["input_size"])
+    return max(8, round(model_spec(model).input_size * float(family.get("input_scale", 1.0))))
+
+
+def _member(mid: str, role: str, model: str, recipe: Recipe, seed: int, kd: bool,
+            family: dict[str, Any], num_classes: int, channels: int, init_from_teacher: bool) -> dict[str, Any]:
+    spec = model_spec(model)
+    return {
+        "id": mid,
+        "role": role,
+        "model": model,
+        "recipe": recipe.to_dict(),
+        "seed": seed,
+        "kd": kd,
+        "init_from_teacher": init_from_teacher,
+        "pretrained": family.get("pretrained", "auto") if spec.kind in ("teacher", "baseline") else "never",
+        "build": {
+            "num_classes": num_classes,
+            "in_channels": channels,
+            "input_size": _input_size(model, family),
+            "crop_reduction": recipe.crop_reduction,
+            "crop_position": recipe.crop_position,
+            "cut": family.get("cut", "relu") if spec.family == "resnet50_slices" and spec.kind == "variant" else "relu",
+        },
+    }
+
+
+def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
+    family, shape, train = cfg["family"], cfg["shape"], cfg["train"]
+    known = set(list_models())
+    for key in ("variants", "baselines"):
+        for name in family.get(key) or []:
+            if name not in known:
+                raise ConfigError(f"family.{key}: unknown model {name!r}; allowed: {', '.join(sorted(known))}")
+    kd_opt = train.get("kd", False)
+    if kd_opt not in (True, False, "both"):
+        raise ConfigError(f"train.kd: {kd_opt!r} is not allowed; allowed: true, false, both")
+    kd_modes = [True, False] if kd_opt == "both" else [bool(kd_opt)]
+    if str(train.get("mode")) not in ("per_variant", "joint"):
+        raise ConfigError(f"train.mode: {train.get('mode')!r} is not allowed; allowed: per_variant, joint")
+
+    recipes = build_recipes(cfg["diversity"])
+    variants: list[str] = list(family["variants"])
+    segments = {model_spec(v).segment: v for v in variants}
+    if shape["name"] == "heterogeneous":
+        wanted = shape.get("segments")
+        if wanted:
+            bad = [s for s in wanted if s not in segments]
+            if bad:
+                raise ConfigError(f"shape.segments: {bad} not in the family; allowed: {sorted(segments)}")
+            variants = [segments[s] for s in wanted]
+        slots = [(v, recipes[i % len(recipes)]) for i, v in enumerate(variants)]
+    elif shape["name"] == "homogeneous":
+        seg = shape.get("segment")
+        if seg not in segments:
+            raise ConfigError(f"shape.segment: {seg!r} not in the family; allowed: {sorted(segments)}")
+        n = int(shape.get("n") or len(recipes))
+        slots = [(segments[seg], recipes[i % len(recipes)]) for i in range(n)]
+    else:
+        raise ConfigError(f"shape.name: {shape['name']!r}; allowed: heterogeneous, homogeneous")
+
+    teacher_model = family.get("teacher")
+    kd_teacher = family.get("teacher_for_kd") or teacher_model
+    needs_teacher = any(kd_modes) or teacher_model is not None
+    teacher_id = (teacher_model or kd_teacher) if needs_teacher else None
+    if teacher_id and teacher_id not in known:
+        raise ConfigError(f"family.teacher: unknown model {teacher_id!r}; allowed: {', '.join(sorted(known))}")
+
+    seed = int(cfg.get("seed", 0))
+    c, ch = num_classes, channels
+    members: list[dict[str, Any]] = []
+
+    def add(mid, role, model, recipe, kd, init):
+        members.append(_member(mid, role, model, recipe, variant_seed(seed, len(members)), kd, family, c, ch, init))
+
+    plain = Recipe("none")
+    if teacher_id:
+        role = "teacher" if model_spec(teacher_id).kind == "teacher" else "baseline"
+        add(teacher_id, role, teacher_id, plain, False, False)
+    for b in family.get("baselines") or []:
+        if b != teacher_id:
+            add(b, "teacher" if model_spec(b).kind == "teacher" else "baseline", b, plain, False, False)
+    init = teacher_model is not None and model_spec(teacher_model).kind == "teacher"
+    seen: dict[str, int] = {}
+    for kd in kd_modes:
+        suffix = "" if len(kd_modes) == 1 else (".kd" if kd else ".nokd")
+        if shape["name"] == "homogeneous" and shape.get("baseline", True):
+            add(f"{slots[0][0]}.B{suffix}", "baseline", slots[0][0], plain, kd, init)
+        for model, recipe in slots:
+            base = model if recipe.name == "none" else f"{model}.{recipe.name}"
+            seen[base + suffix] = seen.get(base + suffix, 0) + 1
+            mid = base + suffix if seen[base + suffix] == 1 else f"{base}.{seen[base + suffix]}{suffix}"
+            add(mid, "variant", model, recipe, kd, init)
+
+    stages: list[Stage] = []
+    rest = members
+    if teacher_id:
+        teacher_phases = [{"name": "teacher", "epochs": int(train.get("teacher_epochs", 3)),
+                           "lr": float(train.get("teacher_lr", 1e-3)), "freeze_backbone": False}]
+        if model_spec(teacher_id).kind != "teacher":  # a baseline that teaches trains like the family
+            teacher_phases = list(family["phases"])
+        stages.append(Stage("teacher", [[members[0]]], teacher_phases))
+        rest = members[1:]
+    if str(train.get("mode")) == "joint":
+        size = int(train.get("group_size") or 0) or len(rest)
+        groups = [rest[i:i + size] for i in range(0, len(rest), size)]
+    else:
+        groups = [[m] for m in rest]
+    stages.append(Stage("members", groups, list(family["phases"])))
+    name = cfg["pool"].get("name") or default_pool_name(cfg)
+    return Plan(name=name, members=members, stages=stages, teacher_id=teacher_id)

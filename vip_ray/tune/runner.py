@@ -1,0 +1,249 @@
+"""Ray Tune driver: trains a plan's trials on the Ray cluster and writes the pool.
+
+Stage ``teacher`` (when KD or VIP slicing needs one) runs first; stage ``members``
+trains every other member, one trial per variant or per joint group. Each stage is a
+Tune experiment under ``<tune.storage>/<pool>/<stage>``; an interrupted run is resumed
+from there (finished trials are not retrained, running ones continue from their last
+epoch checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from vip_ray.data import load_dataset
+from vip_ray.models import model_spec, profile_model
+from vip_ray.pool import Pool, PoolError, pools_root, write_pool
+from vip_ray.training.trainer import build_member, train_group
+from vip_ray.tune.plan import ConfigError, Plan, plan_pool
+
+STATE_FILE = "state.pt"
+FINAL_FILE = "final.pt"
+PLAN_FILE = "plan.json"
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def versions() -> dict[str, str]:
+    import ray
+    import torchvision
+
+    import vip_ray
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "ray": ray.__version__, "numpy": np.__version__, "vip_ray": vip_ray.__version__,
+            "platform": platform.platform()}
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """One Tune trial: train its group, checkpoint every epoch, hand back weights + logits."""
+    from ray import tune
+
+    group = config["groups"][config["gi"]]
+    restore = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            final = Path(d) / FINAL_FILE
+            if final.exists():  # finished before the interruption: report it again, do not retrain
+                with tempfile.TemporaryDirectory() as out:
+                    shutil.copy(final, Path(out) / FINAL_FILE)
+                    tune.report({"done_epochs": -1, "final": True}, checkpoint=tune.Checkpoint.from_directory(out))
+                return
+            restore = torch.load(Path(d) / STATE_FILE, weights_only=False)
+
+    def report(row: dict[str, Any], state: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as out:
+            torch.save(state, Path(out) / STATE_FILE)
+            metrics = {k.replace("/", "."): v for k, v in row.items()}
+            tune.report({**metrics, "final": False}, checkpoint=tune.Checkpoint.from_directory(out))
+
+    result = train_group(group, report=report, restore=restore)
+    with tempfile.TemporaryDirectory() as out:
+        torch.save(result, Path(out) / FINAL_FILE)
+        last = {k.replace("/", "."): v for k, v in (result["history"][-1] if result["history"] else {}).items()}
+        tune.report({**last, "final": True}, checkpoint=tune.Checkpoint.from_directory(out))
+
+
+def _trial_name(trial) -> str:
+    ids = [m["id"] for m in trial.config["groups"][trial.config["gi"]]["members"]]
+    name = ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
+    return f"{trial.config['gi']:03d}_{name}"[:80].replace("/", "_")
+
+
+def init_ray(ray_cfg: dict[str, Any]) -> bool:
+    """Start (or join, with ray.address) a Ray cluster; True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"address": ray_cfg.get("address"), "log_to_driver": True}
+    if not ray_cfg.get("address"):
+        kwargs["include_dashboard"] = bool(ray_cfg.get("dashboard", True))
+        if ray_cfg.get("temp_dir"):
+            kwargs["_temp_dir"] = str(ray_cfg["temp_dir"])
+    ray.init(**kwargs)
+    return True
+
+
+def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg: dict[str, Any],
+               log: Callable[[str], None]) -> dict[str, Any]:
+    from ray import tune
+
+    # one checkpoint per epoch is the point; Tune's advice to checkpoint less is noise here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    res = cfg["resources"]
+    trainable = tune.with_resources(_trainable, {"cpu": float(res["cpu"]), "gpu": float(res["gpu"])})
+    path = exp_root / name
+    if tune.Tuner.can_restore(str(path)):
+        log(f"[vip_ray.tune] resuming stage {name!r} from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"gi": tune.grid_search(list(range(len(group_cfgs)))), "groups": group_cfgs},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=int(cfg["tune"].get("max_concurrent") or 0) or None,
+                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(exp_root),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                verbose=int(cfg["tune"].get("verbose", 1)),
+            ),
+        )
+    grid = tuner.fit()
+    out: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}, "teacher_seconds": 0.0, "fingerprints": set()}
+    for r in grid:
+        if r.error is not None:
+            raise TrainingError(f"stage {name!r}: a trial failed ({type(r.error).__name__}: {r.error}); "
+                                f"fix it and run the same command again to resume from {path}")
+        if r.checkpoint is None:
+            raise TrainingError(f"stage {name!r}: a trial finished without a checkpoint ({r.path})")
+        with r.checkpoint.as_directory() as d:
+            final = torch.load(Path(d) / FINAL_FILE, weights_only=False)
+        for key in ("weights", "logits", "stats"):
+            out[key].update(final[key])
+        out["teacher_seconds"] += final["teacher_seconds"]
+        out["fingerprints"].add(final["fingerprint"])
+        for mid in final["stats"]:
+            final["stats"][mid]["trial"] = Path(r.path).name
+    return out
+
+
+def _member_record(m: dict[str, Any], weights: dict, logits: np.ndarray, labels: np.ndarray,
+                   stats: dict[str, Any]) -> dict[str, Any]:
+    spec = model_spec(m["model"])
+    model = build_member({**m, "init_from_teacher": False, "pretrained": "never"})
+    model.load_state_dict(weights)
+    prof = profile_model(model)
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    return {
+        "id": m["id"], "role": m["role"], "model": m["model"], "family": spec.family, "segment": spec.segment,
+        "input_size": m["build"]["input_size"], "nominal_input_size": spec.input_size, "width": spec.width,
+        "depth_multiplier": spec.depth_multiplier, "params": prof["params"], "macs": prof["macs"],
+        "bytes": prof["bytes"], "recipe": m["recipe"], "seed": m["seed"], "kd": m["kd"], "cut": m["build"]["cut"],
+        "build": m["build"], "accuracy": float((logits.argmax(1) == labels).mean()),
+        "top5": float((top5 == labels[:, None]).any(1).mean()), "train": stats,
+        "weights": f"weights/{m['id']}.pt",
+    }
+
+
+def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Path:
+    """Train the pool that ``cfg`` (a resolved Hydra config as a dict) describes; return its path."""
+    root = pools_root(cfg["pool"]["root"])
+    data_cfg = dict(cfg["data"])
+    if data_cfg.get("root"):
+        data_cfg["root"] = str(Path(data_cfg["root"]).expanduser().resolve())  # trials run elsewhere
+    cfg = {**cfg, "data": data_cfg}
+    data = load_dataset(data_cfg)  # bad data config fails here, before Ray starts
+    plan = plan_pool(cfg, data.num_classes, data.channels)
+    final_dir = root / plan.name
+    if final_dir.exists() and not cfg["pool"].get("overwrite"):
+        Pool.load(final_dir)  # refuses a damaged pool with the reason
+        log(f"[vip_ray.tune] pool {plan.name!r} already exists at {final_dir} (pool.overwrite=true retrains it)")
+        return final_dir
+
+    exp_root = Path(cfg["tune"]["storage"]).expanduser().resolve() / plan.name
+    _check_resume(exp_root, plan, cfg["tune"].get("resume", "auto"), log)
+    started = init_ray(cfg["ray"])
+    t0 = time.time()
+    try:
+        trained: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}}
+        teacher_entry = None
+        teacher_seconds = 0.0
+        for stage in plan.stages:
+            group_cfgs = [{"members": g, "data": data_cfg, "train": cfg["train"], "phases": stage.phases,
+                           "teacher": teacher_entry, "threads": max(1, int(cfg["resources"]["cpu"])),
+                           "gpu": cfg["resources"]["gpu"]} for g in stage.groups]
+            log(f"[vip_ray.tune] stage {stage.name!r}: {len(group_cfgs)} trial(s), "
+                f"{sum(len(g) for g in stage.groups)} member(s)")
+            out = _run_stage(stage.name, group_cfgs, exp_root, cfg, log)
+            if out["fingerprints"] != {data.fingerprint()}:
+                raise TrainingError("trials evaluated on a different test split than the driver; "
+                                    "the data config is not deterministic")
+            for key in ("weights", "logits", "stats"):
+                trained[key].update(out[key])
+            teacher_seconds += out["teacher_seconds"]
+            if stage.name == "teacher":
+                tid = plan.teacher_id
+                tpath = exp_root / "teacher.pt"
+                torch.save(out["weights"][tid], tpath)
+                tm = next(m for m in plan.members if m["id"] == tid)
+                teacher_entry = {"model": tm["model"], "build": tm["build"], "weights_path": str(tpath)}
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+
+    labels = data.test_y.numpy()
+    records = [_member_record(m, trained["weights"][m["id"]], trained["logits"][m["id"]], labels,
+                              trained["stats"][m["id"]]) for m in plan.members]
+    manifest = {
+        "name": plan.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "family": cfg["family"]["name"], "shape": cfg["shape"]["name"], "diversity": cfg["diversity"]["name"],
+        "data": {"name": data.name, "num_classes": data.num_classes, "channels": data.channels,
+                 "class_names": list(map(str, data.class_names)), "n_test": int(len(labels)),
+                 "n_train": int(len(data.train_y)), "fingerprint": data.fingerprint()},
+        "seed": int(cfg.get("seed", 0)), "members": records,
+        "config": {**cfg, "plan_digest": plan.digest(), "wall_seconds": round(time.time() - t0, 1),
+                   "teacher_seconds": round(teacher_seconds, 3), "argv": sys.argv},
+        "versions": versions(),
+    }
+    path = write_pool(root, manifest, trained["weights"], trained["logits"], labels,
+                      data.test_indices, overwrite=bool(cfg["pool"].get("overwrite")))
+    shutil.rmtree(exp_root, ignore_errors=True)  # the pool is the product; checkpoints were for resuming
+    log(f"[vip_ray.tune] wrote pool {plan.name!r} to {path} in {time.time() - t0:.0f} s")
+    return path
+
+
+def _check_resume(exp_root: Path, plan: Plan, resume: str, log: Callable[[str], None]) -> None:
+    if resume not in ("auto", "never"):
+        raise ConfigError(f"tune.resume: {resume!r} is not allowed; allowed: auto, never")
+    marker = exp_root / PLAN_FILE
+    if exp_root.exists() and (resume == "never" or not marker.exists()):
+        shutil.rmtree(exp_root)
+    elif marker.exists():
+        old = json.loads(marker.read_text())["digest"]
+        if old != plan.digest():
+            raise ConfigError(
+                f"{exp_root}: an unfinished run of pool {plan.name!r} with a different config is there; "
+                f"run the same config to resume it, or pass tune.resume=never to start over"
+            )
+        log(f"[vip_ray.tune] an unfinished run of {plan.name!r} is there: resuming (finished trials are kept)")
+    exp_root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"digest": plan.digest(), "members": [m["id"] for m in plan.members]}))
