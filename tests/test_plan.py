@@ -55,6 +55,9 @@ def test_vp_kd_uses_the_baseline_as_teacher():
     (["train.mode=pipelined"], "train.mode: 'pipelined' is not allowed; allowed: per_variant, joint"),
     (["shape=homogeneous", "shape.segment=9"], "shape.segment: 9 not in the family; allowed: [1, 2, 3, 4, 5]"),
     (["family.variants=[vp_v9]"], "family.variants: unknown model 'vp_v9'; allowed:"),
+    (["family.phases=[{name:a,epochs:2,lr:0.1,schedule:step}]"],
+     "family.phases[0].schedule: 'step' is not allowed; allowed: constant, cosine"),
+    (["family.phases=[{name:a,epochs:2,lr:0.1,lrr:3}]"], "family.phases[0]: unknown key(s) ['lrr']"),
 ])
 def test_bad_config_names_key_and_allowed_values(overrides, message):
     with pytest.raises(ConfigError) as e:

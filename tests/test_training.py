@@ -1,5 +1,6 @@
 """The trial body: phases, joint groups, exact resume from a checkpoint, determinism."""
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -49,3 +50,14 @@ def test_frozen_phase_trains_only_the_head(digits_setup):
     before, after = saved[0]["models"]["vp_v1.filters-0"], saved[1]["models"]["vp_v1.filters-0"]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("head.") for k in changed), changed
+
+
+def test_cosine_schedule_is_a_function_of_the_epoch():
+    from vip_ray.training.trainer import _phase_lr
+
+    phases = [{"name": "a", "epochs": 2, "lr": 0.1},
+              {"name": "b", "epochs": 4, "lr": 1.0, "schedule": "cosine"}]
+    assert [_phase_lr(phases, e) for e in (0, 1)] == [0.1, 0.1]
+    assert _phase_lr(phases, 2) == pytest.approx(1.0)
+    assert _phase_lr(phases, 4) == pytest.approx(0.05 + 0.95 * 0.5)      # half-way down the cosine
+    assert _phase_lr(phases, 5) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(0.75 * math.pi)))

@@ -118,7 +118,8 @@ def print_report(pool: Pool, console, *, alpha: float = 1.0, report: dict[str, A
     t = Table(title=f"pool {rep['pool']} — {rep['family']}, {rep['shape']}, diversity={rep['diversity']}, "
                     f"data={rep['data']} ({rep['n_test']} test samples)")
     for col in ("member", "role", "recipe", "KD", "ρ", "params", "MACs", "top-1", f"top-{m}"):
-        t.add_column(col, justify="right" if col in ("ρ", "params", "MACs", "top-1", f"top-{m}") else "left")
+        t.add_column(col, justify="right" if col in ("ρ", "params", "MACs", "top-1", f"top-{m}") else "left",
+                     overflow="fold")
     for x in rep["members"]:
         t.add_row(x["id"], x["role"], str(x["recipe"]), "yes" if x["kd"] else "no", str(x["input_size"]),
                   f"{x['params'] / 1e3:,.0f}K", f"{x['macs'] / 1e6:,.1f}M", f"{x['top1']:.2%}", f"{x[f'top{m}']:.2%}")

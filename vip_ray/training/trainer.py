@@ -8,6 +8,7 @@ so the same function runs inside a Tune trial and in-process (benchmarks).
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -80,6 +81,19 @@ def _configure_phase(models: dict[str, VariantNet], phase: dict[str, Any]) -> di
         params = [p for p in m.parameters() if p.requires_grad]
         opts[mid] = torch.optim.Adam(params, lr=float(phase["lr"]))
     return opts
+
+
+def _phase_lr(phases: list[dict[str, Any]], epoch: int) -> float:
+    """Learning rate of ``epoch``: constant, or cosine-annealed over the phase (``schedule: cosine``).
+
+    A function of the epoch alone, so a resumed trial continues on the same schedule."""
+    pidx, phase = _phase_at(phases, epoch)
+    lr = float(phase["lr"])
+    if phase.get("schedule", "constant") == "constant":
+        return lr
+    start = sum(int(p["epochs"]) for p in phases[:pidx])
+    frac = (epoch - start) / max(1, int(phase["epochs"]))
+    return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def _set_train_mode(models: dict[str, VariantNet], phase: dict[str, Any]) -> None:
@@ -158,6 +172,9 @@ def train_group(
         if pidx != current_phase:
             opts, current_phase = _configure_phase(models, phase), pidx
         _set_train_mode(models, phase)
+        for opt in opts.values():
+            for group in opt.param_groups:
+                group["lr"] = _phase_lr(phases, state.epoch)
         losses = {mid: [] for mid in models}
         for pipe in pipelines.values():
             for x, y in data.batches("train", batch_size, shuffle=True, generator=pipe.generator,

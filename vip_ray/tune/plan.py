@@ -71,6 +71,26 @@ def _member(mid: str, role: str, model: str, recipe: Recipe, seed: int, kd: bool
     }
 
 
+PHASE_KEYS = {"name", "epochs", "lr", "freeze_backbone", "schedule"}
+SCHEDULES = ("constant", "cosine")
+
+
+def _check_phases(phases: Any) -> None:
+    if not phases:
+        raise ConfigError("family.phases: at least one phase is needed, e.g. [{name: scratch, epochs: 5, lr: 3e-3}]")
+    for i, ph in enumerate(phases):
+        where = f"family.phases[{i}]"
+        unknown = set(ph) - PHASE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(PHASE_KEYS)}")
+        if not isinstance(ph.get("epochs"), int) or ph["epochs"] < 0:
+            raise ConfigError(f"{where}.epochs: {ph.get('epochs')!r} must be an integer >= 0")
+        if not isinstance(ph.get("lr"), (int, float)) or ph["lr"] <= 0:
+            raise ConfigError(f"{where}.lr: {ph.get('lr')!r} must be a number > 0")
+        if ph.get("schedule", "constant") not in SCHEDULES:
+            raise ConfigError(f"{where}.schedule: {ph['schedule']!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
+
+
 def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     family, shape, train = cfg["family"], cfg["shape"], cfg["train"]
     known = set(list_models())
@@ -85,6 +105,7 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     if str(train.get("mode")) not in ("per_variant", "joint"):
         raise ConfigError(f"train.mode: {train.get('mode')!r} is not allowed; allowed: per_variant, joint")
 
+    _check_phases(family.get("phases"))
     recipes = build_recipes(cfg["diversity"])
     variants: list[str] = list(family["variants"])
     segments = {model_spec(v).segment: v for v in variants}
