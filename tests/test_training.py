@@ -61,3 +61,34 @@ def test_cosine_schedule_is_a_function_of_the_epoch():
     assert _phase_lr(phases, 2) == pytest.approx(1.0)
     assert _phase_lr(phases, 4) == pytest.approx(0.05 + 0.95 * 0.5)      # half-way down the cosine
     assert _phase_lr(phases, 5) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(0.75 * math.pi)))
+
+
+@pytest.mark.parametrize("diversity,forwards_per_batch", [("none", 1), ("filters", 2)])
+def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypatch, diversity, forwards_per_batch):
+    """Students that see the same batch share the teacher's forward; filtered inputs need their own."""
+    from vip_ray.models import build_model
+    from vip_ray.training import trainer
+
+    cfg = compose(["data=digits", "shape=homogeneous", "shape.segment=1", "shape.n=2", "shape.baseline=false",
+                   f"diversity={diversity}", "family.baselines=[]"])
+    data = load_dataset(cfg["data"])
+    students = [m for m in plan_pool(cfg, data.num_classes, data.channels).members if m["role"] == "variant"]
+    assert len(students) == 2
+    teacher_build = {"num_classes": 10, "in_channels": 1, "input_size": 24}
+    torch.save(build_model("vp_v1", **teacher_build).state_dict(), tmp_path / "t.pt")
+    calls = []
+    original = trainer.load_teacher
+
+    def counting(teacher, device):
+        model = original(teacher, device)
+        model.register_forward_hook(lambda *args: calls.append(1))
+        return model
+
+    monkeypatch.setattr(trainer, "load_teacher", counting)
+    group = {"members": [{**m, "kd": True} for m in students], "data": cfg["data"], "train": cfg["train"],
+             "phases": [{"name": "a", "epochs": 1, "lr": 1e-3}], "threads": 1,
+             "teacher": {"model": "vp_v1", "build": teacher_build, "weights_path": str(tmp_path / "t.pt")}}
+    result = train_group(group, data=data)
+    batches = math.ceil(len(data.train_y) / int(cfg["train"]["batch_size"]))
+    assert len(calls) == forwards_per_batch * batches
+    assert result["teacher_seconds"] > 0

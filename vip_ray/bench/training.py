@@ -6,7 +6,7 @@ Prints, on this machine:
   3. a heterogeneous KD pool trained jointly (one pipeline, one teacher forward per batch)
      vs one trial per variant, in-process and under Ray Tune — the ratio;
   4. Ray Tune parallel speedup: 2 concurrent trials (1 CPU each) vs the same two trainings
-     run one after the other in one process (2 torch threads).
+     run one after the other in one process (1 torch thread: the same work; and 2 threads).
 """
 from __future__ import annotations
 
@@ -108,23 +108,31 @@ def kd_joint(console: Console, limit: int, tmp: Path) -> dict:
             "teacher_share_separate": share, "teacher_share_joint": joint_share}
 
 
-def _tune_wall(overrides: list[str], tmp: Path, tag: str) -> float:
+def _tune_wall(overrides: list[str], tmp: Path, tag: str, dashboard: bool = True) -> dict:
+    """Wall seconds of a Tune training: Ray start, fit (train_pool on the running cluster), shutdown."""
+    import ray
+
     from vip_ray.tune.runner import train_pool
 
     cfg = _cfg(*overrides, f"pool.root={tmp}/pools-{tag}", f"tune.storage={tmp}/tune-{tag}", "tune.verbose=0",
                f"pool.name=bench-{tag}")
     t0 = time.perf_counter()
+    ray.init(include_dashboard=dashboard, log_to_driver=False)
+    t1 = time.perf_counter()
     train_pool(cfg, log=lambda s: None)
-    return time.perf_counter() - t0
+    t2 = time.perf_counter()
+    ray.shutdown()
+    t3 = time.perf_counter()
+    return {"ray_start_s": t1 - t0, "fit_s": t2 - t1, "shutdown_s": t3 - t2, "total_s": t3 - t0}
 
 
 def tune_joint_vs_per_trial(console: Console, limit: int, tmp: Path) -> dict:
     common = ["data=mnist5k", f"data.limit={limit}", "family=resnet50_slices", "shape.segments=[1,2,3,4]",
               "train.kd=true", "family.pretrained=never", "train.teacher_epochs=1",
               "family.phases=[{name:finetune,epochs:1,lr:1e-3}]"]
-    per = _tune_wall(common + ["train.mode=per_variant"], tmp, "per")
-    joint = _tune_wall(common + ["train.mode=joint", "resources.cpu=2"], tmp, "joint")
-    t = Table(title="3. under Ray Tune: teacher stage + 4 KD students (wall seconds, 2 CPUs)")
+    per = _tune_wall(common + ["train.mode=per_variant"], tmp, "per")["fit_s"]
+    joint = _tune_wall(common + ["train.mode=joint", "resources.cpu=2"], tmp, "joint")["fit_s"]
+    t = Table(title="3. under Ray Tune: teacher stage + 4 KD students (fit wall seconds, 2 CPUs)")
     t.add_column("mode")
     t.add_column("wall s", justify="right")
     t.add_row("per_variant (4 trials, 1 CPU each, 2 at a time)", f"{per:.1f}")
@@ -135,32 +143,50 @@ def tune_joint_vs_per_trial(console: Console, limit: int, tmp: Path) -> dict:
 
 
 def tune_speedup(console: Console, epochs: int, tmp: Path) -> dict:
+    """Two equal trainings (two seeds of vp_v5): Tune with 2 concurrent 1-CPU trials vs the same
+    trainings one after the other in one process — with 1 thread (the same work, limit 2×) and
+    with 2 threads (what one process could get out of this machine on its own)."""
     from vip_ray.data import load_dataset
     from vip_ray.training.trainer import train_group
     from vip_ray.tune.plan import plan_pool
 
-    overrides = ["data=mnist5k", "family=vp", "shape.segments=[4,5]", "family.baselines=[]",
-                 f"family.phases=[{{name:scratch,epochs:{epochs},lr:3e-3}}]"]
+    overrides = ["data=mnist5k", "family=vp", "shape=homogeneous", "shape.segment=5", "shape.n=2",
+                 "shape.baseline=false", "family.baselines=[]",
+                 f"family.phases=[{{name:scratch,epochs:{epochs},lr:3e-3,schedule:cosine}}]"]
     cfg = _cfg(*overrides)
     data = load_dataset(cfg["data"])
     plan = plan_pool(cfg, data.num_classes, data.channels)
-    t0 = time.perf_counter()
-    trial_s = []
-    for m in plan.members:
-        t1 = time.perf_counter()
-        train_group(_group(cfg, [m], cfg["family"]["phases"], threads=2), data=data)
-        trial_s.append(time.perf_counter() - t1)
-    sequential = time.perf_counter() - t0
-    tuned = _tune_wall(overrides + ["resources.cpu=1"], tmp, "speedup")
-    t = Table(title=f"4. Ray Tune parallel speedup: vp_v4 + vp_v5, {epochs} epochs on mnist5k")
-    t.add_column("run")
+    sequential, per_training = {}, {}
+    for threads in (1, 2):
+        t0 = time.perf_counter()
+        per_training[threads] = []
+        for m in plan.members:
+            t1 = time.perf_counter()
+            train_group(_group(cfg, [m], cfg["family"]["phases"], threads=threads), data=data)
+            per_training[threads].append(time.perf_counter() - t1)
+        sequential[threads] = time.perf_counter() - t0
+    tuned = {dash: _tune_wall(overrides + ["resources.cpu=1"], tmp, f"speedup-{dash}", dashboard=dash)
+             for dash in (True, False)}
+    t = Table(title=f"4. Ray Tune parallel speedup: 2 × vp_v5 (two seeds), {epochs} epochs on mnist5k, "
+                    f"2 concurrent trials × 1 CPU")
+    t.add_column("sequential in one process")
     t.add_column("wall s", justify="right")
-    t.add_row("sequential, one process, 2 threads (per training: "
-              + ", ".join(f"{s:.0f}" for s in trial_s) + " s)", f"{sequential:.1f}")
-    t.add_row("Tune, 2 concurrent trials × 1 CPU (incl. Ray start)", f"{tuned:.1f}")
-    t.add_row("speedup", f"{sequential / tuned:.2f}×")
+    for dash in (True, False):
+        t.add_column(f"Tune fit / total, dashboard {'on' if dash else 'off'}", justify="right")
+    for threads in (1, 2):
+        t.add_row(f"{threads} thread(s) (per training: " + ", ".join(f"{s:.0f}" for s in per_training[threads]) + " s)",
+                  f"{sequential[threads]:.1f}",
+                  *[f"{sequential[threads] / tuned[d]['fit_s']:.2f}× / {sequential[threads] / tuned[d]['total_s']:.2f}×"
+                    for d in (True, False)])
     console.print(t)
-    return {"sequential_s": sequential, "per_training_s": trial_s, "tune_s": tuned, "speedup": sequential / tuned}
+    for dash in (True, False):
+        w = tuned[dash]
+        console.print(f"Tune wall, dashboard {'on' if dash else 'off'}: Ray start {w['ray_start_s']:.1f} s, "
+                      f"fit {w['fit_s']:.1f} s, shutdown {w['shutdown_s']:.1f} s")
+    return {"sequential_1thread_s": sequential[1], "sequential_2threads_s": sequential[2],
+            "per_training_s": per_training, "tune": {"dashboard_on": tuned[True], "dashboard_off": tuned[False]},
+            "speedup_fit_vs_1thread": sequential[1] / tuned[True]["fit_s"],
+            "speedup_total_vs_1thread": sequential[1] / tuned[True]["total_s"]}
 
 
 def main(argv=None) -> int:
@@ -181,7 +207,7 @@ def main(argv=None) -> int:
         if "tune_joint" in only:
             out["tune_joint"] = tune_joint_vs_per_trial(console, limit=500 if args.quick else 1500, tmp=tmp)
         if "speedup" in only:
-            out["speedup"] = tune_speedup(console, epochs=1 if args.quick else 4, tmp=tmp)
+            out["speedup"] = tune_speedup(console, epochs=1 if args.quick else 5, tmp=tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     from vip_ray.tune.runner import versions

@@ -167,6 +167,7 @@ def train_group(
                 opts[mid].load_state_dict(sd)
 
     batch_size = int(tcfg["batch_size"])
+    last_logits: dict[str, np.ndarray] = {}  # the final epoch's evaluation is the prediction bank
     while state.epoch < total_epochs:
         pidx, phase = _phase_at(phases, state.epoch)
         if pidx != current_phase:
@@ -205,8 +206,8 @@ def train_group(
         accs = {}
         if state.epoch == total_epochs or state.epoch % max(1, int(tcfg.get("eval_every", 1))) == 0:
             for mid, m in models.items():
-                logits = predict_logits(m, data, device)
-                accs[mid] = float((logits.argmax(1) == data.test_y.numpy()).mean())
+                last_logits[mid] = predict_logits(m, data, device)
+                accs[mid] = float((last_logits[mid].argmax(1) == data.test_y.numpy()).mean())
         row = {"epoch": state.epoch, "phase": phase["name"],
                "loss": float(np.mean([np.mean(v) for v in losses.values()])),
                **{f"acc/{k}": v for k, v in accs.items()}}
@@ -228,7 +229,7 @@ def train_group(
     result = {"weights": {}, "logits": {}, "stats": {}, "history": state.history}
     for mid, m in models.items():
         result["weights"][mid] = {k: v.detach().cpu() for k, v in m.state_dict().items()}
-        result["logits"][mid] = predict_logits(m, data, device)
+        result["logits"][mid] = last_logits[mid] if mid in last_logits else predict_logits(m, data, device)
         secs = state.train_seconds[mid]
         result["stats"][mid] = {
             "epochs": total_epochs,

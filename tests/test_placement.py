@@ -1,0 +1,52 @@
+import pytest
+
+from vip_ray.placement import DeviceInfo, PlacementError, VariantInfo, place, register_placement
+
+# VP-like pool: bigger variants are more accurate
+V = [VariantInfo(i, f"vp_v{i + 1}", f"vp_v{i + 1}", macs=m, bytes=b, accuracy=a)
+     for i, (m, b, a) in enumerate([(10e6, 1.3e6, 0.80), (17e6, 1.3e6, 0.84), (27e6, 1.4e6, 0.86),
+                                    (40e6, 1.4e6, 0.88), (54e6, 1.5e6, 0.89)])]
+
+
+def test_capacity_gives_fast_devices_the_best_variants_within_the_deadline():
+    devices = [DeviceInfo("pi", macs_per_s=1e9), DeviceInfo("nx", macs_per_s=20e9),
+               DeviceInfo("tv", macs_per_s=3e9), DeviceInfo("tx2", macs_per_s=8e9)]
+    # deadline 20 ms, margin 0.8 -> 16 ms of compute: pi fits only V1 (10 ms); tv fits up to V4 (13.3 ms)
+    out = place("capacity", devices, V, deadline_s=0.020)
+    assert out == [0, 4, 2, 3]          # nx: V5, tx2: V4 (next best, distinct), tv: V3, pi: V1
+    assert len(set(out)) == 4
+
+
+def test_capacity_respects_memory_and_network_time():
+    devices = [DeviceInfo("tiny", macs_per_s=100e9, memory_mb=1.35), DeviceInfo("far", macs_per_s=100e9,
+                                                                               network_s=0.015)]
+    out = place("capacity", devices, V, deadline_s=0.020)
+    assert V[out[0]].bytes / 2**20 <= 1.35            # memory-bound device: small variant
+    assert out[1] == 4                                 # 0.54 ms compute + 15 ms network < 16 ms
+
+
+def test_capacity_latency_table_beats_macs_estimate():
+    slow_for_v5 = DeviceInfo("npu", macs_per_s=100e9, latency_s={"vp_v5": 0.5})
+    assert place("capacity", [slow_for_v5], V, deadline_s=0.02) == [3]
+
+
+def test_diverse_spreads_distinct_members_and_cycles():
+    devices = [DeviceInfo(f"d{i}", macs_per_s=10e9) for i in range(7)]
+    assert place("diverse", devices, V, deadline_s=1.0) == [0, 1, 2, 3, 4, 0, 1]
+
+
+def test_registry_unknown_and_pluggable(monkeypatch):
+    import vip_ray.placement.base as base
+
+    monkeypatch.setattr(base, "PLACEMENTS", dict(base.PLACEMENTS))  # keep test policies out of the real registry
+    with pytest.raises(PlacementError, match="allowed: capacity, diverse, round_robin"):
+        place("best", [DeviceInfo("a", 1e9)], V, deadline_s=1)
+
+    @register_placement("all_smallest")
+    def all_smallest(devices, variants, *, deadline_s):
+        return [min(variants, key=lambda v: v.macs).index] * len(devices)
+
+    assert place("all_smallest", [DeviceInfo("a", 1e9)] * 3, V, deadline_s=1) == [0, 0, 0]
+    with pytest.raises(PlacementError, match="invalid assignment"):
+        register_placement("broken")(lambda d, v, *, deadline_s: [99] * len(d))
+        place("broken", [DeviceInfo("a", 1e9)], V, deadline_s=1)
