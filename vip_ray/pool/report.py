@@ -156,19 +156,25 @@ def write_plots(reports: Sequence[dict[str, Any]], out_dir: str | Path) -> list[
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    fig, ax = plt.subplots(figsize=(max(4, 1.8 * len(reports) + 1), 3.2))
-    width = 0.25
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.8 * len(reports) + 1.5), 3.4))
+    colors = {"B": "#999999", "E": "#1f77b4", "T": "#d62728"}
+    width = 0.26
+    values = []
     for i, rep in enumerate(reports):
-        for j, key in enumerate(("B", "E", "T")):
-            if key in rep["bet"]:
-                x = i + (j - 1) * width
-                ax.bar(x, 100 * rep["bet"][key], width, color=("#999999", "#1f77b4", "#d62728")[j],
-                       label=key if i == 0 else None)
-                ax.text(x, 100 * rep["bet"][key], key, ha="center", va="bottom", fontsize=7)
+        keys = [k for k in ("B", "E", "T") if k in rep["bet"]]
+        for j, key in enumerate(keys):
+            x = i + (j - (len(keys) - 1) / 2) * width
+            y = 100 * rep["bet"][key]
+            values.append(y)
+            ax.bar(x, y, width * 0.95, color=colors[key], label=key if key not in ax.get_legend_handles_labels()[1] else None)
+            ax.text(x, y, f"{key}\n{y:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(reports)), [r["diversity"] for r in reports])
+    ax.set_xlim(-0.7, len(reports) - 0.3)
+    ax.set_ylim(max(0.0, min(values, default=0) - 8), 101)
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("Baseline / Ensemble / Teacher per diversity strategy")
-    ax.legend(fontsize=7)
+    ax.set_xlabel("diversity strategy")
+    ax.set_title("Baseline / Ensemble / Teacher (VIP Fig. 2)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     paths.append(out / "bet_per_strategy.png")
     fig.savefig(paths[-1], dpi=120)
