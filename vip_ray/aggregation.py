@@ -74,19 +74,28 @@ def vp_aggregate(
     probs: np.ndarray,
     *,
     k: int | None = 2,
-    rho: Sequence[float],
-    depth: Sequence[float],
+    rho: Sequence[float] | None = None,
+    depth: Sequence[float] | None = None,
     alpha: float = 1.0,
+    weights: np.ndarray | None = None,
     responded: np.ndarray | None = None,
 ) -> np.ndarray:
     """VP (seed 002, §III-C/D): compress top-k, decompress into (B, V, C), softmax,
-    scale by eq. 1, sum over the variants that answered, softmax."""
+    scale by eq. 1, sum over the variants that answered, softmax.
+
+    The eq. 1 weights come from ``rho``/``depth`` per variant (V,), or ready-made as
+    ``weights`` of shape (V,) or (B, V) — per request when placement changes during a run."""
     b, v, c = probs.shape
     mask = _masked(responded, (b, v))
+    if weights is None:
+        if rho is None or depth is None:
+            raise ValueError("vp_aggregate needs rho and depth, or weights")
+        weights = vp_scale(rho, depth, alpha)
+    w = np.asarray(weights, dtype=np.float64)
+    w = w[None, :, None] if w.ndim == 1 else w[..., None]
     values, indices = topk_compress(probs, k)
     dense = softmax(topk_decompress(values, indices, c, k), axis=-1)
-    scaled = dense * vp_scale(rho, depth, alpha)[None, :, None]
-    summed = np.where(mask[..., None], scaled, 0.0).sum(axis=1)
+    summed = np.where(mask[..., None], dense * w, 0.0).sum(axis=1)
     out = softmax(summed, axis=-1)
     out[~mask.any(axis=1)] = np.nan
     return out

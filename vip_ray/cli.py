@@ -3,6 +3,8 @@
     vip-sim pools list                  the pools in the store
     vip-sim pools show NAME [NAME ...]  variants, pool report, plots (--json for machines)
     vip-sim pools default               build the default pool on first use, then show it
+    vip-sim run FILE [--out DIR] [--set key=value ...]           simulate a scenario
+    vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
 """
 from __future__ import annotations
 
@@ -29,6 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--plots", default=None, help="plot folder (default results/reports/<pool>)")
     dflt = psub.add_parser("default", help="build the default pool on first use (cached), then show it")
     dflt.add_argument("--root", default=None)
+    for name, help_ in (("run", "simulate a scenario (default pool built on first use)"),
+                        ("sweep", "run a grid of scenario variations into one tidy table")):
+        r = sub.add_parser(name, help=help_)
+        r.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
+        r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
+        r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
+        r.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine")
+        if name == "run":
+            r.add_argument("--failed-devices", type=int, default=None, metavar="N",
+                           help="crash the N most capable workers at t=0")
+        else:
+            r.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                           help="grid axis, e.g. failed_devices=0..4 or workload.deadline_ms=20,50 (repeatable)")
     return p
 
 
@@ -70,11 +86,54 @@ def _list(args, console: Console) -> int:
     return 0
 
 
+def _progress(console: Console):
+    """A rich progress bar factory for long runs (requests simulated)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bars = []
+
+    def factory(total):
+        prog = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=True)
+        prog.start()
+        task = prog.add_task("requests", total=total)
+        bars.append(prog)
+        return lambda n: prog.advance(task, n)
+
+    def stop():
+        for b in bars:
+            b.stop()
+
+    return factory, stop
+
+
+def _print_summary(run_dir: Path, console: Console) -> None:
+    from rich.table import Table
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    t = Table(title=f"{summary['scenario']}: {summary['strategy']} on pool {summary['pool']} "
+                    f"({summary['replications']} replication(s), engine {summary['engine']})")
+    t.add_column("metric")
+    t.add_column("mean", justify="right")
+    t.add_column("± 95 % CI", justify="right")
+    for name, v in summary["metrics"].items():
+        pct = name in ("answered", "deadline_met") or name.startswith("accuracy")
+        ms = name.endswith("_s")
+        fmt = (lambda x: f"{100 * x:.2f} %") if pct else (lambda x: f"{1e3 * x:.2f} ms") if ms else (lambda x: f"{x:,.2f}")
+        label = name[:-2] if ms else name
+        t.add_row(label, fmt(v["mean"]), fmt(v["ci95"]) if v["ci95"] is not None else "—")
+    console.print(t)
+    console.print(f"run directory: {run_dir}  (vip_ray.analysis.load(path) reads it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     from vip_ray.data import DataError
+    from vip_ray.experiment.run import RunError
+    from vip_ray.placement import PlacementError
     from vip_ray.pool import PoolError
+    from vip_ray.scenario import ScenarioError
 
     try:
         if args.command == "pools":
@@ -88,7 +147,34 @@ def main(argv: list[str] | None = None) -> int:
                 pool = ensure_default_pool(args.root, log=console.print)
                 args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
                 return _show(args, console)
-    except (PoolError, DataError) as e:
+        if args.command in ("run", "sweep"):
+            factory, stop = _progress(console)
+            try:
+                if args.command == "run":
+                    from vip_ray.experiment.run import run_scenario
+
+                    out = run_scenario(args.file, overrides=args.overrides, out=args.out, engine=args.engine,
+                                       failed_devices=args.failed_devices, log=console.print,
+                                       progress_factory=factory)
+                    stop()
+                    _print_summary(out, console)
+                else:
+                    from vip_ray.experiment.sweep import run_sweep
+
+                    out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
+                                    log=console.print, progress_factory=factory)
+                    stop()
+                    import pandas as pd
+
+                    table = pd.read_parquet(out / "sweep.parquet")
+                    keys = [c for c in table.columns if c not in ("point", "replication")][: len(args.grid)]
+                    console.print(table.groupby(keys)[["answered", "deadline_met", "accuracy_top1",
+                                                       "latency_p50_s"]].mean().round(4).to_string())
+                    console.print(f"sweep directory: {out}")
+            finally:
+                stop()
+            return 0
+    except (PoolError, DataError, ScenarioError, RunError, PlacementError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}")
         return 2
     return 1

@@ -1,0 +1,180 @@
+"""``vip-sim run``: one scenario, all its replications, into one run directory (written atomically)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from vip_ray.aggregation import softmax
+from vip_ray.experiment.deployment import build_deployment
+from vip_ray.experiment.outcome import device_table, request_table, summarize
+from vip_ray.pool import Pool, PoolError, pools_root
+from vip_ray.scenario import Scenario, ScenarioError, load_scenario
+from vip_ray.scenario.load import check_pool, selected_variants
+from vip_ray.scenario.schema import CrashAvailability
+from vip_ray.sim.engine import run_chunks
+
+REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
+
+
+class RunError(RuntimeError):
+    pass
+
+
+def runs_root() -> Path:
+    return Path("results/runs")
+
+
+def open_pool(scenario: Scenario, log: Callable[[str], None]) -> Pool:
+    """The scenario's pool; the default pool is built on first use."""
+    root = scenario.pool.root
+    name = scenario.pool.name
+    if name == "default" and not (pools_root(root) / name).exists():
+        from vip_ray.pool.default import ensure_default_pool
+
+        return ensure_default_pool(root, log=log)
+    return Pool.open(name, root)
+
+
+def fail_devices(scenario: Scenario, n: int) -> Scenario:
+    """Crash ``n`` workers at t=0, the most capable first (the worst case for accuracy)."""
+    workers = [i for i, d in enumerate(scenario.devices) if d.role != "master"]
+    if not 0 <= n <= len(workers):
+        raise ScenarioError(f"failed_devices: {n} is out of range; allowed: 0..{len(workers)} (workers)")
+    order = sorted(workers, key=lambda i: -(scenario.devices[i].speed() or 0.0))
+    devices = list(scenario.devices)
+    for i in order[:n]:
+        devices[i] = devices[i].model_copy(update={"availability": CrashAvailability(kind="crash", at_s=0.0)})
+    return scenario.model_copy(update={"devices": devices})
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import simpy
+
+    import vip_ray
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
+            "pyarrow": pa.__version__, "simpy": simpy.__version__, "vip_ray": vip_ray.__version__}
+
+
+def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, progress=None,
+             chunk_requests: int = 200_000) -> dict[str, Any]:
+    """Run every replication into ``out_dir`` (requests streamed in chunks); return the summary."""
+    probs = bank_probs_for(scenario, pool)
+    writer = None
+    device_rows = []
+    meta = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+    try:
+        for rep in range(scenario.seeds.replications):
+            seed = scenario.seeds.base + rep
+            dep = build_deployment(scenario, pool, seed=seed)
+            meta["placement"][rep] = {dv: [dep.variants[s.variant].id if np.isfinite(s.service_s) else None, s.start_s]
+                                      for dv, slots in zip(dep.device_names, dep.slots) for s in slots[:1]}
+            sample_rng = np.random.default_rng([seed, 1])  # which test sample each request carries
+            totals = None
+            t_start = t_end = 0.0
+            for i, chunk in enumerate(run_chunks(dep.spec, engine, chunk_requests=chunk_requests)):
+                table = pa.Table.from_pandas(
+                    request_table(chunk, dep, probs, replication=rep, seed=seed,
+                                  sample_rng=sample_rng), preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
+                writer.write_table(table.cast(writer.schema))
+                stats = chunk.device_stats
+                totals = {k: np.array(v, copy=True) for k, v in stats.items()} if totals is None else \
+                    {k: totals[k] + stats[k] for k in totals}
+                t_start = chunk.t_start if i == 0 else t_start
+                t_end = chunk.t_end
+                meta["events"] += chunk.events
+                meta["engine_wall_s"] += chunk.wall_s
+                if progress:
+                    progress(chunk.n_requests)
+            chunk.device_stats, chunk.t_start, chunk.t_end = totals, t_start, t_end
+            device_rows.append(device_table(chunk, dep, replication=rep))
+    finally:
+        if writer is not None:
+            writer.close()
+    pd.concat(device_rows, ignore_index=True).to_parquet(out_dir / DEVICES_FILE, index=False)
+    cols = ["replication", "request_id", "answered", "deadline_met", "correct_top1", "latency_s", "n_responders",
+            "bytes_up", "bytes_down"]
+    schema_names = pq.read_schema(out_dir / REQUESTS_FILE).names
+    cols.append(next(c for c in schema_names if c.startswith("correct_top") and c != "correct_top1"))
+    summary = summarize(pd.read_parquet(out_dir / REQUESTS_FILE, columns=cols),
+                        scenario.workload.deadline_ms / 1e3)
+    summary.update({"scenario": scenario.name, "pool": pool.name, "engine": engine, "strategy": scenario.strategy.name,
+                    "placement": meta["placement"], "events": meta["events"],
+                    "engine_wall_s": round(meta["engine_wall_s"], 3)})
+    return summary
+
+
+def bank_probs_for(scenario: Scenario, pool: Pool) -> np.ndarray:
+    """(V, N, C) probabilities of the scenario's variants on the pool's test split (bank order)."""
+    ids = [v.id for v in selected_variants(scenario, pool)]
+    return softmax(pool.logits(ids).astype(np.float64), axis=-1)
+
+
+def expected_requests(scenario: Scenario) -> int | None:
+    w = scenario.workload
+    rate = w.rate_hz if w.arrival == "poisson" else w.fps
+    n = w.requests
+    if w.duration_s and rate:
+        n = min(n or 10**12, int(w.duration_s * rate))
+    return n
+
+
+def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 engine: str | None = None, failed_devices: int | None = None, plots: bool = True,
+                 log: Callable[[str], None] = print, progress_factory=None) -> Path:
+    """Load, validate and simulate a scenario; write ``requests.parquet``, ``devices.parquet``,
+    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it."""
+    scenario = load_scenario(path, overrides)
+    if scenario.engine == "serve":
+        raise ScenarioError(f"{path}: engine: 'serve' is not available yet (issue 4); allowed now: sim")
+    if failed_devices is not None:
+        scenario = fail_devices(scenario, failed_devices)
+    engine = engine or scenario.sim_engine
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
+    if out_dir.exists():
+        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    pool = open_pool(scenario, log)
+    check_pool(scenario, pool, file=str(path))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    t0 = time.time()
+    try:
+        total = expected_requests(scenario)
+        progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
+        summary = simulate(scenario, pool, tmp, engine=engine, progress=progress)
+        summary["wall_s"] = round(time.time() - t0, 3)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        config = {"scenario": scenario.resolved(), "source": str(path), "overrides": list(overrides),
+                  "failed_devices": failed_devices, "engine": engine,
+                  "seeds": [scenario.seeds.base + r for r in range(scenario.seeds.replications)],
+                  "pool": {"name": pool.name, "path": str(pool.path), "fingerprint": pool.manifest.data.get("fingerprint"),
+                           "created": pool.manifest.created},
+                  "versions": _versions(), "argv": sys.argv}
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        if plots:
+            from vip_ray.experiment.plots import run_plots
+
+            run_plots(tmp)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,979 @@
+"""The scenario schema: what ``scenarios/*.yaml`` may say, with units in the field names.
+
+Every model forbids unknown keys. Device groups and networks may name a catalog profile
+(``sim/devices/*.yaml``, ``sim/networks/*.yaml``); inline fields override the profile's.
+After validation a :class:`Scenario` is *resolved*: profiles merged, device groups expanded
+by ``count`` into single devices, every link filled from the network, every derived default
+(master, aggregator, placement policy, service distribution, request count) set. So
+``Scenario.model_validate(s.resolved()) == s``.
+
+Errors are turned into :class:`ScenarioError` by :func:`format_validation_error`: one line per
+problem with the file, the key path (``devices[2].availability.kind``) and what is allowed.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# ---------------------------------------------------------------------------------------------
+# Names shared with the other parts (kept here as plain tuples: importing the model registry
+# would pull in torch; tests check they agree with vip_ray.models.registry.FAMILIES).
+# ---------------------------------------------------------------------------------------------
+
+MODEL_FAMILIES = ("vp", "vp_imagenet", "resnet50_slices", "baseline")
+AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
+STRATEGIES = ("vp", "vip", "single", "mp", "cp", "coach")
+ARRIVALS = ("poisson", "periodic", "trace")
+FALLBACKS = ("none", "local", "best_effort")
+SERVICE_DISTS = ("deterministic", "exponential", "lognormal")
+DEFAULT_NETWORK_PROFILE = "smart_home_wifi"
+DEFAULT_REQUESTS = 1000
+DEFAULT_RATE_HZ = 10.0
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(ge=1)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class ScenarioError(ValueError):
+    """A scenario, catalog entry, trace or override that cannot be used.
+
+    ``file`` is the offending file (or ``None``), ``problems`` a list of ``(key_path, message)``.
+    The message is human-readable and never a pydantic dump.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 problems: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.file = file
+        self.problems = list(problems or [])
+
+
+def _custom(kind: str, message: str, sub: str | None = None, **ctx: Any) -> PydanticCustomError:
+    """An error whose message is final; ``sub`` is a key path appended to the error's location."""
+    if sub is not None:
+        ctx["sub"] = sub
+    safe = message.replace("{", "{{").replace("}", "}}")
+    return PydanticCustomError(kind, safe, ctx or None)
+
+
+def _ctx(info: ValidationInfo | None, key: str) -> Any:
+    ctx = getattr(info, "context", None) or {}
+    return ctx.get(key)
+
+
+class _Model(BaseModel):
+    """Base: unknown keys are refused with the list of allowed ones."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), populate_by_name=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    raise _custom("unknown_key", f"unknown key {key!r}; allowed: {', '.join(allowed)}",
+                                  sub=str(key))
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Traces (bandwidth, availability, arrivals): a file under sim/traces or inline data
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_trace(kind: str, name: str, info: ValidationInfo | None, sub: str):
+    from vip_ray.scenario.catalog import TraceError, find_trace, read_trace
+
+    try:
+        path = find_trace(name, base_dir=_ctx(info, "base_dir"), root=_ctx(info, "sim_root"))
+        return read_trace(path, kind)
+    except TraceError as e:
+        raise _custom("trace_error", str(e), sub=sub) from None
+
+
+class BandwidthTrace(_Model):
+    """Bandwidth over time, a step function: from ``t_s`` on the link runs at ``mbps``.
+
+    Written as a file name (CSV with columns ``t_s,mbps``, looked up next to the scenario, then
+    in ``sim/traces``), as inline ``[[t_s, mbps], ...]``, or as ``{file, points}`` (what
+    ``resolved()`` writes; ``points`` win and ``file`` is kept as provenance).
+    """
+
+    file: str | None = None
+    points: list[tuple[NonNegFloat, PositiveFloat]] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"file": data}
+        if isinstance(data, (list, tuple)):
+            return {"points": list(data)}
+        return data
+
+    @model_validator(mode="after")
+    def _fill(self, info: ValidationInfo) -> "BandwidthTrace":
+        if not self.points:
+            if self.file is None:
+                raise _custom("trace_error", "a bandwidth trace needs a file or points [[t_s, mbps], ...]")
+            self.points = _load_trace("bandwidth", self.file, info, "file")
+        for i in range(1, len(self.points)):
+            if not self.points[i][0] > self.points[i - 1][0]:
+                raise _custom("trace_error", f"times must be strictly increasing (t_s {self.points[i][0]} "
+                                             f"after {self.points[i - 1][0]})", sub=f"points[{i}]")
+        return self
+
+
+class ArrivalTrace(_Model):
+    """Request arrival times in seconds (non-decreasing). A file name (CSV with a ``t_s``
+    column), an inline list ``[t_s, ...]``, or ``{file, times_s}``."""
+
+    file: str | None = None
+    times_s: list[NonNegFloat] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"file": data}
+        if isinstance(data, (list, tuple)):
+            return {"times_s": list(data)}
+        return data
+
+    @model_validator(mode="after")
+    def _fill(self, info: ValidationInfo) -> "ArrivalTrace":
+        if not self.times_s:
+            if self.file is None:
+                raise _custom("trace_error", "an arrival trace needs a file or times_s [t_s, ...]")
+            self.times_s = _load_trace("arrival", self.file, info, "file")
+        for i in range(1, len(self.times_s)):
+            if self.times_s[i] < self.times_s[i - 1]:
+                raise _custom("trace_error", "arrival times must be sorted (non-decreasing)", sub=f"times_s[{i}]")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Availability processes
+# ---------------------------------------------------------------------------------------------
+
+
+class AlwaysAvailable(_Model):
+    """Always available."""
+
+    kind: Literal["always"] = "always"
+
+    def stationary(self) -> float:
+        return 1.0
+
+
+class OnOffAvailability(_Model):
+    """Cycle stealing: the owner's own work arrives in busy periods that preempt inference.
+
+    Free and busy periods alternate, starting free at t = 0; lengths are i.i.d. with means
+    ``free_mean_s`` / ``busy_mean_s`` (seconds), ``exponential`` or ``weibull`` (shape
+    ``weibull_shape``, scaled to the mean; required for weibull). ``mode``: ``resume`` pauses the
+    job in service and resumes it when free again; ``drop`` loses it. Queued jobs wait either way.
+    """
+
+    kind: Literal["onoff"]
+    busy_mean_s: PositiveFloat
+    free_mean_s: PositiveFloat
+    distribution: Literal["exponential", "weibull"] = "exponential"
+    weibull_shape: PositiveFloat | None = None
+    mode: Literal["resume", "drop"] = "resume"
+
+    @model_validator(mode="after")
+    def _shape(self) -> "OnOffAvailability":
+        if self.distribution == "weibull" and self.weibull_shape is None:
+            raise _custom("missing_shape", "weibull_shape is required when distribution is weibull "
+                                           "(e.g. 0.7 for heavy-tailed busy periods)", sub="weibull_shape")
+        return self
+
+    def stationary(self) -> float:
+        """Long-run fraction of time free."""
+        return self.free_mean_s / (self.free_mean_s + self.busy_mean_s)
+
+
+class TraceAvailability(_Model):
+    """Unavailable during the listed ``[start_s, end_s)`` intervals, available otherwise.
+
+    ``file``: CSV with columns ``start_s,end_s`` (next to the scenario or in ``sim/traces``);
+    or inline ``intervals: [[start_s, end_s], ...]`` (sorted, non-overlapping). If both are
+    given (as ``resolved()`` writes them) ``intervals`` win and ``file`` is provenance.
+    ``mode`` as for on/off.
+    """
+
+    kind: Literal["trace"]
+    file: str | None = None
+    intervals: list[tuple[NonNegFloat, NonNegFloat]] = Field(default_factory=list)
+    mode: Literal["resume", "drop"] = "resume"
+
+    @model_validator(mode="after")
+    def _fill(self, info: ValidationInfo) -> "TraceAvailability":
+        if not self.intervals:
+            if self.file is None:
+                raise _custom("trace_error", "availability kind 'trace' needs file or intervals "
+                                             "[[start_s, end_s], ...]", sub="file")
+            self.intervals = _load_trace("availability", self.file, info, "file")
+        for i, (a, b) in enumerate(self.intervals):
+            if not b > a:
+                raise _custom("trace_error", f"end_s must be > start_s, got [{a}, {b}]", sub=f"intervals[{i}]")
+            if i and a < self.intervals[i - 1][1]:
+                raise _custom("trace_error", "intervals must be sorted and non-overlapping",
+                              sub=f"intervals[{i}]")
+        return self
+
+    def stationary(self) -> float:
+        return 1.0
+
+
+class CrashAvailability(_Model):
+    """Down for good from ``at_s`` seconds on: its queue and the job in service are lost."""
+
+    kind: Literal["crash"]
+    at_s: NonNegFloat
+
+    def stationary(self) -> float:
+        return 1.0
+
+
+class MtbfAvailability(_Model):
+    """Failures and repairs: exponential up times (mean ``mtbf_s``) and down times (mean
+    ``mttr_s``), starting up; a failure loses the queue and the job in service."""
+
+    kind: Literal["mtbf"]
+    mtbf_s: PositiveFloat
+    mttr_s: PositiveFloat
+
+    def stationary(self) -> float:
+        """Long-run fraction of time up."""
+        return self.mtbf_s / (self.mtbf_s + self.mttr_s)
+
+
+Availability = Annotated[
+    Union[AlwaysAvailable, OnOffAvailability, TraceAvailability, CrashAvailability, MtbfAvailability],
+    Field(discriminator="kind"),
+]
+
+
+def _availability_shorthand(value: Any) -> Any:
+    """``availability: always`` is short for ``{kind: always}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class Straggler(_Model):
+    """With probability ``prob`` a job runs ``factor`` (≥ 1) times slower."""
+
+    prob: Probability = 0.0
+    factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Network and links (star topology around the master)
+# ---------------------------------------------------------------------------------------------
+
+_LINK_FIELDS = ("rtt_ms", "bandwidth_mbps", "loss", "bandwidth_trace")
+
+
+def _catalog(kind: str, info: ValidationInfo | None) -> dict[str, Any]:
+    """The device or network catalog; read once per validation when a context is given."""
+    from vip_ray.scenario.catalog import device_catalog, network_catalog
+
+    memo = _ctx(info, "catalogs")
+    if memo is not None and kind in memo:
+        return memo[kind]
+    entries = (device_catalog if kind == "devices" else network_catalog)(_ctx(info, "sim_root"))
+    if memo is not None:
+        memo[kind] = entries
+    return entries
+
+
+def _network_profile(name: Any, info: ValidationInfo | None, sub: str = "profile"):
+    catalog = _catalog("networks", info)
+    if not isinstance(name, str) or name not in catalog:
+        raise _custom("unknown_profile", f"unknown network profile {name!r}; available: "
+                                         f"{', '.join(sorted(catalog)) or '(none)'}", sub=sub)
+    return catalog[name]
+
+
+def _merge_network_profile(data: Any, info: ValidationInfo | None, fields: tuple[str, ...]) -> Any:
+    if isinstance(data, dict) and data.get("profile") is not None:
+        prof = _network_profile(data["profile"], info)
+        data = dict(data)
+        for f in fields:
+            if data.get(f) is None and getattr(prof, f, None) is not None:
+                value = getattr(prof, f)
+                data[f] = value.model_dump() if isinstance(value, BaseModel) else value
+    return data
+
+
+class LinkSpec(_Model):
+    """One master↔device link. In a device group every field is optional and overrides the
+    network's; after validation every device's link is complete.
+
+    * ``profile`` — a network catalog entry to start from (e.g. ``wan`` for a cloud server).
+    * ``rtt_ms`` — round-trip propagation time, ms (each direction rtt/2).
+    * ``bandwidth_mbps`` — Mbit/s (10^6 bit/s), both directions.
+    * ``loss`` — probability in [0, 1) that a transmission is lost.
+    * ``bandwidth_trace`` — bandwidth steps over time (see :class:`BandwidthTrace`); overrides
+      ``bandwidth_mbps`` from its first step on. A link that sets its own ``bandwidth_mbps`` does
+      not inherit the network's trace.
+    """
+
+    profile: str | None = None
+    rtt_ms: NonNegFloat | None = None
+    bandwidth_mbps: PositiveFloat | None = None
+    loss: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+    bandwidth_trace: BandwidthTrace | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_profile(cls, data: Any, info: ValidationInfo) -> Any:
+        return _merge_network_profile(data, info, _LINK_FIELDS)
+
+
+class NetworkSpec(LinkSpec):
+    """The network: star topology, master in the middle. ``profile`` from ``sim/networks`` and/or
+    inline fields (inline wins). Fields as :class:`LinkSpec`, plus ``shared_medium``: one
+    downlink transmission of each input serves every device at once (Wi-Fi multicast), at the
+    slowest link's bandwidth; ``false`` = switched, one unicast per device. Defaults: loss 0,
+    shared_medium false; ``rtt_ms`` and ``bandwidth_mbps`` are required (inline or from the profile).
+    """
+
+    shared_medium: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_profile(cls, data: Any, info: ValidationInfo) -> Any:
+        return _merge_network_profile(data, info, _LINK_FIELDS + ("shared_medium",))
+
+    @model_validator(mode="after")
+    def _complete(self, info: ValidationInfo) -> "NetworkSpec":
+        for f in ("rtt_ms", "bandwidth_mbps"):
+            if getattr(self, f) is None:
+                names = ", ".join(sorted(_catalog("networks", info)))
+                raise _custom("required", f"required: set {f} or a profile (available: {names})", sub=f)
+        if self.loss is None:
+            self.loss = 0.0
+        if self.shared_medium is None:
+            self.shared_medium = False
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices
+# ---------------------------------------------------------------------------------------------
+
+_COMPUTE_FIELDS = ("macs_per_s", "macs_per_s_by_family", "latency_ms", "overhead_ms")
+_SERVICE_FIELDS = ("service_dist", "jitter_cv")
+_PLAIN_PROFILE_FIELDS = ("memory_mb", "availability", "straggler")
+
+
+def _device_profile(name: Any, info: ValidationInfo | None):
+    catalog = _catalog("devices", info)
+    if not isinstance(name, str) or name not in catalog:
+        raise _custom("unknown_profile", f"unknown device profile {name!r}; available: "
+                                         f"{', '.join(sorted(catalog)) or '(none)'}", sub="profile")
+    return catalog[name]
+
+
+def _check_families(v: dict[str, float] | None) -> dict[str, float] | None:
+    for fam in v or {}:
+        if fam not in MODEL_FAMILIES:
+            raise _custom("bad_family", f"invalid family {fam!r}; allowed: {', '.join(MODEL_FAMILIES)}", sub=fam)
+    return v
+
+
+class DeviceSpec(_Model):
+    """A device group in the YAML; one device after validation (groups are expanded by ``count``).
+
+    * ``name`` — default: the profile name, else ``device<i>``; a group of ``count`` N > 1 becomes
+      devices ``name-0`` … ``name-(N-1)``.
+    * ``group`` — the group a device was expanded from (default: its name).
+    * ``profile`` — a device catalog entry (``sim/devices/<profile>.yaml``); inline fields override it.
+    * ``role`` — ``master`` (exactly one device: it multicasts, runs a local variant and
+      aggregates) or ``worker``. Default: the first device is the master.
+    * ``count`` — number of alike devices in the group (≥ 1).
+    * compute (the profile's speeds and overhead are taken as a unit unless ``macs_per_s``,
+      ``macs_per_s_by_family`` or ``latency_ms`` is set inline):
+      ``macs_per_s`` — effective multiply-accumulates per second;
+      ``macs_per_s_by_family`` — per model family (``vp``, ``vp_imagenet``, ``resnet50_slices``,
+      ``baseline``), wins over ``macs_per_s``;
+      ``latency_ms`` — measured per-inference latency, ms, keyed by member id or model name,
+      wins over both;
+      ``overhead_ms`` — fixed per-inference time (framework, kernel launches) added to MACs/speed
+      (not to ``latency_ms`` entries). Default 0.
+      Service time = ``latency_ms[member or model]`` else ``overhead_ms + MACs / speed``.
+    * ``memory_mb`` — memory for models, MB (None: unlimited).
+    * ``availability`` — ``always`` | ``onoff`` | ``trace`` | ``crash`` | ``mtbf`` (see the models).
+    * ``service_dist`` — ``deterministic`` | ``exponential`` (CV 1) | ``lognormal`` (CV
+      ``jitter_cv``); default lognormal when ``jitter_cv`` > 0, else deterministic.
+    * ``jitter_cv`` — coefficient of variation of the service time (≥ 0).
+    * ``straggler`` — ``{prob, factor}``: occasional slow jobs.
+    * ``link`` — per-device overrides of the network fields (after validation: the complete link).
+    """
+
+    name: str | None = None
+    group: str | None = None
+    profile: str | None = None
+    role: Literal["worker", "master"] | None = None
+    count: PositiveInt = 1
+    macs_per_s: PositiveFloat | None = None
+    macs_per_s_by_family: dict[str, PositiveFloat] | None = None
+    latency_ms: dict[str, PositiveFloat] | None = None
+    overhead_ms: NonNegFloat = 0.0
+    memory_mb: PositiveFloat | None = None
+    availability: Availability = Field(default_factory=AlwaysAvailable)
+    service_dist: Literal["deterministic", "exponential", "lognormal"] | None = None
+    jitter_cv: NonNegFloat | None = None
+    straggler: Straggler = Field(default_factory=Straggler)
+    link: LinkSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_profile(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict) or data.get("profile") is None:
+            return data
+        prof = _device_profile(data["profile"], info)
+        data = dict(data)
+        pdump = prof.model_dump(exclude_none=True)
+        # speeds come as a unit (with the overhead they were fitted with); so do service_dist + jitter_cv
+        for unit, triggers in ((_COMPUTE_FIELDS, _COMPUTE_FIELDS[:3]), (_SERVICE_FIELDS, _SERVICE_FIELDS)):
+            if all(data.get(f) is None for f in triggers):
+                for f in unit:
+                    if data.get(f) is None and f in pdump:
+                        data[f] = pdump[f]
+        for f in _PLAIN_PROFILE_FIELDS:
+            if data.get(f) is None and f in pdump:
+                data[f] = pdump[f]
+        if prof.link is not None:
+            own = data.get("link")
+            merged = prof.link.model_dump(exclude_none=True)
+            if isinstance(own, dict):
+                merged.update({k: v for k, v in own.items() if v is not None})
+            elif own is not None:
+                merged = own  # not a mapping: let field validation report it
+            data["link"] = merged
+        return data
+
+    @field_validator("availability", mode="before")
+    @classmethod
+    def _availability_str(cls, v: Any) -> Any:
+        return _availability_shorthand(v)
+
+    _families = field_validator("macs_per_s_by_family")(_check_families)
+
+    @model_validator(mode="after")
+    def _complete(self) -> "DeviceSpec":
+        if self.macs_per_s is None and not self.macs_per_s_by_family and not self.latency_ms:
+            raise _custom("no_compute", "no compute speed: set macs_per_s, macs_per_s_by_family or "
+                                        "latency_ms, or a profile that has one")
+        cv, dist = self.jitter_cv, self.service_dist
+        if dist is None:
+            dist = "lognormal" if cv else "deterministic"
+        if dist == "deterministic" and cv:
+            raise _custom("bad_jitter", f"jitter_cv must be 0 with service_dist deterministic (use lognormal "
+                                        f"for jitter), got {cv}", sub="jitter_cv")
+        if dist == "exponential":
+            if cv not in (None, 1.0):
+                raise _custom("bad_jitter", f"exponential service times have CV 1; leave jitter_cv unset or "
+                                            f"1, got {cv}", sub="jitter_cv")
+            cv = 1.0
+        if dist == "lognormal" and not cv:
+            raise _custom("bad_jitter", "service_dist lognormal needs jitter_cv > 0", sub="jitter_cv")
+        self.service_dist, self.jitter_cv = dist, float(cv or 0.0)
+        return self
+
+    # -- helpers for the simulator and the placement policies ---------------------------------
+
+    @property
+    def is_master(self) -> bool:
+        return self.role == "master"
+
+    def speed(self, family: str | None = None) -> float | None:
+        """Effective MAC/s for a model family (by-family figure, else ``macs_per_s``)."""
+        by_family = self.macs_per_s_by_family or {}
+        if family is not None and family in by_family:
+            return by_family[family]
+        return self.macs_per_s
+
+    def can_run(self, *, model: str | None = None, member_id: str | None = None,
+                family: str | None = None) -> bool:
+        table = self.latency_ms or {}
+        return (member_id in table) or (model in table) or self.speed(family) is not None
+
+    def service_ms(self, *, macs: float, model: str | None = None, member_id: str | None = None,
+                   family: str | None = None) -> float:
+        """Mean compute time (ms) of one inference of a pool member on this device."""
+        table = self.latency_ms or {}
+        for key in (member_id, model):
+            if key is not None and key in table:
+                return float(table[key])
+        speed = self.speed(family)
+        if speed is None:
+            raise ScenarioError(
+                f"device {self.name!r} has no latency_ms entry for {member_id or model!r} and no "
+                f"macs_per_s{' for family ' + repr(family) if family else ''}; its table has: "
+                f"{', '.join(table) or '(empty)'}")
+        return self.overhead_ms + 1000.0 * float(macs) / speed
+
+    def compute_signature(self) -> tuple:
+        """Equal for devices that compute alike (used to tell homogeneous from heterogeneous)."""
+        return (self.macs_per_s, tuple(sorted((self.macs_per_s_by_family or {}).items())),
+                tuple(sorted((self.latency_ms or {}).items())), self.overhead_ms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pool, workload, strategy, placement, seeds
+# ---------------------------------------------------------------------------------------------
+
+
+class PoolRef(_Model):
+    """The trained pool to use.
+
+    * ``name`` — pool name in the store (default ``default``: VP's MobileNetV2 V1..V5 on
+      MNIST-5k, built on first use).
+    * ``root`` — the pool store (default ``$VIP_RAY_POOLS`` or ``results/pools``).
+    * ``variants`` — member ids to deploy (default: every ``role: variant`` member, manifest order).
+    """
+
+    name: str = "default"
+    root: str | None = None
+    variants: list[str] | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if not v:
+                raise _custom("empty", "must name at least one member (or leave it out for all variants)")
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise _custom("duplicate", f"member ids listed twice: {', '.join(dup)}")
+        return v
+
+
+class Workload(_Model):
+    """Requests.
+
+    * ``arrival`` — ``poisson`` (rate ``rate_hz``, default 10), ``periodic`` (``fps`` frames per
+      second, default 10, first at t = 0) or ``trace`` (``trace``: file / inline times, seconds).
+    * ``requests`` or ``duration_s`` — at most one; default 1000 requests (for a trace: the
+      whole trace).
+    * ``deadline_ms`` — the master waits this long after arrival, then aggregates (default 100).
+    * ``input_bytes`` — bytes multicast per request; default (None) the pool's input size:
+      C×H×W uint8 bytes of its data set.
+    * ``fallback`` — when no reply arrived by the deadline: ``none`` (no answer), ``local``
+      (wait for the master's own local variant; default), ``best_effort`` (wait for the first
+      reply of any device).
+    """
+
+    arrival: Literal["poisson", "periodic", "trace"] = "poisson"
+    rate_hz: PositiveFloat | None = None
+    fps: PositiveFloat | None = None
+    trace: ArrivalTrace | None = None
+    requests: PositiveInt | None = None
+    duration_s: PositiveFloat | None = None
+    deadline_ms: PositiveFloat = 100.0
+    input_bytes: PositiveInt | None = None
+    fallback: Literal["none", "local", "best_effort"] = "local"
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Workload":
+        if self.requests is not None and self.duration_s is not None:
+            raise _custom("exclusive", f"requests ({self.requests}) and duration_s ({self.duration_s}) are both "
+                                       f"set; set exactly one (override the other with null)", sub="duration_s")
+        if self.arrival == "poisson" and self.rate_hz is None:
+            self.rate_hz = DEFAULT_RATE_HZ
+        if self.arrival == "periodic" and self.fps is None:
+            self.fps = DEFAULT_RATE_HZ
+        if self.arrival == "trace":
+            if self.trace is None:
+                raise _custom("required", "arrival 'trace' needs trace: a file name or a list of times (s)",
+                              sub="trace")
+        elif self.requests is None and self.duration_s is None:
+            self.requests = DEFAULT_REQUESTS
+        return self
+
+    @property
+    def rate(self) -> float | None:
+        """Mean arrival rate (1/s) for poisson and periodic arrivals."""
+        return {"poisson": self.rate_hz, "periodic": self.fps}.get(self.arrival)
+
+
+def _aggregator_names() -> list[str]:
+    from vip_ray.aggregation import AGGREGATORS
+
+    return sorted(AGGREGATORS)
+
+
+_DEFAULT_AGGREGATOR = {"vp": "vp", "vip": "vip"}
+
+
+class StrategySpec(_Model):
+    """How a request is served.
+
+    * ``name`` — ``vp`` | ``vip`` (this release) | ``single`` | ``mp`` | ``cp`` (issue 5) |
+      ``coach`` (issue 6).
+    * ``aggregator`` — a name in ``vip_ray.aggregation.AGGREGATORS`` (``vp``, ``vip``,
+      ``majority``, or user-registered); default ``vp`` for vp, ``vip`` for vip, none otherwise.
+    * ``k`` — top-k compression of replies (VP §III-C): an int ≥ 1 or ``all`` (full vector). Default 2.
+    * ``alpha`` — VP eq. 1 exponent α of the depth-multiplier scaling (default 1.0).
+    """
+
+    name: Literal["vp", "vip", "single", "mp", "cp", "coach"] = "vp"
+    aggregator: str | None = None
+    k: int | Literal["all"] = 2
+    alpha: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k(cls, v: Any) -> Any:
+        if v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        if isinstance(v, float) and v.is_integer() and v >= 1:
+            return int(v)
+        raise _custom("bad_k", f"expected an integer >= 1 or 'all', got {v!r}")
+
+    @field_validator("aggregator")
+    @classmethod
+    def _aggregator(cls, v: str | None) -> str | None:
+        if v is not None:
+            names = _aggregator_names()
+            if v not in names:
+                raise _custom("bad_aggregator", f"invalid value {v!r}; allowed: {', '.join(names)}")
+        return v
+
+    @model_validator(mode="after")
+    def _default_aggregator(self) -> "StrategySpec":
+        if self.aggregator is None:
+            self.aggregator = _DEFAULT_AGGREGATOR.get(self.name)
+        return self
+
+    @property
+    def top_k(self) -> int | None:
+        """k as the aggregation module takes it (None = all)."""
+        return None if self.k == "all" else int(self.k)
+
+
+class Placement(_Model):
+    """Which variant runs where.
+
+    * ``policy`` — a placement policy name (validated by the scheduler's registry); default
+      ``diverse`` when every device computes alike, else ``capacity``.
+    * ``params`` — keyword arguments for the policy.
+    * ``dynamic`` — re-place variants when device availability changes (VIP's dynamic variant
+      management). Default false.
+    """
+
+    policy: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    dynamic: bool = False
+
+
+class Seeds(_Model):
+    """``base`` — seed of replication 0 (replication r uses a seed derived from base and r);
+    ``replications`` — independent runs (≥ 1)."""
+
+    base: Annotated[int, Field(ge=0)] = 0
+    replications: PositiveInt = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The scenario
+# ---------------------------------------------------------------------------------------------
+
+
+class Scenario(_Model):
+    """A complete, validated scenario (see the module docstring and ``scenarios/README.md``).
+
+    * ``name`` — default: the file stem.  * ``description`` — free text.
+    * ``pool`` — :class:`PoolRef`.  * ``devices`` — list of :class:`DeviceSpec` (≥ 1).
+    * ``network`` — :class:`NetworkSpec` (default profile ``smart_home_wifi``).
+    * ``workload`` — :class:`Workload`.  * ``strategy`` — :class:`StrategySpec`.
+    * ``placement`` — :class:`Placement`.  * ``seeds`` — :class:`Seeds`.
+    * ``engine`` — ``sim`` (SimPy discrete-event simulation) | ``serve`` (live on Ray Serve).
+    * ``sim_engine`` — ``fast`` | ``reference`` (the one-process-per-job oracle).
+    """
+
+    name: str = "scenario"
+    description: str = ""
+    pool: PoolRef = Field(default_factory=PoolRef)
+    devices: list[DeviceSpec]
+    network: NetworkSpec
+    workload: Workload = Field(default_factory=Workload)
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    placement: Placement = Field(default_factory=Placement)
+    seeds: Seeds = Field(default_factory=Seeds)
+    engine: Literal["sim", "serve"] = "sim"
+    sim_engine: Literal["fast", "reference"] = "fast"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict):
+            if data.get("name") is None and _ctx(info, "default_name"):
+                data = {**data, "name": _ctx(info, "default_name")}
+            if data.get("network") is None:
+                data = {**data, "network": {"profile": DEFAULT_NETWORK_PROFILE}}
+        return data
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> "Scenario":
+        if not self.devices:
+            raise _custom("empty", "at least one device is required", sub="devices")
+        groups = self.devices
+        for i, g in enumerate(groups):
+            if g.name is None:
+                g.name = g.profile or f"device{i}"
+        masters = [i for i, g in enumerate(groups) if g.role == "master"]
+        if len(masters) > 1:
+            where = ", ".join(f"devices[{i}] ({groups[i].name})" for i in masters)
+            raise _custom("two_masters", f"{len(masters)} device groups have role master ({where}); "
+                                         f"exactly one device is the master", sub=f"devices[{masters[1]}].role")
+        if masters and groups[masters[0]].count > 1:
+            i = masters[0]
+            raise _custom("master_count", f"the master is one device; group {groups[i].name!r} has count "
+                                          f"{groups[i].count} (split it into a master and a worker group)",
+                          sub=f"devices[{i}].count")
+        expanded: list[DeviceSpec] = []
+        origin: dict[str, int] = {}
+        for i, g in enumerate(groups):
+            base = g.name
+            names = [base] if g.count == 1 else [f"{base}-{j}" for j in range(g.count)]
+            for name in names:
+                if name in origin:
+                    raise _custom("duplicate_name", f"device name {name!r} is used twice (devices[{origin[name]}] "
+                                                    f"and devices[{i}]); give each group a distinct name",
+                                  sub=f"devices[{i}].name")
+                origin[name] = i
+                d = g.model_copy(deep=True)
+                d.name, d.count, d.group = name, 1, g.group or base
+                expanded.append(d)
+        if not masters:
+            expanded[0].role = "master"
+        for d in expanded:
+            if d.role is None:
+                d.role = "worker"
+            d.link = self._complete_link(d.link, getattr(info, "context", None))
+        self.devices = expanded
+        if self.placement.policy is None:
+            homogeneous = len({d.compute_signature() for d in expanded}) == 1
+            self.placement.policy = "diverse" if homogeneous else "capacity"
+        return self
+
+    def _complete_link(self, link: LinkSpec | None, context: dict[str, Any] | None) -> LinkSpec:
+        """The network's link fields, overridden by the device's own (see :class:`LinkSpec`)."""
+        merged: dict[str, Any] = {f: getattr(self.network, f) for f in _LINK_FIELDS}
+        merged["profile"] = None
+        if link is not None:
+            merged.update({f: getattr(link, f) for f in ("profile",) + _LINK_FIELDS if getattr(link, f) is not None})
+            if link.bandwidth_mbps is not None and link.bandwidth_trace is None:
+                merged["bandwidth_trace"] = None
+        if merged["bandwidth_trace"] is not None:
+            merged["bandwidth_trace"] = merged["bandwidth_trace"].model_copy(deep=True)
+        return LinkSpec.model_validate(merged, context=context)
+
+    # -- accessors ---------------------------------------------------------------------------
+
+    @property
+    def master(self) -> DeviceSpec:
+        return next(d for d in self.devices if d.role == "master")
+
+    @property
+    def workers(self) -> list[DeviceSpec]:
+        return [d for d in self.devices if d.role != "master"]
+
+    def device(self, name: str) -> DeviceSpec:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(f"no device {name!r}; devices: {', '.join(d.name for d in self.devices)}")
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain dict (JSON/YAML-safe) with every reference expanded and every default filled;
+        ``Scenario.model_validate(s.resolved()) == s``. Written into a run's config.yaml."""
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog entries
+# ---------------------------------------------------------------------------------------------
+
+
+class DeviceProfile(_Model):
+    """A device catalog entry (``sim/devices/<name>.yaml``). Fields as :class:`DeviceSpec`,
+    plus ``source`` (where the figures come from; required) and ``derivation`` (how)."""
+
+    name: str
+    description: str = ""
+    source: str
+    derivation: str = ""
+    macs_per_s: PositiveFloat | None = None
+    macs_per_s_by_family: dict[str, PositiveFloat] | None = None
+    latency_ms: dict[str, PositiveFloat] | None = None
+    overhead_ms: NonNegFloat | None = None
+    memory_mb: PositiveFloat | None = None
+    availability: Availability = Field(default_factory=AlwaysAvailable)
+    service_dist: Literal["deterministic", "exponential", "lognormal"] | None = None
+    jitter_cv: NonNegFloat | None = None
+    straggler: Straggler | None = None
+    link: LinkSpec | None = None
+
+    _families = field_validator("macs_per_s_by_family")(_check_families)
+
+    @field_validator("availability", mode="before")
+    @classmethod
+    def _availability_str(cls, v: Any) -> Any:
+        return _availability_shorthand(v)
+
+    @model_validator(mode="after")
+    def _has_speed(self) -> "DeviceProfile":
+        if self.macs_per_s is None and not self.macs_per_s_by_family and not self.latency_ms:
+            raise _custom("no_compute", "a device profile needs macs_per_s, macs_per_s_by_family or latency_ms")
+        return self
+
+
+class NetworkProfile(_Model):
+    """A network catalog entry (``sim/networks/<name>.yaml``): ``rtt_ms``, ``bandwidth_mbps``,
+    ``loss``, ``shared_medium``, optional ``bandwidth_trace``; ``source`` required."""
+
+    name: str
+    description: str = ""
+    source: str
+    derivation: str = ""
+    rtt_ms: NonNegFloat
+    bandwidth_mbps: PositiveFloat
+    loss: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+    shared_medium: bool = False
+    bandwidth_trace: BandwidthTrace | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Error formatting
+# ---------------------------------------------------------------------------------------------
+
+_TYPE_WORDS = {
+    "int": "an integer", "float": "a number", "bool": "true or false", "string": "a string",
+    "list": "a list", "dict": "a mapping (key: value)", "model": "a mapping (key: value)",
+    "tuple": "a list", "model_attributes": "a mapping (key: value)",
+}
+
+
+def _expected_list(text: str) -> str:
+    return text.replace("'", "").replace(" or ", ", ")
+
+
+def path_of(loc: tuple, sub: str | None = None) -> str:
+    """``('devices', 2, 'availability', 'onoff', 'mode')`` -> ``devices[2].availability.mode``."""
+    out = ""
+    prev: Any = None
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif prev == "availability" and part in AVAILABILITY_KINDS:
+            pass  # discriminated-union tag, not a key
+        else:
+            out += ("." if out else "") + str(part)
+        prev = part
+    if sub:
+        out += sub if sub.startswith("[") else ("." if out else "") + sub
+    return out
+
+
+def _got(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def _describe(err: dict[str, Any]) -> tuple[str, str]:
+    """(key path, message) of one pydantic error."""
+    t, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    loc = tuple(err["loc"])
+    sub = ctx.get("sub")
+    if t == "missing":
+        if loc and isinstance(loc[-1], int):
+            return path_of(loc[:-1]), f"too few items (item {loc[-1]} is missing)"
+        return path_of(loc), "required key missing"
+    if t == "extra_forbidden":
+        return path_of(loc), "unknown key"
+    if t == "literal_error":
+        return path_of(loc), f"invalid value {value!r}; allowed: {_expected_list(ctx.get('expected', ''))}"
+    if t in ("union_tag_invalid", "union_tag_not_found"):
+        allowed = _expected_list(ctx.get("expected_tags") or ", ".join(AVAILABILITY_KINDS))
+        what = f"invalid value {ctx.get('tag')!r}" if t == "union_tag_invalid" else "required key missing"
+        return path_of(loc, "kind"), f"{what}; allowed: {allowed}"
+    if t.endswith("_type") or t.endswith("_parsing") or t in ("int_from_float", "model_attributes_type"):
+        stem = t.split("_")[0] if not t.startswith("model_attributes") else "model_attributes"
+        word = _TYPE_WORDS.get(stem)
+        if word:
+            return path_of(loc), f"expected {word}, got {_got(value)}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if t in bounds:
+        limit = next(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le"))
+        return path_of(loc), f"must be {bounds[t]} {limit}, got {value!r}"
+    if t == "finite_number":
+        return path_of(loc), f"must be a finite number, got {value!r}"
+    if t == "too_short":
+        return path_of(loc), f"needs at least {ctx.get('min_length')} item(s), got {value!r}"
+    if t == "too_long":
+        return path_of(loc), f"takes at most {ctx.get('max_length')} item(s), got {_got(value)}"
+    msg = err.get("msg", t)
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    return path_of(loc, sub), msg
+
+
+def format_validation_error(exc: ValidationError, *, file: str | None,
+                            overrides: dict[str, str] | None = None, limit: int = 12) -> ScenarioError:
+    """A :class:`ScenarioError` listing every problem as ``file: key.path: message``."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        path, msg = _describe(err)
+        for opath, text in (overrides or {}).items():
+            if path == opath or path.startswith(opath + ".") or path.startswith(opath + "[") \
+                    or opath.startswith(path + ".") or opath.startswith(path + "["):
+                msg += f" (set by override {text!r})"
+                break
+        if (path, msg) not in problems:
+            problems.append((path, msg))
+    where = file or "<scenario>"
+    lines = [f"{where}: {p}: {m}" if p else f"{where}: {m}" for p, m in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    head = lines[0] if len(lines) == 1 else f"{where}: {len(problems)} problems\n  " + "\n  ".join(lines)
+    return ScenarioError(head, file=file, problems=problems)
+
+
+def validate(model: type[BaseModel], data: Any, *, file: str | None, context: dict[str, Any] | None = None,
+             overrides: dict[str, str] | None = None) -> Any:
+    """``model.model_validate(data)`` with errors as :class:`ScenarioError`."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as e:
+        raise format_validation_error(e, file=file, overrides=overrides) from None
+
+
+__all__ = [
+    "ARRIVALS", "AVAILABILITY_KINDS", "AlwaysAvailable", "ArrivalTrace", "Availability", "BandwidthTrace",
+    "CrashAvailability", "DeviceProfile", "DeviceSpec", "FALLBACKS", "LinkSpec", "MODEL_FAMILIES",
+    "MtbfAvailability", "NetworkProfile", "NetworkSpec", "OnOffAvailability", "Placement", "PoolRef",
+    "STRATEGIES", "SERVICE_DISTS", "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler",
+    "TraceAvailability", "Workload", "format_validation_error", "path_of", "validate",
+]
