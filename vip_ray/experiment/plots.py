@@ -56,12 +56,13 @@ def run_plots(run_dir: str | Path) -> list[Path]:
     names = [d for d in devices[devices["replication"] == devices["replication"].min()]["device"]]
     bins = np.linspace(rep0["arrival_s"].min(), rep0["arrival_s"].max() + 1e-9, 41)
     which = np.digitize(rep0["arrival_s"], bins) - 1
-    resp = rep0["responders"].astype(str)
+    resp = rep0["responders"].astype("category")
+    codes = resp.cat.codes.to_numpy()
+    per_bin = np.maximum(np.bincount(which, minlength=len(bins) - 1)[: len(bins) - 1], 1)
     grid = np.zeros((len(names), len(bins) - 1))
-    for i, n in enumerate(names):
-        hit = resp.str.split(",").apply(lambda xs, n=n: n in xs).to_numpy()
-        grid[i] = np.bincount(which, weights=hit, minlength=len(bins) - 1)[: len(bins) - 1] / \
-            np.maximum(np.bincount(which, minlength=len(bins) - 1)[: len(bins) - 1], 1)
+    for i, n in enumerate(names):  # membership per distinct responder set, then gathered by code
+        member = np.array([n in str(c).split(",") for c in resp.cat.categories] + [False])
+        grid[i] = np.bincount(which, weights=member[codes], minlength=len(bins) - 1)[: len(bins) - 1] / per_bin
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(names) + 1.4))
     im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1,
                    extent=(bins[0], bins[-1], len(names) - 0.5, -0.5))

@@ -1,0 +1,111 @@
+"""Scenario + real pool → simulation → tables: predictions from the bank, bytes, degradation, run dirs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from vip_ray import analysis
+from vip_ray.aggregation import reply_bytes, softmax, vp_aggregate
+from vip_ray.cli import main
+from vip_ray.experiment.run import RunError, run_scenario
+from vip_ray.experiment.sweep import run_sweep
+from vip_ray.pool import Pool
+from vip_ray.scenario import ScenarioError
+
+SCENARIO = "tests/data/three_devices.yaml"
+
+
+@pytest.fixture(scope="module")
+def sets(small_pool):
+    return [f"pool.root={small_pool.parent}", "pool.name=small"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(sets, tmp_path_factory):
+    return run_scenario(SCENARIO, overrides=sets, out=tmp_path_factory.mktemp("r") / "run", log=lambda s: None)
+
+
+def test_run_directory_contents_and_config(run_dir, small_pool):
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "accuracy_vs_responders.png", "availability_timeline.png", "config.yaml", "devices.parquet",
+        "latency_cdf.png", "requests.parquet", "summary.json"]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["seeds"] == [3, 4] and cfg["pool"]["fingerprint"] == Pool.load(small_pool).manifest.data["fingerprint"]
+    assert {"python", "numpy", "simpy", "vip_ray"} <= set(cfg["versions"])
+    assert cfg["scenario"]["workload"]["deadline_ms"] == 200
+    req = analysis.load(run_dir)
+    assert len(req) == 800 and set(req["replication"]) == {0, 1}
+    dev = analysis.load(run_dir, "devices")
+    assert list(dev["device"][:3]) == ["master", "fast", "slow"]
+
+
+def test_predictions_are_the_vp_aggregate_of_the_bank(run_dir, small_pool):
+    """Everyone answers in time here, so each prediction is VP's aggregate of all three variants."""
+    pool = Pool.load(small_pool)
+    req = analysis.load(run_dir)
+    assert req["answered"].all() and (req["n_responders"] == 3).all()
+    dev = analysis.load(run_dir, "devices")
+    ids = list(dev[dev["replication"] == 0]["variant"])
+    recs = [pool.manifest.member(i) for i in ids]
+    probs = softmax(pool.logits(ids).astype(np.float64), axis=-1)[:, req["sample"].to_numpy()].transpose(1, 0, 2)
+    expected = vp_aggregate(probs, k=2, rho=[r.input_size for r in recs], depth=[r.depth_multiplier for r in recs],
+                            alpha=1.0).argmax(1)
+    np.testing.assert_array_equal(req["prediction"].to_numpy(), expected)
+    assert req["correct_top1"].mean() == pytest.approx((expected == pool.labels[req["sample"]]).mean())
+
+
+def test_bytes_on_the_wire_follow_h_k(run_dir, small_pool):
+    req = analysis.load(run_dir)
+    n_classes = Pool.load(small_pool).num_classes
+    assert (req["bytes_up"] == 2 * reply_bytes(2, n_classes)).all()      # two networked workers, h(2) = 10
+    assert (req["bytes_down"] == 2 * 64).all()                           # 8x8 digits, one copy per link
+
+
+def test_capacity_placement_puts_the_best_variant_on_the_fastest_device(run_dir, small_pool):
+    pool = Pool.load(small_pool)
+    dev = analysis.load(run_dir, "devices")
+    dev = dev[dev["replication"] == 0].set_index("device")
+    acc = {m.id: m.accuracy for m in pool.members}
+    assert acc[dev.loc["fast", "variant"]] == max(acc.values())
+
+
+def test_same_seed_same_tables(run_dir, sets, tmp_path):
+    again = run_scenario(SCENARIO, overrides=sets, out=tmp_path / "again", plots=False, log=lambda s: None)
+    pd.testing.assert_frame_equal(analysis.load(run_dir), analysis.load(again))
+
+
+def test_graceful_degradation_and_answer_with_n_minus_1_failed(sets, tmp_path):
+    out = run_sweep(SCENARIO, ["failed_devices=0..2"], overrides=sets + ["seeds.replications=1"],
+                    out=tmp_path / "sweep", log=lambda s: None)
+    t = analysis.load(out).sort_values("failed_devices")
+    assert list(t["failed_devices"]) == [0, 1, 2]
+    assert (t["answered"] == 1.0).all()                        # the master's own variant still answers
+    assert list(t["responders_mean"]) == [3.0, 2.0, 1.0]
+    acc = t["accuracy_top1"].to_numpy()
+    assert acc[0] >= acc[1] >= acc[2]
+
+
+def test_existing_out_and_bad_input_write_nothing(run_dir, sets, tmp_path, capsys):
+    before = (run_dir / "requests.parquet").read_bytes()
+    with pytest.raises(RunError, match="already exists"):
+        run_scenario(SCENARIO, overrides=sets, out=run_dir, log=lambda s: None)
+    assert (run_dir / "requests.parquet").read_bytes() == before
+    with pytest.raises(ScenarioError, match="workload.arrival"):
+        run_scenario(SCENARIO, overrides=sets + ["workload.arrival=bursty"], out=tmp_path / "x", log=lambda s: None)
+    assert not any(tmp_path.iterdir())
+    assert main(["run", SCENARIO, "--out", str(tmp_path / "y"), "--set", "strategy.k=0", *sum(
+        (["--set", s] for s in sets), [])]) == 2
+    err = capsys.readouterr().err
+    assert "strategy.k" in err and "Traceback" not in err and not (tmp_path / "y").exists()
+
+
+def test_cli_run_prints_summary(sets, tmp_path, capsys):
+    args = ["run", SCENARIO, "--out", str(tmp_path / "cli"), "--set", "seeds.replications=1"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert "accuracy_top1" in out and summary["metrics"]["answered"]["mean"] == 1.0

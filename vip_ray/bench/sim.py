@@ -1,0 +1,189 @@
+"""Simulator engine benchmark: ``python -m vip_ray.bench.sim [--quick] [--long] [--out FILE]``.
+
+The scenario is the issue's fan-out model with the full engine feature set: Poisson arrivals
+(20 req/s), a local variant on the master plus D−1 edge devices with lognormal jitter and 2 %
+stragglers, on/off cycle stealing (busy 1 s / free 9 s, preempt-resume), per-device links drawn
+from three profiles (Wi-Fi 1 Mbit/s 2 ms with 1 % loss; 5 Mbit/s 4 ms; 20 Mbit/s 10 ms with a
+bandwidth trace 20 → 10 → 5 Mbit/s and 2 % loss), 200 ms deadline.
+
+Prints and writes (JSON):
+  1. reference (idiomatic SimPy, one process per job) vs fast on the *same* spec, in one run, with
+     the per-request arrays checked identical — the ratio, at 10, 100 and 1,000 devices;
+  2. requests/s and device-jobs/s of the two fast engines (``loop``: per-device recursions;
+     ``numpy``: all devices at once) at 10, 100 and 1,000 devices;
+  3. the cost slope: CPU time vs requests (D = 10) and vs devices (fixed R), least squares;
+  4. (--long) a 10M-request run streamed in chunks: time and peak RSS.
+Rates are per CPU second (``time.process_time``: robust when other jobs share the machine);
+wall-clock figures are in the JSON too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from vip_ray.sim import (Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec, run,
+                         run_chunks)
+
+ARRAYS = ("arrival", "reply_at", "variant", "outcome", "bytes_down", "bytes_up")
+
+
+def bench_spec(n_devices: int, n_requests: int, seed: int = 0) -> SimSpec:
+    rng = np.random.default_rng(seed)
+    links = [
+        LinkSpec(0.002, 1e6, loss=0.01),
+        LinkSpec(0.004, 5e6),
+        LinkSpec(0.010, 20e6, loss=0.02, bandwidth_trace=((n_requests / 60.0, 10e6), (n_requests / 30.0, 5e6))),
+    ]
+    devs = [DeviceSpec("master", (VariantSlot(0.0, 0, 0.02),), service_dist="lognormal", jitter_cv=0.2)]
+    for d in range(1, n_devices):
+        devs.append(DeviceSpec(
+            f"edge{d}", (VariantSlot(0.0, d % 7, float(rng.uniform(0.005, 0.03))),),
+            service_dist="lognormal", jitter_cv=0.3, straggler_prob=0.02, straggler_factor=4.0,
+            availability=Availability("onoff", busy_mean_s=1.0, free_mean_s=9.0, mode="resume"),
+            link=links[d % 3], reply_bytes=18))
+    return SimSpec(tuple(devs), WorkloadSpec("poisson", rate_hz=20.0, n_requests=n_requests, deadline_s=0.2,
+                                             input_bytes=3072), seed=seed)
+
+
+def _timed(spec, engine, chunk=20_000):
+    """(wall s, CPU s) of streaming the run; CPU time is the robust figure on a shared machine."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in run_chunks(spec, engine, chunk_requests=chunk):
+        pass
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def ratio(console, sizes) -> list:
+    rows = []
+    for D, n in sizes:
+        spec = bench_spec(D, n)
+        c0 = time.process_time()
+        r = run(spec, "reference")
+        c1 = time.process_time()
+        f = run(spec, "fast")
+        c2 = time.process_time()
+        same = all(np.array_equal(getattr(r, k), getattr(f, k)) for k in ARRAYS)
+        rows.append(dict(devices=D, requests=n, identical=same, fast_engine=f.engine,
+                         reference_wall_s=r.wall_s, fast_wall_s=f.wall_s,
+                         reference_cpu_s=c1 - c0, fast_cpu_s=c2 - c1,
+                         reference_req_per_s=n / (c1 - c0), reference_jobs_per_s=n * D / (c1 - c0),
+                         reference_events_per_request=r.events / n, reference_events_per_s=r.events / (c1 - c0),
+                         fast_req_per_s=n / (c2 - c1), ratio_cpu=(c1 - c0) / (c2 - c1),
+                         ratio_wall=r.wall_s / f.wall_s))
+    t = Table(title="1. reference (SimPy, one process per job) vs fast — same spec, one run (CPU time)")
+    for c in ("devices", "requests", "identical", "ref req/s", "ref jobs/s", "ref events/req",
+              "fast req/s", "ratio (CPU)", "ratio (wall)"):
+        t.add_column(c, justify="right")
+    for x in rows:
+        t.add_row(str(x["devices"]), f"{x['requests']:,}", str(x["identical"]), f"{x['reference_req_per_s']:,.0f}",
+                  f"{x['reference_jobs_per_s']:,.0f}", f"{x['reference_events_per_request']:,.0f}",
+                  f"{x['fast_req_per_s']:,.0f} ({x['fast_engine']})", f"{x['ratio_cpu']:.1f}x",
+                  f"{x['ratio_wall']:.1f}x")
+    console.print(t)
+    return rows
+
+
+def throughput(console, sizes, engines=("loop", "numpy")) -> list:
+    rows = []
+    for D, n in sizes:
+        spec = bench_spec(D, n)
+        for eng in engines:
+            wall, cpu = _timed(spec, eng)
+            rows.append(dict(engine=eng, devices=D, requests=n, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu,
+                             jobs_per_s=n * D / cpu, req_per_s_wall=n / wall, jobs_per_s_wall=n * D / wall))
+    t = Table(title="2. fast engines: throughput (CPU time; wall in brackets)")
+    for c in ("engine", "devices", "requests", "requests/s", "device-jobs/s"):
+        t.add_column(c, justify="right")
+    for x in rows:
+        t.add_row(x["engine"], str(x["devices"]), f"{x['requests']:,}",
+                  f"{x['req_per_s']:,.0f} ({x['req_per_s_wall']:,.0f})",
+                  f"{x['jobs_per_s']:,.0f} ({x['jobs_per_s_wall']:,.0f})")
+    console.print(t)
+    return rows
+
+
+def _fit(x, y):
+    A = np.vstack([x, np.ones_like(x)]).T
+    (slope, icpt), *_ = np.linalg.lstsq(A, y, rcond=None)
+    pred = A @ np.array([slope, icpt])
+    r2 = 1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    return float(slope), float(icpt), float(r2)
+
+
+def slope(console, req_sizes, dev_sizes, D_fixed=10, R_fixed=2000) -> dict:
+    out = {}
+    t = Table(title="3. cost slope (CPU s, least squares)")
+    for c in ("engine", "sweep", "points (x: CPU s)", "slope", "intercept", "R²"):
+        t.add_column(c)
+    xr = np.array(req_sizes, float)
+    yr = np.array([_timed(bench_spec(D_fixed, int(n)), "loop")[1] for n in req_sizes])
+    sr, ir, r2r = _fit(xr, yr)
+    out["loop_vs_requests"] = dict(devices=D_fixed, requests=req_sizes, cpu_s=yr.tolist(),
+                                   us_per_request=sr * 1e6, us_per_job=sr * 1e6 / D_fixed, intercept_s=ir, r2=r2r)
+    t.add_row("loop", f"requests (D={D_fixed})", ", ".join(f"{int(a):,}: {b:.2f}" for a, b in zip(xr, yr)),
+              f"{sr * 1e6:.2f} µs/request ({sr * 1e6 / D_fixed:.3f} µs/job)", f"{ir:.3f} s", f"{r2r:.4f}")
+    xd = np.array(dev_sizes, float)
+    for eng in ("loop", "numpy"):
+        yd = np.array([_timed(bench_spec(int(D), R_fixed), eng)[1] for D in dev_sizes])
+        sd, id_, r2d = _fit(xd, yd)
+        out[f"{eng}_vs_devices"] = dict(requests=R_fixed, devices=dev_sizes, cpu_s=yd.tolist(),
+                                        us_per_device_per_request=sd * 1e6 / R_fixed,
+                                        us_per_request_at_0_devices=id_ * 1e6 / R_fixed, r2=r2d)
+        t.add_row(eng, f"devices (R={R_fixed:,})", ", ".join(f"{int(a)}: {b:.2f}" for a, b in zip(xd, yd)),
+                  f"{sd * 1e6 / R_fixed:.3f} µs/device/request", f"{id_ * 1e6 / R_fixed:.1f} µs/request",
+                  f"{r2d:.4f}")
+    console.print(t)
+    return out
+
+
+def long_run(console, n=10_000_000, D=10) -> dict:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    w0, c0 = time.perf_counter(), time.process_time()
+    replied = 0
+    for r in run_chunks(bench_spec(D, n), "fast", chunk_requests=100_000):
+        replied += int(np.isfinite(r.reply_at).sum())
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = dict(requests=n, devices=D, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu, peak_rss_mb=rss1,
+               rss_before_mb=rss0, replies=replied)
+    console.print(f"4. long run: {n:,} requests × {D} devices, {cpu:.1f} CPU s / {wall:.1f} s wall "
+                  f"({n / cpu:,.0f} req/s), peak RSS {rss1:,.0f} MB (before: {rss0:,.0f} MB)")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke check, not the figures)")
+    p.add_argument("--long", action="store_true", help="also stream a 10M-request run and report peak RSS")
+    p.add_argument("--out", default="results/bench/sim.json")
+    args = p.parse_args(argv)
+    console = Console()
+    q = args.quick
+    out = {}
+    out["ratio"] = ratio(console, [(10, 300 if q else 3000), (100, 30 if q else 300), (1000, 10 if q else 100)])
+    out["throughput"] = throughput(console, [(10, 20_000 if q else 100_000), (100, 2_000 if q else 10_000),
+                                             (1000, 500 if q else 5_000)])
+    out["slope"] = slope(console, [5_000, 10_000, 20_000] if q else [25_000, 50_000, 100_000, 200_000],
+                         [10, 30, 100] if q else [10, 100, 300, 1000], R_fixed=300 if q else 2000)
+    if args.long:
+        out["long"] = long_run(console)
+    import platform
+
+    import simpy
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"results": out, "cpus": os.cpu_count(), "python": platform.python_version(),
+                                          "simpy": simpy.__version__, "numpy": np.__version__}, indent=2))
+    console.print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

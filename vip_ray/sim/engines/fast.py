@@ -1,0 +1,369 @@
+"""The ``loop`` engine (``fast`` dispatches here below ``FAST_NUMPY_FROM`` devices): no event loop,
+per-device recursions over the requests in arrival order.
+
+With this model the devices never interact: each device has its own downlink FIFO, queue and
+uplink FIFO, and a shared medium's broadcast timeline does not depend on any device. So every
+FIFO is advanced by a Lindley-style recursion (``start = max(ready, free)``) over the pre-drawn
+availability windows, one device at a time, chunk by chunk. Every time is computed with the same
+float operations, in the same order, as the reference SimPy engine (``now + delay``), which is what
+makes the two engines' per-request arrays bit-for-bit equal:
+
+* link:    ``s = max(ready, free)``; ``end = s + bits/rate`` (a bandwidth step at ``t`` inside the
+           transfer: ``s' = s + (t - s)``, ``bits -= (s' - s) * rate``, continue at the new rate);
+           arrival at the other end ``end + rtt/2``.
+* device:  ``s = max(arrival, free)``, moved to the next window start if the device is down;
+           ``end = s + rem``; completed iff ``end <= V`` (window end), else preempted at ``V``
+           (``rem = rem - (V - s)``, resume at the next window start, or dropped / crashed).
+Identical downlink profiles are computed once per chunk (the timeline only depends on the
+arrival times, the input size and the bandwidth profile).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import numpy as np
+
+from ..random_streams import Arrivals, DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
+from ..result import Outcome, SimResult, empty_device_stats
+from ..spec import SimSpec
+
+INF = math.inf
+_REPLIED = int(Outcome.REPLIED)
+_LOST_DOWN = int(Outcome.LOST_DOWN)
+_CRASHED = int(Outcome.CRASHED)
+_DROPPED = int(Outcome.PREEMPT_DROPPED)
+_SKIPPED = int(Outcome.EXPIRED_SKIPPED)
+_LOST_UP = int(Outcome.LOST_UP)
+_UNPLACED = int(Outcome.UNPLACED)
+
+
+class _Channel:
+    """FIFO serialisation state of one link direction (or of a shared profile)."""
+
+    __slots__ = ("times", "rates", "free", "p")
+
+    def __init__(self, times, rates):
+        self.times = times
+        self.rates = rates
+        self.free = 0.0
+        self.p = 0
+
+    def run(self, ready, nbytes: int):
+        """End-of-transmission times for transmissions ready at ``ready`` (a list, FIFO order)."""
+        bits = float(nbytes * 8)
+        times, rates = self.times, self.rates
+        free = self.free
+        out = []
+        ap = out.append
+        if len(times) == 1:
+            dur = bits / rates[0]
+            for a in ready:
+                free = (a if a > free else free) + dur
+                ap(free)
+            self.free = free
+            return out
+        L = len(times)
+        p = self.p
+        for a in ready:
+            s = a if a > free else free
+            while p + 1 < L and times[p + 1] <= s:
+                p += 1
+            j = p
+            b = bits
+            while True:
+                rate = rates[j]
+                dur = b / rate
+                nxt = times[j + 1] if j + 1 < L else INF
+                if s + dur <= nxt:
+                    free = s + dur
+                    break
+                s2 = s + (nxt - s)
+                b = b - (s2 - s) * rate
+                s = s2
+                j += 1
+            ap(free)
+        self.free = free
+        self.p = p
+        return out
+
+
+class _DeviceState:
+    __slots__ = ("spec", "index", "draws", "win", "meter", "free", "k", "sp", "up", "half",
+                 "failure", "drop_mode", "simple", "slot_starts", "slot_svc", "slot_var", "slot_placed",
+                 "last_end", "down_key")
+
+    def __init__(self, spec, index, seed):
+        self.spec = spec
+        self.index = index
+        self.draws = DeviceDraws(spec, index, seed)
+        av = spec.availability
+        self.failure = av.kind in ("crash", "mtbf")
+        self.drop_mode = av.kind in ("onoff", "trace") and av.mode == "drop"
+        self.win = Windows(av, index, seed)
+        self.meter = Windows(av, index, seed)
+        self.free = 0.0
+        self.k = 0
+        self.sp = 0
+        slots = spec.timeline()
+        self.slot_starts = [s.start_s for s in slots]
+        self.slot_svc = [s.service_s for s in slots]
+        self.slot_var = [s.variant for s in slots]
+        self.slot_placed = [s.placed for s in slots]
+        self.simple = av.kind == "always" and len(slots) == 1 and slots[0].placed and not spec.drop_expired
+        self.last_end = 0.0
+        if spec.link is not None:
+            times, rates = bandwidth_steps(spec.link)
+            self.up = _Channel(times, rates)
+            self.half = spec.link.rtt_s / 2.0
+            self.down_key = (tuple(times), tuple(rates))
+        else:
+            self.up = None
+            self.half = 0.0
+            self.down_key = None
+
+
+def _serve_simple(st, tdev, mult, stats, d):
+    """Always available, one slot, no drop_expired: plain Lindley recursion."""
+    svc = (st.slot_svc[0] * mult).tolist()
+    free = st.free
+    comp = []
+    ap = comp.append
+    busy = 0.0
+    for t, sv in zip(tdev, svc):
+        s = t if t > free else free
+        free = s + sv
+        busy += free - s
+        ap(free)
+    st.free = free
+    n = len(comp)
+    if n and free > st.last_end:
+        st.last_end = free
+    stats["served"][d] += n
+    stats["busy_s"][d] += busy
+    return [_REPLIED] * n, comp, [st.slot_var[0]] * n
+
+
+def _serve_general(st, tdev, mult, deadline_at, stats, d):
+    win = st.win
+    U, V = win.U, win.V
+    k, free, sp = st.k, st.free, st.sp
+    starts, svcs, vars_, placed = st.slot_starts, st.slot_svc, st.slot_var, st.slot_placed
+    nsl = len(starts)
+    failure, drop_mode = st.failure, st.drop_mode
+    drop_expired = st.spec.drop_expired
+    mult = mult.tolist()
+    n = len(tdev)
+    code = [_REPLIED] * n
+    comp = [INF] * n
+    var = [-1] * n
+    busy = 0.0
+    served = preempted = dropped = crashed = skipped = unplaced = 0
+    last_end = st.last_end
+    for j in range(n):
+        t = tdev[j]
+        if failure:
+            while V[k] <= t:
+                k += 1
+                if k == len(V):
+                    win.extend()
+            if t < U[k]:                       # arrived while the device is down
+                code[j] = _CRASHED
+                crashed += 1
+                if t > last_end:
+                    last_end = t
+                continue
+            s = t if t > free else free
+            if s >= V[k]:                      # the device failed while the job was queued
+                code[j] = _CRASHED
+                crashed += 1
+                free = s
+                if s > last_end:
+                    last_end = s
+                continue
+        else:
+            s = t if t > free else free
+            while True:
+                while V[k] <= s:
+                    k += 1
+                    if k == len(V):
+                        win.extend()
+                if s < U[k]:
+                    s = U[k]
+                    continue
+                break
+        while sp + 1 < nsl and starts[sp + 1] <= s:
+            sp += 1
+        if not placed[sp]:                     # no variant placed: not served
+            code[j] = _UNPLACED
+            unplaced += 1
+            free = s
+            if s > last_end:
+                last_end = s
+            continue
+        if drop_expired and s > deadline_at[j]:
+            code[j] = _SKIPPED
+            skipped += 1
+            free = s
+            if s > last_end:
+                last_end = s
+            continue
+        rem = svcs[sp] * mult[j]
+        var[j] = vars_[sp]
+        while True:
+            end = s + rem
+            v = V[k]
+            if end <= v:
+                busy += end - s
+                free = end
+                comp[j] = end
+                served += 1
+                break
+            busy += v - s
+            free = v
+            if failure:
+                code[j] = _CRASHED
+                crashed += 1
+                break
+            rem = rem - (v - s)
+            preempted += 1
+            if drop_mode:
+                code[j] = _DROPPED
+                dropped += 1
+                break
+            s = v
+            while True:
+                while V[k] <= s:
+                    k += 1
+                    if k == len(V):
+                        win.extend()
+                if s < U[k]:
+                    s = U[k]
+                    continue
+                break
+        if free > last_end:
+            last_end = free
+    # forget consumed windows (keeps memory flat)
+    if k > 0:
+        win.trim(k)
+        k = 0
+    st.k, st.free, st.sp, st.last_end = k, free, sp, last_end
+    stats["served"][d] += served
+    stats["busy_s"][d] += busy
+    stats["preempted"][d] += preempted
+    stats["dropped"][d] += dropped
+    stats["crashed"][d] += crashed
+    stats["skipped"][d] += skipped
+    stats["unplaced"][d] += unplaced
+    return code, comp, var
+
+
+def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[SimResult]:
+    if chunk_requests <= 0:
+        raise ValueError(f"chunk_requests must be > 0, got {chunk_requests!r}")
+    wl = spec.workload
+    D = len(spec.devices)
+    states = [_DeviceState(dev, d, spec.seed) for d, dev in enumerate(spec.devices)]
+    names = tuple(dev.name for dev in spec.devices)
+    n_net = sum(1 for dev in spec.devices if dev.link is not None)
+    msteps = shared_medium_steps(spec)
+    medium = _Channel(*msteps) if msteps is not None else None
+    down_channels = {}
+    if medium is None:
+        for st in states:
+            if st.down_key is not None and st.down_key not in down_channels:
+                down_channels[st.down_key] = _Channel(list(st.down_key[0]), list(st.down_key[1]))
+    per_request_down = wl.input_bytes * (1 if medium is not None else n_net) if n_net else 0
+    in_bytes = wl.input_bytes
+    arr = Arrivals(wl, spec.seed)
+    offset = 0
+    t_start = 0.0
+    _, nxt_times = arr.take(chunk_requests)
+    first = True
+    while first or len(nxt_times):
+        first = False
+        t0 = time.perf_counter()
+        times = nxt_times
+        _, nxt_times = arr.take(chunk_requests)
+        n = len(times)
+        alist = times.tolist()
+        deadline_at = times + wl.deadline_s
+        reply = np.full((n, D), INF)
+        variant = np.full((n, D), -1, dtype=np.int32)
+        outcome = np.zeros((n, D), dtype=np.int8)
+        bytes_up = np.zeros(n, dtype=np.int64)
+        stats = empty_device_stats(D)
+        # downlink timelines: the shared medium, or one per distinct link profile
+        down_end = {}
+        if medium is not None:
+            down_end[None] = np.asarray(medium.run(alist, in_bytes), dtype=np.float64)
+        else:
+            for key, ch in down_channels.items():
+                down_end[key] = np.asarray(ch.run(alist, in_bytes), dtype=np.float64)
+        for d, st in enumerate(states):
+            dev = st.spec
+            down_lost, mult, up_lost = st.draws.take(n)
+            if dev.link is None:
+                tdev_arr = times
+                idx = None
+            else:
+                ends = down_end[None] if medium is not None else down_end[st.down_key]
+                tdev_arr = ends + st.half
+                if down_lost is not None:
+                    idx = np.flatnonzero(~down_lost)
+                    outcome[down_lost, d] = _LOST_DOWN
+                    stats["lost_down"][d] += int(down_lost.sum())
+                    tdev_arr = tdev_arr[idx]
+                    mult = mult[idx]
+                else:
+                    idx = None
+            tdev = tdev_arr.tolist()
+            stats["jobs"][d] += len(tdev)
+            if st.simple:
+                code, comp, var = _serve_simple(st, tdev, mult, stats, d)
+            else:
+                dl = (deadline_at if idx is None else deadline_at[idx]).tolist()
+                code, comp, var = _serve_general(st, tdev, mult, dl, stats, d)
+            code = np.asarray(code, dtype=np.int8)
+            comp = np.asarray(comp, dtype=np.float64)
+            var = np.asarray(var, dtype=np.int32)
+            if idx is None:
+                idx = np.arange(len(tdev))
+            variant[idx, d] = var
+            ok = code == _REPLIED
+            if st.up is None:
+                col = np.where(ok, comp, INF)
+            else:
+                sidx = np.flatnonzero(ok)
+                if len(sidx):
+                    ue = np.asarray(st.up.run(comp[sidx].tolist(), dev.reply_bytes))
+                    rep = ue + st.half
+                    ridx = idx[sidx]
+                    bytes_up[ridx] += dev.reply_bytes
+                    if up_lost is not None:
+                        lost = up_lost[ridx]
+                        code[sidx[lost]] = _LOST_UP
+                        stats["lost_up"][d] += int(lost.sum())
+                        rep = np.where(lost, INF, rep)
+                    col = np.full(len(tdev), INF)
+                    col[sidx] = rep
+                else:
+                    col = np.full(len(tdev), INF)
+            reply[idx, d] = col
+            outcome[idx, d] = code
+        if len(nxt_times):
+            t_end = float(nxt_times[0])
+        else:
+            last_end = max((st.last_end for st in states), default=0.0)
+            t_end = max(alist[-1] + wl.deadline_s, last_end) if n else max(t_start, last_end)
+        for d, st in enumerate(states):
+            stats["available_s"][d] = st.meter.available_time(t_start, t_end, trim=True)
+        res = SimResult(
+            request_id=np.arange(offset, offset + n, dtype=np.int64), arrival=times, reply_at=reply,
+            variant=variant, outcome=outcome, bytes_down=np.full(n, per_request_down, dtype=np.int64),
+            bytes_up=bytes_up, device_stats=stats, events=0, wall_s=time.perf_counter() - t0,
+            t_start=t_start, t_end=t_end, device_names=names, engine="loop")
+        offset += n
+        t_start = t_end
+        yield res

@@ -1,0 +1,129 @@
+"""Engine output: per-request timing arrays, outcome codes, and the post-engine helpers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Dict, Iterable, List, Tuple
+
+import numpy as np
+
+
+class Outcome(IntEnum):
+    """What happened to one (request, device) job. Only ``REPLIED`` has a finite ``reply_at``."""
+
+    REPLIED = 0          # the reply reached the master (possibly after the deadline)
+    LOST_DOWN = 1        # the input was lost on the downlink (loss)
+    CRASHED = 2          # device down (crash / MTBF failure) on arrival, or failed while queued / serving
+    PREEMPT_DROPPED = 3  # owner's work preempted the job in service, drop mode: job lost
+    EXPIRED_SKIPPED = 4  # drop_expired: the request's deadline had passed when the job would start
+    LOST_UP = 5          # the reply was lost on the uplink (loss)
+    UNPLACED = 6         # no variant placed on the device when the job would start (slot variant -1 / inf service)
+
+
+DEVICE_STAT_KEYS = (
+    "jobs",        # jobs that reached the device (not lost on the downlink)
+    "served",      # jobs whose service completed
+    "busy_s",      # time spent computing (incl. partial work of preempted / dropped / crashed jobs)
+    "available_s", # time the device was available within [t_start, t_end)
+    "preempted",   # preemptions by the owner's work (each pause in resume mode; each drop)
+    "dropped",     # jobs lost to preempt-drop
+    "crashed",     # jobs lost to a crash / failure (on arrival, queued or in service)
+    "skipped",     # jobs skipped by drop_expired
+    "unplaced",    # jobs not served because no variant was placed
+    "lost_down",   # inputs lost on the downlink
+    "lost_up",     # replies lost on the uplink
+)
+_INT_STATS = {"jobs", "served", "preempted", "dropped", "crashed", "skipped", "unplaced", "lost_down", "lost_up"}
+
+
+def empty_device_stats(n_devices: int) -> Dict[str, np.ndarray]:
+    return {k: np.zeros(n_devices, dtype=np.int64 if k in _INT_STATS else np.float64)
+            for k in DEVICE_STAT_KEYS}
+
+
+@dataclass
+class SimResult:
+    """R requests (rows, arrival order) × D devices (columns, spec order).
+
+    ``device_stats`` counts refer to the jobs of these R requests; ``available_s`` integrates
+    availability over ``[t_start, t_end)``: a chunk covers from its first arrival (0 for the first
+    chunk) to the next chunk's first arrival; the last chunk ends at
+    ``max(last arrival + deadline_s, the time the last job left its device)``. Summing
+    ``device_stats`` over the chunks of a run gives the run's totals.
+    """
+
+    request_id: np.ndarray          # (R,) int64
+    arrival: np.ndarray             # (R,) float64
+    reply_at: np.ndarray            # (R, D) float64, inf if no reply ever reached the master
+    variant: np.ndarray             # (R, D) int32, variant of the slot active when service started; -1 if never started
+    outcome: np.ndarray             # (R, D) int8, Outcome codes
+    bytes_down: np.ndarray          # (R,) int64, downlink bytes on the wire for the request
+    bytes_up: np.ndarray            # (R,) int64, uplink bytes on the wire for the request
+    device_stats: Dict[str, np.ndarray] = field(default_factory=dict)
+    events: int = 0                 # SimPy events processed (0 for engines without an event loop)
+    wall_s: float = 0.0
+    t_start: float = 0.0
+    t_end: float = 0.0
+    device_names: Tuple[str, ...] = ()
+    engine: str = ""
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.request_id)
+
+    @property
+    def n_devices(self) -> int:
+        return self.reply_at.shape[1]
+
+
+def finish_times(result: SimResult, deadline_s: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``responded = reply_at <= arrival + deadline_s``; ``finish = arrival + deadline_s`` unless
+    every device replied in time, then the last reply's time."""
+    due = result.arrival + deadline_s
+    responded = result.reply_at <= due[:, None]
+    all_in = responded.all(axis=1)
+    last = result.reply_at.max(axis=1, initial=-np.inf) if result.reply_at.size else np.full(len(due), -np.inf)
+    finish = np.where(all_in, last, due)
+    return finish, responded
+
+
+def concat_results(parts: Iterable[SimResult]) -> SimResult:
+    parts = list(parts)
+    if not parts:
+        raise ValueError("concat_results: no results")
+    stats = {}
+    for k in parts[0].device_stats:
+        stats[k] = np.sum([p.device_stats[k] for p in parts], axis=0)
+    cat = np.concatenate
+    return SimResult(
+        request_id=cat([p.request_id for p in parts]),
+        arrival=cat([p.arrival for p in parts]),
+        reply_at=cat([p.reply_at for p in parts]),
+        variant=cat([p.variant for p in parts]),
+        outcome=cat([p.outcome for p in parts]),
+        bytes_down=cat([p.bytes_down for p in parts]),
+        bytes_up=cat([p.bytes_up for p in parts]),
+        device_stats=stats,
+        events=sum(p.events for p in parts),
+        wall_s=sum(p.wall_s for p in parts),
+        t_start=parts[0].t_start,
+        t_end=parts[-1].t_end,
+        device_names=parts[0].device_names,
+        engine=parts[0].engine,
+    )
+
+
+def split_result(res: SimResult, chunk: int) -> List[SimResult]:
+    """Split a whole-run result into chunks of ``chunk`` requests (stats go to the first chunk)."""
+    out = []
+    R = res.n_requests
+    for i0 in range(0, max(R, 1), chunk):
+        sl = slice(i0, min(R, i0 + chunk))
+        out.append(SimResult(
+            request_id=res.request_id[sl], arrival=res.arrival[sl], reply_at=res.reply_at[sl],
+            variant=res.variant[sl], outcome=res.outcome[sl], bytes_down=res.bytes_down[sl],
+            bytes_up=res.bytes_up[sl],
+            device_stats=res.device_stats if i0 == 0 else {k: np.zeros_like(v) for k, v in res.device_stats.items()},
+            events=res.events if i0 == 0 else 0, wall_s=res.wall_s if i0 == 0 else 0.0,
+            t_start=res.t_start, t_end=res.t_end, device_names=res.device_names, engine=res.engine))
+    return out
