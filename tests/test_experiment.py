@@ -109,3 +109,13 @@ def test_cli_run_prints_summary(sets, tmp_path, capsys):
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert "accuracy_top1" in out and summary["metrics"]["answered"]["mean"] == 1.0
+
+
+def test_missing_pool_with_build_overrides_is_trained_on_first_use(ray_session, tmp_path):
+    sets = [f"pool.root={tmp_path}/pools", "pool.name=built", "seeds.replications=1", "workload.requests=50",
+            "pool.build=[data=digits,'shape.segments=[1]','family.baselines=[]',"
+            "'family.phases=[{name:s,epochs:1,lr:3e-3}]',tune.verbose=0," f"tune.storage={tmp_path}/tune]"]
+    out = run_scenario(SCENARIO, overrides=sets, out=tmp_path / "run", plots=False, log=lambda s: None)
+    pool = Pool.open("built", tmp_path / "pools")
+    assert pool.manifest.ids() == ["vp_v1"] and pool.manifest.data["name"] == "digits"
+    assert len(analysis.load(out)) == 50

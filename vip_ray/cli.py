@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     from vip_ray.placement import PlacementError
     from vip_ray.pool import PoolError
     from vip_ray.scenario import ScenarioError
+    from vip_ray.tune.config import ConfigCompositionError
+    from vip_ray.tune.plan import ConfigError
+    from vip_ray.tune.runner import TrainingError
 
     try:
         if args.command == "pools":
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 stop()
             return 0
-    except (PoolError, DataError, ScenarioError, RunError, PlacementError) as e:
+    except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
+            TrainingError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}")
         return 2
     return 1

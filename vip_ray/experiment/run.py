@@ -37,13 +37,21 @@ def runs_root() -> Path:
 
 
 def open_pool(scenario: Scenario, log: Callable[[str], None]) -> Pool:
-    """The scenario's pool; the default pool is built on first use."""
-    root = scenario.pool.root
-    name = scenario.pool.name
-    if name == "default" and not (pools_root(root) / name).exists():
-        from vip_ray.pool.default import ensure_default_pool
+    """The scenario's pool; a missing default pool, or one with ``pool.build`` overrides, is
+    trained on first use (and cached in the store)."""
+    root, name = scenario.pool.root, scenario.pool.name
+    if not (pools_root(root) / name).exists():
+        if name == "default" and not scenario.pool.build:
+            from vip_ray.pool.default import ensure_default_pool
 
-        return ensure_default_pool(root, log=log)
+            return ensure_default_pool(root, log=log)
+        if scenario.pool.build:
+            from vip_ray.tune.config import compose
+            from vip_ray.tune.runner import train_pool
+
+            log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(scenario.pool.build)})")
+            overrides = [*scenario.pool.build, f"pool.name={name}", f"pool.root={pools_root(root)}"]
+            return Pool.load(train_pool(compose(overrides), log=log))
     return Pool.open(name, root)
 
 

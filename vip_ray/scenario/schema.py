@@ -549,11 +549,15 @@ class PoolRef(_Model):
       MNIST-5k, built on first use).
     * ``root`` — the pool store (default ``$VIP_RAY_POOLS`` or ``results/pools``).
     * ``variants`` — member ids to deploy (default: every ``role: variant`` member, manifest order).
+    * ``build`` — training overrides (``python -m vip_ray.tune`` style, e.g.
+      ``[family=resnet50_slices, shape=homogeneous, diversity=crops]``) that build the pool on
+      first use when the store does not have it; ``pool.name`` and ``pool.root`` are added.
     """
 
     name: str = "default"
     root: str | None = None
     variants: list[str] | None = None
+    build: list[str] | None = None
 
     @field_validator("variants")
     @classmethod
