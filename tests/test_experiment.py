@@ -119,3 +119,41 @@ def test_missing_pool_with_build_overrides_is_trained_on_first_use(ray_session, 
     pool = Pool.open("built", tmp_path / "pools")
     assert pool.manifest.ids() == ["vp_v1"] and pool.manifest.data["name"] == "digits"
     assert len(analysis.load(out)) == 50
+
+
+def test_many_devices_many_chunks_keep_one_table_schema(sets, small_pool, tmp_path):
+    """Over 127 distinct responder sets across chunks and replications still write one table."""
+    from vip_ray.experiment.run import simulate
+    from vip_ray.scenario import load_scenario
+
+    sc = load_scenario(SCENARIO, [*sets, "devices.2.count=9", "workload.requests=3000", "workload.deadline_ms=40",
+                                  "devices.2.availability={kind: onoff, busy_mean_s: 0.2, free_mean_s: 0.3, mode: drop}"])
+    out = tmp_path / "many"
+    out.mkdir()
+    simulate(sc, Pool.load(small_pool), out, engine="fast", chunk_requests=500)
+    req = analysis.load(out)
+    assert len(req) == 3000 * 2 and req["responders"].nunique() > 127
+
+
+def test_dynamic_placement_moves_the_best_variant_off_a_crashed_device(sets, small_pool):
+    from vip_ray.experiment.deployment import build_deployment
+    from vip_ray.scenario import load_scenario
+
+    pool = Pool.load(small_pool)
+    crash = "devices.1.availability={kind: crash, at_s: 5.0}"  # 'fast' holds the best variant, then crashes
+    static = build_deployment(load_scenario(SCENARIO, [*sets, crash]), pool, seed=0)
+    dynamic = build_deployment(load_scenario(SCENARIO, [*sets, crash, "placement.dynamic=true"]), pool, seed=0)
+    best = static.slots[1][0].variant
+    assert static.variants[best].accuracy == max(v.accuracy for v in static.variants)
+    assert len(static.slots[1]) == 1 and len(static.slots[2]) == 1
+    # at the crash (5 s) the best variant moves to a device that is still up (master or slow)
+    assert any((s.start_s, s.variant) == (5.0, best) for i in (0, 2) for s in dynamic.slots[i])
+    assert [s.variant for s in dynamic.slots[1]] == [best]    # and it ran on 'fast' until then
+
+
+def test_bad_placement_and_grid_input_are_clear(sets, tmp_path):
+    with pytest.raises(ScenarioError, match="placement.policy: unknown placement policy 'best'; allowed:"):
+        run_scenario(SCENARIO, overrides=[*sets, "placement.policy=best"], out=tmp_path / "p", log=lambda s: None)
+    with pytest.raises(ScenarioError, match="a range is two integers"):
+        run_sweep(SCENARIO, ["failed_devices=0..x"], overrides=sets, out=tmp_path / "s", log=lambda s: None)
+    assert not any(tmp_path.iterdir())

@@ -52,3 +52,13 @@ def test_existing_pool_is_reused_not_retrained(tiny_pool):
     before = (path / "manifest.json").read_text()
     assert train_pool(cfg, log=lambda s: None) == path
     assert (path / "manifest.json").read_text() == before
+
+
+def test_existing_pool_with_a_different_config_is_refused(tiny_pool):
+    from vip_ray.pool import PoolError
+
+    cfg, path = tiny_pool
+    before = (path / "manifest.json").read_text()
+    with pytest.raises(PoolError, match="trained with a different config.*pool.overwrite=true"):
+        train_pool({**cfg, "seed": 8}, log=lambda s: None)
+    assert (path / "manifest.json").read_text() == before

@@ -80,7 +80,7 @@ def _change_times(scenario: Scenario) -> list[float]:
         elif d.availability.kind == "trace":
             for a, b in d.availability.intervals:
                 times.update((float(a), float(b)))
-    return sorted(t for t in times if t > 0)
+    return sorted(times | {0.0})
 
 
 def build_deployment(scenario: Scenario, pool: Pool, *, seed: int) -> Deployment:
@@ -97,7 +97,9 @@ def build_deployment(scenario: Scenario, pool: Pool, *, seed: int) -> Deployment
     for i, d in enumerate(scenario.devices):
         net = 0.0
         if d.role != "master":
-            net = d.link.rtt_ms / 1e3 + 8 * (in_bytes + rbytes) / (d.link.bandwidth_mbps * 1e6)
+            steps = d.link.bandwidth_trace.points if d.link.bandwidth_trace else []
+            mbps = steps[0][1] if steps and steps[0][0] == 0 else d.link.bandwidth_mbps  # bandwidth at t=0
+            net = d.link.rtt_ms / 1e3 + 8 * (in_bytes + rbytes) / (mbps * 1e6)
         infos.append(DeviceInfo(d.name, macs_per_s=d.speed() or 1.0, memory_mb=d.memory_mb or float("inf"),
                                 network_s=net, is_master=d.role == "master",
                                 latency_s={v.id: float(service[i, j]) for j, v in enumerate(variants)}))
@@ -106,15 +108,20 @@ def build_deployment(scenario: Scenario, pool: Pool, *, seed: int) -> Deployment
     pol, params = scenario.placement.policy, dict(scenario.placement.params or {})
     initial = place(pol, infos, vinfos, deadline_s=deadline, params=params)
     timeline = [(0.0, initial)]
-    if scenario.placement.dynamic:  # VIP's dynamic variant management: re-place among the devices still up
+    if scenario.placement.dynamic:
+        # VIP's dynamic variant management: at every scheduled availability change (crash, trace
+        # interval edges, t=0 included) re-place among the devices that are up. Random on/off and
+        # MTBF periods are drawn inside the engine and are not known here.
+        timeline = []
         for t in _change_times(scenario):
             alive = [i for i, d in enumerate(scenario.devices) if not _down_at(d.availability, t)]
-            sub = place(pol, [infos[i] for i in alive], vinfos, deadline_s=deadline, params=params)
-            now = list(timeline[-1][1])
+            sub = place(pol, [infos[i] for i in alive], vinfos, deadline_s=deadline, params=params) if alive else []
+            now = [-1] * len(scenario.devices)
             for i, v in zip(alive, sub):
                 now[i] = v
-            if now != timeline[-1][1]:
+            if not timeline or now != timeline[-1][1]:
                 timeline.append((t, now))
+        initial = timeline[0][1]
     slots, devices = [], []
     for i, d in enumerate(scenario.devices):
         own = []

@@ -121,21 +121,44 @@ def device_table(res: SimResult, dep: Deployment, *, replication: int) -> pd.Dat
     return df
 
 
-def summarize(requests: pd.DataFrame, deadline_s: float) -> dict[str, Any]:
-    """Run-level figures, with a 95 % confidence interval over replications where there are several."""
-    topm = next(c for c in requests.columns if c.startswith("correct_top") and c != "correct_top1")
-    per = requests.groupby("replication").agg(
-        requests=("request_id", "size"), answered=("answered", "mean"), deadline_met=("deadline_met", "mean"),
-        accuracy_top1=("correct_top1", "mean"), **{f"accuracy_{topm[8:]}": (topm, "mean")},
-        latency_p50_s=("latency_s", "median"), latency_p99_s=("latency_s", lambda s: s.quantile(0.99)),
-        latency_mean_s=("latency_s", "mean"), responders_mean=("n_responders", "mean"),
-        bytes_per_request=("bytes_up", lambda s: float(s.mean())),
-    )
-    per["bytes_per_request"] += requests.groupby("replication")["bytes_down"].mean()
-    out: dict[str, Any] = {"replications": int(len(per)), "deadline_s": deadline_s, "metrics": {}}
-    for col in per.columns:
-        vals = per[col].to_numpy(dtype=float)
-        mean = float(np.nanmean(vals))
+class ReplicationStats:
+    """Run-level figures of one replication, accumulated chunk by chunk (memory: 4 bytes per
+    answered request, for the latency quantiles)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.latencies: list[np.ndarray] = []
+
+    def add(self, chunk: pd.DataFrame) -> None:
+        topm = next(c for c in chunk.columns if c.startswith("correct_top") and c != "correct_top1")
+        self.topm = topm[len("correct_"):]
+        self.n += len(chunk)
+        for key, values in (("answered", chunk["answered"]), ("deadline_met", chunk["deadline_met"]),
+                            ("accuracy_top1", chunk["correct_top1"]), (f"accuracy_{self.topm}", chunk[topm]),
+                            ("responders_mean", chunk["n_responders"]),
+                            ("bytes_per_request", chunk["bytes_up"] + chunk["bytes_down"])):
+            self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
+        lat = chunk["latency_s"].to_numpy()
+        self.latencies.append(lat[~np.isnan(lat)].astype(np.float32))
+
+    def figures(self) -> dict[str, float]:
+        lat = np.concatenate(self.latencies) if self.latencies else np.zeros(0, np.float32)
+        out = {"requests": float(self.n), **{k: v / max(self.n, 1) for k, v in self.sums.items()}}
+        nan = float("nan")
+        out.update(latency_p50_s=float(np.quantile(lat, 0.5)) if len(lat) else nan,
+                   latency_p99_s=float(np.quantile(lat, 0.99)) if len(lat) else nan,
+                   latency_mean_s=float(lat.mean(dtype=np.float64)) if len(lat) else nan)
+        return out
+
+
+def summarize(replications: list[dict[str, float]], deadline_s: float) -> dict[str, Any]:
+    """Run-level figures per replication, their mean and a 95 % confidence half-width
+    (normal approximation over replications) where there are several."""
+    out: dict[str, Any] = {"replications": len(replications), "deadline_s": deadline_s, "metrics": {}}
+    for col in replications[0]:
+        vals = np.array([r[col] for r in replications], dtype=float)
         half = float(1.96 * np.nanstd(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None
-        out["metrics"][col] = {"mean": mean, "ci95": half, "per_replication": [float(v) for v in vals]}
+        out["metrics"][col] = {"mean": float(np.nanmean(vals)), "ci95": half,
+                               "per_replication": [float(v) for v in vals]}
     return out

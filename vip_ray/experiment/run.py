@@ -18,8 +18,9 @@ import yaml
 
 from vip_ray.aggregation import softmax
 from vip_ray.experiment.deployment import build_deployment
-from vip_ray.experiment.outcome import device_table, request_table, summarize
-from vip_ray.pool import Pool, PoolError, pools_root
+from vip_ray.experiment.outcome import ReplicationStats, device_table, request_table, summarize
+from vip_ray.placement import PlacementError, get_placement
+from vip_ray.pool import Pool, pools_root
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool, selected_variants
 from vip_ray.scenario.schema import CrashAvailability
@@ -83,7 +84,7 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
     """Run every replication into ``out_dir`` (requests streamed in chunks); return the summary."""
     probs = bank_probs_for(scenario, pool)
     writer = None
-    device_rows = []
+    device_rows, figures = [], []
     meta = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
     try:
         for rep in range(scenario.seeds.replications):
@@ -94,16 +95,17 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
             sample_rng = np.random.default_rng([seed, 1])  # which test sample each request carries
             totals = None
             t_start = t_end = 0.0
+            stats = ReplicationStats()
             for i, chunk in enumerate(run_chunks(dep.spec, engine, chunk_requests=chunk_requests)):
-                table = pa.Table.from_pandas(
-                    request_table(chunk, dep, probs, replication=rep, seed=seed,
-                                  sample_rng=sample_rng), preserve_index=False)
+                rows = request_table(chunk, dep, probs, replication=rep, seed=seed, sample_rng=sample_rng)
+                stats.add(rows)
+                table = _arrow(rows)
                 if writer is None:
                     writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
                 writer.write_table(table.cast(writer.schema))
-                stats = chunk.device_stats
-                totals = {k: np.array(v, copy=True) for k, v in stats.items()} if totals is None else \
-                    {k: totals[k] + stats[k] for k in totals}
+                dstats = chunk.device_stats
+                totals = {k: np.array(v, copy=True) for k, v in dstats.items()} if totals is None else \
+                    {k: totals[k] + dstats[k] for k in totals}
                 t_start = chunk.t_start if i == 0 else t_start
                 t_end = chunk.t_end
                 meta["events"] += chunk.events
@@ -112,20 +114,26 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
                     progress(chunk.n_requests)
             chunk.device_stats, chunk.t_start, chunk.t_end = totals, t_start, t_end
             device_rows.append(device_table(chunk, dep, replication=rep))
+            figures.append(stats.figures())
     finally:
         if writer is not None:
             writer.close()
     pd.concat(device_rows, ignore_index=True).to_parquet(out_dir / DEVICES_FILE, index=False)
-    cols = ["replication", "request_id", "answered", "deadline_met", "correct_top1", "latency_s", "n_responders",
-            "bytes_up", "bytes_down"]
-    schema_names = pq.read_schema(out_dir / REQUESTS_FILE).names
-    cols.append(next(c for c in schema_names if c.startswith("correct_top") and c != "correct_top1"))
-    summary = summarize(pd.read_parquet(out_dir / REQUESTS_FILE, columns=cols),
-                        scenario.workload.deadline_ms / 1e3)
+    summary = summarize(figures, scenario.workload.deadline_ms / 1e3)
     summary.update({"scenario": scenario.name, "pool": pool.name, "engine": engine, "strategy": scenario.strategy.name,
                     "placement": meta["placement"], "events": meta["events"],
                     "engine_wall_s": round(meta["engine_wall_s"], 3)})
     return summary
+
+
+def _arrow(rows: pd.DataFrame) -> pa.Table:
+    """The chunk as Arrow, with ``responders`` as dictionary<int32, string> so every chunk
+    and replication shares one schema whatever the number of distinct responder sets."""
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    cat = rows["responders"]
+    col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
+                                         pa.array([str(c) for c in cat.cat.categories], pa.string()))
+    return table.set_column(table.schema.get_field_index("responders"), "responders", col)
 
 
 def bank_probs_for(scenario: Scenario, pool: Pool) -> np.ndarray:
@@ -151,6 +159,10 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     scenario = load_scenario(path, overrides)
     if scenario.engine == "serve":
         raise ScenarioError(f"{path}: engine: 'serve' is not available yet (issue 4); allowed now: sim")
+    try:  # before any pool is opened or trained
+        get_placement(scenario.placement.policy)
+    except PlacementError as e:
+        raise ScenarioError(f"{path}: placement.policy: {e}") from None
     if failed_devices is not None:
         scenario = fail_devices(scenario, failed_devices)
     engine = engine or scenario.sim_engine

@@ -25,10 +25,15 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ScenarioError(f"--grid {item!r}: expected key=v1,v2,... (e.g. workload.deadline_ms=20,50,100 "
                                 f"or failed_devices=0..4)")
         if ".." in values and "," not in values:
-            lo, hi = values.split("..")
-            grid[key] = list(range(int(lo), int(hi) + 1))
+            try:
+                lo, hi = (int(x) for x in values.split(".."))
+            except ValueError:
+                raise ScenarioError(f"--grid {item!r}: a range is two integers, e.g. failed_devices=0..4") from None
+            grid[key] = list(range(lo, hi + 1))
         else:
             grid[key] = [yaml.safe_load(v) for v in values.split(",")]
+        if key == "failed_devices" and not all(isinstance(v, int) for v in grid[key]):
+            raise ScenarioError(f"--grid {item!r}: failed_devices takes integers, e.g. failed_devices=0..4")
     return grid
 
 
@@ -58,6 +63,9 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
                 row.update({m: v["per_replication"][rep] for m, v in summary["metrics"].items()})
                 rows.append(row)
         table = pd.DataFrame(rows)
+        for key in keys:  # a column mixing types (k=1,2,all) is stored as text
+            if table[key].map(type).nunique() > 1:
+                table[key] = table[key].astype(str)
         table.to_parquet(tmp / "sweep.parquet", index=False)
         (tmp / "grid.json").write_text(json.dumps({"grid": grid, "overrides": list(overrides), "source": str(path)},
                                                   indent=2, default=str))

@@ -67,7 +67,12 @@ def place(name: str, devices: Sequence[DeviceInfo], variants: Sequence[VariantIn
           params: dict[str, Any] | None = None) -> Placement:
     if not variants:
         raise PlacementError("the pool has no variants to place")
-    out = get_placement(name)(list(devices), list(variants), deadline_s=deadline_s, **(params or {}))
+    fn = get_placement(name)
+    try:
+        out = fn(list(devices), list(variants), deadline_s=deadline_s, **(params or {}))
+    except TypeError as e:  # an unknown or missing placement.params key
+        raise PlacementError(f"placement {name!r}: bad placement.params {params or {}} ({e}); "
+                             f"see the policy's docstring for its parameters") from None
     if len(out) != len(devices) or any(not -1 <= i < len(variants) for i in out):
         raise PlacementError(f"placement {name!r} returned an invalid assignment {out}")
     return out

@@ -2,7 +2,6 @@
 trained on first use (a few minutes on 2 CPU cores) and cached in the pool store."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from vip_ray.pool.store import Pool, PoolError, pools_root
@@ -27,9 +26,5 @@ def ensure_default_pool(root: str | None = None, log: Callable[[str], None] = pr
     from vip_ray.tune.runner import train_pool
 
     log(f"[vip_ray] building the default pool into {path} (first use; cached afterwards)")
-    overrides = list(DEFAULT_OVERRIDES) + ([f"pool.root={root}"] if root else []) + list(extra_overrides)
+    overrides = list(DEFAULT_OVERRIDES) + [f"pool.root={pools_root(root)}"] + list(extra_overrides)
     return Pool.load(train_pool(compose(overrides), log=log))
-
-
-def default_pool_path(root: str | None = None) -> Path:
-    return pools_root(root) / DEFAULT_POOL

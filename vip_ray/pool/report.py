@@ -107,6 +107,7 @@ def pool_report(pool: Pool, *, alpha: float = 1.0) -> dict[str, Any]:
         "n_test": int(len(labels)), "num_classes": pool.num_classes, "alpha": alpha, "method": method,
         "members": members, "ensembles": ensembles, "bet": bet, "kd_vs_no_kd": kd_pairs,
         "teacher_pretrained": [x.train.get("pretrained") for x in pool.members if x.role == "teacher"],
+        "pretrained": {x.id: x.train.get("pretrained") for x in pool.members if x.role != "variant"},
     }
 
 
@@ -140,9 +141,8 @@ def print_report(pool: Pool, console, *, alpha: float = 1.0, report: dict[str, A
     if rep["kd_vs_no_kd"]:
         console.print("KD vs no KD: " + ", ".join(f"{p['variant']}: {p['kd']:.2%} vs {p['no_kd']:.2%}"
                                                   for p in rep["kd_vs_no_kd"]))
-    if rep["teacher_pretrained"]:
-        src = rep["teacher_pretrained"][0]
-        console.print(f"teacher: {'transfer learning from ' + str(src) if src else 'trained from scratch (no cached torchvision weights)'}")
+    for mid, src in rep["pretrained"].items():
+        console.print(f"{mid}: {'transfer learning from ' + str(src) if src else 'trained from scratch (no cached torchvision weights)'}")
     return rep
 
 

@@ -181,19 +181,24 @@ def train_group(
             for x, y in data.batches("train", batch_size, shuffle=True, generator=pipe.generator,
                                      indices=pipe.indices):
                 x, y = x.to(device), y.to(device)
-                teacher_cache: dict[tuple[str, ...], torch.Tensor] = {}
+                teacher_cache: dict[str, torch.Tensor] = {}
                 for mid in pipe.member_ids:
                     r = recipes[mid]
                     t0 = time.perf_counter()
                     xin = apply_filters(x, r.filters, filter_gens[mid]) if r.filters else x
                     t_logits = None
                     if teacher is not None and uses_kd[mid]:
-                        if r.filters not in teacher_cache:  # one teacher forward per distinct input
+                        # members on the plain batch share one teacher forward; filtered inputs are
+                        # drawn per member, so each needs its own
+                        if r.filters or "plain" not in teacher_cache:
                             tt = time.perf_counter()
                             with torch.no_grad():
-                                teacher_cache[r.filters] = teacher(xin)
+                                t_logits = teacher(xin)
                             state.teacher_seconds += time.perf_counter() - tt
-                        t_logits = teacher_cache[r.filters]
+                            if not r.filters:
+                                teacher_cache["plain"] = t_logits
+                        else:
+                            t_logits = teacher_cache["plain"]
                     loss = kd_loss(models[mid](xin), y, t_logits,
                                    alpha=float(tcfg["alpha"]), temperature=float(tcfg["temperature"]))
                     opts[mid].zero_grad(set_to_none=True)

@@ -30,11 +30,12 @@ class Plan:
     members: list[dict[str, Any]]
     stages: list[Stage]
     teacher_id: str | None
+    settings: dict[str, Any]  # what else decides the result: data (less its root), train, seed
 
     def digest(self) -> str:
-        """Identity of what will be trained: a resumed run must have the same one."""
+        """Identity of what will be trained: a resumed run or a reused pool must have the same one."""
         blob = json.dumps([self.members, [(s.name, [[m["id"] for m in g] for g in s.groups], s.phases)
-                                          for s in self.stages]], sort_keys=True, default=str)
+                                          for s in self.stages], self.settings], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -175,4 +176,6 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
         groups = [[m] for m in rest]
     stages.append(Stage("members", groups, list(family["phases"])))
     name = cfg["pool"].get("name") or default_pool_name(cfg)
-    return Plan(name=name, members=members, stages=stages, teacher_id=teacher_id)
+    settings = {"data": {k: v for k, v in cfg["data"].items() if k != "root"}, "seed": seed,
+                "train": {k: v for k, v in train.items() if k not in ("mode", "group_size", "eval_every")}}
+    return Plan(name=name, members=members, stages=stages, teacher_id=teacher_id, settings=settings)

@@ -95,8 +95,24 @@ def init_ray(ray_cfg: dict[str, Any]) -> bool:
         kwargs["include_dashboard"] = bool(ray_cfg.get("dashboard", True))
         if ray_cfg.get("temp_dir"):
             kwargs["_temp_dir"] = str(ray_cfg["temp_dir"])
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise TrainingError(f"ray.address={ray_cfg.get('address')!r}: cannot start or join a Ray cluster ({e})") from None
     return True
+
+
+def _check_resources(res: dict[str, Any]) -> None:
+    """Refuse per-trial resources the cluster can never give (Tune would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources()
+    for key in ("cpu", "gpu"):
+        want = float(res[key])
+        total = float(have.get(key.upper(), 0.0))
+        if want > total:
+            raise TrainingError(f"resources.{key}={want:g} per trial, but the Ray cluster has {total:g} "
+                                f"{key.upper()}s in all; lower it or join a bigger cluster (ray.address=...)")
 
 
 def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg: dict[str, Any],
@@ -173,7 +189,10 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
     plan = plan_pool(cfg, data.num_classes, data.channels)
     final_dir = root / plan.name
     if final_dir.exists() and not cfg["pool"].get("overwrite"):
-        Pool.load(final_dir)  # refuses a damaged pool with the reason
+        existing = Pool.load(final_dir)  # refuses a damaged pool with the reason
+        if existing.manifest.config.get("plan_digest") != plan.digest():
+            raise PoolError(f"{final_dir}: pool {plan.name!r} exists but was trained with a different config; "
+                            f"pick another pool.name, or pool.overwrite=true to retrain it")
         log(f"[vip_ray.tune] pool {plan.name!r} already exists at {final_dir} (pool.overwrite=true retrains it)")
         return final_dir
 
@@ -182,6 +201,7 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
     started = init_ray(cfg["ray"])
     t0 = time.time()
     try:
+        _check_resources(cfg["resources"])
         trained: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}}
         teacher_entry = None
         teacher_seconds = 0.0
