@@ -27,6 +27,10 @@ def run_dir(sets, tmp_path_factory):
     return run_scenario(SCENARIO, overrides=sets, out=tmp_path_factory.mktemp("r") / "run", log=lambda s: None)
 
 
+def test_the_session_pool_is_really_trained(small_pool):
+    assert all(m.accuracy > 0.7 for m in Pool.load(small_pool).members)
+
+
 def test_run_directory_contents_and_config(run_dir, small_pool):
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "accuracy_vs_responders.png", "availability_timeline.png", "config.yaml", "devices.parquet",
@@ -157,3 +161,13 @@ def test_bad_placement_and_grid_input_are_clear(sets, tmp_path):
     with pytest.raises(ScenarioError, match="a range is two integers"):
         run_sweep(SCENARIO, ["failed_devices=0..x"], overrides=sets, out=tmp_path / "s", log=lambda s: None)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["smart_home", "homogeneous_office", "cycle_stealing", "degrading_network"])
+def test_every_shipped_scenario_runs(name, sets, tmp_path):
+    """The shipped files, as shipped, on the session's small real pool (their own pools take minutes to train)."""
+    out = run_scenario(f"scenarios/{name}.yaml", overrides=[*sets, "pool.build=null", "workload.requests=300",
+                                                            "workload.duration_s=null", "seeds.replications=1"],
+                       out=tmp_path / name, plots=False, log=lambda s: None)
+    req = analysis.load(out)
+    assert len(req) == 300 and req["answered"].mean() > 0.9 and req["correct_top1"].mean() > 0.7

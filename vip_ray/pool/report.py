@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from vip_ray.aggregation import softmax, vip_aggregate, vp_aggregate
+from vip_ray.models import model_spec
 from vip_ray.pool.store import Pool
 
 KS: tuple[int | None, ...] = (1, 2, 5, None)  # None = the whole vector ("all")
@@ -107,7 +108,9 @@ def pool_report(pool: Pool, *, alpha: float = 1.0) -> dict[str, Any]:
         "n_test": int(len(labels)), "num_classes": pool.num_classes, "alpha": alpha, "method": method,
         "members": members, "ensembles": ensembles, "bet": bet, "kd_vs_no_kd": kd_pairs,
         "teacher_pretrained": [x.train.get("pretrained") for x in pool.members if x.role == "teacher"],
-        "pretrained": {x.id: x.train.get("pretrained") for x in pool.members if x.role != "variant"},
+        # where ImageNet weights could apply (teachers, full baselines); students start from the teacher
+        "pretrained": {x.id: x.train.get("pretrained") for x in pool.members
+                       if model_spec(x.model).kind in ("teacher", "baseline")},
     }
 
 
