@@ -316,3 +316,14 @@ def test_pool_checks_and_input_bytes():
     only = parse_scenario(_raw(), overrides=["devices.2.latency_ms={vp_v7: 3}"])
     with pytest.raises(ScenarioError, match="device 'pi'.*can run none"):
         check_pool(only, m)
+
+
+@pytest.mark.parametrize("overrides,key", [
+    (["workload.arrival=periodic", "workload.rate_hz=20"], "rate_hz applies to arrival 'poisson'"),
+    (["workload.fps=30"], "fps applies to arrival 'periodic'"),
+])
+def test_a_rate_the_arrival_process_would_ignore_is_refused(overrides, key):
+    with pytest.raises(ScenarioError) as e:
+        load_scenario("scenarios/smart_home.yaml", overrides)
+    assert key in str(e.value) and "workload" in str(e.value)
+

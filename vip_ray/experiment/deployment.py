@@ -142,8 +142,7 @@ def build_deployment(scenario: Scenario, pool: Pool, *, seed: int) -> Deployment
         wl = S.WorkloadSpec("trace", times=tuple(w.trace.times_s), n_requests=w.requests, duration_s=w.duration_s,
                             deadline_s=deadline, input_bytes=in_bytes)
     else:
-        rate = w.rate_hz if w.arrival == "poisson" else w.fps
-        wl = S.WorkloadSpec(w.arrival, rate_hz=rate, n_requests=w.requests, duration_s=w.duration_s,
+        wl = S.WorkloadSpec(w.arrival, rate_hz=w.rate, n_requests=w.requests, duration_s=w.duration_s,
                             deadline_s=deadline, input_bytes=in_bytes)
     spec = S.SimSpec(devices=tuple(devices), workload=wl, shared_medium=bool(scenario.network.shared_medium),
                      seed=seed)

@@ -144,10 +144,9 @@ def bank_probs_for(scenario: Scenario, pool: Pool) -> np.ndarray:
 
 def expected_requests(scenario: Scenario) -> int | None:
     w = scenario.workload
-    rate = w.rate_hz if w.arrival == "poisson" else w.fps
     n = w.requests
-    if w.duration_s and rate:
-        n = min(n or 10**12, int(w.duration_s * rate))
+    if w.duration_s and w.rate:
+        n = min(n or 10**12, int(w.duration_s * w.rate))
     return n
 
 

@@ -601,6 +601,11 @@ class Workload(_Model):
         if self.requests is not None and self.duration_s is not None:
             raise _custom("exclusive", f"requests ({self.requests}) and duration_s ({self.duration_s}) are both "
                                        f"set; set exactly one (override the other with null)", sub="duration_s")
+        # a rate that the arrival process would not use is a mistake, not something to ignore
+        for key, used_by in (("rate_hz", "poisson"), ("fps", "periodic"), ("trace", "trace")):
+            if getattr(self, key) is not None and self.arrival != used_by:
+                raise _custom("unused", f"{key} applies to arrival {used_by!r}, but arrival is {self.arrival!r} "
+                                        f"(set {key} to null, or arrival: {used_by})", sub=key)
         if self.arrival == "poisson" and self.rate_hz is None:
             self.rate_hz = DEFAULT_RATE_HZ
         if self.arrival == "periodic" and self.fps is None:
