@@ -273,6 +273,15 @@ def test_reference_equals_fast_random(seed, ties):
     both(rand_spec(seed, ties=ties))
 
 
+def test_random_specs_exercise_every_outcome():
+    """The equivalence above means something only if the random specs reach every code path."""
+    seen = set()
+    for seed in range(12):
+        for ties in (False, True):
+            seen.update(np.unique(run(rand_spec(seed, ties=ties), "fast").outcome).tolist())
+    assert {int(o) for o in Outcome} <= seen, sorted(seen)
+
+
 @pytest.mark.parametrize("kind", ["always", "onoff", "trace", "crash", "mtbf"])
 def test_reference_equals_fast_per_kind(kind):
     f = both(rand_spec(100 + len(kind), n_dev=4, n_req=400, kinds=[kind]))
