@@ -48,11 +48,14 @@ def versions() -> dict[str, str]:
             "platform": platform.platform()}
 
 
-def _trainable(config: dict[str, Any]) -> None:
-    """One Tune trial: train its group, checkpoint every epoch, hand back weights + logits."""
+def _trainable(config: dict[str, Any], groups: list[dict[str, Any]]) -> None:
+    """One Tune trial: train its group, checkpoint every epoch, hand back weights + logits.
+
+    ``groups`` travels through the object store (tune.with_parameters), so a trial's config —
+    what the terminal and the dashboard show — is just its group index ``gi``."""
     from ray import tune
 
-    group = config["groups"][config["gi"]]
+    group = groups[config["gi"]]
     restore = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -78,10 +81,13 @@ def _trainable(config: dict[str, Any]) -> None:
         tune.report({**last, "final": True}, checkpoint=tune.Checkpoint.from_directory(out))
 
 
-def _trial_name(trial) -> str:
-    ids = [m["id"] for m in trial.config["groups"][trial.config["gi"]]["members"]]
-    name = ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
-    return f"{trial.config['gi']:03d}_{name}"[:80].replace("/", "_")
+def _trial_namer(group_cfgs: list[dict[str, Any]]):
+    def name(trial) -> str:
+        ids = [m["id"] for m in group_cfgs[trial.config["gi"]]["members"]]
+        label = ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
+        return f"{trial.config['gi']:03d}_{label}"[:80].replace("/", "_")
+
+    return name
 
 
 def init_ray(ray_cfg: dict[str, Any]) -> bool:
@@ -122,7 +128,8 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
     # one checkpoint per epoch is the point; Tune's advice to checkpoint less is noise here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     res = cfg["resources"]
-    trainable = tune.with_resources(_trainable, {"cpu": float(res["cpu"]), "gpu": float(res["gpu"])})
+    trainable = tune.with_resources(tune.with_parameters(_trainable, groups=group_cfgs),
+                                    {"cpu": float(res["cpu"]), "gpu": float(res["gpu"])})
     path = exp_root / name
     if tune.Tuner.can_restore(str(path)):
         log(f"[vip_ray.tune] resuming stage {name!r} from {path}")
@@ -130,10 +137,10 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"gi": tune.grid_search(list(range(len(group_cfgs)))), "groups": group_cfgs},
+            param_space={"gi": tune.grid_search(list(range(len(group_cfgs))))},
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=int(cfg["tune"].get("max_concurrent") or 0) or None,
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+                trial_name_creator=_trial_namer(group_cfgs), trial_dirname_creator=_trial_namer(group_cfgs),
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(exp_root),
