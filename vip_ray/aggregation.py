@@ -59,11 +59,17 @@ def topk_decompress(values: np.ndarray, indices: np.ndarray, num_classes: int, k
     return out
 
 
+def vp_weights(rho, depth, alpha: float, *, rho_max: float, depth_min: float) -> np.ndarray:
+    """VP eq. 1 weights (ρ_i / max P)·(d_i / min D)^α for arrays of any shape, with the
+    deployment's max ρ and min d given (e.g. per request when placement changes mid-run)."""
+    return (np.asarray(rho, dtype=np.float64) / rho_max) * (np.asarray(depth, dtype=np.float64) / depth_min) ** alpha
+
+
 def vp_scale(rho: Sequence[float], depth: Sequence[float], alpha: float) -> np.ndarray:
     """VP eq. 1 weights (ρ_i / max P)·(d_i / min D)^α over the deployed variants."""
     rho = np.asarray(rho, dtype=np.float64)
     depth = np.asarray(depth, dtype=np.float64)
-    return (rho / rho.max()) * (depth / depth.min()) ** alpha
+    return vp_weights(rho, depth, alpha, rho_max=rho.max(), depth_min=depth.min())
 
 
 def _masked(responded: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:

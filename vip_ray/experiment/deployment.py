@@ -40,7 +40,7 @@ def _k(scenario: Scenario) -> int | None:
         return 1
     if agg == "vip":
         return None
-    return None if scenario.strategy.k == "all" else int(scenario.strategy.k)
+    return scenario.strategy.top_k
 
 
 def _availability(av: Any) -> S.Availability:

@@ -6,15 +6,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vip_ray.aggregation import get_aggregator
+from vip_ray.aggregation import get_aggregator, vp_weights
 from vip_ray.experiment.deployment import Deployment
+from vip_ray.pool.report import top_m
 from vip_ray.sim.result import Outcome, SimResult, finish_times
 
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
-
-
-def top_m(num_classes: int) -> int:
-    return 2 if num_classes < 100 else 5
 
 
 def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replication: int, seed: int,
@@ -67,8 +64,8 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
         p = probs[variant[a:b], samples[a:b, None]]  # (rows, D, C)
         kwargs: dict[str, Any] = {"responded": use[a:b]}
         if agg_name == "vp":
-            w = (rho_all[variant[a:b]] / rho_max) * (depth_all[variant[a:b]] / depth_min) ** sc.strategy.alpha
-            kwargs.update(k=dep.k, weights=w)
+            kwargs.update(k=dep.k, weights=vp_weights(rho_all[variant[a:b]], depth_all[variant[a:b]],
+                                                      sc.strategy.alpha, rho_max=rho_max, depth_min=depth_min))
         out = agg(p, **kwargs)
         ok = answered[a:b]
         top = np.argsort(-np.nan_to_num(out[ok], nan=-1.0), axis=1, kind="stable")[:, :m]

@@ -12,7 +12,7 @@ problem with the file, the key path (``devices[2].availability.kind``) and what 
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -105,63 +105,67 @@ def _load_trace(kind: str, name: str, info: ValidationInfo | None, sub: str):
         raise _custom("trace_error", str(e), sub=sub) from None
 
 
-class BandwidthTrace(_Model):
+class _TraceRef(_Model):
+    """A trace written as a file name, as an inline list, or as ``{file, <values>}`` (what
+    ``resolved()`` writes; the values win and ``file`` is kept as provenance)."""
+
+    _values: ClassVar[str]  # name of the field holding the inline values
+    _kind: ClassVar[str]    # trace kind for the loader and messages
+    _example: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"file": data}
+        if isinstance(data, (list, tuple)):
+            return {cls._values: list(data)}
+        return data
+
+    def _load(self, info: ValidationInfo) -> list:
+        """The inline values, else the file's (looked up next to the scenario, then in sim/traces)."""
+        if not getattr(self, self._values):
+            if self.file is None:
+                raise _custom("trace_error", f"the {self._kind} trace needs a file or {self._values} {self._example}")
+            setattr(self, self._values, _load_trace(self._kind, self.file, info, "file"))
+        return getattr(self, self._values)
+
+
+class BandwidthTrace(_TraceRef):
     """Bandwidth over time, a step function: from ``t_s`` on the link runs at ``mbps``.
+    A CSV file with columns ``t_s,mbps``, or inline ``[[t_s, mbps], ...]``."""
 
-    Written as a file name (CSV with columns ``t_s,mbps``, looked up next to the scenario, then
-    in ``sim/traces``), as inline ``[[t_s, mbps], ...]``, or as ``{file, points}`` (what
-    ``resolved()`` writes; ``points`` win and ``file`` is kept as provenance).
-    """
-
+    _values: ClassVar[str] = "points"
+    _kind: ClassVar[str] = "bandwidth"
+    _example: ClassVar[str] = "[[t_s, mbps], ...]"
     file: str | None = None
     points: list[tuple[NonNegFloat, PositiveFloat]] = Field(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"file": data}
-        if isinstance(data, (list, tuple)):
-            return {"points": list(data)}
-        return data
-
     @model_validator(mode="after")
     def _fill(self, info: ValidationInfo) -> "BandwidthTrace":
-        if not self.points:
-            if self.file is None:
-                raise _custom("trace_error", "a bandwidth trace needs a file or points [[t_s, mbps], ...]")
-            self.points = _load_trace("bandwidth", self.file, info, "file")
-        for i in range(1, len(self.points)):
-            if not self.points[i][0] > self.points[i - 1][0]:
-                raise _custom("trace_error", f"times must be strictly increasing (t_s {self.points[i][0]} "
-                                             f"after {self.points[i - 1][0]})", sub=f"points[{i}]")
+        points = self._load(info)
+        for i in range(1, len(points)):
+            if not points[i][0] > points[i - 1][0]:
+                raise _custom("trace_error", f"times must be strictly increasing (t_s {points[i][0]} "
+                                             f"after {points[i - 1][0]})", sub=f"points[{i}]")
         return self
 
 
-class ArrivalTrace(_Model):
-    """Request arrival times in seconds (non-decreasing). A file name (CSV with a ``t_s``
-    column), an inline list ``[t_s, ...]``, or ``{file, times_s}``."""
+class ArrivalTrace(_TraceRef):
+    """Request arrival times in seconds (non-decreasing). A CSV file with a ``t_s`` column, or
+    an inline list ``[t_s, ...]``."""
 
+    _values: ClassVar[str] = "times_s"
+    _kind: ClassVar[str] = "arrival"
+    _example: ClassVar[str] = "[t_s, ...]"
     file: str | None = None
     times_s: list[NonNegFloat] = Field(default_factory=list)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"file": data}
-        if isinstance(data, (list, tuple)):
-            return {"times_s": list(data)}
-        return data
-
     @model_validator(mode="after")
     def _fill(self, info: ValidationInfo) -> "ArrivalTrace":
-        if not self.times_s:
-            if self.file is None:
-                raise _custom("trace_error", "an arrival trace needs a file or times_s [t_s, ...]")
-            self.times_s = _load_trace("arrival", self.file, info, "file")
-        for i in range(1, len(self.times_s)):
-            if self.times_s[i] < self.times_s[i - 1]:
+        times = self._load(info)
+        for i in range(1, len(times)):
+            if times[i] < times[i - 1]:
                 raise _custom("trace_error", "arrival times must be sorted (non-decreasing)", sub=f"times_s[{i}]")
         return self
 

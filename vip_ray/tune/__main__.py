@@ -14,7 +14,6 @@ def main(argv: list[str] | None = None) -> int:
                       "Any key can be set with key=value, e.g. train.kd=both resources.cpu=1 ray.address=auto.")
         return 0
     from vip_ray.data import DataError
-    from vip_ray.diversity import __name__ as _  # noqa: F401  (import errors surface here, not in Ray)
     from vip_ray.pool import PoolError
     from vip_ray.tune.config import ConfigCompositionError, compose
     from vip_ray.tune.plan import ConfigError
