@@ -19,24 +19,15 @@ arrival times, the input size and the bandwidth profile).
 """
 from __future__ import annotations
 
-import math
-import time
 from typing import Iterator
 
 import numpy as np
 
-from ..random_streams import Arrivals, DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
-from ..result import Outcome, SimResult, empty_device_stats
+from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
+from ..result import SimResult, empty_device_stats
 from ..spec import SimSpec
-
-INF = math.inf
-_REPLIED = int(Outcome.REPLIED)
-_LOST_DOWN = int(Outcome.LOST_DOWN)
-_CRASHED = int(Outcome.CRASHED)
-_DROPPED = int(Outcome.PREEMPT_DROPPED)
-_SKIPPED = int(Outcome.EXPIRED_SKIPPED)
-_LOST_UP = int(Outcome.LOST_UP)
-_UNPLACED = int(Outcome.UNPLACED)
+from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED,
+                     advance_window, arrival_chunks, chunk_result)
 
 
 class _Channel:
@@ -184,15 +175,8 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
                 continue
         else:
             s = t if t > free else free
-            while True:
-                while V[k] <= s:
-                    k += 1
-                    if k == len(V):
-                        win.extend()
-                if s < U[k]:
-                    s = U[k]
-                    continue
-                break
+            if V[k] <= s or s < U[k]:
+                k, s = advance_window(win, k, s)
         while sp + 1 < nsl and starts[sp + 1] <= s:
             sp += 1
         if not placed[sp]:                     # no variant placed: not served
@@ -232,16 +216,7 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
                 code[j] = _DROPPED
                 dropped += 1
                 break
-            s = v
-            while True:
-                while V[k] <= s:
-                    k += 1
-                    if k == len(V):
-                        win.extend()
-                if s < U[k]:
-                    s = U[k]
-                    continue
-                break
+            k, s = advance_window(win, k, v)
         if free > last_end:
             last_end = free
     # forget consumed windows (keeps memory flat)
@@ -276,19 +251,9 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
                 down_channels[st.down_key] = _Channel(list(st.down_key[0]), list(st.down_key[1]))
     per_request_down = wl.input_bytes * (1 if medium is not None else n_net) if n_net else 0
     in_bytes = wl.input_bytes
-    arr = Arrivals(wl, spec.seed)
-    offset = 0
-    t_start = 0.0
-    _, nxt_times = arr.take(chunk_requests)
-    first = True
-    while first or len(nxt_times):
-        first = False
-        t0 = time.perf_counter()
-        times = nxt_times
-        _, nxt_times = arr.take(chunk_requests)
-        n = len(times)
-        alist = times.tolist()
-        deadline_at = times + wl.deadline_s
+    meters = [st.meter for st in states]
+    for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
+        times, alist, n, deadline_at = chunk.times, chunk.alist, chunk.n, chunk.deadline_at
         reply = np.full((n, D), INF)
         variant = np.full((n, D), -1, dtype=np.int32)
         outcome = np.zeros((n, D), dtype=np.int8)
@@ -352,18 +317,7 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
                     col = np.full(len(tdev), INF)
             reply[idx, d] = col
             outcome[idx, d] = code
-        if len(nxt_times):
-            t_end = float(nxt_times[0])
-        else:
-            last_end = max((st.last_end for st in states), default=0.0)
-            t_end = max(alist[-1] + wl.deadline_s, last_end) if n else max(t_start, last_end)
-        for d, st in enumerate(states):
-            stats["available_s"][d] = st.meter.available_time(t_start, t_end, trim=True)
-        res = SimResult(
-            request_id=np.arange(offset, offset + n, dtype=np.int64), arrival=times, reply_at=reply,
-            variant=variant, outcome=outcome, bytes_down=np.full(n, per_request_down, dtype=np.int64),
-            bytes_up=bytes_up, device_stats=stats, events=0, wall_s=time.perf_counter() - t0,
-            t_start=t_start, t_end=t_end, device_names=names, engine="loop")
-        offset += n
-        t_start = t_end
-        yield res
+        yield chunk_result(
+            chunk, deadline_s=wl.deadline_s, last_end=max((st.last_end for st in states), default=0.0),
+            meters=meters, stats=stats, reply_at=reply, variant=variant, outcome=outcome,
+            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop")

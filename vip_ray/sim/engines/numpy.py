@@ -10,25 +10,16 @@ flat in the device count, so this wins at hundreds of devices and loses at a han
 """
 from __future__ import annotations
 
-import math
-import time
 from typing import Iterator
 
 import numpy as np
 
-from ..random_streams import Arrivals, DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
-from ..result import Outcome, SimResult, empty_device_stats
+from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
+from ..result import SimResult, empty_device_stats
 from ..spec import SimSpec
+from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED,
+                     advance_window, arrival_chunks, chunk_result)
 from .fast import _Channel
-
-INF = math.inf
-_REPLIED = int(Outcome.REPLIED)
-_LOST_DOWN = int(Outcome.LOST_DOWN)
-_CRASHED = int(Outcome.CRASHED)
-_DROPPED = int(Outcome.PREEMPT_DROPPED)
-_SKIPPED = int(Outcome.EXPIRED_SKIPPED)
-_LOST_UP = int(Outcome.LOST_UP)
-_UNPLACED = int(Outcome.UNPLACED)
 
 
 class _State:
@@ -93,17 +84,8 @@ class _State:
         """Move device d's window pointer so that s is inside or before window k; return the
         adjusted start (preempt kinds)."""
         win = self.win[d]
+        k, s = advance_window(win, self.k[d], s)
         U, V = win.U, win.V
-        k = self.k[d]
-        while True:
-            while V[k] <= s:
-                k += 1
-                if k == len(V):
-                    win.extend()
-            if s < U[k]:
-                s = U[k]
-                continue
-            break
         self.k[d] = k
         self.U[d] = U[k]
         self.V[d] = V[k]
@@ -248,19 +230,8 @@ def run_numpy_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[S
     reply_bytes = np.array([dev.reply_bytes if dev.link is not None else 0 for dev in spec.devices], dtype=np.int64)
     uses_fallback_up = any(up is not None and len(up[0]) > 1 for up in st.up)
 
-    arr = Arrivals(wl, spec.seed)
-    offset = 0
-    t_start = 0.0
-    _, nxt_times = arr.take(chunk_requests)
-    first = True
-    while first or len(nxt_times):
-        first = False
-        t0 = time.perf_counter()
-        times = nxt_times
-        _, nxt_times = arr.take(chunk_requests)
-        n = len(times)
-        alist = times.tolist()
-        deadline_at = times + wl.deadline_s
+    for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
+        times, alist, n, deadline_at = chunk.times, chunk.alist, chunk.n, chunk.deadline_at
         # ---- per-chunk matrices (rows: requests, columns: devices)
         TDEV = np.empty((n, D))
         if len(local_cols):
@@ -392,18 +363,7 @@ def run_numpy_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[S
         stats["skipped"] += (CODE == _SKIPPED).sum(axis=0)
         stats["unplaced"] += (CODE == _UNPLACED).sum(axis=0)
         st.trim()
-        if len(nxt_times):
-            t_end = float(nxt_times[0])
-        else:
-            last_end = float(st.last_end.max()) if D else 0.0
-            t_end = max(alist[-1] + wl.deadline_s, last_end) if n else max(t_start, last_end)
-        for d in range(D):
-            stats["available_s"][d] = st.meter[d].available_time(t_start, t_end, trim=True)
-        res = SimResult(
-            request_id=np.arange(offset, offset + n, dtype=np.int64), arrival=times, reply_at=REPLY,
-            variant=VAR, outcome=CODE, bytes_down=np.full(n, per_request_down, dtype=np.int64),
-            bytes_up=bytes_up, device_stats=stats, events=0, wall_s=time.perf_counter() - t0,
-            t_start=t_start, t_end=t_end, device_names=names, engine="numpy")
-        offset += n
-        t_start = t_end
-        yield res
+        yield chunk_result(
+            chunk, deadline_s=wl.deadline_s, last_end=float(st.last_end.max()) if D else 0.0,
+            meters=st.meter, stats=stats, reply_at=REPLY, variant=VAR, outcome=CODE,
+            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="numpy")
