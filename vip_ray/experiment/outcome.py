@@ -154,7 +154,8 @@ def summarize(replications: list[dict[str, float]], deadline_s: float) -> dict[s
     out: dict[str, Any] = {"replications": len(replications), "deadline_s": deadline_s, "metrics": {}}
     for col in replications[0]:
         vals = np.array([r[col] for r in replications], dtype=float)
-        half = float(1.96 * np.nanstd(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None
-        out["metrics"][col] = {"mean": float(np.nanmean(vals)), "ci95": half,
+        ok = vals[~np.isnan(vals)]  # latency is NaN in a replication that answered nothing
+        half = float(1.96 * ok.std(ddof=1) / np.sqrt(len(ok))) if len(ok) > 1 else None
+        out["metrics"][col] = {"mean": float(ok.mean()) if len(ok) else float("nan"), "ci95": half,
                                "per_replication": [float(v) for v in vals]}
     return out
