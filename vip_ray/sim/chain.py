@@ -20,10 +20,8 @@ from typing import Dict
 
 import numpy as np
 
-from .entities import Device, Link, availability_process
-from .engines.reference import CountingEnvironment
-from .random_streams import Arrivals, DeviceDraws, Windows, availability_durations
-from .result import Outcome, empty_device_stats
+from .engines.reference import CountingEnvironment, build_world, collect_stats, draw_inputs
+from .result import Outcome
 from .spec import DeviceSpec, WorkloadSpec, _err
 
 ON_FAILURE = ("fail", "stall")
@@ -170,35 +168,16 @@ class _Chain:
 
 def run_chain(spec: ChainSpec) -> ChainResult:
     t0 = time.perf_counter()
-    arr = Arrivals(spec.workload, spec.seed)
-    parts = []
-    while not arr.done:
-        parts.append(arr.take(1 << 16)[0])
-    gaps = np.concatenate(parts) if parts else np.empty(0)
-    R, D = len(gaps), len(spec.devices)
-    draws = ([], [], [])
-    for d, dev in enumerate(spec.devices):
-        down, mult, up = DeviceDraws(dev, d, spec.seed).take(R)
-        draws[0].append(down)
-        draws[1].append(mult.tolist())
-        draws[2].append(up)
+    gaps, draws = draw_inputs(spec.devices, spec.workload, spec.seed)
+    R = len(gaps)
     env = CountingEnvironment()
-    devices = [Device(env, dev, d) for d, dev in enumerate(spec.devices)]
-    links = [Link(env, dev.link) if dev.link is not None else None for dev in spec.devices]
+    devices, links = build_world(env, spec.devices, spec.seed)
     chain = _Chain(env, spec, devices, links, draws, gaps.tolist())
-    for d, dev in enumerate(devices):
-        env.process(availability_process(env, dev, availability_durations(spec.devices[d].availability, d, spec.seed)))
     env.process(chain.arrivals())
     env.run(until=chain.all_done)
     last_end = max([dev.last_end for dev in devices], default=0.0)
     t_end = max(float(chain.arrival[-1]) + spec.workload.deadline_s, last_end, env.now) if R else 0.0
-    stats = empty_device_stats(D)
-    for d, dev in enumerate(devices):
-        for k, v in dev.stats.items():
-            stats[k][d] = v
-        stats["lost_down"][d] = chain.lost_down[d]
-        stats["lost_up"][d] = chain.lost_up[d]
-        stats["available_s"][d] = Windows(spec.devices[d].availability, d, spec.seed).available_time(0.0, t_end)
+    stats = collect_stats(devices, spec.devices, chain.lost_down, chain.lost_up, spec.seed, t_end)
     return ChainResult(arrival=chain.arrival, finish=chain.finish, outcome=chain.outcome, failed_device=chain.failed,
                        bytes_down=chain.bytes_down, bytes_up=chain.bytes_up, device_stats=stats,
                        events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end)
