@@ -236,15 +236,12 @@ def test_malformed_trace_file_names_the_line(tmp_path):
     assert "bw.csv: line 3" in str(e) and "network.bandwidth_trace.file" in str(e)
 
 
-def test_later_strategies_are_schema_valid_but_not_available():
-    e = _error(overrides=["strategy.name=cp"])
-    assert "strategy 'cp' is not available yet (issue 5)" in str(e)
-    e = _error(overrides=["strategy.name=coach"])
-    assert "issue 6" in str(e)
-    s = parse_scenario(_raw(), overrides=["strategy.name=coach"], check_strategy=False)
+def test_strategy_name_is_an_identifier_checked_later_by_the_registry():
+    s = parse_scenario(_raw(), overrides=["strategy.name=coach", "strategy.options={mp: {on_failure: stall}}"])
     assert s.strategy.name == "coach" and s.strategy.aggregator is None
-    e = _error(overrides=["strategy.name=sp"])
-    assert "vp, vip, single, mp, cp, coach" in str(e)
+    assert s.strategy.options == {"mp": {"on_failure": "stall"}}
+    e = _error(overrides=["strategy.name=Bad-Name"])
+    assert "strategy.name" in str(e)
 
 
 def test_several_problems_reported_together():

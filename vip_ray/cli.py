@@ -5,6 +5,9 @@
     vip-sim pools default               build the default pool on first use, then show it
     vip-sim run FILE [--out DIR] [--set key=value ...]           simulate a scenario
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
+    vip-sim compare FILE --strategies single,mp,cp,vp,vip [--failed 0..4] [--out DIR]
+                                        strategies side by side under failures and cycle stealing
+    vip-sim strategies                  the registered strategies
 """
 from __future__ import annotations
 
@@ -45,7 +48,79 @@ def _parser() -> argparse.ArgumentParser:
         else:
             r.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
                            help="grid axis, e.g. failed_devices=0..4 or workload.deadline_ms=20,50 (repeatable)")
+    cmp = sub.add_parser("compare", help="several strategies on one scenario, under failures and cycle stealing")
+    cmp.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
+    cmp.add_argument("--strategies", default="single,mp,cp,vp,vip",
+                     help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
+    cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
+                     help="failed-device counts to run (default: 0..workers)")
+    cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",
+                     help="cycle-stealing condition: workers busy/free mean periods in s (default 10:30), or none")
+    cmp.add_argument("--requests", type=int, default=None, help="requests per replication (workload.requests)")
+    cmp.add_argument("--out", default=None, help="output directory (must not exist; default under results/compare)")
+    cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key (repeatable)")
+    cmp.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine (fan-out)")
+    sub.add_parser("strategies", help="list the registered strategies")
     return p
+
+
+def _counts(text: str | None) -> list[int] | None:
+    from vip_ray.scenario import ScenarioError
+
+    if text is None:
+        return None
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split(".."))
+            return list(range(lo, hi + 1))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ScenarioError(f"--failed {text!r}: expected a range like 0..4 or a list like 0,2,4") from None
+
+
+def _steal(text: str) -> tuple[float, float] | None:
+    from vip_ray.scenario import ScenarioError
+
+    if text == "none":
+        return None
+    try:
+        busy, free = (float(x) for x in text.split(":"))
+        if busy <= 0 or free <= 0:
+            raise ValueError
+    except ValueError:
+        raise ScenarioError(f"--stealing {text!r}: expected BUSY:FREE mean seconds > 0 (e.g. 10:30), or none") from None
+    return busy, free
+
+
+def _compare(args, console: Console) -> int:
+    import pandas as pd
+
+    from vip_ray.experiment.compare import mean_table, run_compare
+
+    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests else [])
+    factory, stop = _progress(console)
+    try:
+        out = run_compare(args.file, [s.strip() for s in args.strategies.split(",") if s.strip()],
+                          overrides=overrides, out=args.out, failed=_counts(args.failed), steal=_steal(args.stealing),
+                          engine=args.engine, log=console.print, progress_factory=factory)
+    finally:
+        stop()
+    table = mean_table(pd.read_parquet(out / "compare.parquet"))
+    cols = ["answered", "deadline_met", "accuracy_top1", "latency_p50_ms", "latency_p99_ms", "bytes_per_request",
+            "macs_per_device"]
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        console.print(table[cols].round(4).to_string(), soft_wrap=True, highlight=False)
+    console.print(f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
+    return 0
+
+
+def _strategies(console: Console) -> int:
+    from vip_ray.experiment.strategies import STRATEGIES
+
+    for name in sorted(STRATEGIES):
+        console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
+    return 0
 
 
 def _show(args, console: Console) -> int:
@@ -150,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                 pool = ensure_default_pool(args.root, log=console.print)
                 args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
                 return _show(args, console)
+        if args.command == "compare":
+            return _compare(args, console)
+        if args.command == "strategies":
+            return _strategies(console)
         if args.command in ("run", "sweep"):
             factory, stop = _progress(console)
             try:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from vip_ray.placement.plan import device_slots, plan_placement
+from vip_ray.placement.plan import PlacementPlan, device_slots, plan_placement
 from vip_ray.pool import MemberRecord, Pool
 from vip_ray.scenario import Scenario
 from vip_ray.sim import spec as S
@@ -31,7 +31,7 @@ class Deployment:
         return [d.name for d in self.scenario.devices]
 
 
-def _availability(av: Any) -> S.Availability:
+def sim_availability(av: Any) -> S.Availability:
     kind = av.kind
     if kind == "onoff":
         return S.Availability("onoff", busy_mean_s=av.busy_mean_s, free_mean_s=av.free_mean_s,
@@ -45,34 +45,44 @@ def _availability(av: Any) -> S.Availability:
     return S.Availability("always")
 
 
-def _link(link: Any) -> S.LinkSpec:
+def sim_link(link: Any) -> S.LinkSpec:
     trace = tuple((t, mbps * 1e6) for t, mbps in (link.bandwidth_trace.points if link.bandwidth_trace else ()))
     return S.LinkSpec(rtt_s=link.rtt_ms / 1e3, bandwidth_bps=link.bandwidth_mbps * 1e6, loss=link.loss or 0.0,
                       bandwidth_trace=trace)
 
 
-def build_deployment(scenario: Scenario, pool: Pool, *, seed: int) -> Deployment:
-    plan = plan_placement(scenario, pool)
+def sim_device(d: Any, slots: tuple, reply_bytes: int) -> S.DeviceSpec:
+    """A scenario device as the engines see it, running ``slots``."""
+    return S.DeviceSpec(name=d.name, slots=slots, service_dist=d.service_dist, jitter_cv=d.jitter_cv,
+                        straggler_prob=d.straggler.prob, straggler_factor=d.straggler.factor,
+                        availability=sim_availability(d.availability),
+                        link=None if d.role == "master" else sim_link(d.link), reply_bytes=reply_bytes)
+
+
+def sim_workload(scenario: Scenario, input_bytes: int) -> S.WorkloadSpec:
+    w = scenario.workload
+    deadline = w.deadline_ms / 1e3
+    if w.arrival == "trace":
+        return S.WorkloadSpec("trace", times=tuple(w.trace.times_s), n_requests=w.requests, duration_s=w.duration_s,
+                              deadline_s=deadline, input_bytes=input_bytes)
+    return S.WorkloadSpec(w.arrival, rate_hz=w.rate, n_requests=w.requests, duration_s=w.duration_s,
+                          deadline_s=deadline, input_bytes=input_bytes)
+
+
+def build_deployment(scenario: Scenario, pool: Pool, *, seed: int, plan: PlacementPlan | None = None,
+                     reply_bytes: list[int] | None = None) -> Deployment:
+    """The simulator's spec for one replication: ``plan`` (default: the scenario's placement of
+    its pool's variants) says what runs where; ``reply_bytes`` per device (default: the plan's)."""
+    plan = plan or plan_placement(scenario, pool)
     variants, service, rbytes, in_bytes, k = plan.variants, plan.service_s, plan.reply_bytes, plan.input_bytes, plan.k
-    deadline = scenario.workload.deadline_ms / 1e3
     slots, devices = [], []
     for i, d in enumerate(scenario.devices):
         own = [S.VariantSlot(*step) for step in device_slots(plan, i)]
         if not own:  # nothing fits: the device idles (its column never answers)
             own = [S.VariantSlot(0.0, 0, float("inf"))]
         slots.append(tuple(own))
-        devices.append(S.DeviceSpec(
-            name=d.name, slots=tuple(own), service_dist=d.service_dist, jitter_cv=d.jitter_cv,
-            straggler_prob=d.straggler.prob, straggler_factor=d.straggler.factor,
-            availability=_availability(d.availability), link=None if d.role == "master" else _link(d.link),
-            reply_bytes=rbytes))
-    w = scenario.workload
-    if w.arrival == "trace":
-        wl = S.WorkloadSpec("trace", times=tuple(w.trace.times_s), n_requests=w.requests, duration_s=w.duration_s,
-                            deadline_s=deadline, input_bytes=in_bytes)
-    else:
-        wl = S.WorkloadSpec(w.arrival, rate_hz=w.rate, n_requests=w.requests, duration_s=w.duration_s,
-                            deadline_s=deadline, input_bytes=in_bytes)
-    spec = S.SimSpec(devices=tuple(devices), workload=wl, shared_medium=bool(scenario.network.shared_medium),
+        devices.append(sim_device(d, tuple(own), rbytes if reply_bytes is None else int(reply_bytes[i])))
+    spec = S.SimSpec(devices=tuple(devices), workload=sim_workload(scenario, in_bytes),
+                     shared_medium=bool(scenario.network.shared_medium),
                      seed=seed)
     return Deployment(scenario, pool, variants, plan.initial, slots, spec, service, k, rbytes)

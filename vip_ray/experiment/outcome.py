@@ -1,12 +1,11 @@
 """Engine timing + the pool's prediction bank → per-request rows (vectorized, chunk by chunk)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from vip_ray.aggregation import get_aggregator, vp_weights
 from vip_ray.experiment.deployment import Deployment
 from vip_ray.pool.report import top_m
 from vip_ray.sim.result import Outcome, SimResult, finish_times
@@ -14,14 +13,19 @@ from vip_ray.sim.result import Outcome, SimResult, finish_times
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
 
-def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replication: int, seed: int,
-                  sample_rng: np.random.Generator) -> pd.DataFrame:
-    """One row per request: timing, responders, the aggregated prediction and its correctness.
+#: ``combine(probs (rows, D, C), use (rows, D) bool, variant (rows, D) int) -> scores (rows, C)``;
+#: an all-NaN row means the replies that arrived cannot answer the request (e.g. CP missing a group).
+Combine = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-    Each request carries a test sample drawn uniformly from the bank; its prediction is the
-    aggregate of the stored predictions of the variants whose replies arrived in time.
-    Fallback when none did: ``local`` waits for the master's own variant, ``best_effort`` takes
-    the first reply that arrives at all, ``none`` leaves the request unanswered.
+
+def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, combine: Combine, *, replication: int,
+                  seed: int, sample_rng: np.random.Generator, strategy: str) -> pd.DataFrame:
+    """One row per request: timing, responders, the combined prediction and its correctness.
+
+    Each request carries a test sample drawn uniformly from the bank; its prediction combines the
+    stored predictions of the variants whose replies arrived in time. Fallback when none did:
+    ``local`` waits for the master's own variant, ``best_effort`` takes the first reply that
+    arrives at all, ``none`` leaves the request unanswered.
     """
     sc = dep.scenario
     deadline = sc.workload.deadline_ms / 1e3
@@ -37,8 +41,9 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
     if fallback != "none":
         late = ~answered_in_time & (res.outcome == Outcome.REPLIED).any(axis=1)
         if fallback == "local":
-            master = next(i for i, dv in enumerate(sc.devices) if dv.role == "master")
-            late &= res.outcome[:, master] == Outcome.REPLIED
+            masters = [i for i, dv in enumerate(sc.devices) if dv.role == "master"]
+            master = masters[0] if masters else 0  # a strategy may leave the master out (then: no fallback)
+            late &= (res.outcome[:, master] == Outcome.REPLIED) & bool(masters)
             cols = np.full(r, master)
         else:
             cols = np.argmin(np.where(res.outcome == Outcome.REPLIED, res.reply_at, np.inf), axis=1)
@@ -48,30 +53,22 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
         fb[rows] = True
     answered = use.any(axis=1)
 
-    agg_name = sc.strategy.aggregator
-    agg = get_aggregator(agg_name)
     variant = np.where(use, res.variant, 0)
-    rho_all = np.array([v.input_size for v in dep.variants], dtype=np.float64)
-    depth_all = np.array([v.depth_multiplier for v in dep.variants], dtype=np.float64)
-    placed = sorted({s.variant for slots in dep.slots for s in slots})
-    rho_max, depth_min = rho_all[placed].max(), depth_all[placed].min()
     pred = np.full(r, -1, dtype=np.int64)
     hit_m = np.zeros(r, dtype=bool)
     m = min(top_m(c), c)
     step = max(1, _ROW_BUDGET // max(1, d * c))
     for a in range(0, r, step):
         b = min(r, a + step)
-        p = probs[variant[a:b], samples[a:b, None]]  # (rows, D, C)
-        kwargs: dict[str, Any] = {"responded": use[a:b]}
-        if agg_name == "vp":
-            kwargs.update(k=dep.k, weights=vp_weights(rho_all[variant[a:b]], depth_all[variant[a:b]],
-                                                      sc.strategy.alpha, rho_max=rho_max, depth_min=depth_min))
-        out = agg(p, **kwargs)
+        out = combine(probs[variant[a:b], samples[a:b, None]], use[a:b], variant[a:b])  # (rows, C)
+        answered[a:b] &= ~np.isnan(out).all(axis=1)
         ok = answered[a:b]
         top = np.argsort(-np.nan_to_num(out[ok], nan=-1.0), axis=1, kind="stable")[:, :m]
         idx = np.flatnonzero(ok) + a
         pred[idx] = top[:, 0]
         hit_m[idx] = (top == labels[samples[idx], None]).any(axis=1)
+    use &= answered[:, None]
+    fb &= answered
     label = labels[samples]
     latency = np.where(answered, finish - res.arrival, np.nan)
     return pd.DataFrame({
@@ -85,7 +82,7 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
         "deadline_met": answered & (latency <= deadline + 1e-12),
         "fallback": fb,
         "n_responders": use.sum(axis=1).astype(np.int16),
-        "responders": _responder_names(use, dep.device_names),
+        "responders": responder_names(use, dep.device_names),
         "sample": samples,
         "label": label,
         "prediction": pred,
@@ -93,11 +90,11 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
         f"correct_top{m}": hit_m,
         "bytes_down": res.bytes_down,
         "bytes_up": res.bytes_up,
-        "strategy": sc.strategy.name,
+        "strategy": strategy,
     })
 
 
-def _responder_names(mask: np.ndarray, names: list[str]) -> pd.Categorical:
+def responder_names(mask: np.ndarray, names: list[str]) -> pd.Categorical:
     """Comma-joined responder names, built once per distinct responder set."""
     patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
     labels = [",".join(n for n, on in zip(names, row) if on) for row in patterns]  # distinct rows, distinct labels
@@ -112,7 +109,9 @@ def device_table(res: SimResult, dep: Deployment, *, replication: int) -> pd.Dat
                        "role": [dv.role for dv in dep.scenario.devices],
                        "variant": [dep.variants[s[0].variant].id if np.isfinite(s[0].service_s) else None
                                    for s in dep.slots],
-                       "service_ms": [1e3 * s[0].service_s for s in dep.slots], **stats})
+                       "service_ms": [1e3 * s[0].service_s for s in dep.slots],
+                       "macs_per_request": [dep.variants[s[0].variant].macs if np.isfinite(s[0].service_s) else 0
+                                            for s in dep.slots], **stats})
     df["available_fraction"] = df["available_s"] / span
     df["utilization"] = df["busy_s"] / span
     return df
@@ -155,7 +154,8 @@ def summarize(replications: list[dict[str, float]], deadline_s: float) -> dict[s
     out: dict[str, Any] = {"replications": len(replications), "deadline_s": deadline_s, "metrics": {}}
     for col in replications[0]:
         vals = np.array([r[col] for r in replications], dtype=float)
-        half = float(1.96 * np.nanstd(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None
-        out["metrics"][col] = {"mean": float(np.nanmean(vals)), "ci95": half,
+        ok = vals[~np.isnan(vals)]  # latency is NaN in a replication that answered nothing
+        half = float(1.96 * ok.std(ddof=1) / np.sqrt(len(ok))) if len(ok) > 1 else None
+        out["metrics"][col] = {"mean": float(ok.mean()) if len(ok) else float("nan"), "ci95": half,
                                "per_replication": [float(v) for v in vals]}
     return out

@@ -16,15 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vip_ray.aggregation import softmax
-from vip_ray.experiment.deployment import build_deployment
-from vip_ray.experiment.outcome import ReplicationStats, device_table, request_table, summarize
+from vip_ray.experiment.outcome import ReplicationStats, summarize
+from vip_ray.experiment.strategies import Context, Strategy, get_strategy
 from vip_ray.placement import PlacementError, get_placement
 from vip_ray.pool import Pool, pools_root
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
-from vip_ray.scenario.load import check_pool, selected_variants
+from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
-from vip_ray.sim.engine import run_chunks
 
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
@@ -80,48 +78,45 @@ def _versions() -> dict[str, str]:
 
 
 def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, progress=None,
-             chunk_requests: int = 200_000) -> dict[str, Any]:
-    """Run every replication into ``out_dir`` (requests streamed in chunks); return the summary."""
-    probs = bank_probs_for(scenario, pool)
+             chunk_requests: int = 200_000, strategy: Strategy | None = None, file: str = "<scenario>",
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every replication of the scenario's strategy into ``out_dir`` (requests streamed in
+    chunks); return the summary."""
+    if strategy is None:
+        strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
+    ctx = Context(scenario, pool, file=file, log=log)
+    strategy.prepare(ctx)
     writer = None
     device_rows, figures = [], []
-    meta = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+    meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
     try:
         for rep in range(scenario.seeds.replications):
             seed = scenario.seeds.base + rep
-            dep = build_deployment(scenario, pool, seed=seed)
-            meta["placement"][rep] = {dv: [dep.variants[s.variant].id if np.isfinite(s.service_s) else None, s.start_s]
-                                      for dv, slots in zip(dep.device_names, dep.slots) for s in slots[:1]}
-            sample_rng = np.random.default_rng([seed, 1])  # which test sample each request carries
-            totals = None
-            t_start = t_end = 0.0
+            out = strategy.replication(ctx, seed=seed, replication=rep, engine=engine, chunk_requests=chunk_requests)
             stats = ReplicationStats()
-            for i, chunk in enumerate(run_chunks(dep.spec, engine, chunk_requests=chunk_requests)):
-                rows = request_table(chunk, dep, probs, replication=rep, seed=seed, sample_rng=sample_rng)
+            for rows in out:
                 stats.add(rows)
                 table = _arrow(rows)
                 if writer is None:
                     writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
                 writer.write_table(table.cast(writer.schema))
-                dstats = chunk.device_stats
-                totals = {k: np.array(v, copy=True) for k, v in dstats.items()} if totals is None else \
-                    {k: totals[k] + dstats[k] for k in totals}
-                t_start = chunk.t_start if i == 0 else t_start
-                t_end = chunk.t_end
-                meta["events"] += chunk.events
-                meta["engine_wall_s"] += chunk.wall_s
                 if progress:
-                    progress(chunk.n_requests)
-            chunk.device_stats, chunk.t_start, chunk.t_end = totals, t_start, t_end
-            device_rows.append(device_table(chunk, dep, replication=rep))
+                    progress(len(rows))
+            device_rows.append(out.devices)
             figures.append(stats.figures())
+            meta["placement"][rep] = out.meta.get("placement", {})
+            meta["events"] += out.meta.get("events", 0)
+            meta["engine_wall_s"] += out.meta.get("engine_wall_s", 0.0)
+            meta.update({k: v for k, v in out.meta.items() if k not in ("placement", "events", "engine_wall_s")})
     finally:
         if writer is not None:
             writer.close()
-    pd.concat(device_rows, ignore_index=True).to_parquet(out_dir / DEVICES_FILE, index=False)
+    devices = pd.concat(device_rows, ignore_index=True)
+    devices.to_parquet(out_dir / DEVICES_FILE, index=False)
     summary = summarize(figures, scenario.workload.deadline_ms / 1e3)
     summary.update({"scenario": scenario.name, "pool": pool.name, "engine": engine, "strategy": scenario.strategy.name,
-                    "placement": meta["placement"], "events": meta["events"],
+                    "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
+                    **{k: v for k, v in meta.items() if k != "engine_wall_s"},
                     "engine_wall_s": round(meta["engine_wall_s"], 3)})
     return summary
 
@@ -134,12 +129,6 @@ def _arrow(rows: pd.DataFrame) -> pa.Table:
     col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
                                          pa.array([str(c) for c in cat.cat.categories], pa.string()))
     return table.set_column(table.schema.get_field_index("responders"), "responders", col)
-
-
-def bank_probs_for(scenario: Scenario, pool: Pool) -> np.ndarray:
-    """(V, N, C) probabilities of the scenario's variants on the pool's test split (bank order)."""
-    ids = [v.id for v in selected_variants(scenario, pool)]
-    return softmax(pool.logits(ids).astype(np.float64), axis=-1)
 
 
 def expected_requests(scenario: Scenario) -> int | None:
@@ -156,6 +145,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     """Load, validate and simulate a scenario; write ``requests.parquet``, ``devices.parquet``,
     ``summary.json``, ``config.yaml`` and plots into a new run directory; return it."""
     scenario = load_scenario(path, overrides)
+    strategy = get_strategy(scenario.strategy.name, file=str(path)).from_scenario(scenario, str(path))
     if scenario.engine == "serve":
         raise ScenarioError(f"{path}: engine: 'serve' is not available yet (issue 4); allowed now: sim")
     try:  # before any pool is opened or trained
@@ -178,7 +168,8 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     try:
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
-        summary = simulate(scenario, pool, tmp, engine=engine, progress=progress)
+        summary = simulate(scenario, pool, tmp, engine=engine, progress=progress, strategy=strategy, file=str(path),
+                           log=log)
         summary["wall_s"] = round(time.time() - t0, 3)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         config = {"scenario": scenario.resolved(), "source": str(path), "overrides": list(overrides),

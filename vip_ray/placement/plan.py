@@ -69,6 +69,15 @@ def service_matrix(scenario: Scenario, variants: Sequence[MemberRecord]) -> np.n
         len(scenario.devices), len(variants))
 
 
+def network_s(device: Any, nbytes: int) -> float:
+    """Expected time to move ``nbytes`` to and from ``device`` at t = 0 (RTT + transfer); 0 on the master."""
+    if device.role == "master":
+        return 0.0
+    steps = device.link.bandwidth_trace.points if device.link.bandwidth_trace else []
+    mbps = steps[0][1] if steps and steps[0][0] == 0 else device.link.bandwidth_mbps  # bandwidth at t=0
+    return device.link.rtt_ms / 1e3 + 8 * nbytes / (mbps * 1e6)
+
+
 def plan_placement(scenario: Scenario, pool: Pool, *, variants: Sequence[MemberRecord] | None = None,
                    k: int | None | str = "auto", policy: str | None = None,
                    params: dict[str, Any] | None = None) -> PlacementPlan:
@@ -81,13 +90,8 @@ def plan_placement(scenario: Scenario, pool: Pool, *, variants: Sequence[MemberR
     service = service_matrix(scenario, variants)
     infos = []
     for i, d in enumerate(scenario.devices):
-        net = 0.0
-        if d.role != "master":
-            steps = d.link.bandwidth_trace.points if d.link.bandwidth_trace else []
-            mbps = steps[0][1] if steps and steps[0][0] == 0 else d.link.bandwidth_mbps  # bandwidth at t=0
-            net = d.link.rtt_ms / 1e3 + 8 * (in_bytes + rbytes) / (mbps * 1e6)
         infos.append(DeviceInfo(d.name, macs_per_s=d.speed() or 1.0, memory_mb=d.memory_mb or float("inf"),
-                                network_s=net, is_master=d.role == "master",
+                                network_s=network_s(d, in_bytes + rbytes), is_master=d.role == "master",
                                 latency_s={v.id: float(service[i, j]) for j, v in enumerate(variants)}))
     vinfos = [VariantInfo(j, v.id, v.model, v.macs, v.bytes, v.accuracy, v.segment) for j, v in enumerate(variants)]
     deadline = scenario.workload.deadline_ms / 1e3

@@ -17,11 +17,9 @@ from vip_ray.scenario.catalog import (
     sim_root,
 )
 from vip_ray.scenario.load import (
-    AVAILABLE_STRATEGIES,
     DATASET_SHAPES,
     apply_overrides,
     check_pool,
-    check_strategy_available,
     input_bytes,
     load_scenario,
     parse_scenario,
@@ -30,7 +28,6 @@ from vip_ray.scenario.load import (
 from vip_ray.scenario.schema import (
     AVAILABILITY_KINDS,
     MODEL_FAMILIES,
-    STRATEGIES,
     AlwaysAvailable,
     ArrivalTrace,
     BandwidthTrace,
@@ -54,11 +51,11 @@ from vip_ray.scenario.schema import (
 )
 
 __all__ = [
-    "AVAILABILITY_KINDS", "AVAILABLE_STRATEGIES", "AlwaysAvailable", "ArrivalTrace", "BandwidthTrace",
+    "AVAILABILITY_KINDS", "AlwaysAvailable", "ArrivalTrace", "BandwidthTrace",
     "CrashAvailability", "DATASET_SHAPES", "DeviceProfile", "DeviceSpec", "LinkSpec", "MODEL_FAMILIES",
     "MtbfAvailability", "NetworkProfile", "NetworkSpec", "OnOffAvailability", "Placement", "PoolRef",
-    "STRATEGIES", "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler", "TraceAvailability",
-    "TraceError", "Workload", "apply_overrides", "check_pool", "check_strategy_available", "device_catalog",
+    "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler", "TraceAvailability",
+    "TraceError", "Workload", "apply_overrides", "check_pool", "device_catalog",
     "find_trace", "input_bytes", "list_traces", "load_scenario", "network_catalog", "parse_scenario",
     "read_trace", "selected_variants", "sim_root",
 ]

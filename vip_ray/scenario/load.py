@@ -17,10 +17,6 @@ from vip_ray.scenario.catalog import device_catalog, network_catalog
 from vip_ray.scenario.catalog import sim_root as _sim_root
 from vip_ray.scenario.schema import Scenario, ScenarioError, path_of, validate
 
-#: Strategies the simulator runs in this release. Issues 5 (single, mp, cp) and 6 (coach) add theirs.
-AVAILABLE_STRATEGIES: set[str] = {"vp", "vip"}
-_PENDING_ISSUE = {"single": 5, "mp": 5, "cp": 5, "coach": 6}
-
 #: (channels, height, width) of the shipped data sources, for the default ``input_bytes``.
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {
     "mnist5k": (1, 28, 28),
@@ -121,20 +117,8 @@ def _override_paths(overrides: Sequence[str]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def check_strategy_available(scenario: Scenario, *, file: str | None = None) -> None:
-    name = scenario.strategy.name
-    if name not in AVAILABLE_STRATEGIES:
-        issue = _PENDING_ISSUE.get(name)
-        later = f" (issue {issue})" if issue else ""
-        raise ScenarioError(
-            f"{file or '<scenario>'}: strategy.name: strategy {name!r} is not available yet{later}; "
-            f"available: {', '.join(sorted(AVAILABLE_STRATEGIES))}", file=file,
-            problems=[("strategy.name", f"strategy {name!r} is not available yet{later}")])
-
-
 def parse_scenario(data: Any, *, file: str | os.PathLike | None = None, overrides: Sequence[str] = (),
-                   base_dir: str | os.PathLike | None = None, sim_root: str | os.PathLike | None = None,
-                   check_strategy: bool = True) -> Scenario:
+                   base_dir: str | os.PathLike | None = None, sim_root: str | os.PathLike | None = None) -> Scenario:
     """Validate an already-parsed scenario mapping (what :func:`load_scenario` does after reading)."""
     fname = str(file) if file is not None else None
     if data is None:
@@ -154,19 +138,16 @@ def parse_scenario(data: Any, *, file: str | os.PathLike | None = None, override
         "catalogs": {},  # read each catalog once per validation
     }
     scenario = validate(Scenario, data, file=fname, context=context, overrides=_override_paths(overrides))
-    if check_strategy:
-        check_strategy_available(scenario, file=fname)
     return scenario
 
 
 def load_scenario(path: str | os.PathLike, overrides: Sequence[str] = (), *,
-                  sim_root: str | os.PathLike | None = None, check_strategy: bool = True) -> Scenario:
+                  sim_root: str | os.PathLike | None = None) -> Scenario:
     """Read, override and validate a scenario file.
 
     ``overrides`` are ``key.path=value`` strings (see :func:`apply_overrides`), applied before
-    validation. Raises :class:`ScenarioError` naming the file, the key path and what is allowed;
-    a strategy of a later release (single, mp, cp, coach) is refused unless ``check_strategy``
-    is false.
+    validation. Raises :class:`ScenarioError` naming the file, the key path and what is allowed.
+    The strategy name and its options are checked by the strategy registry when the scenario runs.
     """
     path = Path(path)
     if not path.is_file():
@@ -180,7 +161,7 @@ def load_scenario(path: str | os.PathLike, overrides: Sequence[str] = (), *,
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ScenarioError(f"{path}: invalid YAML{where}: {problem}", file=str(path)) from None
-    return parse_scenario(data, file=path, overrides=overrides, sim_root=sim_root, check_strategy=check_strategy)
+    return parse_scenario(data, file=path, overrides=overrides, sim_root=sim_root)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,11 +204,8 @@ def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> Non
                 f"{', '.join(d.latency_ms or {}) or 'nothing'} and it has no macs_per_s", file=file)
 
 
-def input_bytes(scenario: Scenario, pool: Any) -> int:
-    """Bytes multicast per request: ``workload.input_bytes``, else the pool data set's
-    C×H×W uint8 image size."""
-    if scenario.workload.input_bytes is not None:
-        return int(scenario.workload.input_bytes)
+def data_shape(pool: Any) -> tuple[int, int, int] | None:
+    """(channels, height, width) of the pool's data set images, or None if unknown."""
     manifest = _manifest(pool)
     data = dict(manifest.data)
     cfg = dict((manifest.config or {}).get("data") or {})
@@ -235,17 +213,30 @@ def input_bytes(scenario: Scenario, pool: Any) -> int:
     size = data.get("image_size")
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
-        return channels * int(h) * int(w)
+        return channels, int(h), int(w)
     source = cfg.get("source") or data.get("name")
     if source == "imagefolder":
         s = int(cfg.get("image_size", 64))
-        return channels * s * s
+        return channels, s, s
     if source in DATASET_SHAPES:
         _, h, w = DATASET_SHAPES[source]
-        return channels * h * w
-    raise ScenarioError(f"workload.input_bytes: cannot tell the input size of data set {source!r} of pool "
-                        f"{manifest.name!r}; set workload.input_bytes")
+        return channels, h, w
+    return None
 
 
-__all__ = ["AVAILABLE_STRATEGIES", "DATASET_SHAPES", "apply_overrides", "check_pool", "check_strategy_available",
+def input_bytes(scenario: Scenario, pool: Any) -> int:
+    """Bytes multicast per request: ``workload.input_bytes``, else the pool data set's
+    C×H×W uint8 image size."""
+    if scenario.workload.input_bytes is not None:
+        return int(scenario.workload.input_bytes)
+    shape = data_shape(pool)
+    if shape is None:
+        manifest = _manifest(pool)
+        raise ScenarioError(f"workload.input_bytes: cannot tell the input size of data set "
+                            f"{manifest.data.get('name')!r} of pool {manifest.name!r}; set workload.input_bytes")
+    c, h, w = shape
+    return c * h * w
+
+
+__all__ = ["DATASET_SHAPES", "apply_overrides", "check_pool", "data_shape",
            "input_bytes", "load_scenario", "parse_scenario", "selected_variants"]

@@ -32,7 +32,6 @@ from pydantic_core import PydanticCustomError
 
 MODEL_FAMILIES = ("vp", "vp_imagenet", "resnet50_slices", "baseline")
 AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
-STRATEGIES = ("vp", "vip", "single", "mp", "cp", "coach")
 ARRIVALS = ("poisson", "periodic", "trace")
 FALLBACKS = ("none", "local", "best_effort")
 SERVICE_DISTS = ("deterministic", "exponential", "lognormal")
@@ -670,18 +669,23 @@ _DEFAULT_AGGREGATOR = {"vp": "vp", "vip": "vip"}
 class StrategySpec(_Model):
     """How a request is served.
 
-    * ``name`` — ``vp`` | ``vip`` (this release) | ``single`` | ``mp`` | ``cp`` (issue 5) |
-      ``coach`` (issue 6).
+    * ``name`` — a registered strategy (``vip-sim strategies`` lists them): ``vp``, ``vip``,
+      ``single``, ``mp``, ``cp`` and those of later releases; checked against the registry when
+      the scenario runs.
     * ``aggregator`` — a name in ``vip_ray.aggregation.AGGREGATORS`` (``vp``, ``vip``,
       ``majority``, or user-registered); default ``vp`` for vp, ``vip`` for vip, none otherwise.
     * ``k`` — top-k compression of replies (VP §III-C): an int ≥ 1 or ``all`` (full vector). Default 2.
     * ``alpha`` — VP eq. 1 exponent α of the depth-multiplier scaling (default 1.0).
+    * ``options`` — per-strategy settings, ``{strategy name: {key: value}}``, validated by that
+      strategy (e.g. ``mp: {on_failure: stall}``); every strategy finds its own there, so
+      ``vip-sim compare`` runs several strategies from one scenario.
     """
 
-    name: Literal["vp", "vip", "single", "mp", "cp", "coach"] = "vp"
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "vp"
     aggregator: str | None = None
     k: int | Literal["all"] = 2
     alpha: Annotated[float, Field(allow_inf_nan=False)] = 1.0
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("k", mode="before")
     @classmethod
@@ -1017,6 +1021,6 @@ __all__ = [
     "ARRIVALS", "AVAILABILITY_KINDS", "AlwaysAvailable", "ArrivalTrace", "Availability", "BandwidthTrace",
     "CrashAvailability", "DeviceProfile", "DeviceSpec", "FALLBACKS", "Frames", "LinkSpec", "MODEL_FAMILIES",
     "MtbfAvailability", "NetworkProfile", "NetworkSpec", "OnOffAvailability", "Placement", "PoolRef",
-    "STRATEGIES", "SERVICE_DISTS", "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler",
+    "SERVICE_DISTS", "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler",
     "TraceAvailability", "Workload", "format_validation_error", "path_of", "validate",
 ]

@@ -25,6 +25,7 @@ class Device:
         self.up = True             # not failed (crash / mtbf)
         self.epoch = 0             # bumped at each failure: jobs of an older epoch were lost
         self.on_event = env.event()
+        self.up_event = env.event()  # fires at each repair (crash / mtbf); model-parallel stalls wait on it
         self.current = None        # the job process in service, if any
         self.slots = spec.timeline()
         self.slot_starts = [s.start_s for s in self.slots]
@@ -46,6 +47,8 @@ class Device:
     def go_up(self):
         if self.failure:
             self.up = True
+            ev, self.up_event = self.up_event, self.env.event()
+            ev.succeed()
         else:
             self.available = True
             ev, self.on_event = self.on_event, self.env.event()

@@ -1,0 +1,199 @@
+"""``vip-sim compare``: several strategies on the same devices, network, workload and seeds.
+
+Conditions: ``failed=0..F`` (the F most capable workers crash at t = 0, as ``--failed-devices``)
+and ``stealing`` (every worker lends only idle cycles: on/off availability, preempt-resume).
+
+Output directory::
+
+    compare.parquet      one row per strategy × condition × replication (columns: COMPARE_COLUMNS)
+    points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json of each point
+    compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy
+    summary.json, config.yaml
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import yaml
+
+from vip_ray.experiment.run import RunError, _versions, fail_devices, open_pool, simulate
+from vip_ray.experiment.strategies import get_strategy, with_strategy
+from vip_ray.scenario import Scenario, ScenarioError, load_scenario
+from vip_ray.scenario.load import check_pool
+from vip_ray.scenario.schema import OnOffAvailability
+
+#: The comparison table: column -> unit and meaning (asserted by the tests; documented in README).
+COMPARE_COLUMNS: dict[str, str] = {
+    "strategy": "strategy name",
+    "condition": "'failed=N' (N most capable workers crashed at t=0) or 'stealing' (workers lend idle cycles)",
+    "failed_devices": "number of crashed workers (NaN for stealing)",
+    "replication": "replication index (seed = seeds.base + replication)",
+    "requests": "requests simulated",
+    "answered": "fraction of requests answered (in time, or late by the scenario's fallback)",
+    "deadline_met": "fraction answered within the deadline",
+    "accuracy_top1": "fraction of all requests answered with the right class",
+    "accuracy_topM": "the same for the top-M classes (M from the pool's class count; column named accuracy_topM)",
+    "latency_p50_ms": "median latency of answered requests, ms",
+    "latency_p99_ms": "99th-percentile latency of answered requests, ms",
+    "bytes_per_request": "bytes on the wire per request (down + up, every hop), B",
+    "macs_per_device": "MACs per request of the busiest device's model or slice",
+    "macs_total": "MACs per request summed over the devices that compute",
+    "devices_used": "devices that compute something",
+}
+
+
+def stealing(scenario: Scenario, busy_s: float, free_s: float) -> Scenario:
+    """Every worker lends only its idle cycles: on/off with the given mean busy / free periods."""
+    devices = [d if d.role == "master" else d.model_copy(update={"availability": OnOffAvailability(
+        kind="onoff", busy_mean_s=busy_s, free_mean_s=free_s, mode="resume")}) for d in scenario.devices]
+    return scenario.model_copy(update={"devices": devices})
+
+
+def _conditions(scenario: Scenario, failed: Sequence[int] | None, steal: tuple[float, float] | None):
+    workers = sum(d.role != "master" for d in scenario.devices)
+    failed = list(range(workers + 1)) if failed is None else list(failed)
+    bad = [f for f in failed if not 0 <= f <= workers]
+    if bad:
+        raise ScenarioError(f"--failed: {bad} out of range; allowed: 0..{workers} (workers)")
+    out = [(f"failed={f}", f, fail_devices(scenario, f)) for f in failed]
+    if steal:
+        out.append(("stealing", None, stealing(scenario, *steal)))
+    return out
+
+
+def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Sequence[str] = (),
+                out: str | Path | None = None, failed: Sequence[int] | None = None,
+                steal: tuple[float, float] | None = (10.0, 30.0), engine: str | None = None, plots: bool = True,
+                log: Callable[[str], None] = print, progress_factory=None) -> Path:
+    base = load_scenario(path, overrides)
+    file = str(path)
+    strategies = list(dict.fromkeys(strategies))
+    if not strategies:
+        raise ScenarioError("--strategies: name at least one, e.g. single,mp,cp,vp,vip")
+    classes = {s: get_strategy(s, file=file) for s in strategies}  # unknown names fail before any work
+    instances = {s: classes[s].from_scenario(with_strategy(base, s), file) for s in strategies}
+    out_dir = Path(out) if out else Path("results/compare") / f"{base.name}-{uuid.uuid4().hex[:6]}"
+    if out_dir.exists():
+        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    conditions = _conditions(base, failed, steal)
+    pool = open_pool(base, log)
+    check_pool(base, pool, file=file)
+    engine = engine or base.sim_engine
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    t0 = time.time()
+    rows: list[dict[str, Any]] = []
+    try:
+        n_req = base.workload.requests or 0
+        total = n_req * base.seeds.replications * len(conditions) * len(strategies)
+        progress = progress_factory(total or None) if progress_factory else None
+        for s in strategies:
+            for cond, n_failed, scenario in conditions:
+                scenario = with_strategy(scenario, s)
+                point = tmp / "points" / s / cond
+                point.mkdir(parents=True)
+                summary = simulate(scenario, pool, point, engine=engine, progress=progress, strategy=instances[s],
+                                   file=file, log=log)
+                (point / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+                devices = pd.read_parquet(point / "devices.parquet")
+                rows += _rows(s, cond, n_failed, summary, devices)
+        table = pd.DataFrame(rows)
+        table.to_parquet(tmp / "compare.parquet", index=False)
+        summary = {"scenario": base.name, "strategies": strategies, "conditions": [c for c, _, _ in conditions],
+                   "stealing": {"busy_mean_s": steal[0], "free_mean_s": steal[1]} if steal else None,
+                   "columns": COMPARE_COLUMNS, "wall_s": round(time.time() - t0, 3),
+                   "table": mean_table(table).reset_index().to_dict(orient="records")}
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        config = {"scenario": base.resolved(), "source": file, "overrides": list(overrides),
+                  "strategies": strategies, "engine": engine,
+                  "seeds": [base.seeds.base + r for r in range(base.seeds.replications)],
+                  "pool": {"name": pool.name, "fingerprint": pool.manifest.data.get("fingerprint")},
+                  "versions": _versions(), "argv": sys.argv}
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        if plots:
+            plot_compare(table, tmp / "compare.png", title=f"{base.name}: strategies compared")
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _rows(strategy: str, cond: str, n_failed: int | None, summary: dict, devices: pd.DataFrame) -> list[dict]:
+    metrics = summary["metrics"]
+    topm = next(k for k in metrics if k.startswith("accuracy_top") and k != "accuracy_top1")
+    out = []
+    for rep in range(summary["replications"]):
+        d = devices[devices["replication"] == rep]
+        busy = d[d["macs_per_request"] > 0]
+        v = {k: m["per_replication"][rep] for k, m in metrics.items()}
+        out.append({"strategy": strategy, "condition": cond,
+                    "failed_devices": float("nan") if n_failed is None else n_failed, "replication": rep,
+                    "requests": int(v["requests"]), "answered": v["answered"], "deadline_met": v["deadline_met"],
+                    "accuracy_top1": v["accuracy_top1"], "accuracy_topM": v[topm],
+                    "latency_p50_ms": 1e3 * v["latency_p50_s"], "latency_p99_ms": 1e3 * v["latency_p99_s"],
+                    "bytes_per_request": v["bytes_per_request"],
+                    "macs_per_device": int(busy["macs_per_request"].max()) if len(busy) else 0,
+                    "macs_total": int(busy["macs_per_request"].sum()), "devices_used": int(len(busy))})
+    return out
+
+
+def mean_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Means over replications, one row per strategy × condition (in run order)."""
+    cols = [c for c in COMPARE_COLUMNS if c not in ("strategy", "condition", "failed_devices", "replication")]
+    return table.groupby(["strategy", "condition"], sort=False)[cols].mean()
+
+
+def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    means = mean_table(table).reset_index()
+    fail = means[means["condition"].str.startswith("failed=")].copy()
+    fail["n"] = fail["condition"].str.slice(len("failed=")).astype(int)
+    strategies = list(dict.fromkeys(means["strategy"]))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for s in strategies:
+        f = fail[fail["strategy"] == s].sort_values("n")
+        axes[0, 0].plot(f["n"], 100 * f["accuracy_top1"], marker="o", label=s)
+        axes[0, 1].plot(f["n"], 100 * f["answered"], marker="o", label=s)
+        axes[0, 2].plot(f["n"], f["latency_p50_ms"], marker="o", label=f"{s} p50")
+        axes[0, 2].plot(f["n"], f["latency_p99_ms"], marker="x", linestyle=":", color=axes[0, 2].lines[-1].get_color())
+    for ax, label in ((axes[0, 0], "top-1 accuracy of all requests (%)"), (axes[0, 1], "answered (%)"),
+                      (axes[0, 2], "latency (ms; o p50, x p99)")):
+        ax.set_xlabel("failed devices (most capable first)")
+        ax.set_ylabel(label)
+    axes[0, 2].set_yscale("log")
+    axes[0, 0].legend(fontsize=8)
+    base = means[means["condition"] == "failed=0"].set_index("strategy").reindex(strategies)
+    x = np.arange(len(strategies))
+    axes[1, 0].bar(x, base["bytes_per_request"])
+    axes[1, 0].set_yscale("log")
+    axes[1, 0].set_ylabel("bytes on the wire per request")
+    axes[1, 1].bar(x - 0.2, base["macs_per_device"] / 1e6, width=0.4, label="busiest device")
+    axes[1, 1].bar(x + 0.2, base["macs_total"] / 1e6, width=0.4, label="all devices")
+    axes[1, 1].set_ylabel("MMACs per request")
+    axes[1, 1].legend(fontsize=8)
+    steal = means[means["condition"] == "stealing"].set_index("strategy").reindex(strategies)
+    if steal["answered"].notna().any():
+        axes[1, 2].bar(x - 0.2, 100 * steal["deadline_met"], width=0.4, label="deadline met")
+        axes[1, 2].bar(x + 0.2, 100 * steal["accuracy_top1"], width=0.4, label="top-1 accuracy")
+        axes[1, 2].set_ylabel("% under cycle stealing")
+        axes[1, 2].legend(fontsize=8)
+    for ax in axes[1]:
+        ax.set_xticks(x, strategies)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,183 @@
+"""Model parallelism as a SimPy chain: each request visits the stages (model slices) in order.
+
+The master holds the input. Stage ``s`` runs on device ``stages[s]``; before it, the tensor
+entering the stage (``stage_bytes[s]``: the input for stage 0, an intermediate activation after)
+moves from the device holding it to the stage's device over the star network: up the holder's
+link (if the holder is networked), then down the receiver's link (if it is networked) — the
+access point relays, as on home Wi-Fi. After the last stage, ``out_bytes`` go back up to the
+master. Devices, links and availability are the reference engine's entities, so preemption,
+failures, jitter, stragglers and bandwidth traces mean exactly what they mean there.
+
+A hop that fails (device down on arrival or failing mid-slice, preempt-drop, loss) ends the
+request (``on_failure="fail"``), or (``"stall"``) the request waits for the device to come back
+and retries, giving up at its deadline.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict
+
+import numpy as np
+
+from .engines.reference import CountingEnvironment, build_world, collect_stats, draw_inputs
+from .result import Outcome
+from .spec import DeviceSpec, WorkloadSpec, _err
+
+ON_FAILURE = ("fail", "stall")
+
+
+@dataclass(frozen=True)
+class ChainSpec:
+    """``devices``: the run's devices (each one's slot holds its slice's service time);
+    ``stages``: device index per stage, in model order; ``stage_bytes[s]``: bytes entering stage
+    ``s``; ``out_bytes``: the reply; ``master``: index of the device that holds the input and
+    takes the answer (its link is ``None``)."""
+
+    devices: tuple
+    stages: tuple
+    stage_bytes: tuple
+    out_bytes: int
+    master: int
+    workload: WorkloadSpec
+    on_failure: str = "fail"
+    seed: int = 0
+
+    def __post_init__(self):
+        c = "ChainSpec"
+        if not self.devices or not all(isinstance(d, DeviceSpec) for d in self.devices):
+            raise _err(c, "devices", "needs at least one DeviceSpec")
+        n = len(self.devices)
+        if not self.stages or any(not 0 <= s < n for s in self.stages):
+            raise _err(c, "stages", f"device indices in 0..{n - 1}, at least one, got {self.stages!r}")
+        if len(self.stage_bytes) != len(self.stages):
+            raise _err(c, "stage_bytes", f"one entry per stage ({len(self.stages)}), got {len(self.stage_bytes)}")
+        if not 0 <= self.master < n or self.devices[self.master].link is not None:
+            raise _err(c, "master", "must index a device without a link (the master)")
+        if self.on_failure not in ON_FAILURE:
+            raise _err(c, "on_failure", f"got {self.on_failure!r}; allowed values: {', '.join(map(repr, ON_FAILURE))}")
+
+
+@dataclass
+class ChainResult:
+    """Per request: ``finish`` (the answer reached the master; inf if it never did), ``outcome``
+    (``REPLIED`` or the first failure), ``failed_device`` (-1 if none); bytes per request."""
+
+    arrival: np.ndarray
+    finish: np.ndarray
+    outcome: np.ndarray
+    failed_device: np.ndarray
+    bytes_down: np.ndarray
+    bytes_up: np.ndarray
+    device_stats: Dict[str, np.ndarray] = field(default_factory=dict)
+    events: int = 0
+    wall_s: float = 0.0
+    t_end: float = 0.0
+
+    @property
+    def n_requests(self) -> int:
+        return len(self.arrival)
+
+
+class _Chain:
+    def __init__(self, env, spec: ChainSpec, devices, links, draws, gaps):
+        self.env, self.spec, self.devices, self.links = env, spec, devices, links
+        self.gaps = gaps
+        R = len(gaps)
+        self.down_lost, self.mult, self.up_lost = draws
+        self.arrival = np.zeros(R)
+        self.finish = np.full(R, np.inf)
+        self.outcome = np.zeros(R, dtype=np.int8)
+        self.failed = np.full(R, -1, dtype=np.int32)
+        self.bytes_down = np.zeros(R, dtype=np.int64)
+        self.bytes_up = np.zeros(R, dtype=np.int64)
+        self.lost_down = [0] * len(devices)
+        self.lost_up = [0] * len(devices)
+        self.pending = R
+        self.all_done = env.event()
+        if R == 0:
+            self.all_done.succeed()
+
+    def arrivals(self):
+        for i, g in enumerate(self.gaps):
+            yield self.env.timeout(g)
+            self.env.process(self.request(i))
+
+    def _move(self, i, src, dst, nbytes):
+        """Generator: ``nbytes`` from device ``src`` to ``dst``; returns a failure outcome or None."""
+        if src == dst:
+            return None
+        for d, up in ((src, True), (dst, False)):
+            link = self.links[d]
+            if link is None:
+                continue
+            if up:
+                self.bytes_up[i] += nbytes
+                yield from link.up.send(nbytes, i)
+                lost = self.up_lost[d]
+            else:
+                self.bytes_down[i] += nbytes
+                yield from link.down.send(nbytes, i)
+                lost = self.down_lost[d]
+            if lost is not None and lost[i]:
+                if up:
+                    self.lost_up[d] += 1
+                else:
+                    self.lost_down[d] += 1
+                self.failed[i] = d
+                return Outcome.LOST_UP if up else Outcome.LOST_DOWN
+            yield from link.propagate()
+        return None
+
+    def _serve(self, i, d, deadline_at):
+        """Generator: one slice on device ``d``, retried while stalling; returns the outcome."""
+        env, dev = self.env, self.devices[d]
+        while True:
+            outcome, _ = yield from dev.serve(i, self.mult[d][i], deadline_at)
+            if outcome == Outcome.REPLIED or self.spec.on_failure == "fail" or env.now >= deadline_at:
+                return outcome
+            if dev.failure and not dev.up:       # wait for the repair, at most until the deadline
+                yield env.any_of([dev.up_event, env.timeout(deadline_at - env.now)])
+                if env.now >= deadline_at:
+                    return outcome
+
+    def request(self, i):
+        env, spec = self.env, self.spec
+        self.arrival[i] = env.now
+        deadline_at = env.now + spec.workload.deadline_s
+        holder = spec.master
+        outcome = Outcome.REPLIED
+        for d, nbytes in zip(spec.stages, spec.stage_bytes):
+            outcome = yield from self._move(i, holder, d, nbytes)
+            if outcome is not None:
+                break
+            outcome = yield from self._serve(i, d, deadline_at)
+            if outcome != Outcome.REPLIED:
+                self.failed[i] = d
+                break
+            holder = d
+        else:
+            outcome = (yield from self._move(i, holder, spec.master, spec.out_bytes)) or Outcome.REPLIED
+        self.outcome[i] = outcome
+        if outcome == Outcome.REPLIED:
+            self.finish[i] = env.now
+        self.pending -= 1
+        if self.pending == 0:
+            self.all_done.succeed()
+
+
+def run_chain(spec: ChainSpec) -> ChainResult:
+    t0 = time.perf_counter()
+    gaps, draws = draw_inputs(spec.devices, spec.workload, spec.seed)
+    R = len(gaps)
+    env = CountingEnvironment()
+    devices, links = build_world(env, spec.devices, spec.seed)
+    chain = _Chain(env, spec, devices, links, draws, gaps.tolist())
+    env.process(chain.arrivals())
+    env.run(until=chain.all_done)
+    last_end = max([dev.last_end for dev in devices], default=0.0)
+    t_end = max(float(chain.arrival[-1]) + spec.workload.deadline_s, last_end, env.now) if R else 0.0
+    stats = collect_stats(devices, spec.devices, chain.lost_down, chain.lost_up, spec.seed, t_end)
+    return ChainResult(arrival=chain.arrival, finish=chain.finish, outcome=chain.outcome, failed_device=chain.failed,
+                       bytes_down=chain.bytes_down, bytes_up=chain.bytes_up, device_stats=stats,
+                       events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end)
