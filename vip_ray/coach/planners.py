@@ -10,7 +10,7 @@ import math
 from typing import Any, Callable, Literal, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from vip_ray.coach.baselines import dads, jps, neurosurgeon, spinn_candidates
 from vip_ray.coach.blocks import Cut
@@ -133,10 +133,13 @@ class CoachOptions(EndCloudOptions):
     online_bits: tuple[int, ...] = ONLINE_GRID
     max_count: Optional[int] = Field(default=None, ge=1)
 
-    def model_post_init(self, _: Any) -> None:
-        bad = [b for b in self.online_bits if not MIN_BITS <= b <= MAX_BITS]
-        if bad or not self.online_bits:
-            raise ValueError(f"online_bits: {bad or 'empty'}; each must be in [{MIN_BITS}, {MAX_BITS}]")
+    @field_validator("online_bits")
+    @classmethod
+    def _widths(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [b for b in v if not MIN_BITS <= b <= MAX_BITS]
+        if bad or not v:
+            raise ValueError(f"got {list(v)}; each width must be an integer in [{MIN_BITS}, {MAX_BITS}], at least one")
+        return tuple(sorted(set(v)))
 
 
 def plan_coach(st: Setup, options: CoachOptions, m: int, log: Callable[[str], None] = print) -> Planned:

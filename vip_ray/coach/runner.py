@@ -44,7 +44,7 @@ class EndCloudOptions(BaseModel):
       layers (default: the member's family).
     * ``calibration_samples`` — calibration frames, a stratified part of the pool's held-out split
       (offline accuracy probes; half warm the caches/exit heads, half calibrate the online
-      thresholds); the simulated frames come from the rest.
+      thresholds); the simulated frames come from the rest. Default: 400, at most half the split.
     * ``eps`` — accuracy-loss bound ε (fraction; COACH's 0.5 % is 0.005).
     """
 
@@ -54,7 +54,7 @@ class EndCloudOptions(BaseModel):
     cloud_device: Optional[str] = None
     profile_size: Optional[int] = Field(default=None, ge=8)
     speed_family: Optional[str] = None
-    calibration_samples: int = Field(default=400, ge=20)
+    calibration_samples: Optional[int] = Field(default=None, ge=20)
     eps: float = Field(default=0.005, ge=0.0, lt=1.0)
 
 
@@ -100,21 +100,6 @@ class Planned:
 _MODELS: dict[tuple, EndCloudModel] = {}
 
 
-def _member(pool: Any, model: str | None, key: str, file: str):
-    manifest = pool.manifest
-    if model is not None:
-        if model not in manifest.ids():
-            raise ScenarioError(f"{file}: {key}: pool {manifest.name!r} has no member {model!r}; "
-                                f"members: {', '.join(manifest.ids())}", file=file)
-        return manifest.member(model)
-    for role in ("baseline", "teacher"):
-        ids = [m.id for m in manifest.members if m.role == role and ".B" not in m.id]
-        if ids:
-            return manifest.member(ids[0])
-    raise ScenarioError(f"{file}: {key}: pool {manifest.name!r} has no baseline or teacher member; name one of "
-                        f"{', '.join(manifest.ids())}", file=file)
-
-
 def end_cloud_model(pool: Any, member_id: str, *, profile_size: int | None, calibration_samples: int,
                     input_bytes: int | None, log=None) -> EndCloudModel:
     """Memoised per pool, member, profile size, calibration size and frame bytes."""
@@ -143,7 +128,10 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     end_name = options.end_device or scenario.master.name
     if end_name not in names:
         raise ScenarioError(f"{file}: {prefix}.end_device: no device {end_name!r}; allowed: {', '.join(names)}", file=file)
-    member = _member(pool, options.model, f"{prefix}.model", file)
+    from vip_ray.experiment.strategies.base import Context
+    from vip_ray.experiment.strategies.single import baseline_member
+
+    member = baseline_member(Context(scenario, pool, file=file), options.model, f"{prefix}.model")
     family = options.speed_family or member.family
     others = [d for d in scenario.devices if d.name != end_name]
     if options.cloud_device is not None:
@@ -163,9 +151,10 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     link = _link(link_dev.link)
     in_bytes = scenario.workload.input_bytes
     t0 = time.perf_counter()
+    n_cal = options.calibration_samples or min(400, len(pool.labels) // 2)
     try:
         model = end_cloud_model(pool, member.id, profile_size=options.profile_size,
-                                calibration_samples=options.calibration_samples, input_bytes=in_bytes, log=log)
+                                calibration_samples=n_cal, input_bytes=in_bytes, log=log)
     except ValueError as e:
         raise ScenarioError(f"{file}: {prefix}: {e}", file=file) from None
     log(f"[{name}] {member.id}: {model.profile.n} layers, {model.profile.macs / 1e9:.2f} GMACs at "
@@ -299,3 +288,18 @@ def device_table(st: Setup, planned: Planned, res: PipelineResult, replication: 
                      "preempted": 0, "dropped": 0, "crashed": 0, "available_fraction": 1.0,
                      "utilization": busy / span, "bubble_s": span - busy})
     return pd.DataFrame(rows)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars and arrays to Python) for summaries."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
