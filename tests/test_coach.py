@@ -1,6 +1,7 @@
 """COACH (seed 004) and its end–cloud baselines: quantization, the DAG → chain view, the offline
 search against exhaustive search, the online component's equations, the SimPy pipeline timeline,
 and the registered strategies end to end on the session's real pool."""
+import hashlib
 import math
 
 import numpy as np
@@ -98,7 +99,7 @@ def _rule(seed):
 
     def accept(cut, bits):
         if cut.key not in cache:
-            r = np.random.default_rng([seed, abs(hash(cut.key)) % 2**32])
+            r = np.random.default_rng([seed, int.from_bytes(hashlib.sha256(cut.key).digest()[:4], "little")])
             cache[cut.key] = int(r.integers(2, 18))           # 17 = nothing up to 16 bits
         return bits >= cache[cut.key]
     return accept
@@ -124,13 +125,18 @@ def test_offline_search_finds_the_exhaustive_optimum(seed):
             assert ours.probes <= ref.probes
 
 
-def test_offline_search_on_resnet101_is_cheap_and_exact():
+@pytest.mark.parametrize("seed", range(3))
+def test_offline_search_on_resnet101_is_cheap_and_exact(seed):
+    """On ResNet-101's 33 residual blocks (two branches each) the divide and conquer meets the
+    exhaustive joint search's optimum with a few percent of its accuracy probes. (Not a theorem:
+    the branch descent is a heuristic; GoogLeNet's four-branch blocks can leave a gap — see the
+    benchmark.)"""
     prof = profile_torchvision("resnet101")
-    cost = _cost(prof, np.random.default_rng(0), 20e6)
-    ours, ref = coach_search(cost, _rule(1)), exhaustive_search(cost, _rule(1), scan_bits=True)
+    cost = _cost(prof, np.random.default_rng(seed), 20e6)
+    ours, ref = coach_search(cost, _rule(seed)), exhaustive_search(cost, _rule(seed), scan_bits=True)
     assert ours.best.objective == pytest.approx(ref.best.objective)
     assert ref.probes == 15 * sum(1 for c in Chain(prof).all_cuts() if cost.plan(c).quantizable)
-    assert ours.probes < ref.probes / 10 and ours.seconds < 10
+    assert ours.probes < ref.probes / 20 and ours.seconds < 10
 
 
 @pytest.mark.parametrize("threshold", [2, 3, 9, 15, 16, 17])
@@ -301,8 +307,9 @@ def ec_sets(small_pool):
 def ec_compare(ec_sets, tmp_path_factory):
     from vip_ray.experiment.compare import run_compare
     out = tmp_path_factory.mktemp("ec") / "cmp"
-    return run_compare("scenarios/end_cloud_vp.yaml", ["vp", *END_CLOUD], overrides=[*ec_sets, "workload.requests=200"],
-                       out=out, failed=[0], steal=None, log=lambda s: None)
+    return run_compare("scenarios/end_cloud_vp.yaml", ["vp", *END_CLOUD],
+                       overrides=[*ec_sets, "workload.requests=200", "devices.3.link.bandwidth_trace=[[0, 20], [10, 2]]"],
+                       out=out, failed=[0, 1], steal=None, log=lambda s: None)
 
 
 def test_end_cloud_strategies_run_in_compare_with_real_answers(ec_compare, small_pool):
@@ -326,6 +333,15 @@ def test_end_cloud_strategies_run_in_compare_with_real_answers(ec_compare, small
     coach = analysis.load(ec_compare / "points" / "coach" / "failed=0")
     sent = coach[~coach["early_exit"] & (coach["bytes_up"] > 0)]
     assert (sent["bits"].between(2, 16) | (sent["bits"] == 8)).all()
+    # failed=1 crashes the cloud (the most capable worker) at t = 0: everything runs on the end device
+    for s in END_CLOUD:
+        down = analysis.load(ec_compare / "points" / s / "failed=1")
+        assert (down["bytes_up"] == 0).all() and (down["partition"] == "local (all end)").all()
+    ec = pd.read_csv(ec_compare / "end_cloud.csv")
+    assert set(ec["strategy"]) == set(END_CLOUD) and len(ec) == 2 * len(END_CLOUD)
+    assert {"latency_mean_ms", "throughput_per_s", "exit_ratio", "kb_per_task", "bubble_link_s"} <= set(ec.columns)
+    phases = pd.read_csv(ec_compare / "end_cloud_phases.csv")
+    assert set(phases["mbps"]) == {20, 2} and (ec_compare / "end_cloud.png").stat().st_size > 0
 
 
 def test_end_cloud_same_seed_same_tables_and_clear_errors(ec_sets, tmp_path):
@@ -376,3 +392,28 @@ def test_coach_exits_only_above_s_ext_and_split_runner_matches_the_bank(small_po
             cache.update(int(np.argmax(t)), f)
     seen = np.array(seen)
     assert len(exited) > 0 and min(exited) > s_ext and len(exited) == int((seen > s_ext).sum())
+
+
+def test_multi_tensor_cut_sends_early_or_holds_for_the_decision():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Res(4, False), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10))
+    chain = Chain(trace_dag(net, (3, 8, 8)))
+    block = next(b for b in chain.blocks if b.virtual)
+    cut = chain.inside_cut(block, tuple(len(br) for br in block.branches))   # the block's branches on the end
+    assert len(cut.tensors) == 2                                              # block input + main branch
+    te = np.r_[0.0, np.full(chain.n_layers() - 1, 0.001)]
+    cost = CostModel(chain, te, np.zeros(chain.n_layers()), 1e6)
+    plan = cost.plan(cut)
+    t = cost.times(plan, 8)
+    assert t.t_tx_par > 0 and t.t_tx_par + t.t_cloud_par <= t.t_max_stage      # eq. 4 with layer parallelism
+    link = LinkSpec(rtt_s=0.0, bandwidth_bps=1e6)
+    early = simulate_pipeline(plan, np.zeros(1), link, lambda i, now, bw, p: Decision(False, 8), result_bytes=4,
+                              early_bits=8)
+    held = simulate_pipeline(plan, np.zeros(1), link, lambda i, now, bw, p: Decision(False, 8), result_bytes=4,
+                             hold=True)
+    gone = simulate_pipeline(plan, np.zeros(1), link, lambda i, now, bw, p: Decision(True, 0), result_bytes=4,
+                             hold=True)
+    assert early.records["tx_start_s"][0] == pytest.approx(plan.end_s[0])   # left while the branch computed
+    assert held.records["tx_start_s"][0] == pytest.approx(plan.t_end)       # waited for the decision
+    assert held.records["finish_s"][0] > early.records["finish_s"][0]
+    assert gone.records["bytes_up"][0] == 0 and early.records["bytes_up"][0] == sum(plan.msg_bytes(8))

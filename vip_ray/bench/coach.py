@@ -32,8 +32,32 @@ import pandas as pd
 
 POLICIES = ("neurosurgeon", "dads", "spinn", "jps", "coach")
 SHORT = {"neurosurgeon": "NS", "dads": "DADS", "spinn": "SPINN", "jps": "JPS", "coach": "COACH"}
-MODELS = ("resnet101", "vgg16")
+TEACHER = "resnet50_slices-homogeneous-crops-mnist5k:resnet50_teacher"
+END_CLOUD_POOL = "end_cloud-mnist5k"            # ResNet101 + VGG16 (python -m vip_ray.tune family=end_cloud ...)
+
+
+def default_models() -> list[str]:
+    """``pool:member`` specs: the VIP teacher (ResNet50), plus ResNet101 and VGG16 when the
+    end–cloud pool is in the store."""
+    from vip_ray.pool import pools_root
+
+    out = [TEACHER]
+    if (pools_root() / END_CLOUD_POOL).is_dir():
+        out += [f"{END_CLOUD_POOL}:resnet101", f"{END_CLOUD_POOL}:vgg16"]
+    return out
+
+
+def _model_sets(spec: str) -> tuple[str, list[str]]:
+    """(member, overrides) of a ``pool:member`` spec: that pool, no training, every policy on it."""
+    pool, _, member = spec.rpartition(":")
+    sets = [f"strategy.options.{p}.model={member}" for p in POLICIES]
+    if pool:
+        sets += [f"pool.name={pool}", "pool.build=null"]
+    return member, sets
 DEVICES = {"NX": "scenarios/end_cloud_nx.yaml", "TX2": "scenarios/end_cloud_tx2.yaml"}
+
+
+EXTRA: list[str] = []   # --set overrides for every run
 
 
 def _run(path: str, strategy: str, sets: list[str], log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -42,7 +66,7 @@ def _run(path: str, strategy: str, sets: list[str], log) -> tuple[pd.DataFrame, 
     from vip_ray.experiment.strategies import Context, get_strategy, with_strategy
     from vip_ray.scenario import load_scenario
 
-    sc = with_strategy(load_scenario(path, sets), strategy)
+    sc = with_strategy(load_scenario(path, [*sets, *EXTRA]), strategy)
     pool = open_pool(sc, log)
     strat = get_strategy(strategy).from_scenario(sc, path)
     ctx = Context(sc, pool, file=path, log=log)
@@ -117,14 +141,23 @@ def _monotone_rule(seed_text: str):
 
 def table_one(models, bandwidths, requests, log) -> pd.DataFrame:
     rows = []
-    for model in models:
+    for spec in models:
+        model, msets = _model_sets(spec)
         for dev, path in DEVICES.items():
             for mbps in bandwidths:
+                # 10 fps: every policy but the slowest local ones keeps up, so latency is the pipeline's,
+                # not a queue that grows with the run (capacity: the Fig. 5 part)
                 sets = [f"devices.1.link.bandwidth_mbps={mbps}", f"workload.requests={requests}", "seeds.replications=1",
-                        *[f"strategy.options.{p}.model={model}" for p in POLICIES]]
+                        "workload.fps=10", *msets]
                 for p in POLICIES:
                     table, _, meta = _run(path, p, sets, log)
                     f = _figures(table, meta)
+                    off = meta.get("end_cloud", {})
+                    if p == "coach":    # the offline search with the real oracle (probes are forward passes)
+                        f.update({f"search_{k}": off["offline"][k] for k in ("evaluated", "pruned", "probes", "seconds", "space")},
+                                 search_forward_passes=off.get("offline_forward_passes"),
+                                 search_forward_s=off.get("offline_forward_s"), offline_bits=off.get("bits"),
+                                 s_ext=off.get("online", {}).get("s_ext"))
                     rows.append({"model": model, "device": dev, "mbps": mbps, "policy": SHORT[p], **f})
                     log(f"  {model:9s} {dev:3s} {mbps:3d} Mbps {SHORT[p]:5s}: latency {f['latency_ms']:7.2f} ms, "
                         f"throughput {f['throughput_per_s']:5.1f}/s, accuracy {f['accuracy']:.3f}, exit {f['exit_ratio']:.2f}, "
@@ -134,27 +167,31 @@ def table_one(models, bandwidths, requests, log) -> pd.DataFrame:
 
 def table_two(models, requests, mbps, log) -> pd.DataFrame:
     rows = []
-    for model in models:
-        base = [f"devices.1.link.bandwidth_mbps={mbps}", f"workload.requests={requests}", "seeds.replications=1",
-                f"strategy.options.coach.model={model}"]
-        for level, extra in (("NoAdjust", ["strategy.options.coach.online=false"]), ("Low", []),
-                             ("Medium", ["workload.frames.correlation=medium"]),
-                             ("High", ["workload.frames.correlation=high"])):
-            corr = [] if level == "NoAdjust" else extra
-            table, _, meta = _run(DEVICES["NX"], "coach", [*base, *(extra if level == "NoAdjust" else corr)], log)
-            f = _figures(table, meta)
-            rows.append({"model": model, "level": level, **f})
-            log(f"  {model:9s} {level:8s}: exit {100 * f['exit_ratio']:5.1f} %, latency {f['latency_ms']:6.2f} ms, "
-                f"{f['kb_per_task']:6.1f} KB, accuracy {f['accuracy']:.3f}")
+    for spec in models:
+        model, msets = _model_sets(spec)
+        base = [f"devices.1.link.bandwidth_mbps={mbps}", f"workload.requests={requests}", "seeds.replications=1", *msets]
+        levels = (("NoAdjust", ["strategy.options.coach.online=false"]), ("Low", []),
+                  ("Medium", ["workload.frames.correlation=medium"]), ("High", ["workload.frames.correlation=high"]))
+        # eq. 7 as a running mean (COACH's), and with m_j capped at 2: centres that follow the context
+        for cache, cset in (("running mean", []), ("max_count=2", ["strategy.options.coach.max_count=2"])):
+            for level, extra in levels:
+                if level == "NoAdjust" and cset:
+                    continue
+                table, _, meta = _run(DEVICES["NX"], "coach", [*base, *cset, *extra], log)
+                f = _figures(table, meta)
+                rows.append({"model": model, "cache": cache, "level": level, **f})
+                log(f"  {model:9s} {cache:12s} {level:8s}: exit {100 * f['exit_ratio']:5.1f} %, latency "
+                    f"{f['latency_ms']:6.2f} ms, {f['kb_per_task']:6.1f} KB, accuracy {f['accuracy']:.3f}")
     return pd.DataFrame(rows)
 
 
-def drops(model, log, duration_s: float) -> pd.DataFrame:
+def drops(spec, log, duration_s: float) -> pd.DataFrame:
     rows = []
-    for trace, steps in (("degrading_20_10_5.csv", (20, 10, 5)), ("drops_100_50_20.csv", (100, 50, 20))):
+    _, msets = _model_sets(spec)
+    for steps in ((20, 10, 5), (100, 50, 20)):          # COACH Fig. 5(a) and 5(b)
         third = duration_s / 3
         sets = [f"devices.1.link.bandwidth_trace=[[0, {steps[0]}], [{third}, {steps[1]}], [{2 * third}, {steps[2]}]]",
-                f"workload.duration_s={duration_s}", *[f"strategy.options.{p}.model={model}" for p in POLICIES]]
+                f"workload.duration_s={duration_s}", *msets]
         for p in POLICIES:
             table, _, meta = _run("scenarios/end_cloud_drops.yaml", p, sets, log)
             fin = table["finish_s"].to_numpy()
@@ -215,18 +252,23 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/bench/coach.json")
     p.add_argument("--quick", action="store_true", help="fewer bandwidths, frames and a shorter drop run")
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=None, help="pool:member specs, comma-separated (default: the VIP teacher, "
+                   f"plus ResNet101 and VGG16 of {END_CLOUD_POOL} when it is in the store)")
     p.add_argument("--parts", default="search,table1,table2,fig5")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="scenario override for every run (e.g. pool.name=... to use another pool)")
     args = p.parse_args(argv)
+    EXTRA[:] = args.overrides
     import torch
 
     torch.set_num_threads(2)
     log = print
-    models = [m for m in args.models.split(",") if m]
+    models = [m for m in args.models.split(",") if m] if args.models else default_models()
     parts = set(args.parts.split(","))
     bandwidths = (5, 20, 100) if args.quick else (5, 10, 20, 50, 100)
     requests = 200 if args.quick else 400
-    out: dict[str, Any] = {"models": models, "bandwidths_mbps": list(bandwidths), "requests": requests}
+    out: dict[str, Any] = {"models": models, "bandwidths_mbps": list(bandwidths), "requests": requests,
+                           "overrides": args.overrides}
     t0 = time.perf_counter()
     out_path = Path(args.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -244,14 +286,17 @@ def main(argv=None) -> int:
         out["table1_runs"] = t1.to_dict(orient="records")
         out["ratios"] = _ratios(t1)
     if "table2" in parts:
-        log("Table II (COACH, NX, 20 Mbps):")
-        t2 = table_two(models, requests, 20, log)
+        log("Table II (COACH, NX, 20 Mbps, 20 fps):")
+        t2 = table_two(models, 2 * requests + 200, 20, log)
         out["table2"] = t2.to_dict(orient="records")
-        log(t2[["model", "level", "exit_ratio", "latency_ms", "kb_per_task", "accuracy"]].round(3).to_string(index=False))
+        log(t2[["model", "cache", "level", "exit_ratio", "latency_ms", "kb_per_task", "accuracy"]].round(3).to_string(index=False))
     if "fig5" in parts:
         log("Fig. 5 (throughput under bandwidth drops, NX):")
         f5 = drops(models[0], log, 30.0 if args.quick else 60.0)
         out["fig5"] = f5.to_dict(orient="records")
+        piv = f5.pivot_table(index=["drop", "phase_mbps"], columns="policy", values="dynamic_throughput", sort=False)
+        out["fig5_throughput_x"] = {f"{d}/{m}/vs_{b}": float(piv.loc[(d, m), "COACH"] / piv.loc[(d, m), b])
+                                    for d, m in piv.index for b in ("NS", "JPS")}
         _plot(f5, out_path.with_name("coach_fig5.png"))
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     from vip_ray.coach.runner import plain

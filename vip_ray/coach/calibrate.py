@@ -157,6 +157,7 @@ class EndCloudModel:
         self.n_bank = len(labels)
         self._logits: dict[tuple, np.ndarray] = {}
         self._ends: dict[tuple, list[torch.Tensor]] = {}
+        self._feats: dict[tuple, np.ndarray] = {}
         self.forward_s = 0.0
         self.passes = 0
 
@@ -196,7 +197,10 @@ class EndCloudModel:
 
     def features(self, cut: Cut, split: str = "evaluation") -> np.ndarray:
         """(N, D) GAP task features of the last crossing tensor (COACH's F; fp32 on the end)."""
-        return gap(self._end(cut, split)[-1]).float().numpy()
+        key = (cut.key, split)
+        if key not in self._feats:          # small: kept for every cut, unlike the activations
+            self._feats[key] = gap(self._end(cut, split)[-1]).float().numpy()
+        return self._feats[key]
 
     def accuracy(self, cut: Cut, bits: int | tuple[int, ...], split: str = "calibration") -> float:
         y = self._split(split).y

@@ -71,11 +71,15 @@ PlanFor = Callable[[int, float, float], StagePlan]
 
 
 def simulate_pipeline(plan: StagePlan | PlanFor, arrivals: np.ndarray, link: LinkSpec, decide: Decide, *,
-                      result_bytes: int, seed: int = 0, early_bits: int = FP32) -> PipelineResult:
+                      result_bytes: int, seed: int = 0, early_bits: int = FP32, hold: bool = False,
+                      answered: Callable[[int, float, StagePlan, Decision], None] | None = None) -> PipelineResult:
     """Run every task of ``arrivals`` (seconds, non-decreasing) through the pipeline. ``plan`` is
     one plan for all tasks, or ``plan(task, now, bandwidth)`` choosing a task's plan when the end
     device takes it up (a dynamic split). Tensors produced before the last one (multi-tensor cuts)
-    leave at ``early_bits`` as soon as they are ready, before the task's decision."""
+    go at ``early_bits``: as soon as they are ready (layer-parallel execution), or, with ``hold``,
+    only once the task's decision says it does not exit (COACH's workflow: decide, then send).
+    ``answered(task, now, plan, decision)`` is told when a task's answer reaches the end device
+    (COACH feeds the cloud's answers back into its semantic cache)."""
     arrivals = np.asarray(arrivals, dtype=np.float64)
     n = len(arrivals)
     env = simpy.Environment()
@@ -124,6 +128,11 @@ def simulate_pipeline(plan: StagePlan | PlanFor, arrivals: np.ndarray, link: Lin
         rec["wait_tx_s"][i] += queued
         arrived.succeed(env.now)
 
+    def emit(i: int, p: StagePlan, k: int, bits: int, arrived: list) -> None:
+        nbytes = p.msg_bytes(bits)[k]
+        rec["bytes_up"][i] += nbytes
+        env.process(send(i, nbytes, arrived[k]))
+
     def task(i: int):
         yield env.timeout(arrivals[i])
         rec["arrival_s"][i] = env.now
@@ -136,16 +145,20 @@ def simulate_pipeline(plan: StagePlan | PlanFor, arrivals: np.ndarray, link: Lin
             plans[i] = p
             n_msgs = len(p.msg_layers)
             arrived = [env.event() for _ in range(n_msgs)]
+            held: list[int] = []
             for k in range(n_msgs):
                 yield env.timeout(p.end_s[k])
-                if k == n_msgs - 1:
-                    decision = decide(i, env.now, bandwidth(env.now), p)
-                    if decision.exit:
-                        break
-                bits = decision.bits if k == n_msgs - 1 else early_bits
-                nbytes = p.msg_bytes(bits)[k]
-                rec["bytes_up"][i] += nbytes
-                env.process(send(i, nbytes, arrived[k]))
+                if k < n_msgs - 1:
+                    held.append(k)
+                    if not hold:
+                        emit(i, p, held.pop(), early_bits, arrived)
+                    continue
+                decision = decide(i, env.now, bandwidth(env.now), p)
+                if decision.exit:
+                    break
+                for j in held:                     # held tensors leave now, in production order
+                    emit(i, p, j, early_bits, arrived)
+                emit(i, p, k, decision.bits, arrived)
             if n_msgs == 0:                        # all local: nothing to decide
                 decision = Decision(False, FP32)
             if not decision.exit:
@@ -179,6 +192,8 @@ def simulate_pipeline(plan: StagePlan | PlanFor, arrivals: np.ndarray, link: Lin
         yield from transmit(wire.down, result_bytes, i, "downlink")
         rec["bytes_down"][i] = result_bytes
         rec["finish_s"][i] = env.now
+        if answered is not None:
+            answered(i, env.now, p, decision)
 
     for i in range(n):
         env.process(task(i))

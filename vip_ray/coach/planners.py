@@ -94,17 +94,23 @@ def _static(st: Setup, cut: Cut, meta: dict, m: int) -> Planned:
 # ---------------------------------------------------------------------------------------------
 
 
-def plan_neurosurgeon(st: Setup, options: EndCloudOptions, m: int) -> Planned:
+def plan_local(st: Setup, m: int) -> Planned:
+    """Everything on the end device (the cloud is down)."""
+    chain = st.model.chain
+    return _static(st, chain.boundary_cut(chain.n_layers() - 1), {"rule": "cloud down: all on the end device"}, m)
+
+
+def plan_neurosurgeon(st: Setup, options: EndCloudOptions, m: int, log: Callable[[str], None] = print) -> Planned:
     cut, _ = neurosurgeon(st.cost)
     return _static(st, cut, {"rule": "min latency over the layer chain (fp32)"}, m)
 
 
-def plan_jps(st: Setup, options: EndCloudOptions, m: int) -> Planned:
+def plan_jps(st: Setup, options: EndCloudOptions, m: int, log: Callable[[str], None] = print) -> Planned:
     cut, _ = jps(st.cost)
     return _static(st, cut, {"rule": "min max(T_e, T_t) over the layer chain (fp32)"}, m)
 
 
-def plan_dads(st: Setup, options: EndCloudOptions, m: int) -> Planned:
+def plan_dads(st: Setup, options: EndCloudOptions, m: int, log: Callable[[str], None] = print) -> Planned:
     cut, _, mode = dads(st.cost, st.frame_interval_s)
     return _static(st, cut, {"rule": f"DADS minimum s-t cut of the DAG, {mode} load (fp32)", "mode": mode}, m)
 
@@ -124,6 +130,9 @@ class CoachOptions(EndCloudOptions):
       halves (semantic-cache exit; per-task bit width). ``online: false`` is Table II's NoAdjust.
     * ``online_bits`` — the widths eq. 11 may pick (each costs one cloud pass over the test split).
     * ``max_count`` — cap on eq. 7's count m_j (null: the plain running mean).
+    * ``centre_updates`` — which tasks feed eq. 7: ``all`` (early exits with their own answer and
+      the cloud's answers when they return: §III-C, "gradually updated with task features during
+      the inference process") or ``exit`` (only early exits, as Algorithm 1, line 23, lists it).
     """
 
     search: Literal["coach", "exhaustive"] = "coach"
@@ -132,6 +141,7 @@ class CoachOptions(EndCloudOptions):
     adjust: bool = True
     online_bits: tuple[int, ...] = ONLINE_GRID
     max_count: Optional[int] = Field(default=None, ge=1)
+    centre_updates: Literal["all", "exit"] = "all"
 
     @field_validator("online_bits")
     @classmethod
@@ -183,16 +193,21 @@ def plan_coach(st: Setup, options: CoachOptions, m: int, log: Callable[[str], No
                 t_cloud_ms=1e3 * t.t_cloud, latency_ms=1e3 * t.latency, max_stage_ms=1e3 * t.t_max_stage,
                 objective_ms=1e3 * t.objective)
     bank = _bank_logits(st)
+    rows: dict[tuple, np.ndarray] = {}
 
     def logits_for(p: StagePlan, bits: int) -> np.ndarray:
         if not p.quantizable or bits == FP32:
             return bank
-        return model.bank_rows(model.logits(p.cut, (q,) * (len(p.cut.tensors) - 1) + (bits,)))
+        key = (p.cut.key, bits)
+        if key not in rows:
+            rows[key] = model.bank_rows(model.logits(p.cut, (q,) * (len(p.cut.tensors) - 1) + (bits,)))
+        return rows[key]
 
     def factory(samples):
         n = len(samples)
         exit_pred = np.full(n, -1, dtype=np.int64)
         exit_top = np.full((n, m), -1, dtype=np.int64)
+        answered = None
         if not online:
             def decide(i, now, bw, p):
                 return Decision(False, q)
@@ -218,11 +233,16 @@ def plan_coach(st: Setup, options: CoachOptions, m: int, log: Callable[[str], No
                     plan.t_end, plan.t_cloud, 8.0 * (fixed + plan.msg_bytes(b)[-1]) / bw))
                 return Decision(False, qc)
 
+            if options.centre_updates == "all":
+                def answered(i, now, p, decision):       # eq. 7 with the cloud's answer as the label
+                    j = samples[i]
+                    cache.update(int(np.argmax(logits_for(p, decision.bits)[j])), feats_test[j])
+
         def answer(records, plans):
             return _answers(st, samples, records, plans, logits_for, exit_pred, exit_top, m)
-        return decide, answer
+        return decide, answer, answered
 
-    return Planned(plan, factory, meta, early_bits=q)
+    return Planned(plan, factory, meta, early_bits=q, hold=online)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,4 +336,4 @@ def plan_spinn(st: Setup, options: SpinnOptions, m: int, log: Callable[[str], No
             return _answers(st, samples, records, plans, logits_for, exit_pred, exit_top, m)
         return decide, answer
 
-    return Planned(chosen0["plan"], factory, meta, plan_for=plan_for, early_bits=bits)
+    return Planned(chosen0["plan"], factory, meta, plan_for=plan_for, early_bits=bits, hold=True)

@@ -22,11 +22,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from vip_ray.coach.blocks import Cut
 from vip_ray.coach.calibrate import EndCloudModel
 from vip_ray.coach.frames import frame_samples
 from vip_ray.coach.offline import CostModel, StagePlan
-from vip_ray.coach.pipeline import Decision, PipelineResult, simulate_pipeline
+from vip_ray.coach.pipeline import PipelineResult, simulate_pipeline
 from vip_ray.scenario import ScenarioError
 from vip_ray.sim import spec as S
 from vip_ray.sim.random_streams import Arrivals, bandwidth_steps
@@ -76,6 +75,7 @@ class Setup:
     frame_interval_s: float | None
     eps: float
     file: str
+    cloud_down: bool = False          # the cloud crashed at t = 0: every strategy runs all on the end
 
     def cost_at(self, bandwidth_bps: float) -> CostModel:
         return CostModel(self.model.chain, self.t_end, self.t_cloud, bandwidth_bps)
@@ -85,16 +85,19 @@ class Setup:
 class Planned:
     """A strategy's offline outcome: the plan(s) and the per-task decision machinery.
 
-    ``decide(i, now, bw)`` → :class:`Decision`; ``plan_for`` (optional) picks a task's plan when it
-    starts (SPINN's dynamic split); ``predict(bits_by_task, exit_mask, plans)`` → (top-1, top-M
-    hit) per task, from real outputs; ``meta`` goes into the run summary.
+    ``decide_factory(samples)`` → ``(decide, answer[, answered])``: ``decide(i, now, bw, plan)`` →
+    :class:`Decision`; ``answer(records, plans)`` → :class:`Outputs` from real outputs;
+    ``answered(i, now, plan, decision)`` hears each answer that returns from the cloud.
+    ``plan_for`` (optional) picks a task's plan when it starts (SPINN's dynamic split); ``meta``
+    goes into the run summary.
     """
 
     plan: StagePlan
     decide_factory: Callable[[np.ndarray], tuple[Callable, Callable]]
     meta: dict = field(default_factory=dict)
     plan_for: Callable | None = None
-    early_bits: int = 32              # bits of the tensors sent before a task's decision
+    early_bits: int = 32              # bits of the tensors produced before a task's decision
+    hold: bool = False                # those wait for the decision (an exit then sends nothing)
 
 
 _MODELS: dict[tuple, EndCloudModel] = {}
@@ -142,10 +145,14 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     else:
         cloud_name = max(others, key=lambda d: d.speed(family) or 0.0).name
     end_dev, cloud_dev = scenario.device(end_name), scenario.device(cloud_name)
+    av = cloud_dev.availability
+    cloud_down = av.kind == "crash" and av.at_s == 0.0      # vip-sim compare's failed=N: run locally
     for d, role in ((end_dev, "end device"), (cloud_dev, "cloud")):
-        if d.availability.kind != "always":
+        if d.availability.kind != "always" and not (d is cloud_dev and cloud_down):
             raise ScenarioError(f"{file}: devices ({d.name}).availability: the end–cloud pipeline models an always "
-                                f"available {role}; got {d.availability.kind!r} (allowed: always)", file=file)
+                                f"available {role} (or a cloud crashed from t = 0); got {d.availability.kind!r} "
+                                f"(for vip-sim compare: --stealing none, and --failed counts that crash the "
+                                f"cloud at t = 0 or spare it)", file=file)
     # the link is the one between the two: the non-master's link in the star
     link_dev = cloud_dev if cloud_dev.role != "master" else end_dev
     link = _link(link_dev.link)
@@ -170,7 +177,7 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     interval = 1.0 / w.rate if w.rate else None
     return Setup(scenario, pool, model, end_name, cloud_name, link, t_end, t_cloud, cost,
                  result_bytes=4 * pool.num_classes, deadline_s=w.deadline_ms / 1e3, frame_interval_s=interval,
-                 eps=options.eps, file=file)
+                 eps=options.eps, file=file, cloud_down=cloud_down)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,9 +224,10 @@ def run_replication(st: Setup, planned: Planned, *, strategy: str, seed: int, re
     labels = st.pool.labels
     pool_rows = st.model.evaluation.index                     # frames come from the evaluation part
     samples = pool_rows[samples_for(sc, labels[pool_rows], n, seed)]
-    decide, answer = planned.decide_factory(samples)
+    decide, answer, *fed_back = planned.decide_factory(samples)
     res = simulate_pipeline(planned.plan_for or planned.plan, arrivals, st.link, decide,
-                            result_bytes=st.result_bytes, seed=seed, early_bits=planned.early_bits)
+                            result_bytes=st.result_bytes, seed=seed, early_bits=planned.early_bits,
+                            hold=planned.hold, answered=fed_back[0] if fed_back else None)
     r = res.records
     out = answer(r, res.plans)
     label = labels[samples]

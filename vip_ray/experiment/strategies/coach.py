@@ -3,15 +3,12 @@ early exit and per-task bit width, on an end device + cloud pipeline (see ``vip_
 from __future__ import annotations
 
 from vip_ray.coach.planners import CoachOptions, plan_coach
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 from vip_ray.experiment.strategies.base import register_strategy
+from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("coach")
 class Coach(EndCloudStrategy):
     summary = "coach: end-cloud pipeline, bubble-minimising partition + quantization, semantic-cache early exit"
     Options = CoachOptions
-
-    @staticmethod
-    def plan(st, options, m, log):
-        return plan_coach(st, options, m, log)
+    planner = staticmethod(plan_coach)

@@ -3,14 +3,11 @@ the end device and the cloud (light / heavy load), fp32 tensors."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import plan_dads
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 from vip_ray.experiment.strategies.base import register_strategy
+from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("dads")
 class Dads(EndCloudStrategy):
     summary = "dads: end-cloud, minimum s-t cut of the DAG (light/heavy load), fp32"
-
-    @staticmethod
-    def plan(st, options, m, log):
-        return plan_dads(st, options, m)
+    planner = staticmethod(plan_dads)

@@ -3,29 +3,29 @@
 planner → one SimPy pipeline run per replication (see :mod:`vip_ray.coach.runner`)."""
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
-import numpy as np
-
+from vip_ray.coach.planners import plan_local
 from vip_ray.coach.runner import EndCloudOptions, Planned, Setup, plain, run_replication, setup
 from vip_ray.experiment.strategies.base import Context, Replication, Strategy
 from vip_ray.pool.report import top_m
 
 
 class EndCloudStrategy(Strategy):
-    """An end device and a cloud server in a three-stage pipeline; subclasses set ``planner``."""
+    """An end device and a cloud server in a three-stage pipeline; a subclass sets ``planner``,
+    ``planner(setup, options, top_m, log) -> Planned`` (``vip_ray.coach.planners``)."""
 
     Options: ClassVar[type[EndCloudOptions]] = EndCloudOptions
     uses_variants: ClassVar[bool] = False          # partitions one member; no variant pool needed
+    planner: ClassVar[Callable[..., Planned]]
 
     def prepare(self, ctx: Context) -> None:
         self.setup: Setup = setup(ctx.scenario, ctx.pool, self.options, name=self.name, file=ctx.file, log=ctx.log)
         self.m = min(top_m(ctx.pool.num_classes), ctx.pool.num_classes)
-        self.planned: Planned = type(self).plan(self.setup, self.options, self.m, ctx.log)
-
-    @staticmethod
-    def plan(st: Setup, options: EndCloudOptions, m: int, log: Callable[[str], None]) -> Planned:
-        raise NotImplementedError
+        if self.setup.cloud_down:
+            self.planned: Planned = plan_local(self.setup, self.m)
+        else:
+            self.planned = type(self).planner(self.setup, self.options, self.m, ctx.log)
 
     def replication(self, ctx, *, seed, replication, engine, chunk_requests):
         return Replication(self._run(seed, replication, chunk_requests))

@@ -3,15 +3,12 @@ quantization, the split re-chosen per task as the bandwidth changes."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import SpinnOptions, plan_spinn
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 from vip_ray.experiment.strategies.base import register_strategy
+from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("spinn")
 class Spinn(EndCloudStrategy):
     summary = "spinn: end-cloud, early-exit heads + fixed 8-bit quantization, dynamic split"
     Options = SpinnOptions
-
-    @staticmethod
-    def plan(st, options, m, log):
-        return plan_spinn(st, options, m, log)
+    planner = staticmethod(plan_spinn)
