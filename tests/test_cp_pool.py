@@ -122,6 +122,9 @@ def test_report_shows_cp_figures_not_vp_ensembles(cp, group_outputs, tmp_path, c
     assert main(["pools", "show", str(pool.path), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["report"]["cp"]["groups"][0]["classes"] == pool.manifest.members[0].classes
+    assert main(["pools", "list", "--root", str(pool.path.parent)]) == 0  # its best top-1 is the CP ensemble's
+    listed = capsys.readouterr().out
+    assert "small-cp" in listed and f"{rep['cp']['ensemble']['top1']:.2%}" in listed
 
 
 def test_rerun_of_the_same_config_reuses_the_pool(small_cp_pool):
