@@ -141,6 +141,8 @@ def test_bad_strategy_options_name_the_key_and_the_allowed_values(sets):
     with pytest.raises(ScenarioError) as e:
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=mp", "strategy.options.mp.on_failure=retry"], **QUIET)
     assert f"{SCENARIO}: strategy.options.mp.on_failure: invalid value 'retry'; allowed: fail, stall" == str(e.value)
+    with pytest.raises(ScenarioError, match="strategy.aggregator: 'cp' combines class-group models .* allowed: majority, vip, vp"):
+        run_scenario(SCENARIO, overrides=[*sets, "strategy.aggregator=cp"], **QUIET)
     with pytest.raises(ScenarioError, match="strategy.options.single.device: no device 'tv'"):
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=single", "strategy.options.single.device=tv"], **QUIET)
 
