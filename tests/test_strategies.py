@@ -177,6 +177,9 @@ def test_mp_bytes_are_the_activations_at_its_cuts(sets, small_pool, tmp_path):
     by_name = {b.name: b.out_bytes() for b in blocks}
     cuts = summary["cuts"]
     assert len(cuts) == 2  # three devices, three slices
+    table = summary["cut_table"]  # every possible cut, with its tensor's size relative to the input
+    assert [c["after_block"] for c in table] == [b.name for b in blocks[:-1]]
+    assert [c["ratio_to_input"] for c in table] == [b.out_bytes() / 64 for b in blocks[:-1]]
     for c in cuts:
         assert c["bytes"] == by_name[c["after"].split("..")[1]] and c["ratio_to_input"] == c["bytes"] / 64
     req = pd.read_parquet(out / "requests.parquet")
