@@ -38,3 +38,19 @@ def small_pool(ray_session, tmp_path_factory):
                    f"pool.root={tmp}/pools",
                    f"tune.storage={tmp}/tune", "tune.verbose=0"])
     return train_pool(cfg, log=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def small_cp_pool(ray_session, tmp_path_factory):
+    """A real class-parallel pool, trained once per session with Ray Tune on sklearn digits: three
+    class groups chosen by a probe's confusion on the validation split (VP V1 as a 10-way
+    classifier), one VP V1 group model each (|g|+1 outputs); batch 32, 4 epochs each."""
+    from vip_ray.tune.config import compose
+    from vip_ray.tune.runner import train_pool
+
+    tmp = tmp_path_factory.mktemp("small_cp_pool")
+    cfg = compose(["data=digits", "shape=class_parallel", "shape.groups=3", "shape.model=vp_v1",
+                   "family.baselines=[]", "pool.name=small-cp",
+                   "family.phases=[{name:scratch,epochs:4,lr:3e-3,schedule:cosine}]", "train.batch_size=32",
+                   f"pool.root={tmp}/pools", f"tune.storage={tmp}/tune", "tune.verbose=0"])
+    return cfg, train_pool(cfg, log=lambda s: None)

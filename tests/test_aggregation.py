@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from vip_ray.aggregation import (get_aggregator, majority_aggregate, reply_bytes, softmax, topk_compress,
-                                 topk_decompress, vip_aggregate, vp_aggregate, vp_scale)
+from vip_ray.aggregation import (cp_aggregate, cp_reply_bytes, get_aggregator, majority_aggregate, reply_bytes,
+                                 softmax, topk_compress, topk_decompress, vip_aggregate, vp_aggregate, vp_scale)
 
 
 def test_vp_fig4_toy_example_compress_decompress_softmax():
@@ -60,5 +60,47 @@ def test_reply_bytes_is_vp_eq3(k, c, expected):
 
 def test_aggregator_registry_names_allowed_values():
     assert get_aggregator("vp") is vp_aggregate
-    with pytest.raises(KeyError, match="allowed: majority, vip, vp"):
+    assert get_aggregator("cp") is cp_aggregate
+    with pytest.raises(KeyError, match="allowed: cp, majority, vip, vp"):
         get_aggregator("mean")
+
+
+# class parallelism: C = 5, group 0 owns {0, 3}, group 1 owns {1, 2, 4}
+CP_CLASSES = np.array([[1, 0, 0, 1, 0], [0, 1, 1, 0, 1]], dtype=bool)
+
+
+def test_cp_aggregate_scores_each_class_by_its_owner():
+    # group 0's row: p(0)=0.1, p(3)=0.6, other 0.3 spread over {1, 2, 4}; group 1's row: p(1)=0.2,
+    # p(2)=0.1, p(4)=0.5, other 0.2 spread over {0, 3}
+    g0 = [0.1, 0.1, 0.1, 0.6, 0.1]
+    g1 = [0.1, 0.2, 0.1, 0.1, 0.5]
+    out = cp_aggregate(np.array([[g0, g1]]), classes=CP_CLASSES)
+    np.testing.assert_allclose(out[0], [0.1, 0.2, 0.1, 0.6, 0.5])
+    assert out[0].argmax() == 3  # group 0's confident 3 beats group 1's 4
+    # the spread "other" mass of a group never scores a class it does not own
+    out = cp_aggregate(np.array([[[0.0, 0.3, 0.3, 0.1, 0.3], [0.45, 0.05, 0.0, 0.45, 0.05]]]), classes=CP_CLASSES)
+    np.testing.assert_allclose(out[0], [0.0, 0.05, 0.0, 0.1, 0.05])
+
+
+def test_cp_aggregate_needs_every_group():
+    p = np.tile(np.full(5, 0.2), (3, 2, 1))
+    responded = np.array([[True, True], [True, False], [False, False]])
+    out = cp_aggregate(p, responded=responded, classes=CP_CLASSES)
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all() and np.isnan(out[2]).all()
+    # a class that no group owns can never be answered
+    assert np.isnan(cp_aggregate(p, classes=np.array([[1, 0, 0, 1, 0], [0, 1, 1, 0, 0]], bool))).all()
+
+
+def test_cp_aggregate_refuses_bad_class_masks():
+    p = np.full((1, 2, 5), 0.2)
+    with pytest.raises(ValueError, match="needs classes="):
+        cp_aggregate(p)
+    with pytest.raises(ValueError, match=r"classes must be \(G, C\) = \(2, 5\)"):
+        cp_aggregate(p, classes=CP_CLASSES[:, :4])
+    with pytest.raises(ValueError, match=r"classes \[0\] are owned by more than one group"):
+        cp_aggregate(p, classes=np.array([[1, 0, 0, 1, 0], [1, 1, 1, 0, 1]], bool))
+
+
+def test_cp_reply_carries_the_groups_scores():
+    assert [cp_reply_bytes(n) for n in (1, 2, 4)] == [4, 8, 16]
+    assert cp_reply_bytes(3, fp_bytes=2) == 6

@@ -70,3 +70,70 @@ def test_unknown_group_option_lists_valid_ones():
         compose(["family=vgg"])
     for option in ("vp", "vp_imagenet", "resnet50_slices"):
         assert option in str(e.value)
+
+
+def test_class_parallel_confusability_plans_a_probe_then_one_group_model_per_group():
+    p = plan("shape=class_parallel", "family.baselines=[]")
+    assert p.name == "vp-class_parallel-none-mnist5k"
+    assert [s.name for s in p.stages] == ["probe", "members"]
+    probe = p.stages[0].groups[0][0]
+    assert probe["id"] == "vp_v3.probe" and probe["build"]["num_classes"] == 10
+    assert probe["holdout"] == {"fraction": 0.1, "seed": 0} and probe not in p.members
+    assert p.stages[0].phases == p.stages[1].phases  # the probe trains like a member by default
+    assert plan("shape=class_parallel", "shape.probe_epochs=3").stages[0].phases[0]["epochs"] == 3
+    assert [m["id"] for m in p.members] == [f"vp_v3.g{i}" for i in range(5)]
+    assert {m["role"] for m in p.members} == {"cp_group"}
+    assert all(m["classes"] is None and m["build"]["num_classes"] == 3 for m in p.members)  # chosen by the probe
+    assert len({m["seed"] for m in p.members}) == 5
+
+
+def test_class_parallel_balanced_from_scratch_needs_no_probe_and_assigns_contiguous_groups():
+    assert [s.name for s in plan("shape=class_parallel", "shape.grouping=balanced").stages] == ["probe", "members"]
+    p = plan("shape=class_parallel", "shape.grouping=balanced", "shape.init=scratch", "shape.groups=3",
+             "shape.model=vp_v1")
+    assert [s.name for s in p.stages] == ["members"]
+    assert [m["id"] for m in p.members] == ["mobilenet_v2", "vp_v1.g0", "vp_v1.g1", "vp_v1.g2"]  # + the baseline
+    cp = [m for m in p.members if m["role"] == "cp_group"]
+    assert [m["classes"] for m in cp] == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert [m["build"]["num_classes"] for m in cp] == [5, 4, 4]
+
+
+def test_class_parallel_groups_take_diversity_recipes_round_robin():
+    p = plan("shape=class_parallel", "shape.grouping=balanced", "diversity=crops", "family.baselines=[]")
+    assert [m["id"] for m in p.members][:2] == ["vp_v3.g0.crop-06-center", "vp_v3.g1.crop-06-random"]
+
+
+def test_class_parallel_settings_change_the_digest():
+    base = plan("shape=class_parallel").digest()
+    assert plan("shape=class_parallel", "shape.val_fraction=0.2").digest() != base
+    assert plan("shape=class_parallel", "shape.other_weight=1.0").digest() != base
+    assert plan("shape=class_parallel", "shape.init=scratch").digest() != base
+    assert plan("shape=class_parallel").digest() == base
+
+
+def test_assign_classes_fills_groups_largest_first_and_checks_sizes():
+    from vip_ray.tune.plan import assign_classes
+
+    p = plan("shape=class_parallel", "shape.groups=3", "family.baselines=[]")
+    assign_classes(p, [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]])
+    assert [m["classes"] for m in p.members] == [[3, 4, 5, 6], [0, 1, 2], [7, 8, 9]]
+    with pytest.raises(ValueError, match="do not fit the planned sizes"):
+        assign_classes(p, [[0, 1], [2, 3, 4, 5], [6, 7, 8, 9]])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["shape.groups=11"], "shape.groups: 11 is not allowed for 10 classes; allowed: an integer in 2..10"),
+    (["shape.groups=1"], "shape.groups: 1 is not allowed for 10 classes; allowed: an integer in 2..10"),
+    (["shape.grouping=random"], "shape.grouping: 'random' is not allowed; allowed: confusability, balanced"),
+    (["shape.model=vp_v9"], "shape.model: unknown model 'vp_v9'; allowed:"),
+    (["shape.probe_epochs=0"], "shape.probe_epochs: 0 must be null (the family's phases) or an integer >= 1"),
+    (["shape.init=pretrained"], "shape.init: 'pretrained' is not allowed; allowed: probe, scratch"),
+    (["shape.val_fraction=1.5"], "shape.val_fraction: 1.5 must be a number in (0, 1)"),
+    (["shape.other_weight=heavy"], "shape.other_weight: 'heavy' is not allowed; allowed: balanced, or a number > 0"),
+    (["train.kd=true"], "train.kd: True is not allowed with shape=class_parallel; allowed: false"),
+    (["diversity=imbalance"], "diversity: 'imbalance' uses class imbalance"),
+])
+def test_class_parallel_bad_config_names_key_and_allowed_values(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        plan("shape=class_parallel", *overrides)
+    assert message in str(e.value)

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from vip_ray.aggregation import cp_aggregate, softmax
 from vip_ray.experiment.compare import COMPARE_COLUMNS, run_compare
 from vip_ray.experiment.run import run_scenario
 from vip_ray.experiment.strategies import STRATEGIES, get_strategy
-from vip_ray.experiment.strategies.cp import cp_combine
 from vip_ray.models import build_model
 from vip_ray.models.cuts import balanced_cuts, block_profile
 from vip_ray.models.profile import count_macs
@@ -141,6 +141,8 @@ def test_bad_strategy_options_name_the_key_and_the_allowed_values(sets):
     with pytest.raises(ScenarioError) as e:
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=mp", "strategy.options.mp.on_failure=retry"], **QUIET)
     assert f"{SCENARIO}: strategy.options.mp.on_failure: invalid value 'retry'; allowed: fail, stall" == str(e.value)
+    with pytest.raises(ScenarioError, match="strategy.aggregator: 'cp' combines class-group models .* allowed: majority, vip, vp"):
+        run_scenario(SCENARIO, overrides=[*sets, "strategy.aggregator=cp"], **QUIET)
     with pytest.raises(ScenarioError, match="strategy.options.single.device: no device 'tv'"):
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=single", "strategy.options.single.device=tv"], **QUIET)
 
@@ -175,6 +177,9 @@ def test_mp_bytes_are_the_activations_at_its_cuts(sets, small_pool, tmp_path):
     by_name = {b.name: b.out_bytes() for b in blocks}
     cuts = summary["cuts"]
     assert len(cuts) == 2  # three devices, three slices
+    table = summary["cut_table"]  # every possible cut, with its tensor's size relative to the input
+    assert [c["after_block"] for c in table] == [b.name for b in blocks[:-1]]
+    assert [c["ratio_to_input"] for c in table] == [b.out_bytes() / 64 for b in blocks[:-1]]
     for c in cuts:
         assert c["bytes"] == by_name[c["after"].split("..")[1]] and c["ratio_to_input"] == c["bytes"] / 64
     req = pd.read_parquet(out / "requests.parquet")
@@ -199,14 +204,26 @@ def test_mp_fails_when_one_device_is_down_while_vp_answers(sets, tmp_path):
     assert res["vp"]["answered"].all() and res["vp"]["correct_top1"].mean() > 0.5
 
 
-def test_cp_combine_needs_every_group():
-    masks = np.array([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=bool)  # two groups of two classes
-    p = np.array([[[0.6, 0.1, 0.15, 0.15], [0.05, 0.05, 0.8, 0.1]]])  # (1 request, 2 devices, 4 classes)
-    combine = cp_combine(masks)
-    both = combine(p, np.array([[True, True]]), np.array([[0, 1]]))
-    np.testing.assert_allclose(both, [[0.6, 0.1, 0.8, 0.1]])
-    one = combine(p, np.array([[True, False]]), np.array([[0, 1]]))
-    assert np.isnan(one).all()
+def test_cp_accuracy_comes_from_its_own_bank_and_needs_every_group(sets, small_pool, small_cp_pool, tmp_path):
+    _, cp_path = small_cp_pool
+    cp_pool = Pool.load(cp_path)
+    assert cp_pool.manifest.data["fingerprint"] == Pool.load(small_pool).manifest.data["fingerprint"]
+    cp_sets = [*sets, "strategy.name=cp", f"strategy.options.cp.pool={cp_path}"]
+    out = run_scenario(SCENARIO, overrides=cp_sets, out=tmp_path / "cp", plots=False, **QUIET)
+    req = pd.read_parquet(out / "requests.parquet")
+    assert req["answered"].all() and (req["n_responders"] == 3).all()
+    ids = cp_pool.manifest.ids("cp_group")
+    probs = softmax(cp_pool.logits(ids).astype(np.float64), axis=-1).transpose(1, 0, 2)[req["sample"].to_numpy()]
+    expected = cp_aggregate(probs, classes=cp_pool.class_masks(ids)).argmax(1)
+    np.testing.assert_array_equal(req["prediction"], expected)
+    dev = pd.read_parquet(out / "devices.parquet")
+    sizes = {m.id: len(m.classes) for m in cp_pool.manifest.members}
+    remote = dev[dev["role"] != "master"]  # the master's own group answers locally
+    assert (req["bytes_up"] == sum(4 * sizes[v] for v in remote["variant"])).all()  # each group's scores, float32
+    down = run_scenario(SCENARIO, overrides=cp_sets, failed_devices=1, out=tmp_path / "cp1", plots=False, **QUIET)
+    assert not pd.read_parquet(down / "requests.parquet")["answered"].any()
+    with pytest.raises(ScenarioError, match="strategy.options.cp.pool: pool 'small' has no class-group members"):
+        run_scenario(SCENARIO, overrides=[*sets, "strategy.name=cp", "strategy.options.cp.pool=small"], **QUIET)
 
 
 def test_compare_table_columns_units_and_degradation(sets, tmp_path):

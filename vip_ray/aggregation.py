@@ -132,6 +132,39 @@ def majority_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None
     return out
 
 
+def cp_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None,
+                 classes: np.ndarray | None = None, **_: object) -> np.ndarray:
+    """Class parallelism (sensAI): every class is scored by the one group model that owns it.
+
+    ``probs`` (B, G, C) are the softmaxed bank rows of the G group models (device order),
+    ``classes`` (G, C) bool says which classes each group owns (each class at most one owner).
+    score[b, c] = probs[b, owner(c), c], the owner's in-group probability of c; the master picks
+    the class with the highest score over all groups. The master needs every group's answer: a
+    row where some class has no owner among the responders is all-NaN.
+    """
+    if classes is None:
+        raise ValueError("the cp aggregator needs classes= (G, C) bool: which classes each group model owns "
+                         "(it serves strategy cp over a class-parallel pool)")
+    b, g, c = probs.shape
+    owner = np.asarray(classes, dtype=bool)
+    if owner.shape != (g, c):
+        raise ValueError(f"classes must be (G, C) = ({g}, {c}) to match probs, got {owner.shape}")
+    if (owner.sum(axis=0) > 1).any():
+        raise ValueError(f"classes {np.flatnonzero(owner.sum(axis=0) > 1).tolist()} are owned by more than one group")
+    mask = _masked(responded, (b, g))
+    own = owner[None] & mask[..., None]  # (B, G, C)
+    out = np.where(own, probs, 0.0).sum(axis=1)
+    out[~own.any(axis=1).all(axis=1)] = np.nan
+    return out
+
+
+def cp_reply_bytes(group_size: int, fp_bytes: int = FP_BYTES) -> int:
+    """Bytes of one CP reply: the group's |g| class scores as floats ("other" is implied)."""
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    return fp_bytes * group_size
+
+
 @dataclass(frozen=True)
 class Aggregator:
     name: str
@@ -155,6 +188,7 @@ def register_aggregator(name: str, doc: str = ""):
 register_aggregator("vp")(vp_aggregate)
 register_aggregator("vip")(vip_aggregate)
 register_aggregator("majority")(majority_aggregate)
+register_aggregator("cp")(cp_aggregate)  # callers pass classes= (G, C) besides responded=
 
 
 def get_aggregator(name: str) -> Callable[..., np.ndarray]:

@@ -145,14 +145,18 @@ def _list(args, console: Console) -> int:
     from rich.table import Table
 
     from vip_ray.pool import Pool, PoolError, list_pools, pools_root
+    from vip_ray.pool.report import cp_ensemble_accuracy
 
     t = Table(title=f"pools in {pools_root(args.root)}")
     for col in ("name", "family", "shape", "diversity", "data", "members", "best top-1", "status"):
         t.add_column(col)
     for path in list_pools(args.root):
         try:
-            m = Pool.load(path).manifest
-            best = max(x.accuracy for x in m.members)
+            pool = Pool.load(path)
+            m = pool.manifest
+            # a class-parallel group model alone answers for its classes only: its pool's figure is CP's
+            best = max([x.accuracy for x in m.members if x.role != "cp_group"] +
+                       ([cp_ensemble_accuracy(pool)["top1"]] if m.ids("cp_group") else []))
             t.add_row(m.name, m.family, m.shape, m.diversity, m.data["name"], str(len(m.members)),
                       f"{best:.2%}", "ok")
         except PoolError as e:

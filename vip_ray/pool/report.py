@@ -11,7 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vip_ray.aggregation import softmax, vip_aggregate, vp_aggregate
+from vip_ray.aggregation import cp_aggregate, softmax, vip_aggregate, vp_aggregate
+from vip_ray.class_groups import group_log_probs, group_targets
 from vip_ray.models import model_spec
 from vip_ray.pool.store import Pool
 
@@ -42,6 +43,37 @@ def ensemble_accuracy(pool: Pool, ids: Sequence[str], *, method: str, k: int | N
     return {"top1": _acc(agg, labels), f"top{m}": _acc(agg, labels, m)}
 
 
+def cp_ensemble_accuracy(pool: Pool, ids: Sequence[str] | None = None) -> dict[str, float]:
+    """Class parallelism with every group answering: ``cp_aggregate`` over the groups' bank rows."""
+    ids = list(pool.manifest.ids("cp_group") if ids is None else ids)
+    probs = softmax(pool.logits(ids).astype(np.float64), axis=-1).transpose(1, 0, 2)  # (N, G, C)
+    agg = cp_aggregate(probs, classes=pool.class_masks(ids))
+    m = top_m(pool.num_classes)
+    return {"top1": _acc(agg, pool.labels), f"top{m}": _acc(agg, pool.labels, m)}
+
+
+def cp_section(pool: Pool) -> dict[str, Any] | None:
+    """A class-parallel pool's figures: per group its (|g|+1)-way accuracy, on its own classes
+    (in-group) and on the rest ("other" recognised), and the CP ensemble; None without groups."""
+    ids = pool.manifest.ids("cp_group")
+    if not ids:
+        return None
+    groups = []
+    for mid, rows in zip(ids, pool.logits(ids)):
+        rec = pool.manifest.member(mid)
+        pred = group_log_probs(rows, rec.classes).argmax(-1)
+        target = group_targets(pool.labels, rec.classes, pool.num_classes)
+        inside = target < len(rec.classes)
+        groups.append({"id": mid, "classes": rec.classes, "group_top1": float((pred == target).mean()),
+                       "in_group": float((pred[inside] == target[inside]).mean()),
+                       "other": float((pred[~inside] == target[~inside]).mean()),
+                       "macs": rec.macs, "params": rec.params})
+    info = pool.manifest.config.get("class_parallel", {})
+    return {"members": ids, "grouping": info.get("grouping"), "init": info.get("init"), "groups": groups,
+            "probe_val_accuracy": info.get("probe", {}).get("val_accuracy"),
+            "ensemble": cp_ensemble_accuracy(pool, ids)}
+
+
 def disagreement(pool: Pool, ids: Sequence[str]) -> np.ndarray:
     """Pairwise fraction of test samples on which two members' top-1 labels differ."""
     preds = pool.logits(list(ids)).argmax(-1)
@@ -69,7 +101,8 @@ def pool_report(pool: Pool, *, alpha: float = 1.0) -> dict[str, Any]:
                         "recipe": rec.recipe.get("name"), "kd": rec.kd, "input_size": rec.input_size,
                         "params": rec.params, "macs": rec.macs, "top1": _acc(logits, labels),
                         f"top{m}": _acc(logits, labels, m)})
-    method = "vp" if pool.manifest.family.startswith("vp") else "vip"
+    cp = cp_section(pool)
+    method = "cp" if cp else "vp" if pool.manifest.family.startswith("vp") else "vip"
     ensembles = {}
     for set_name, ids in _ensemble_sets(pool).items():
         if not ids:
@@ -94,6 +127,10 @@ def pool_report(pool: Pool, *, alpha: float = 1.0) -> dict[str, Any]:
             bet["B"] = b[0]["top1"]
         if by_role["teacher"]:
             bet["T"] = by_role["teacher"][0]["top1"]
+    elif cp:  # the CP "ensemble": every group answers, the owner's score decides
+        bet["E"] = cp["ensemble"]["top1"]
+        if by_role["baseline"]:
+            bet["B"] = by_role["baseline"][0]["top1"]
     kd_pairs = []
     if {"kd", "no-kd"} <= set(ensembles):
         acc = {x["id"]: x["top1"] for x in members}
@@ -106,7 +143,7 @@ def pool_report(pool: Pool, *, alpha: float = 1.0) -> dict[str, Any]:
         "pool": pool.name, "family": pool.manifest.family, "shape": pool.manifest.shape,
         "diversity": pool.manifest.diversity, "data": pool.manifest.data["name"],
         "n_test": int(len(labels)), "num_classes": pool.num_classes, "alpha": alpha, "method": method,
-        "members": members, "ensembles": ensembles, "bet": bet, "kd_vs_no_kd": kd_pairs,
+        "members": members, "ensembles": ensembles, "cp": cp, "bet": bet, "kd_vs_no_kd": kd_pairs,
         "teacher_pretrained": [x.train.get("pretrained") for x in pool.members if x.role == "teacher"],
         # where ImageNet weights could apply (teachers, full baselines); students start from the teacher
         "pretrained": {x.id: x.train.get("pretrained") for x in pool.members
@@ -125,9 +162,24 @@ def print_report(pool: Pool, console, *, alpha: float = 1.0, report: dict[str, A
         t.add_column(col, justify="right" if col in ("ρ", "params", "MACs", "top-1", f"top-{m}") else "left",
                      overflow="fold")
     for x in rep["members"]:
+        # a group model's bank top-1 over all C classes means little; the CP table has its figures
+        acc = ("—", "—") if x["role"] == "cp_group" else (f"{x['top1']:.2%}", f"{x[f'top{m}']:.2%}")
         t.add_row(x["id"], x["role"], str(x["recipe"]), "yes" if x["kd"] else "no", str(x["input_size"]),
-                  f"{x['params'] / 1e3:,.0f}K", f"{x['macs'] / 1e6:,.1f}M", f"{x['top1']:.2%}", f"{x[f'top{m}']:.2%}")
+                  f"{x['params'] / 1e3:,.0f}K", f"{x['macs'] / 1e6:,.1f}M", *acc)
     console.print(t)
+    if rep.get("cp"):
+        cp = rep["cp"]
+        start = {"probe": ", started from the probe", "scratch": ", from scratch"}.get(cp.get("init"), "")
+        g = Table(title=f"class parallelism: {len(cp['groups'])} groups by {cp['grouping']}{start} "
+                        f"(|g|+1-way: the group's classes + other)")
+        for col in ("group model", "classes", "top-1 (|g|+1-way)", "in-group", "other"):
+            g.add_column(col, justify="left" if col in ("group model", "classes") else "right")
+        for x in cp["groups"]:
+            g.add_row(x["id"], ",".join(map(str, x["classes"])), f"{x['group_top1']:.2%}", f"{x['in_group']:.2%}",
+                      f"{x['other']:.2%}")
+        console.print(g)
+        console.print(f"CP ensemble (every group answers; the owner's score decides): "
+                      f"top-1 {cp['ensemble']['top1']:.2%}, top-{m} {cp['ensemble'][f'top{m}']:.2%}")
     for name, ens in rep["ensembles"].items():
         e = Table(title=f"ensemble '{name}' of {len(ens['members'])} variants "
                         f"(mean pairwise disagreement {ens['disagreement_mean']:.2%})")

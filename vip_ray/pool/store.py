@@ -6,6 +6,16 @@
     bank.npz               labels (N,), test_indices (N,), logits (M, N, C) in manifest member order
     weights/<member>.pt    state_dict, loadable with torch.load(weights_only=True)
 
+Bank rows are a member's logits over the C classes, except for a class-parallel group model
+(role ``cp_group``, classes g in its record): it has |g| + 1 outputs z (g's classes in order,
+then "other"), and its row n holds **log-probabilities** in the full class space::
+
+    row[c] = log softmax(z)[position of c in g]          for c in g
+    row[c] = log(softmax(z)[|g|] / (C − |g|))            for c not in g  (p_other spread evenly)
+
+so ``softmax(row)`` is a proper distribution and argmax / accuracy read as for any member;
+``vip_ray.class_groups.group_log_probs`` recovers the |g| + 1 log-probabilities.
+
 A pool is written into a temporary sibling directory and renamed into place, so a
 reader either sees a whole pool or none; the reader still checks every checksum and
 shape, so a pool damaged afterwards is refused with the path and the reason.
@@ -34,12 +44,12 @@ class PoolError(RuntimeError):
 
 
 class MemberRecord(BaseModel):
-    """One trained model of the pool: a variant, a baseline or the teacher."""
+    """One trained model of the pool: a variant, a baseline, the teacher or a class-parallel group model."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     id: str
-    role: Literal["variant", "baseline", "teacher"]
+    role: Literal["variant", "baseline", "teacher", "cp_group"]
     model: str                      # registry name (vip_ray.models)
     family: str
     segment: int | None
@@ -55,6 +65,7 @@ class MemberRecord(BaseModel):
     kd: bool
     cut: str
     build: dict[str, Any]           # kwargs for vip_ray.models.build_model (besides the name)
+    classes: list[int] | None = None  # cp_group: the classes it owns (its outputs: these, then "other")
     accuracy: float                 # top-1 on the pool's test split (from the bank)
     top5: float
     train: dict[str, Any] = Field(default_factory=dict)  # epochs, seconds, images/s, pretrained, trial
@@ -85,7 +96,6 @@ class PoolManifest(BaseModel):
 
     def ids(self, role: str | None = None) -> list[str]:
         return [m.id for m in self.members if role is None or m.role == role]
-
 
 def pools_root(root: str | os.PathLike | None = None) -> Path:
     """Default pool store: $VIP_RAY_POOLS, else ./results/pools."""
@@ -240,6 +250,7 @@ class Pool:
         except (KeyError, ValueError, OSError) as e:
             raise PoolError(f"{path / BANK_FILE}: unreadable prediction bank ({e})") from None
         m, n, c = len(manifest.members), len(bank["labels"]), int(manifest.data["num_classes"])
+        _check_class_groups(manifest, c, mpath)
         if bank["logits"].shape != (m, n, c):
             raise PoolError(
                 f"{path / BANK_FILE}: logits shape {bank['logits'].shape} does not match "
@@ -248,6 +259,18 @@ class Pool:
         if n != int(manifest.data["n_test"]):
             raise PoolError(f"{path}: bank has {n} test samples, manifest says {manifest.data['n_test']}")
         return cls(path, manifest, bank)
+
+    def class_masks(self, member_ids: list[str] | None = None) -> np.ndarray:
+        """(G, C) bool: which classes each cp_group member owns (default: every cp_group member,
+        manifest order) — the ``classes=`` argument of ``vip_ray.aggregation.cp_aggregate``."""
+        ids = self.manifest.ids("cp_group") if member_ids is None else member_ids
+        out = np.zeros((len(ids), self.num_classes), dtype=bool)
+        for i, mid in enumerate(ids):
+            rec = self.manifest.member(mid)
+            if rec.classes is None:
+                raise PoolError(f"pool {self.name!r}: member {mid!r} ({rec.role}) owns no class group")
+            out[i, rec.classes] = True
+        return out
 
     def logits(self, member_ids: list[str] | None = None) -> np.ndarray:
         """(V, N, C) logits of the given members (default: all, manifest order)."""
@@ -272,6 +295,25 @@ class Pool:
         model = build_model(rec.model, **rec.build, pretrained="never")
         model.load_state_dict(self.state_dict(member_id))
         return model.eval()
+
+
+def _check_class_groups(manifest: PoolManifest, num_classes: int, mpath: Path) -> None:
+    owned: set[int] = set()
+    for rec in manifest.members:
+        if rec.role != "cp_group" and rec.classes is None:
+            continue
+        where = f"{mpath}: member {rec.id!r}"
+        if rec.role != "cp_group":
+            raise PoolError(f"{where}: only cp_group members own classes (role {rec.role!r})")
+        cls = rec.classes or []
+        if not cls or len(set(cls)) != len(cls) or not all(0 <= x < num_classes for x in cls):
+            raise PoolError(f"{where}: classes {rec.classes!r} must be distinct class indices in 0..{num_classes - 1}")
+        if set(cls) & owned:
+            raise PoolError(f"{where}: classes {sorted(set(cls) & owned)} are owned by another group too")
+        owned |= set(cls)
+        if rec.build.get("num_classes") != len(cls) + 1:
+            raise PoolError(f"{where}: {len(cls)} classes need {len(cls) + 1} outputs, build says "
+                            f"{rec.build.get('num_classes')}")
 
 
 def list_pools(root: str | os.PathLike | None = None) -> list[Path]:

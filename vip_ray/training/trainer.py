@@ -1,7 +1,10 @@
 """Train a group of pool members on shared data pipelines.
 
 A *group* is what one Tune trial trains: one member (``train.mode=per_variant``) or
-several (``joint``, VP §IV-B). Members whose training subsets agree (same imbalance
+several (``joint``, VP §IV-B). A class-parallel member (``classes`` set) learns its classes
+plus "other" with class-weighted cross-entropy and returns bank rows in the full class space;
+a member with a ``holdout`` (the CP probe) trains without its validation share and also
+returns its predictions there. Members whose training subsets agree (same imbalance
 group) share one shuffled batch stream; members without input filters also share one
 teacher forward per batch. Everything a trial needs travels in a plain-dict config,
 so the same function runs inside a Tune trial and in-process (benchmarks).
@@ -15,7 +18,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from vip_ray.class_groups import class_weights, cp_log_probs, group_targets, validation_indices
 from vip_ray.data import DataSplit, load_dataset
 from vip_ray.diversity import Recipe, apply_filters, imbalance_indices
 from vip_ray.models import VariantNet, build_model
@@ -104,10 +109,53 @@ def _set_train_mode(models: dict[str, VariantNet], phase: dict[str, Any]) -> Non
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, data: DataSplit, device: torch.device, batch_size: int = 256) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, data: DataSplit, device: torch.device, batch_size: int = 256,
+                   split: str = "test", indices: np.ndarray | None = None) -> np.ndarray:
     model.eval()
-    out = [model(x.to(device)).float().cpu() for x, _ in data.batches("test", batch_size, shuffle=False)]
+    out = [model(x.to(device)).float().cpu()
+           for x, _ in data.batches(split, batch_size, shuffle=False, indices=indices)]
     return torch.cat(out).numpy()
+
+
+@dataclass
+class _GroupTask:
+    """A class-parallel member: |g| + 1 outputs (its classes, then "other"), weighted CE."""
+
+    classes: list[int]
+    num_classes: int
+    weights: np.ndarray  # loss weight per output
+    init: str            # "probe" (started from the probe's weights) or "scratch"
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        w = torch.as_tensor(self.weights, dtype=logits.dtype, device=logits.device)
+        return F.cross_entropy(logits, group_targets(y, self.classes, self.num_classes), weight=w)
+
+    def accuracy(self, logits: np.ndarray, labels: np.ndarray) -> float:
+        return float((logits.argmax(1) == group_targets(labels, self.classes, self.num_classes)).mean())
+
+
+def _init_from(model: VariantNet, weights_path: str) -> None:
+    """Start from another trained model of the same architecture (the CP probe): every weight
+    but the head's, which has a different number of outputs."""
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    take = {k: v for k, v in state.items() if not k.startswith("head.") and k in own and own[k].shape == v.shape}
+    left = sorted(k for k in own if k not in take and not k.startswith("head."))
+    if left:
+        raise ValueError(f"{weights_path}: no matching weights for {left[:3]}{' …' if len(left) > 3 else ''}; "
+                         f"a group model starts from a probe of the same architecture")
+    model.load_state_dict(take, strict=False)
+
+
+def _calibrate(model: VariantNet, weights: np.ndarray) -> None:
+    """Shift the head's output bias by −log w: a model trained with class weights w estimates
+    p(k|x)·w_k, so this makes its softmax the posterior under the true class frequencies again
+    (scores of different group models stay comparable)."""
+    last = [m for m in model.head.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    if not last or last[-1].bias is None:
+        raise ValueError(f"{model.meta.get('name')}: no output layer with a bias to calibrate")
+    with torch.no_grad():
+        last[-1].bias -= torch.as_tensor(np.log(weights), dtype=last[-1].bias.dtype, device=last[-1].bias.device)
 
 
 def train_group(
@@ -136,17 +184,36 @@ def train_group(
     needs_teacher = any(uses_kd.values()) or any(m.get("init_from_teacher") for m in members)
     teacher = load_teacher(config.get("teacher"), device) if needs_teacher else None
     models = {m["id"]: build_member(m, teacher).to(device) for m in members}
+    for m in members:
+        if m.get("init_from"):
+            _init_from(models[m["id"]], m["init_from"])
 
     labels = data.train_y.numpy()
     pipelines: dict[Any, _Pipeline] = {}
+    val_idx: dict[str, np.ndarray] = {}  # members with a holdout (the CP probe): validation positions
+    tasks: dict[str, _GroupTask] = {}     # class-parallel members
     for m in members:
         r = recipes[m["id"]]
         key = r.imbalance_group
+        if m.get("holdout"):
+            fit, val_idx[m["id"]] = validation_indices(labels, m["holdout"]["fraction"], m["holdout"]["seed"])
+            key = ("holdout", m["holdout"]["fraction"], m["holdout"]["seed"])
         if key not in pipelines:
-            idx = (np.arange(len(labels)) if key is None
-                   else imbalance_indices(labels, r, data.num_classes, seed=int(m["seed"])))
+            if key is None:
+                idx = np.arange(len(labels))
+            elif m.get("holdout"):
+                idx = fit
+            else:
+                idx = imbalance_indices(labels, r, data.num_classes, seed=int(m["seed"]))
             pipelines[key] = _Pipeline(idx, [], torch.Generator().manual_seed(int(m["seed"])))
         pipelines[key].member_ids.append(m["id"])
+        if m.get("role") == "cp_group" and m.get("classes") is None:
+            raise ValueError(f"{m['id']}: a class-parallel member needs its classes before training")
+        if m.get("classes") is not None:
+            targets = group_targets(labels[pipelines[key].indices], m["classes"], data.num_classes)
+            weights = class_weights(targets, len(m["classes"]) + 1, m.get("other_weight", "balanced"))
+            tasks[m["id"]] = _GroupTask(list(m["classes"]), data.num_classes, weights,
+                                        "probe" if m.get("init_from") else "scratch")
     filter_gens = {mid: torch.Generator().manual_seed(int(m["seed"]) + 1) for mid, m in
                    ((m["id"], m) for m in members)}
 
@@ -199,8 +266,11 @@ def train_group(
                                 teacher_cache["plain"] = t_logits
                         else:
                             t_logits = teacher_cache["plain"]
-                    loss = kd_loss(models[mid](xin), y, t_logits,
-                                   alpha=float(tcfg["alpha"]), temperature=float(tcfg["temperature"]))
+                    if mid in tasks:
+                        loss = tasks[mid].loss(models[mid](xin), y)
+                    else:
+                        loss = kd_loss(models[mid](xin), y, t_logits,
+                                       alpha=float(tcfg["alpha"]), temperature=float(tcfg["temperature"]))
                     opts[mid].zero_grad(set_to_none=True)
                     loss.backward()
                     opts[mid].step()
@@ -212,7 +282,10 @@ def train_group(
         if state.epoch == total_epochs or state.epoch % max(1, int(tcfg.get("eval_every", 1))) == 0:
             for mid, m in models.items():
                 last_logits[mid] = predict_logits(m, data, device)
-                accs[mid] = float((last_logits[mid].argmax(1) == data.test_y.numpy()).mean())
+                if mid in tasks:  # CP: accuracy of the |g|+1-way decision (calibrated as it will be)
+                    accs[mid] = tasks[mid].accuracy(last_logits[mid] - np.log(tasks[mid].weights), data.test_y.numpy())
+                else:
+                    accs[mid] = float((last_logits[mid].argmax(1) == data.test_y.numpy()).mean())
         row = {"epoch": state.epoch, "phase": phase["name"],
                "loss": float(np.mean([np.mean(v) for v in losses.values()])),
                **{f"acc/{k}": v for k, v in accs.items()}}
@@ -231,8 +304,14 @@ def train_group(
             }
             report(row, ckpt)
 
-    result = {"weights": {}, "logits": {}, "stats": {}, "history": state.history}
+    result = {"weights": {}, "logits": {}, "stats": {}, "history": state.history, "val": {}}
     for mid, m in models.items():
+        if mid in tasks:  # CP: calibrated weights; bank rows in the full class space
+            _calibrate(m, tasks[mid].weights)
+            last_logits[mid] = cp_log_probs(predict_logits(m, data, device), tasks[mid].classes, data.num_classes)
+        if mid in val_idx:  # the probe's predictions on its held-out validation positions (never test)
+            result["val"][mid] = {"logits": predict_logits(m, data, device, split="train", indices=val_idx[mid]),
+                                  "labels": labels[val_idx[mid]], "indices": val_idx[mid]}
         result["weights"][mid] = {k: v.detach().cpu() for k, v in m.state_dict().items()}
         result["logits"][mid] = last_logits[mid] if mid in last_logits else predict_logits(m, data, device)
         secs = state.train_seconds[mid]
@@ -243,6 +322,9 @@ def train_group(
             "pretrained": m.meta.get("pretrained"),
             "finished_at": round(time.time(), 3),  # wall clock: shows a resumed run did not retrain it
         }
+        if mid in tasks:
+            result["stats"][mid]["class_weights"] = [round(float(w), 6) for w in tasks[mid].weights]
+            result["stats"][mid]["init"] = tasks[mid].init
     result["teacher_seconds"] = round(state.teacher_seconds, 3)
     result["fingerprint"] = data.fingerprint()
     return result

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from vip_ray.class_groups import GROUPINGS, balanced_groups, group_sizes
 from vip_ray.diversity import Recipe, build_recipes, variant_seed
 from vip_ray.models import list_models, model_spec
 
@@ -72,6 +73,59 @@ def _member(mid: str, role: str, model: str, recipe: Recipe, seed: int, kd: bool
     }
 
 
+CP_INITS = ("probe", "scratch")
+
+
+def _class_parallel(shape: dict[str, Any], cfg: dict[str, Any], num_classes: int, known: set[str]) -> dict[str, Any]:
+    """Validated settings of ``shape=class_parallel`` (sensAI-style class groups, one model each)."""
+    groups = shape.get("groups")
+    if isinstance(groups, bool) or not isinstance(groups, int) or not 2 <= groups <= num_classes:
+        raise ConfigError(f"shape.groups: {groups!r} is not allowed for {num_classes} classes; "
+                          f"allowed: an integer in 2..{num_classes}")
+    grouping = shape.get("grouping")
+    if grouping not in GROUPINGS:
+        raise ConfigError(f"shape.grouping: {grouping!r} is not allowed; allowed: {', '.join(GROUPINGS)}")
+    model = shape.get("model")
+    if model not in known:
+        raise ConfigError(f"shape.model: unknown model {model!r}; allowed: {', '.join(sorted(known))}")
+    probe_epochs = shape.get("probe_epochs")
+    if probe_epochs is not None and (isinstance(probe_epochs, bool) or not isinstance(probe_epochs, int)
+                                     or probe_epochs < 1):
+        raise ConfigError(f"shape.probe_epochs: {probe_epochs!r} must be null (the family's phases) "
+                          f"or an integer >= 1")
+    val_fraction = shape.get("val_fraction")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ConfigError(f"shape.val_fraction: {val_fraction!r} must be a number in (0, 1)")
+    other = shape.get("other_weight")
+    if other != "balanced" and (isinstance(other, bool) or not isinstance(other, (int, float)) or other <= 0):
+        raise ConfigError(f"shape.other_weight: {other!r} is not allowed; allowed: balanced, or a number > 0")
+    init = shape.get("init", "probe")
+    if init not in CP_INITS:
+        raise ConfigError(f"shape.init: {init!r} is not allowed; allowed: {', '.join(CP_INITS)}")
+    kd = cfg["train"].get("kd", False)
+    if kd is not False:
+        raise ConfigError(f"train.kd: {kd!r} is not allowed with shape=class_parallel; allowed: false "
+                          f"(group models have |g|+1 outputs and train without a teacher)")
+    if "imbalance" in (cfg["diversity"].get("strategies") or []):
+        raise ConfigError(f"diversity: {cfg['diversity'].get('name')!r} uses class imbalance, which "
+                          f"shape=class_parallel's own relabelling replaces; allowed with it: "
+                          f"none, filters, crops, filters_crops")
+    return {"groups": groups, "grouping": grouping, "model": model, "probe_epochs": probe_epochs, "init": init,
+            "val_fraction": float(val_fraction), "other_weight": other if other == "balanced" else float(other),
+            "sizes": group_sizes(num_classes, groups),
+            "classes": balanced_groups(num_classes, groups) if grouping == "balanced" else None}
+
+
+def assign_classes(plan: "Plan", groups: list[list[int]]) -> None:
+    """Give the plan's cp_group members their classes (in place), e.g. once the probe chose them."""
+    members = [m for m in plan.members if m["role"] == "cp_group"]
+    sizes = [len(m["classes"]) if m["classes"] is not None else m["build"]["num_classes"] - 1 for m in members]
+    if sorted(map(len, groups), reverse=True) != sizes or len(groups) != len(members):
+        raise ValueError(f"class groups of sizes {[len(g) for g in groups]} do not fit the planned sizes {sizes}")
+    for m, g in zip(members, sorted(groups, key=len, reverse=True)):
+        m["classes"] = [int(c) for c in g]
+
+
 PHASE_KEYS = {"name", "epochs", "lr", "freeze_backbone", "schedule"}
 SCHEDULES = ("constant", "cosine")
 
@@ -110,6 +164,7 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     recipes = build_recipes(cfg["diversity"])
     variants: list[str] = list(family["variants"])
     segments = {model_spec(v).segment: v for v in variants}
+    cp = None
     if shape["name"] == "heterogeneous":
         wanted = shape.get("segments")
         if wanted:
@@ -124,8 +179,11 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
             raise ConfigError(f"shape.segment: {seg!r} not in the family; allowed: {sorted(segments)}")
         n = int(shape.get("n") or len(recipes))
         slots = [(segments[seg], recipes[i % len(recipes)]) for i in range(n)]
+    elif shape["name"] == "class_parallel":
+        cp = _class_parallel(shape, cfg, num_classes, known)
+        slots = [(cp["model"], recipes[i % len(recipes)]) for i in range(cp["groups"])]
     else:
-        raise ConfigError(f"shape.name: {shape['name']!r}; allowed: heterogeneous, homogeneous")
+        raise ConfigError(f"shape.name: {shape['name']!r}; allowed: heterogeneous, homogeneous, class_parallel")
 
     teacher_model = family.get("teacher")
     kd_teacher = family.get("teacher_for_kd") or teacher_model
@@ -138,8 +196,9 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     c, ch = num_classes, channels
     members: list[dict[str, Any]] = []
 
-    def add(mid, role, model, recipe, kd, init):
-        members.append(_member(mid, role, model, recipe, variant_seed(seed, len(members)), kd, family, c, ch, init))
+    def add(mid, role, model, recipe, kd, init, outputs=c):
+        members.append(_member(mid, role, model, recipe, variant_seed(seed, len(members)), kd, family, outputs, ch,
+                               init))
 
     plain = Recipe("none")
     if teacher_id:
@@ -149,6 +208,13 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
         if b != teacher_id:
             add(b, "teacher" if model_spec(b).kind == "teacher" else "baseline", b, plain, False, False)
     init = teacher_model is not None and model_spec(teacher_model).kind == "teacher"
+    if cp:  # sensAI: one group model per class group, |g| + 1 outputs (its classes, then "other")
+        init = init and model_spec(cp["model"]).family == model_spec(teacher_model).family
+        for i, (model, recipe) in enumerate(slots):
+            mid = f"{model}.g{i}" + ("" if recipe.name == "none" else f".{recipe.name}")
+            add(mid, "cp_group", model, recipe, False, init, outputs=cp["sizes"][i] + 1)
+            members[-1].update(classes=cp["classes"][i] if cp["classes"] else None, other_weight=cp["other_weight"])
+        slots = []
     seen: dict[str, int] = {}
     for kd in kd_modes:
         suffix = "" if len(kd_modes) == 1 else (".kd" if kd else ".nokd")
@@ -169,6 +235,14 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
             teacher_phases = list(family["phases"])
         stages.append(Stage("teacher", [[members[0]]], teacher_phases))
         rest = members[1:]
+    if cp and (cp["grouping"] == "confusability" or cp["init"] == "probe"):
+        probe = _member(f"{cp['model']}.probe", "probe", cp["model"], plain, variant_seed(seed, len(members)), False,
+                        family, c, ch, init)
+        probe["holdout"] = {"fraction": cp["val_fraction"], "seed": seed}
+        phases = list(family["phases"]) if cp["probe_epochs"] is None else [
+            {"name": "probe", "epochs": cp["probe_epochs"], "lr": float(family["phases"][-1]["lr"]),
+             "freeze_backbone": False, "schedule": "cosine"}]
+        stages.append(Stage("probe", [[probe]], phases))
     if str(train.get("mode")) == "joint":
         size = int(train.get("group_size") or 0) or len(rest)
         groups = [rest[i:i + size] for i in range(0, len(rest), size)]
@@ -178,4 +252,6 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     name = cfg["pool"].get("name") or default_pool_name(cfg)
     settings = {"data": {k: v for k, v in cfg["data"].items() if k != "root"}, "seed": seed,
                 "train": {k: v for k, v in train.items() if k not in ("mode", "group_size", "eval_every")}}
+    if cp:
+        settings["class_parallel"] = {k: v for k, v in cp.items() if k != "classes"}
     return Plan(name=name, members=members, stages=stages, teacher_id=teacher_id, settings=settings)

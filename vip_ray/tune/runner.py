@@ -1,13 +1,15 @@
 """Ray Tune driver: trains a plan's trials on the Ray cluster and writes the pool.
 
-Stage ``teacher`` (when KD or VIP slicing needs one) runs first; stage ``members``
-trains every other member, one trial per variant or per joint group. Each stage is a
-Tune experiment under ``<tune.storage>/<pool>/<stage>``; an interrupted run is resumed
-from there (finished trials are not retrained, running ones continue from their last
-epoch checkpoint).
+Stage ``teacher`` (when KD or VIP slicing needs one) runs first; then, for a class-parallel
+pool grouped by confusability, stage ``probe`` (a C-way model whose confusion on a validation
+split carved from train chooses the class groups); stage ``members`` trains every other
+member, one trial per variant or per joint group. Each stage is a Tune experiment under
+``<tune.storage>/<pool>/<stage>``; an interrupted run is resumed from there (finished
+trials are not retrained, running ones continue from their last epoch checkpoint).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -22,11 +24,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from vip_ray.aggregation import softmax
+from vip_ray.class_groups import confusability_groups, soft_confusion
 from vip_ray.data import load_dataset
 from vip_ray.models import model_spec, profile_model
 from vip_ray.pool import Pool, PoolError, pools_root, write_pool
 from vip_ray.training.trainer import build_member, train_group
-from vip_ray.tune.plan import ConfigError, Plan, plan_pool
+from vip_ray.tune.plan import ConfigError, Plan, assign_classes, plan_pool
 
 STATE_FILE = "state.pt"
 FINAL_FILE = "final.pt"
@@ -149,7 +153,8 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
             ),
         )
     grid = tuner.fit()
-    out: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}, "teacher_seconds": 0.0, "fingerprints": set()}
+    out: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}, "val": {}, "teacher_seconds": 0.0,
+                           "fingerprints": set()}
     for r in grid:
         if r.error is not None:
             raise TrainingError(f"stage {name!r}: a trial failed ({type(r.error).__name__}: {r.error}); "
@@ -160,6 +165,7 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
             final = torch.load(Path(d) / FINAL_FILE, weights_only=False)
         for key in ("weights", "logits", "stats"):
             out[key].update(final[key])
+        out["val"].update(final.get("val", {}))
         out["teacher_seconds"] += final["teacher_seconds"]
         out["fingerprints"].add(final["fingerprint"])
         for mid in final["stats"]:
@@ -179,7 +185,7 @@ def _member_record(m: dict[str, Any], weights: dict, logits: np.ndarray, labels:
         "input_size": m["build"]["input_size"], "nominal_input_size": spec.input_size, "width": spec.width,
         "depth_multiplier": spec.depth_multiplier, "params": prof["params"], "macs": prof["macs"],
         "bytes": prof["bytes"], "recipe": m["recipe"], "seed": m["seed"], "kd": m["kd"], "cut": m["build"]["cut"],
-        "build": m["build"], "accuracy": float((logits.argmax(1) == labels).mean()),
+        "build": m["build"], "classes": m.get("classes"), "accuracy": float((logits.argmax(1) == labels).mean()),
         "top5": float((top5 == labels[:, None]).any(1).mean()), "train": stats,
         "weights": f"weights/{m['id']}.pt",
     }
@@ -194,10 +200,11 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
     cfg = {**cfg, "data": data_cfg}
     data = load_dataset(data_cfg)  # bad data config fails here, before Ray starts
     plan = plan_pool(cfg, data.num_classes, data.channels)
+    digest = plan.digest()  # before a probe fills in the class groups: what a rerun plans again
     final_dir = root / plan.name
     if final_dir.exists() and not cfg["pool"].get("overwrite"):
         existing = Pool.load(final_dir)  # refuses a damaged pool with the reason
-        if existing.manifest.config.get("plan_digest") != plan.digest():
+        if existing.manifest.config.get("plan_digest") != digest:
             raise PoolError(f"{final_dir}: pool {plan.name!r} exists but was trained with a different config; "
                             f"pick another pool.name, or pool.overwrite=true to retrain it")
         log(f"[vip_ray.tune] pool {plan.name!r} already exists at {final_dir} (pool.overwrite=true retrains it)")
@@ -212,6 +219,7 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
         trained: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}}
         teacher_entry = None
         teacher_seconds = 0.0
+        extra: dict[str, Any] = {}
         for stage in plan.stages:
             group_cfgs = [{"members": g, "data": data_cfg, "train": cfg["train"], "phases": stage.phases,
                            "teacher": teacher_entry, "threads": max(1, int(cfg["resources"]["cpu"])),
@@ -225,6 +233,10 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
             for key in ("weights", "logits", "stats"):
                 trained[key].update(out[key])
             teacher_seconds += out["teacher_seconds"]
+            if stage.name == "probe":
+                extra["class_parallel"] = _after_probe(plan, stage.groups[0][0]["id"], out, exp_root, data.num_classes)
+                log(f"[vip_ray.tune] class groups by {extra['class_parallel']['grouping']}: "
+                    f"{extra['class_parallel']['groups']}")
             if stage.name == "teacher":
                 tid = plan.teacher_id
                 tpath = exp_root / "teacher.pt"
@@ -238,6 +250,10 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
             ray.shutdown()
 
     labels = data.test_y.numpy()
+    cp_groups = [m["classes"] for m in plan.members if m["role"] == "cp_group"]
+    if cp_groups and "class_parallel" not in extra:
+        extra["class_parallel"] = {"grouping": plan.settings["class_parallel"]["grouping"],
+                                   "init": plan.settings["class_parallel"]["init"], "groups": cp_groups}
     records = [_member_record(m, trained["weights"][m["id"]], trained["logits"][m["id"]], labels,
                               trained["stats"][m["id"]]) for m in plan.members]
     manifest = {
@@ -247,7 +263,7 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
                  "class_names": list(map(str, data.class_names)), "n_test": int(len(labels)),
                  "n_train": int(len(data.train_y)), "fingerprint": data.fingerprint()},
         "seed": int(cfg.get("seed", 0)), "members": records,
-        "config": {**cfg, "plan_digest": plan.digest(), "wall_seconds": round(time.time() - t0, 1),
+        "config": {**cfg, **extra, "plan_digest": digest, "wall_seconds": round(time.time() - t0, 1),
                    "teacher_seconds": round(teacher_seconds, 3), "argv": sys.argv},
         "versions": versions(),
     }
@@ -256,6 +272,30 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
     shutil.rmtree(exp_root, ignore_errors=True)  # the pool is the product; checkpoints were for resuming
     log(f"[vip_ray.tune] wrote pool {plan.name!r} to {path} in {time.time() - t0:.0f} s")
     return path
+
+
+def _after_probe(plan: Plan, probe_id: str, out: dict[str, Any], exp_root: Path, num_classes: int) -> dict[str, Any]:
+    """What the CP probe decides: with ``grouping=confusability`` the class groups (sensAI: its
+    soft confusion on the validation split), with ``init=probe`` the group models' starting
+    weights. Sets both on the plan's cp_group members; returns what the manifest records."""
+    cp = plan.settings["class_parallel"]
+    members = [m for m in plan.members if m["role"] == "cp_group"]
+    probe = out["val"][probe_id]
+    val_sha = hashlib.sha256(np.asarray(probe["indices"], np.int64).tobytes()).hexdigest()[:16]
+    info: dict[str, Any] = {"grouping": cp["grouping"], "init": cp["init"], "probe": {
+        "id": probe_id, "n_val": int(len(probe["labels"])), "val_indices_sha256": val_sha,
+        "val_accuracy": float((probe["logits"].argmax(1) == probe["labels"]).mean())}}
+    if cp["grouping"] == "confusability":
+        confusion = soft_confusion(softmax(probe["logits"].astype(np.float64), axis=-1), probe["labels"], num_classes)
+        assign_classes(plan, confusability_groups(confusion, len(members)))
+        info["probe"]["soft_confusion"] = confusion.round(5).tolist()
+    if cp["init"] == "probe":
+        path = exp_root / "probe.pt"
+        torch.save(out["weights"][probe_id], path)
+        for m in members:
+            m["init_from"] = str(path)
+    info["groups"] = [m["classes"] for m in members]
+    return info
 
 
 def _check_resume(exp_root: Path, plan: Plan, resume: str, log: Callable[[str], None]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from vip_ray.aggregation import cp_aggregate, cp_reply_bytes
 from vip_ray.experiment.strategies.base import Context, register_strategy
 from vip_ray.experiment.strategies.fanout import FanOutStrategy
 from vip_ray.placement.plan import PlacementPlan, plan_placement
@@ -29,21 +30,6 @@ def group_masks(members, num_classes: int) -> np.ndarray:
     for g, mem in enumerate(members):
         masks[g, list(mem.classes)] = True
     return masks
-
-
-def cp_combine(masks: np.ndarray):
-    """``combine`` for the request table: score[c] = the in-group probability from a responder
-    owning c (the mean if several do); NaN rows where some class has no owner among responders."""
-
-    def combine(p, use, variant):
-        own = masks[variant] & use[..., None]                      # (rows, D, C)
-        n = own.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores = np.where(own, p, 0.0).sum(axis=1) / n
-        scores[(n == 0).any(axis=1)] = np.nan
-        return scores
-
-    return combine
 
 
 @register_strategy("cp")
@@ -95,8 +81,13 @@ class ClassParallel(FanOutStrategy):
         return plan
 
     def reply_bytes(self, ctx: Context, plan: PlacementPlan) -> list[int]:
-        # a reply carries the group's class scores as float32
-        return [4 * int(self.masks[a].sum()) if a >= 0 else 0 for a in plan.timeline[0][1]]
+        return [cp_reply_bytes(int(self.masks[a].sum())) if a >= 0 else 0 for a in plan.timeline[0][1]]
 
     def combiner(self, ctx, dep):
-        return cp_combine(self.masks)
+        # the placement is static and every device runs one group: the owners are per column
+        classes = self.masks[[slots[0].variant for slots in dep.slots]]
+
+        def combine(p, use, variant):
+            return cp_aggregate(p, responded=use, classes=classes)
+
+        return combine

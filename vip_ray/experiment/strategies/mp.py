@@ -162,5 +162,6 @@ class ModelParallel(Strategy):
                          "macs_per_request": self.slice_macs[s] if s is not None else 0, **st,
                          "available_fraction": st["available_s"] / span, "utilization": st["busy_s"] / span})
         meta = {"placement": {sc.devices[d].name: [f"{self.member.id}[{sl}]", 0.0] for d, sl in zip(self.chain, self.slices)},
-                "events": res.events, "engine_wall_s": res.wall_s, "cuts": self.cuts(), "engine": "chain (SimPy)"}
+                "events": res.events, "engine_wall_s": res.wall_s, "cuts": self.cuts(),
+                "cut_table": self.cut_table.to_dict(orient="records"), "engine": "chain (SimPy)"}
         return pd.DataFrame(rows), meta

@@ -11,6 +11,19 @@ from vip_ray.experiment.strategies.fanout import FanOutStrategy
 class EnsembleStrategy(FanOutStrategy):
     """Variant parallelism: one pool variant per device, combined by ``strategy.aggregator``."""
 
+    #: aggregators that need more than the replies (the class-group owners of strategy cp)
+    NOT_FOR_VARIANTS = ("cp",)
+
+    def prepare(self, ctx):
+        agg = ctx.scenario.strategy.aggregator
+        if agg in self.NOT_FOR_VARIANTS:
+            from vip_ray.aggregation import AGGREGATORS
+            from vip_ray.scenario import ScenarioError
+
+            allowed = ", ".join(a for a in sorted(AGGREGATORS) if a not in self.NOT_FOR_VARIANTS)
+            raise ScenarioError(f"{ctx.file}: strategy.aggregator: {agg!r} combines class-group models "
+                                f"(strategy cp); for strategy {self.name!r} allowed: {allowed}", file=ctx.file)
+
     def combiner(self, ctx, dep):
         sc = dep.scenario
         name = sc.strategy.aggregator
