@@ -8,6 +8,8 @@ Output directory::
     compare.parquet      one row per strategy × condition × replication (columns: COMPARE_COLUMNS)
     points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json of each point
     compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy
+    end_cloud.csv, end_cloud_phases.csv, end_cloud.png   with coach/neurosurgeon/dads/spinn/jps: latency,
+                         throughput, exit ratio, KB, bits, stage bubbles; throughput per bandwidth step
     summary.json, config.yaml
 """
 from __future__ import annotations
@@ -120,6 +122,9 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
         (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         if plots:
             plot_compare(table, tmp / "compare.png", title=f"{base.name}: strategies compared")
+        from vip_ray.coach.report import end_cloud_tables
+
+        end_cloud_tables(tmp, base, strategies)  # end_cloud.csv (+ phases, png) when end–cloud strategies ran
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -182,6 +182,13 @@ def selected_variants(scenario: Scenario, pool: Any) -> list[Any]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+def _deploys_variants(scenario: Scenario) -> bool:
+    """Whether the scenario's strategy places the pool's variants (``Strategy.uses_variants``)."""
+    from vip_ray.experiment.strategies import STRATEGIES  # lazily: the registry imports the scenario layer
+
+    return getattr(STRATEGIES.get(scenario.strategy.name), "uses_variants", True)
+
+
 def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> None:
     """Checks that need the pool: ``pool.variants`` are members, and every device can compute at
     least one selected variant (a latency-table-only device needs an entry for one of them)."""
@@ -194,6 +201,8 @@ def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> Non
                 raise ScenarioError(f"{where}: pool.variants[{i}]: pool {manifest.name!r} has no member {mid!r}; "
                                     f"members: {', '.join(known)}", file=file)
     members = selected_variants(scenario, manifest)
+    if not members and not _deploys_variants(scenario):
+        return  # e.g. the end–cloud strategies partition one model; they check their member themselves
     if not members:
         raise ScenarioError(f"{where}: pool: pool {manifest.name!r} has no variant members to deploy", file=file)
     for d in scenario.devices:

@@ -574,6 +574,33 @@ class PoolRef(_Model):
         return v
 
 
+FRAME_PRESETS = {"low": (1.0, 0.0), "medium": (10.0, 0.0), "high": (30.0, 0.5)}
+
+
+class Frames(_Model):
+    """Continuous frames with temporal correlation (COACH Table II): which test sample each
+    request carries. Used by the end–cloud strategies (coach, neurosurgeon, dads, spinn, jps);
+    the others draw i.i.d. samples.
+
+    * ``correlation`` — ``low`` (random frames: i.i.d. samples), ``medium`` (runs of one class,
+      mean 10 frames), ``high`` (runs of one class, mean 30 frames, half the frames a static shot
+      repeating the previous sample). Presets for the two keys below.
+    * ``run_length_mean`` — mean frames per run of one class (geometric), ≥ 1.
+    * ``repeat_prob`` — probability that a frame repeats the previous frame's sample, in [0, 1).
+    """
+
+    correlation: Literal["low", "medium", "high"] = "low"
+    run_length_mean: Annotated[float, Field(ge=1, allow_inf_nan=False)] | None = None
+    repeat_prob: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _preset(self) -> "Frames":
+        run, rep = FRAME_PRESETS[self.correlation]
+        self.run_length_mean = run if self.run_length_mean is None else self.run_length_mean
+        self.repeat_prob = rep if self.repeat_prob is None else self.repeat_prob
+        return self
+
+
 class Workload(_Model):
     """Requests.
 
@@ -587,6 +614,8 @@ class Workload(_Model):
     * ``fallback`` — when no reply arrived by the deadline: ``none`` (no answer), ``local``
       (wait for the master's own local variant; default), ``best_effort`` (wait for the first
       reply of any device).
+    * ``frames`` — temporal correlation of consecutive requests (see :class:`Frames`; default
+      i.i.d. samples).
     """
 
     arrival: Literal["poisson", "periodic", "trace"] = "poisson"
@@ -598,6 +627,7 @@ class Workload(_Model):
     deadline_ms: PositiveFloat = 100.0
     input_bytes: PositiveInt | None = None
     fallback: Literal["none", "local", "best_effort"] = "local"
+    frames: Frames = Field(default_factory=Frames)
 
     @model_validator(mode="after")
     def _complete(self) -> "Workload":
@@ -989,7 +1019,7 @@ def validate(model: type[BaseModel], data: Any, *, file: str | None, context: di
 
 __all__ = [
     "ARRIVALS", "AVAILABILITY_KINDS", "AlwaysAvailable", "ArrivalTrace", "Availability", "BandwidthTrace",
-    "CrashAvailability", "DeviceProfile", "DeviceSpec", "FALLBACKS", "LinkSpec", "MODEL_FAMILIES",
+    "CrashAvailability", "DeviceProfile", "DeviceSpec", "FALLBACKS", "Frames", "LinkSpec", "MODEL_FAMILIES",
     "MtbfAvailability", "NetworkProfile", "NetworkSpec", "OnOffAvailability", "Placement", "PoolRef",
     "SERVICE_DISTS", "Scenario", "ScenarioError", "Seeds", "StrategySpec", "Straggler",
     "TraceAvailability", "Workload", "format_validation_error", "path_of", "validate",

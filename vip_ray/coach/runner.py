@@ -1,0 +1,313 @@
+"""Scenario + pool → an end–cloud strategy's replication: the shared machinery of ``coach``,
+``neurosurgeon``, ``dads``, ``spinn`` and ``jps``.
+
+:func:`setup` finds the end device (the scenario's master unless named) and the cloud (the
+fastest other device unless named), builds the :class:`EndCloudModel` of the chosen pool member
+(memoised: the strategies of one comparison share its forward passes), times every layer on both
+devices from the catalog and opens a cost model at the link's bandwidth at t = 0.
+
+A strategy's :meth:`Planner.plan` chooses the partition (and bits) offline and returns a
+:class:`Planned`; :func:`run_replication` draws the arrivals and frames for a seed, runs the
+SimPy pipeline with the planner's per-task decisions, and turns the tasks into the common
+request table (plus ``early_exit``, ``bits``, ``partition``, stage times and waits) and a
+per-stage device table (busy, utilization, bubbles).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from vip_ray.coach.calibrate import EndCloudModel
+from vip_ray.coach.frames import frame_samples
+from vip_ray.coach.offline import CostModel, StagePlan
+from vip_ray.coach.pipeline import PipelineResult, simulate_pipeline
+from vip_ray.scenario import ScenarioError
+from vip_ray.sim import spec as S
+from vip_ray.sim.random_streams import Arrivals, bandwidth_steps
+
+
+class EndCloudOptions(BaseModel):
+    """Options every end–cloud strategy takes (``strategy.options.<name>``).
+
+    * ``model`` — pool member to partition (default: the pool's first baseline, else its teacher).
+    * ``end_device`` / ``cloud_device`` — device names (default: the master / the fastest other).
+    * ``profile_size`` — input side (px) the layer costs and tensor sizes are profiled at
+      (default: the member's nominal input size, e.g. 224; accuracy comes from the member at the
+      size it was trained at).
+    * ``speed_family`` — which ``macs_per_s_by_family`` entry of the device catalog times the
+      layers (default: the member's family).
+    * ``calibration_samples`` — calibration frames, a stratified part of the pool's held-out split
+      (offline accuracy probes; half warm the caches/exit heads, half calibrate the online
+      thresholds); the simulated frames come from the rest. Default: 400, at most half the split.
+    * ``eps`` — accuracy-loss bound ε (fraction; COACH's 0.5 % is 0.005).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    model: Optional[str] = None
+    end_device: Optional[str] = None
+    cloud_device: Optional[str] = None
+    profile_size: Optional[int] = Field(default=None, ge=8)
+    speed_family: Optional[str] = None
+    calibration_samples: Optional[int] = Field(default=None, ge=20)
+    eps: float = Field(default=0.005, ge=0.0, lt=1.0)
+
+
+@dataclass
+class Setup:
+    """Everything a planner needs, fixed for a run."""
+
+    scenario: Any
+    pool: Any
+    model: EndCloudModel
+    end_name: str
+    cloud_name: str
+    link: S.LinkSpec
+    t_end: np.ndarray
+    t_cloud: np.ndarray
+    cost: CostModel
+    result_bytes: int
+    deadline_s: float
+    frame_interval_s: float | None
+    eps: float
+    file: str
+    cloud_down: bool = False          # the cloud crashed at t = 0: every strategy runs all on the end
+
+    def cost_at(self, bandwidth_bps: float) -> CostModel:
+        return CostModel(self.model.chain, self.t_end, self.t_cloud, bandwidth_bps)
+
+
+@dataclass
+class Planned:
+    """A strategy's offline outcome: the plan(s) and the per-task decision machinery.
+
+    ``decide_factory(samples)`` → ``(decide, answer[, answered])``: ``decide(i, now, bw, plan)`` →
+    :class:`Decision`; ``answer(records, plans)`` → :class:`Outputs` from real outputs;
+    ``answered(i, now, plan, decision)`` hears each answer that returns from the cloud.
+    ``plan_for`` (optional) picks a task's plan when it starts (SPINN's dynamic split); ``meta``
+    goes into the run summary.
+    """
+
+    plan: StagePlan
+    decide_factory: Callable[[np.ndarray], tuple[Callable, Callable]]
+    meta: dict = field(default_factory=dict)
+    plan_for: Callable | None = None
+    early_bits: int = 32              # bits of the tensors produced before a task's decision
+    hold: bool = False                # those wait for the decision (an exit then sends nothing)
+
+
+_MODELS: dict[tuple, EndCloudModel] = {}
+
+
+def end_cloud_model(pool: Any, member_id: str, *, profile_size: int | None, calibration_samples: int,
+                    input_bytes: int | None, log=None) -> EndCloudModel:
+    """Memoised per pool, member, profile size, calibration size and frame bytes."""
+    key = (str(pool.path), pool.manifest.created, member_id, profile_size, calibration_samples, input_bytes)
+    if key not in _MODELS:
+        if len(_MODELS) >= 4:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = EndCloudModel(pool, member_id, profile_size=profile_size,
+                                     calibration_samples=calibration_samples, input_bytes=input_bytes, log=log)
+    return _MODELS[key]
+
+
+def _link(link: Any) -> S.LinkSpec:
+    trace = tuple((t, mbps * 1e6) for t, mbps in (link.bandwidth_trace.points if link.bandwidth_trace else ()))
+    return S.LinkSpec(rtt_s=link.rtt_ms / 1e3, bandwidth_bps=link.bandwidth_mbps * 1e6, loss=link.loss or 0.0,
+                      bandwidth_trace=trace)
+
+
+def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file: str,
+          log: Callable[[str], None] = print) -> Setup:
+    prefix = f"strategy.options.{name}"
+    names = [d.name for d in scenario.devices]
+    if len(names) < 2:
+        raise ScenarioError(f"{file}: devices: an end–cloud strategy needs an end device and a cloud server "
+                            f"(got {len(names)} device)", file=file)
+    end_name = options.end_device or scenario.master.name
+    if end_name not in names:
+        raise ScenarioError(f"{file}: {prefix}.end_device: no device {end_name!r}; allowed: {', '.join(names)}", file=file)
+    from vip_ray.experiment.strategies.base import Context
+    from vip_ray.experiment.strategies.single import baseline_member
+
+    member = baseline_member(Context(scenario, pool, file=file), options.model, f"{prefix}.model")
+    family = options.speed_family or member.family
+    others = [d for d in scenario.devices if d.name != end_name]
+    if options.cloud_device is not None:
+        if options.cloud_device not in names or options.cloud_device == end_name:
+            raise ScenarioError(f"{file}: {prefix}.cloud_device: {options.cloud_device!r} is not another device; "
+                                f"allowed: {', '.join(d.name for d in others)}", file=file)
+        cloud_name = options.cloud_device
+    else:
+        cloud_name = max(others, key=lambda d: d.speed(family) or 0.0).name
+    end_dev, cloud_dev = scenario.device(end_name), scenario.device(cloud_name)
+    av = cloud_dev.availability
+    cloud_down = av.kind == "crash" and av.at_s == 0.0      # vip-sim compare's failed=N: run locally
+    for d, role in ((end_dev, "end device"), (cloud_dev, "cloud")):
+        if d.availability.kind != "always" and not (d is cloud_dev and cloud_down):
+            raise ScenarioError(f"{file}: devices ({d.name}).availability: the end–cloud pipeline models an always "
+                                f"available {role} (or a cloud crashed from t = 0); got {d.availability.kind!r} "
+                                f"(for vip-sim compare: --stealing none, and --failed counts that crash the "
+                                f"cloud at t = 0 or spare it)", file=file)
+    # the link is the one between the two: the non-master's link in the star
+    link_dev = cloud_dev if cloud_dev.role != "master" else end_dev
+    link = _link(link_dev.link)
+    in_bytes = scenario.workload.input_bytes
+    t0 = time.perf_counter()
+    n_cal = options.calibration_samples or min(400, len(pool.labels) // 2)
+    try:
+        model = end_cloud_model(pool, member.id, profile_size=options.profile_size,
+                                calibration_samples=n_cal, input_bytes=in_bytes, log=log)
+    except ValueError as e:
+        raise ScenarioError(f"{file}: {prefix}: {e}", file=file) from None
+    log(f"[{name}] {member.id}: {model.profile.n} layers, {model.profile.macs / 1e9:.2f} GMACs at "
+        f"{model.profile.input_shape[1]} px ({time.perf_counter() - t0:.1f} s to load and profile)")
+    try:
+        t_end = model.profile.layer_times(end_dev, family=family, model_key=member.model)
+        t_cloud = model.profile.layer_times(cloud_dev, family=family, model_key=member.model)
+    except ValueError as e:
+        raise ScenarioError(f"{file}: {prefix}.speed_family: {e}", file=file) from None
+    times, rates = bandwidth_steps(link)
+    cost = CostModel(model.chain, t_end, t_cloud, rates[0])
+    w = scenario.workload
+    interval = 1.0 / w.rate if w.rate else None
+    return Setup(scenario, pool, model, end_name, cloud_name, link, t_end, t_cloud, cost,
+                 result_bytes=4 * pool.num_classes, deadline_s=w.deadline_ms / 1e3, frame_interval_s=interval,
+                 eps=options.eps, file=file, cloud_down=cloud_down)
+
+
+# ---------------------------------------------------------------------------------------------
+# One replication
+# ---------------------------------------------------------------------------------------------
+
+
+def workload_times(scenario: Any, seed: int) -> np.ndarray:
+    """Arrival times of a seed: the same stream the VP simulator draws for that seed."""
+    w = scenario.workload
+    if w.arrival == "trace":
+        wl = S.WorkloadSpec("trace", times=tuple(w.trace.times_s), n_requests=w.requests, duration_s=w.duration_s,
+                            deadline_s=w.deadline_ms / 1e3)
+    else:
+        wl = S.WorkloadSpec(w.arrival, rate_hz=w.rate, n_requests=w.requests, duration_s=w.duration_s,
+                            deadline_s=w.deadline_ms / 1e3)
+    arr = Arrivals(wl, seed)
+    parts = []
+    while not arr.done:
+        parts.append(arr.take(1 << 16)[1])
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def samples_for(scenario: Any, labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    f = scenario.workload.frames
+    return frame_samples(labels, n, np.random.default_rng([seed, 1]), run_length_mean=f.run_length_mean,
+                         repeat_prob=f.repeat_prob)
+
+
+@dataclass
+class Outputs:
+    """Per-task answers collected during the simulation."""
+
+    pred: np.ndarray
+    topm_hit: np.ndarray
+    partition: list
+
+
+def run_replication(st: Setup, planned: Planned, *, strategy: str, seed: int, replication: int,
+                    topm: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    sc = st.scenario
+    arrivals = workload_times(sc, seed)
+    n = len(arrivals)
+    labels = st.pool.labels
+    pool_rows = st.model.evaluation.index                     # frames come from the evaluation part
+    samples = pool_rows[samples_for(sc, labels[pool_rows], n, seed)]
+    decide, answer, *fed_back = planned.decide_factory(samples)
+    res = simulate_pipeline(planned.plan_for or planned.plan, arrivals, st.link, decide,
+                            result_bytes=st.result_bytes, seed=seed, early_bits=planned.early_bits,
+                            hold=planned.hold, answered=fed_back[0] if fed_back else None)
+    r = res.records
+    out = answer(r, res.plans)
+    label = labels[samples]
+    latency = r["finish_s"] - r["arrival_s"]
+    cloud_used = ~r["early_exit"] & (r["bytes_up"] > 0)
+    responders = pd.Categorical(np.where(cloud_used, f"{st.end_name},{st.cloud_name}", st.end_name),
+                                categories=[st.end_name, f"{st.end_name},{st.cloud_name}"])
+    table = pd.DataFrame({
+        "replication": np.full(n, replication, dtype=np.int32),
+        "seed": np.full(n, seed, dtype=np.int64),
+        "request_id": np.arange(n, dtype=np.int64),
+        "arrival_s": r["arrival_s"],
+        "finish_s": r["finish_s"],
+        "latency_s": latency,
+        "answered": np.ones(n, dtype=bool),
+        "deadline_met": latency <= st.deadline_s + 1e-12,
+        "fallback": np.zeros(n, dtype=bool),
+        "n_responders": (1 + cloud_used).astype(np.int16),
+        "responders": responders,
+        "sample": samples,
+        "label": label,
+        "prediction": out.pred,
+        "correct_top1": out.pred == label,
+        f"correct_top{topm}": out.topm_hit,
+        "bytes_down": r["bytes_down"],
+        "bytes_up": r["bytes_up"],
+        "strategy": strategy,
+        "early_exit": r["early_exit"],
+        "bits": r["bits"].astype(np.int16),
+        "partition": pd.Categorical(out.partition),
+        "t_end_s": r["t_end_s"],
+        "t_tx_s": r["t_tx_s"],
+        "t_cloud_s": r["t_cloud_s"],
+        "wait_end_s": r["end_start_s"] - r["arrival_s"],
+        "wait_tx_s": r["wait_tx_s"],
+        "wait_cloud_s": r["wait_cloud_s"],
+    })
+    devices = device_table(st, planned, res, replication)
+    meta = {"events": res.events, "throughput_per_s": res.throughput(), "span_s": res.span}
+    return table, devices, meta
+
+
+def device_table(st: Setup, planned: Planned, res: PipelineResult, replication: int) -> pd.DataFrame:
+    """One row per stage: the end device, the uplink, the cloud. ``bubble_s`` is the stage's idle
+    time between the first arrival and the last answer (COACH's bubbles, per stage)."""
+    t0, t1 = res.span
+    span = max(t1 - t0, 1e-12)
+    r = res.records
+    n = len(r["arrival_s"])
+    sent = int((r["bytes_up"] > 0).sum())
+    cloud_jobs = int((~r["early_exit"] & (r["bytes_up"] > 0)).sum())
+    plan = planned.plan
+    end_macs = int(sum(layer.macs for layer in st.model.profile.layers if plan.cut.end[layer.index]))
+    cloud_macs = int(st.model.profile.macs - end_macs)
+    member = st.model.member.id
+    rows = []
+    for name, role, busy, jobs, macs, service in (
+            (st.end_name, "end", res.busy_s["end"], n, end_macs, np.nanmean(r["t_end_s"])),
+            (f"{st.end_name}->{st.cloud_name}", "link", res.busy_s["link"], sent, 0,
+             np.nanmean(r["t_tx_s"][r["bytes_up"] > 0]) if sent else 0.0),
+            (st.cloud_name, "cloud", res.busy_s["cloud"], cloud_jobs, cloud_macs,
+             np.nanmean(r["t_cloud_s"][r["t_cloud_s"] > 0]) if cloud_jobs else 0.0)):
+        rows.append({"replication": replication, "device": name, "group": name, "role": role,
+                     "variant": f"{member}[{role}]", "service_ms": 1e3 * float(service),
+                     "macs_per_request": macs, "jobs": jobs, "served": jobs, "busy_s": busy, "available_s": span,
+                     "preempted": 0, "dropped": 0, "crashed": 0, "available_fraction": 1.0,
+                     "utilization": busy / span, "bubble_s": span - busy})
+    return pd.DataFrame(rows)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe copy (numpy scalars and arrays to Python) for summaries."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return str(value)
+    return value
