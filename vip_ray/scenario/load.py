@@ -186,7 +186,8 @@ def _deploys_variants(scenario: Scenario) -> bool:
     """Whether the scenario's strategy places the pool's variants (``Strategy.uses_variants``)."""
     from vip_ray.experiment.strategies import STRATEGIES  # lazily: the registry imports the scenario layer
 
-    return getattr(STRATEGIES.get(scenario.strategy.name), "uses_variants", True)
+    strategy = STRATEGIES.get(scenario.strategy.name)
+    return strategy is None or strategy.uses_variants
 
 
 def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> None:

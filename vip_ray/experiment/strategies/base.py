@@ -67,6 +67,7 @@ class Strategy:
     summary: ClassVar[str] = ""
     Options: ClassVar[type[BaseModel]] = NoOptions
     engines: ClassVar[tuple[str, ...]] = ("sim",)    # scenario engines it runs on
+    uses_variants: ClassVar[bool] = True             # deploys the scenario pool's variants (checked on load)
 
     def __init__(self, options: BaseModel):
         self.options = options
