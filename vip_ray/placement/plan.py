@@ -69,13 +69,17 @@ def service_matrix(scenario: Scenario, variants: Sequence[MemberRecord]) -> np.n
         len(scenario.devices), len(variants))
 
 
+def mbps_at_start(device: Any) -> float:
+    """The bandwidth of the device's link at t = 0 (its trace's first step, if that starts at 0)."""
+    steps = device.link.bandwidth_trace.points if device.link.bandwidth_trace else []
+    return steps[0][1] if steps and steps[0][0] == 0 else device.link.bandwidth_mbps
+
+
 def network_s(device: Any, nbytes: int) -> float:
     """Expected time to move ``nbytes`` to and from ``device`` at t = 0 (RTT + transfer); 0 on the master."""
     if device.role == "master":
         return 0.0
-    steps = device.link.bandwidth_trace.points if device.link.bandwidth_trace else []
-    mbps = steps[0][1] if steps and steps[0][0] == 0 else device.link.bandwidth_mbps  # bandwidth at t=0
-    return device.link.rtt_ms / 1e3 + 8 * nbytes / (mbps * 1e6)
+    return device.link.rtt_ms / 1e3 + 8 * nbytes / (mbps_at_start(device) * 1e6)
 
 
 def plan_placement(scenario: Scenario, pool: Pool, *, variants: Sequence[MemberRecord] | None = None,

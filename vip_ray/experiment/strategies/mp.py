@@ -13,7 +13,7 @@ from vip_ray.experiment.deployment import sim_device, sim_workload
 from vip_ray.experiment.outcome import responder_names
 from vip_ray.experiment.strategies.base import Context, Replication, Strategy, register_strategy
 from vip_ray.experiment.strategies.single import baseline_member
-from vip_ray.placement.plan import reply_top_k, service_matrix
+from vip_ray.placement.plan import mbps_at_start, reply_top_k, service_matrix
 from vip_ray.pool.report import top_m
 from vip_ray.scenario import ScenarioError
 from vip_ray.scenario.load import data_shape, input_bytes
@@ -38,9 +38,7 @@ def _s_per_byte(device) -> float:
     """Serialisation seconds per byte on the device's link at t = 0 (0 for the master)."""
     if device.role == "master":
         return 0.0
-    steps = device.link.bandwidth_trace.points if device.link.bandwidth_trace else []
-    mbps = steps[0][1] if steps and steps[0][0] == 0 else device.link.bandwidth_mbps
-    return 8.0 / (mbps * 1e6)
+    return 8.0 / (mbps_at_start(device) * 1e6)
 
 
 @register_strategy("mp")
