@@ -1,15 +1,14 @@
 """Engine timing + the pool's prediction bank → per-request rows (vectorized, chunk by chunk)."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
-from vip_ray.aggregation import get_aggregator, vp_weights
+from vip_ray.aggregation import AggregationSpec
 from vip_ray.experiment.deployment import Deployment
 from vip_ray.pool.report import top_m
 from vip_ray.sim.result import Outcome, SimResult, finish_times
+from vip_ray.tables import ReplicationStats, device_frame, ranked, request_frame, summarize  # noqa: F401  (re-exported)
 
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
@@ -48,13 +47,8 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
         fb[rows] = True
     answered = use.any(axis=1)
 
-    agg_name = sc.strategy.aggregator
-    agg = get_aggregator(agg_name)
+    agg = aggregation_spec(dep)
     variant = np.where(use, res.variant, 0)
-    rho_all = np.array([v.input_size for v in dep.variants], dtype=np.float64)
-    depth_all = np.array([v.depth_multiplier for v in dep.variants], dtype=np.float64)
-    placed = sorted({s.variant for slots in dep.slots for s in slots})
-    rho_max, depth_min = rho_all[placed].max(), depth_all[placed].min()
     pred = np.full(r, -1, dtype=np.int64)
     hit_m = np.zeros(r, dtype=bool)
     m = min(top_m(c), c)
@@ -62,100 +56,34 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, *, replica
     for a in range(0, r, step):
         b = min(r, a + step)
         p = probs[variant[a:b], samples[a:b, None]]  # (rows, D, C)
-        kwargs: dict[str, Any] = {"responded": use[a:b]}
-        if agg_name == "vp":
-            kwargs.update(k=dep.k, weights=vp_weights(rho_all[variant[a:b]], depth_all[variant[a:b]],
-                                                      sc.strategy.alpha, rho_max=rho_max, depth_min=depth_min))
-        out = agg(p, **kwargs)
+        out = agg(p, variant[a:b], use[a:b])
         ok = answered[a:b]
-        top = np.argsort(-np.nan_to_num(out[ok], nan=-1.0), axis=1, kind="stable")[:, :m]
+        top = ranked(out[ok], m)
         idx = np.flatnonzero(ok) + a
         pred[idx] = top[:, 0]
         hit_m[idx] = (top == labels[samples[idx], None]).any(axis=1)
     label = labels[samples]
     latency = np.where(answered, finish - res.arrival, np.nan)
-    return pd.DataFrame({
-        "replication": np.full(r, replication, dtype=np.int32),
-        "seed": np.full(r, seed, dtype=np.int64),
-        "request_id": res.request_id,
-        "arrival_s": res.arrival,
-        "finish_s": np.where(answered, finish, np.nan),
-        "latency_s": latency,
-        "answered": answered,
-        "deadline_met": answered & (latency <= deadline + 1e-12),
-        "fallback": fb,
-        "n_responders": use.sum(axis=1).astype(np.int16),
-        "responders": _responder_names(use, dep.device_names),
-        "sample": samples,
-        "label": label,
-        "prediction": pred,
-        "correct_top1": answered & (pred == label),
-        f"correct_top{m}": hit_m,
-        "bytes_down": res.bytes_down,
-        "bytes_up": res.bytes_up,
-        "strategy": sc.strategy.name,
-    })
+    return request_frame(
+        replication=replication, seed=seed, request_id=res.request_id, arrival_s=res.arrival,
+        finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
+        deadline_met=answered & (latency <= deadline + 1e-12), fallback=fb, responders=use,
+        device_names=dep.device_names, sample=samples, label=label, prediction=pred,
+        correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=res.bytes_down,
+        bytes_up=res.bytes_up, strategy=sc.strategy.name, engine="sim")
 
 
-def _responder_names(mask: np.ndarray, names: list[str]) -> pd.Categorical:
-    """Comma-joined responder names, built once per distinct responder set."""
-    patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
-    labels = [",".join(n for n, on in zip(names, row) if on) for row in patterns]  # distinct rows, distinct labels
-    return pd.Categorical.from_codes(inverse.ravel(), categories=labels)
+def aggregation_spec(dep: Deployment) -> AggregationSpec:
+    """The master's aggregation over the variants the deployment places at some time."""
+    sc = dep.scenario
+    placed = [s.variant for slots in dep.slots for s in slots if s.placed]
+    return AggregationSpec.build(sc.strategy.aggregator, dep.k, sc.strategy.alpha, dep.variants, placed)
 
 
 def device_table(res: SimResult, dep: Deployment, *, replication: int) -> pd.DataFrame:
-    stats = {k: np.asarray(v) for k, v in res.device_stats.items()}
-    span = max(res.t_end - res.t_start, 1e-12)
-    df = pd.DataFrame({"replication": replication, "device": dep.device_names,
-                       "group": [dv.group for dv in dep.scenario.devices],
-                       "role": [dv.role for dv in dep.scenario.devices],
-                       "variant": [dep.variants[s[0].variant].id if np.isfinite(s[0].service_s) else None
-                                   for s in dep.slots],
-                       "service_ms": [1e3 * s[0].service_s for s in dep.slots], **stats})
-    df["available_fraction"] = df["available_s"] / span
-    df["utilization"] = df["busy_s"] / span
-    return df
-
-
-class ReplicationStats:
-    """Run-level figures of one replication, accumulated chunk by chunk (memory: 4 bytes per
-    answered request, for the latency quantiles)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.n = 0
-        self.latencies: list[np.ndarray] = []
-
-    def add(self, chunk: pd.DataFrame) -> None:
-        topm = next(c for c in chunk.columns if c.startswith("correct_top") and c != "correct_top1")
-        self.topm = topm[len("correct_"):]
-        self.n += len(chunk)
-        for key, values in (("answered", chunk["answered"]), ("deadline_met", chunk["deadline_met"]),
-                            ("accuracy_top1", chunk["correct_top1"]), (f"accuracy_{self.topm}", chunk[topm]),
-                            ("responders_mean", chunk["n_responders"]),
-                            ("bytes_per_request", chunk["bytes_up"] + chunk["bytes_down"])):
-            self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
-        lat = chunk["latency_s"].to_numpy()
-        self.latencies.append(lat[~np.isnan(lat)].astype(np.float32))
-
-    def figures(self) -> dict[str, float]:
-        lat = np.concatenate(self.latencies) if self.latencies else np.zeros(0, np.float32)
-        out = {"requests": float(self.n), **{k: v / max(self.n, 1) for k, v in self.sums.items()}}
-        nan = float("nan")
-        out.update(latency_p50_s=float(np.quantile(lat, 0.5)) if len(lat) else nan,
-                   latency_p99_s=float(np.quantile(lat, 0.99)) if len(lat) else nan,
-                   latency_mean_s=float(lat.mean(dtype=np.float64)) if len(lat) else nan)
-        return out
-
-
-def summarize(replications: list[dict[str, float]], deadline_s: float) -> dict[str, Any]:
-    """Run-level figures per replication, their mean and a 95 % confidence half-width
-    (normal approximation over replications) where there are several."""
-    out: dict[str, Any] = {"replications": len(replications), "deadline_s": deadline_s, "metrics": {}}
-    for col in replications[0]:
-        vals = np.array([r[col] for r in replications], dtype=float)
-        half = float(1.96 * np.nanstd(vals, ddof=1) / np.sqrt(len(vals))) if len(vals) > 1 else None
-        out["metrics"][col] = {"mean": float(np.nanmean(vals)), "ci95": half,
-                               "per_replication": [float(v) for v in vals]}
-    return out
+    return device_frame(
+        replication=replication, names=dep.device_names, groups=[dv.group for dv in dep.scenario.devices],
+        roles=[dv.role for dv in dep.scenario.devices],
+        variants=[dep.variants[s[0].variant].id if np.isfinite(s[0].service_s) else None for s in dep.slots],
+        service_ms=[1e3 * s[0].service_s for s in dep.slots], stats=res.device_stats,
+        span_s=res.t_end - res.t_start)

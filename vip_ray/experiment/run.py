@@ -18,13 +18,14 @@ import yaml
 
 from vip_ray.aggregation import softmax
 from vip_ray.experiment.deployment import build_deployment
-from vip_ray.experiment.outcome import ReplicationStats, device_table, request_table, summarize
+from vip_ray.experiment.outcome import device_table, request_table
 from vip_ray.placement import PlacementError, get_placement
 from vip_ray.pool import Pool, pools_root
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool, selected_variants
 from vip_ray.scenario.schema import CrashAvailability
 from vip_ray.sim.engine import run_chunks
+from vip_ray.tables import ReplicationStats, requests_arrow, sample_rng, summarize
 
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
@@ -92,14 +93,14 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
             dep = build_deployment(scenario, pool, seed=seed)
             meta["placement"][rep] = {dv: [dep.variants[s.variant].id if np.isfinite(s.service_s) else None, s.start_s]
                                       for dv, slots in zip(dep.device_names, dep.slots) for s in slots[:1]}
-            sample_rng = np.random.default_rng([seed, 1])  # which test sample each request carries
+            samples = sample_rng(seed)  # which test sample each request carries
             totals = None
             t_start = t_end = 0.0
             stats = ReplicationStats()
             for i, chunk in enumerate(run_chunks(dep.spec, engine, chunk_requests=chunk_requests)):
-                rows = request_table(chunk, dep, probs, replication=rep, seed=seed, sample_rng=sample_rng)
+                rows = request_table(chunk, dep, probs, replication=rep, seed=seed, sample_rng=samples)
                 stats.add(rows)
-                table = _arrow(rows)
+                table = requests_arrow(rows)
                 if writer is None:
                     writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
                 writer.write_table(table.cast(writer.schema))
@@ -124,16 +125,6 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
                     "placement": meta["placement"], "events": meta["events"],
                     "engine_wall_s": round(meta["engine_wall_s"], 3)})
     return summary
-
-
-def _arrow(rows: pd.DataFrame) -> pa.Table:
-    """The chunk as Arrow, with ``responders`` as dictionary<int32, string> so every chunk
-    and replication shares one schema whatever the number of distinct responder sets."""
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    cat = rows["responders"]
-    col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
-                                         pa.array([str(c) for c in cat.cat.categories], pa.string()))
-    return table.set_column(table.schema.get_field_index("responders"), "responders", col)
 
 
 def bank_probs_for(scenario: Scenario, pool: Pool) -> np.ndarray:
