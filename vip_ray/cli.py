@@ -4,6 +4,7 @@
     vip-sim pools show NAME [NAME ...]  variants, pool report, plots (--json for machines)
     vip-sim pools default               build the default pool on first use, then show it
     vip-sim run FILE [--out DIR] [--set key=value ...]           simulate a scenario
+    vip-sim run FILE --engine serve [--address ADDR] [--out DIR]  run it live on Ray Serve
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
 """
 from __future__ import annotations
@@ -31,14 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--plots", default=None, help="plot folder (default results/reports/<pool>)")
     dflt = psub.add_parser("default", help="build the default pool on first use (cached), then show it")
     dflt.add_argument("--root", default=None)
-    for name, help_ in (("run", "simulate a scenario (default pool built on first use)"),
+    for name, help_ in (("run", "simulate a scenario, or run it live on Ray Serve (--engine serve)"),
                         ("sweep", "run a grid of scenario variations into one tidy table")):
         r = sub.add_parser(name, help=help_)
         r.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
-        r.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine")
+        r.add_argument("--engine", choices=["sim", "fast", "reference", "serve"], default=None,
+                       help="serve: live on Ray Serve; sim (the scenario's sim_engine), fast or reference: the "
+                            "SimPy simulator (default: the scenario's engine)")
+        r.add_argument("--address", default=None, help="--engine serve: Ray cluster to join (auto, host:6379, "
+                                                        "ray://host:10001); default: start a local one")
+        r.add_argument("--http-port", type=int, default=0, help="--engine serve: HTTP port (default: a free one)")
+        r.add_argument("--devices-per-replica", type=int, default=16,
+                       help="--engine serve: emulated devices per device-group replica (default 16)")
+        r.add_argument("--failures", choices=["kill", "in_place"], default="kill",
+                       help="--engine serve: a crash / MTBF failure kills the device's replica (Serve restarts "
+                            "it; default) or happens in place (the simulator's timeline exactly)")
         if name == "run":
             r.add_argument("--failed-devices", type=int, default=None, metavar="N",
                            help="crash the N most capable workers at t=0")
@@ -86,14 +97,27 @@ def _list(args, console: Console) -> int:
     return 0
 
 
-def _progress(console: Console):
-    """A rich progress bar factory for long runs (requests simulated)."""
+def _serve_options(args):
+    """The Serve engine's options from the command line (``None`` unless they matter)."""
+    from vip_ray.serve.config import ServeOptions
+
+    try:
+        return ServeOptions(address=args.address, http_port=args.http_port,
+                            devices_per_replica=args.devices_per_replica, failures=args.failures)
+    except ValueError as e:
+        from vip_ray.experiment.run import RunError
+
+        raise RunError(f"serve options: {e}") from None
+
+
+def _progress(console: Console, what: str = "simulating"):
+    """A rich progress bar factory for long runs (requests simulated or emulated)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bars = []
 
     def factory(total):
-        prog = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True)
         prog.start()
         task = prog.add_task("requests", total=total)
@@ -134,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from vip_ray.placement import PlacementError
     from vip_ray.pool import PoolError
     from vip_ray.scenario import ScenarioError
+    from vip_ray.serve.config import DeployError
     from vip_ray.tune.config import ConfigCompositionError
     from vip_ray.tune.plan import ConfigError
     from vip_ray.tune.runner import TrainingError
@@ -151,21 +176,22 @@ def main(argv: list[str] | None = None) -> int:
                 args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
                 return _show(args, console)
         if args.command in ("run", "sweep"):
-            factory, stop = _progress(console)
+            factory, stop = _progress(console, "emulating" if args.engine == "serve" else "simulating")
             try:
+                serve_options = _serve_options(args)
                 if args.command == "run":
                     from vip_ray.experiment.run import run_scenario
 
                     out = run_scenario(args.file, overrides=args.overrides, out=args.out, engine=args.engine,
                                        failed_devices=args.failed_devices, log=console.print,
-                                       progress_factory=factory)
+                                       progress_factory=factory, serve_options=serve_options)
                     stop()
                     _print_summary(out, console)
                 else:
                     from vip_ray.experiment.sweep import run_sweep
 
                     out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
-                                    log=console.print, progress_factory=factory)
+                                    log=console.print, progress_factory=factory, serve_options=serve_options)
                     stop()
                     import pandas as pd
 
@@ -178,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop()
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
-            TrainingError) as e:
+            TrainingError, DeployError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}")
         return 2
     return 1

@@ -1,6 +1,7 @@
 """``vip-sim run``: one scenario, all its replications, into one run directory (written atomically)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -143,19 +144,22 @@ def expected_requests(scenario: Scenario) -> int | None:
 
 def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
                  engine: str | None = None, failed_devices: int | None = None, plots: bool = True,
-                 log: Callable[[str], None] = print, progress_factory=None) -> Path:
-    """Load, validate and simulate a scenario; write ``requests.parquet``, ``devices.parquet``,
-    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it."""
+                 log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
+    """Load, validate and run a scenario; write ``requests.parquet``, ``devices.parquet``,
+    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it.
+
+    ``engine``: ``serve`` (live on Ray Serve, options ``serve_options``: a
+    :class:`vip_ray.serve.ServeOptions`), ``sim`` (the scenario's ``sim_engine``) or a simulator
+    engine name (``fast``, ``reference``); default: the scenario's ``engine``."""
     scenario = load_scenario(path, overrides)
-    if scenario.engine == "serve":
-        raise ScenarioError(f"{path}: engine: 'serve' is not available yet (issue 4); allowed now: sim")
+    live = engine == "serve" or (engine is None and scenario.engine == "serve")
     try:  # before any pool is opened or trained
         get_placement(scenario.placement.policy)
     except PlacementError as e:
         raise ScenarioError(f"{path}: placement.policy: {e}") from None
     if failed_devices is not None:
         scenario = fail_devices(scenario, failed_devices)
-    engine = engine or scenario.sim_engine
+    engine = "serve" if live else (scenario.sim_engine if engine in (None, "sim") else engine)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
     if out_dir.exists():
@@ -169,7 +173,13 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     try:
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
-        summary = simulate(scenario, pool, tmp, engine=engine, progress=progress)
+        if live:
+            from vip_ray.serve import ServeOptions, run_serve
+
+            serve_options = serve_options or ServeOptions()
+            summary = run_serve(scenario, pool, tmp, options=serve_options, progress=progress, log=log)
+        else:
+            summary = simulate(scenario, pool, tmp, engine=engine, progress=progress)
         summary["wall_s"] = round(time.time() - t0, 3)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         config = {"scenario": scenario.resolved(), "source": str(path), "overrides": list(overrides),
@@ -177,7 +187,10 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
                   "seeds": [scenario.seeds.base + r for r in range(scenario.seeds.replications)],
                   "pool": {"name": pool.name, "path": str(pool.path), "fingerprint": pool.manifest.data.get("fingerprint"),
                            "created": pool.manifest.created},
-                  "versions": _versions(), "argv": sys.argv}
+                  "versions": {**_versions(), **(summary["serve"]["versions"] if live else {})}, "argv": sys.argv}
+        if live:
+            config["serve"] = {**json.loads(json.dumps(dataclasses.asdict(serve_options))), "app": summary["serve"]["app"],
+                               "groups": summary["serve"]["groups"]}
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         if plots:
             from vip_ray.experiment.plots import run_plots
