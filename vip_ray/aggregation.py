@@ -196,3 +196,38 @@ def get_aggregator(name: str) -> Callable[..., np.ndarray]:
         return AGGREGATORS[name].fn
     except KeyError:
         raise KeyError(f"unknown aggregator {name!r}; allowed: {', '.join(sorted(AGGREGATORS))}") from None
+
+
+@dataclass(frozen=True)
+class AggregationSpec:
+    """How the master of a deployment aggregates replies: the rule, the reply top-k and, for VP,
+    the eq. 1 weights of every pool variant with the deployment's max ρ and min d. Plain data
+    (it travels to the Serve ingress); the simulator's tables and the ingress call it alike."""
+
+    name: str
+    k: int | None
+    alpha: float
+    rho: tuple[float, ...]          # per selected pool variant
+    depth: tuple[float, ...]
+    rho_max: float
+    depth_min: float
+
+    @classmethod
+    def build(cls, name: str, k: int | None, alpha: float, variants: Sequence, placed: Sequence[int]) -> "AggregationSpec":
+        """``variants``: pool member records (``input_size``, ``depth_multiplier``); ``placed``: the
+        indices of those that some device runs at some time (all of them if none is placed)."""
+        get_aggregator(name)  # an unknown rule fails here, naming the allowed ones
+        rho = tuple(float(v.input_size) for v in variants)
+        depth = tuple(float(v.depth_multiplier) for v in variants)
+        idx = sorted(set(placed)) or list(range(len(variants)))
+        return cls(name, k, float(alpha), rho, depth, max(rho[i] for i in idx), min(depth[i] for i in idx))
+
+    def __call__(self, probs: np.ndarray, variant: np.ndarray, responded: np.ndarray) -> np.ndarray:
+        """(B, C) aggregate of ``probs`` (B, D, C) from the devices in ``responded`` (B, D), device
+        ``d`` of request ``b`` having run pool variant ``variant[b, d]``; NaN rows: nobody answered."""
+        kwargs: dict = {"responded": responded}
+        if self.name == "vp":
+            v = np.where(responded, variant, 0)
+            kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.depth)[v], self.alpha,
+                                                       rho_max=self.rho_max, depth_min=self.depth_min))
+        return get_aggregator(self.name)(probs, **kwargs)

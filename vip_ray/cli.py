@@ -4,6 +4,8 @@
     vip-sim pools show NAME [NAME ...]  variants, pool report, plots (--json for machines)
     vip-sim pools default               build the default pool on first use, then show it
     vip-sim run FILE [--out DIR] [--set key=value ...]           simulate a scenario
+    vip-sim run FILE --engine serve [--address ADDR] [--out DIR]  run it live on Ray Serve
+    vip-sim serve FILE [--address ADDR] [--http-port P] [--for S]  keep it up for HTTP clients
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
     vip-sim compare FILE --strategies single,mp,cp,vp,vip [--failed 0..4] [--out DIR]
                                         strategies side by side under failures and cycle stealing
@@ -34,14 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--plots", default=None, help="plot folder (default results/reports/<pool>)")
     dflt = psub.add_parser("default", help="build the default pool on first use (cached), then show it")
     dflt.add_argument("--root", default=None)
-    for name, help_ in (("run", "simulate a scenario (default pool built on first use)"),
+    for name, help_ in (("run", "simulate a scenario, or run it live on Ray Serve (--engine serve)"),
                         ("sweep", "run a grid of scenario variations into one tidy table")):
         r = sub.add_parser(name, help=help_)
         r.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
-        r.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine")
+        r.add_argument("--engine", choices=["sim", "fast", "reference", "serve"], default=None,
+                       help="serve: live on Ray Serve; sim (the scenario's sim_engine), fast or reference: the "
+                            "SimPy simulator (default: the scenario's engine)")
+        _serve_arguments(r, "--engine serve: ")
         if name == "run":
             r.add_argument("--failed-devices", type=int, default=None, metavar="N",
                            help="crash the N most capable workers at t=0")
@@ -62,7 +67,25 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a scenario key (repeatable)")
     cmp.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine (fan-out)")
     sub.add_parser("strategies", help="list the registered strategies")
+    live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
+    live.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
+    live.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a scenario key (repeatable)")
+    live.add_argument("--for", dest="duration", type=float, default=None, metavar="SECONDS",
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    _serve_arguments(live, "")
     return p
+
+
+def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
+    parser.add_argument("--address", default=None, help=f"{when}Ray cluster to join (auto, host:6379, "
+                                                        "ray://host:10001); default: start a local one")
+    parser.add_argument("--http-port", type=int, default=0, help=f"{when}HTTP port (default: a free one)")
+    parser.add_argument("--devices-per-replica", type=int, default=16,
+                        help=f"{when}emulated devices per device-group replica (default 16)")
+    parser.add_argument("--failures", choices=["kill", "in_place"], default="kill",
+                        help=f"{when}a crash / MTBF failure kills the device's replica (Serve restarts it; "
+                             "default) or happens in place (the simulator's timeline exactly)")
 
 
 def _counts(text: str | None) -> list[int] | None:
@@ -165,14 +188,27 @@ def _list(args, console: Console) -> int:
     return 0
 
 
-def _progress(console: Console):
-    """A rich progress bar factory for long runs (requests simulated)."""
+def _serve_options(args):
+    """The Serve engine's options from the command line (``None`` unless they matter)."""
+    from vip_ray.serve.config import ServeOptions
+
+    try:
+        return ServeOptions(address=args.address, http_port=args.http_port,
+                            devices_per_replica=args.devices_per_replica, failures=args.failures)
+    except ValueError as e:
+        from vip_ray.experiment.run import RunError
+
+        raise RunError(f"serve options: {e}") from None
+
+
+def _progress(console: Console, what: str = "simulating"):
+    """A rich progress bar factory for long runs (requests simulated or emulated)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bars = []
 
     def factory(total):
-        prog = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True)
         prog.start()
         task = prog.add_task("requests", total=total)
@@ -213,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from vip_ray.placement import PlacementError
     from vip_ray.pool import PoolError
     from vip_ray.scenario import ScenarioError
+    from vip_ray.serve.config import DeployError
     from vip_ray.tune.config import ConfigCompositionError
     from vip_ray.tune.plan import ConfigError
     from vip_ray.tune.runner import TrainingError
@@ -233,22 +270,30 @@ def main(argv: list[str] | None = None) -> int:
             return _compare(args, console)
         if args.command == "strategies":
             return _strategies(console)
+        if args.command == "serve":
+            from vip_ray.experiment.run import serve_scenario
+
+            health = serve_scenario(args.file, overrides=args.overrides, options=_serve_options(args),
+                                    duration_s=args.duration, log=console.print)
+            console.print(f"stopped; last health: {health['available']} of {len(health['devices'])} devices available")
+            return 0
         if args.command in ("run", "sweep"):
-            factory, stop = _progress(console)
+            factory, stop = _progress(console, "emulating" if args.engine == "serve" else "simulating")
             try:
+                serve_options = _serve_options(args)
                 if args.command == "run":
                     from vip_ray.experiment.run import run_scenario
 
                     out = run_scenario(args.file, overrides=args.overrides, out=args.out, engine=args.engine,
                                        failed_devices=args.failed_devices, log=console.print,
-                                       progress_factory=factory)
+                                       progress_factory=factory, serve_options=serve_options)
                     stop()
                     _print_summary(out, console)
                 else:
                     from vip_ray.experiment.sweep import run_sweep
 
                     out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
-                                    log=console.print, progress_factory=factory)
+                                    log=console.print, progress_factory=factory, serve_options=serve_options)
                     stop()
                     import pandas as pd
 
@@ -261,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop()
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
-            TrainingError) as e:
+            TrainingError, DeployError) as e:
         Console(stderr=True).print(f"[bold red]error:[/] {e}")
         return 2
     return 1

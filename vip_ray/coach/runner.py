@@ -255,6 +255,7 @@ def run_replication(st: Setup, planned: Planned, *, strategy: str, seed: int, re
         "bytes_down": r["bytes_down"],
         "bytes_up": r["bytes_up"],
         "strategy": strategy,
+        "engine": "sim",
         "early_exit": r["early_exit"],
         "bits": r["bits"].astype(np.int16),
         "partition": pd.Categorical(out.partition),

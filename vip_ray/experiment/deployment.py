@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from vip_ray.netmodel import link_params
 from vip_ray.placement.plan import PlacementPlan, device_slots, plan_placement
 from vip_ray.pool import MemberRecord, Pool
 from vip_ray.scenario import Scenario
 from vip_ray.sim import spec as S
+from vip_ray.streams import availability_params
 
 
 @dataclass
@@ -32,23 +34,11 @@ class Deployment:
 
 
 def sim_availability(av: Any) -> S.Availability:
-    kind = av.kind
-    if kind == "onoff":
-        return S.Availability("onoff", busy_mean_s=av.busy_mean_s, free_mean_s=av.free_mean_s,
-                              distribution=av.distribution, weibull_shape=av.weibull_shape or 1.0, mode=av.mode)
-    if kind == "trace":
-        return S.Availability("trace", intervals=tuple(tuple(iv) for iv in av.intervals), mode=av.mode)
-    if kind == "crash":
-        return S.Availability("crash", crash_at_s=av.at_s)
-    if kind == "mtbf":
-        return S.Availability("mtbf", mtbf_s=av.mtbf_s, mttr_s=av.mttr_s)
-    return S.Availability("always")
+    return S.Availability(**availability_params(av))
 
 
 def sim_link(link: Any) -> S.LinkSpec:
-    trace = tuple((t, mbps * 1e6) for t, mbps in (link.bandwidth_trace.points if link.bandwidth_trace else ()))
-    return S.LinkSpec(rtt_s=link.rtt_ms / 1e3, bandwidth_bps=link.bandwidth_mbps * 1e6, loss=link.loss or 0.0,
-                      bandwidth_trace=trace)
+    return S.LinkSpec(**link_params(link))
 
 
 def sim_device(d: Any, slots: tuple, reply_bytes: int) -> S.DeviceSpec:

@@ -1,7 +1,7 @@
 """Engine timing + the pool's prediction bank → per-request rows (vectorized, chunk by chunk)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -9,6 +9,7 @@ import pandas as pd
 from vip_ray.experiment.deployment import Deployment
 from vip_ray.pool.report import top_m
 from vip_ray.sim.result import Outcome, SimResult, finish_times
+from vip_ray.tables import ReplicationStats, device_frame, ranked, request_frame, summarize  # noqa: F401  (re-exported)
 
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
@@ -63,7 +64,7 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, combine: C
         out = combine(probs[variant[a:b], samples[a:b, None]], use[a:b], variant[a:b])  # (rows, C)
         answered[a:b] &= ~np.isnan(out).all(axis=1)
         ok = answered[a:b]
-        top = np.argsort(-np.nan_to_num(out[ok], nan=-1.0), axis=1, kind="stable")[:, :m]
+        top = ranked(out[ok], m)
         idx = np.flatnonzero(ok) + a
         pred[idx] = top[:, 0]
         hit_m[idx] = (top == labels[samples[idx], None]).any(axis=1)
@@ -71,91 +72,21 @@ def request_table(res: SimResult, dep: Deployment, probs: np.ndarray, combine: C
     fb &= answered
     label = labels[samples]
     latency = np.where(answered, finish - res.arrival, np.nan)
-    return pd.DataFrame({
-        "replication": np.full(r, replication, dtype=np.int32),
-        "seed": np.full(r, seed, dtype=np.int64),
-        "request_id": res.request_id,
-        "arrival_s": res.arrival,
-        "finish_s": np.where(answered, finish, np.nan),
-        "latency_s": latency,
-        "answered": answered,
-        "deadline_met": answered & (latency <= deadline + 1e-12),
-        "fallback": fb,
-        "n_responders": use.sum(axis=1).astype(np.int16),
-        "responders": responder_names(use, dep.device_names),
-        "sample": samples,
-        "label": label,
-        "prediction": pred,
-        "correct_top1": answered & (pred == label),
-        f"correct_top{m}": hit_m,
-        "bytes_down": res.bytes_down,
-        "bytes_up": res.bytes_up,
-        "strategy": strategy,
-    })
-
-
-def responder_names(mask: np.ndarray, names: list[str]) -> pd.Categorical:
-    """Comma-joined responder names, built once per distinct responder set."""
-    patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
-    labels = [",".join(n for n, on in zip(names, row) if on) for row in patterns]  # distinct rows, distinct labels
-    return pd.Categorical.from_codes(inverse.ravel(), categories=labels)
+    return request_frame(
+        replication=replication, seed=seed, request_id=res.request_id, arrival_s=res.arrival,
+        finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
+        deadline_met=answered & (latency <= deadline + 1e-12), fallback=fb, responders=use,
+        device_names=dep.device_names, sample=samples, label=label, prediction=pred,
+        correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=res.bytes_down,
+        bytes_up=res.bytes_up, strategy=strategy, engine="sim")
 
 
 def device_table(res: SimResult, dep: Deployment, *, replication: int) -> pd.DataFrame:
-    stats = {k: np.asarray(v) for k, v in res.device_stats.items()}
-    span = max(res.t_end - res.t_start, 1e-12)
-    df = pd.DataFrame({"replication": replication, "device": dep.device_names,
-                       "group": [dv.group for dv in dep.scenario.devices],
-                       "role": [dv.role for dv in dep.scenario.devices],
-                       "variant": [dep.variants[s[0].variant].id if np.isfinite(s[0].service_s) else None
-                                   for s in dep.slots],
-                       "service_ms": [1e3 * s[0].service_s for s in dep.slots],
-                       "macs_per_request": [dep.variants[s[0].variant].macs if np.isfinite(s[0].service_s) else 0
-                                            for s in dep.slots], **stats})
-    df["available_fraction"] = df["available_s"] / span
-    df["utilization"] = df["busy_s"] / span
-    return df
-
-
-class ReplicationStats:
-    """Run-level figures of one replication, accumulated chunk by chunk (memory: 4 bytes per
-    answered request, for the latency quantiles)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.n = 0
-        self.latencies: list[np.ndarray] = []
-
-    def add(self, chunk: pd.DataFrame) -> None:
-        topm = next(c for c in chunk.columns if c.startswith("correct_top") and c != "correct_top1")
-        self.topm = topm[len("correct_"):]
-        self.n += len(chunk)
-        for key, values in (("answered", chunk["answered"]), ("deadline_met", chunk["deadline_met"]),
-                            ("accuracy_top1", chunk["correct_top1"]), (f"accuracy_{self.topm}", chunk[topm]),
-                            ("responders_mean", chunk["n_responders"]),
-                            ("bytes_per_request", chunk["bytes_up"] + chunk["bytes_down"])):
-            self.sums[key] = self.sums.get(key, 0.0) + float(values.sum())
-        lat = chunk["latency_s"].to_numpy()
-        self.latencies.append(lat[~np.isnan(lat)].astype(np.float32))
-
-    def figures(self) -> dict[str, float]:
-        lat = np.concatenate(self.latencies) if self.latencies else np.zeros(0, np.float32)
-        out = {"requests": float(self.n), **{k: v / max(self.n, 1) for k, v in self.sums.items()}}
-        nan = float("nan")
-        out.update(latency_p50_s=float(np.quantile(lat, 0.5)) if len(lat) else nan,
-                   latency_p99_s=float(np.quantile(lat, 0.99)) if len(lat) else nan,
-                   latency_mean_s=float(lat.mean(dtype=np.float64)) if len(lat) else nan)
-        return out
-
-
-def summarize(replications: list[dict[str, float]], deadline_s: float) -> dict[str, Any]:
-    """Run-level figures per replication, their mean and a 95 % confidence half-width
-    (normal approximation over replications) where there are several."""
-    out: dict[str, Any] = {"replications": len(replications), "deadline_s": deadline_s, "metrics": {}}
-    for col in replications[0]:
-        vals = np.array([r[col] for r in replications], dtype=float)
-        ok = vals[~np.isnan(vals)]  # latency is NaN in a replication that answered nothing
-        half = float(1.96 * ok.std(ddof=1) / np.sqrt(len(ok))) if len(ok) > 1 else None
-        out["metrics"][col] = {"mean": float(ok.mean()) if len(ok) else float("nan"), "ci95": half,
-                               "per_replication": [float(v) for v in vals]}
-    return out
+    placed = [np.isfinite(s[0].service_s) for s in dep.slots]
+    return device_frame(
+        replication=replication, names=dep.device_names, groups=[dv.group for dv in dep.scenario.devices],
+        roles=[dv.role for dv in dep.scenario.devices],
+        variants=[dep.variants[s[0].variant].id if on else None for s, on in zip(dep.slots, placed)],
+        service_ms=[1e3 * s[0].service_s for s in dep.slots],
+        macs_per_request=[dep.variants[s[0].variant].macs if on else 0 for s, on in zip(dep.slots, placed)],
+        stats=res.device_stats, span_s=res.t_end - res.t_start)

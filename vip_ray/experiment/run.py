@@ -1,6 +1,7 @@
 """``vip-sim run``: one scenario, all its replications, into one run directory (written atomically)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -16,13 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from vip_ray.experiment.outcome import ReplicationStats, summarize
 from vip_ray.experiment.strategies import Context, Strategy, get_strategy
 from vip_ray.placement import PlacementError, get_placement
 from vip_ray.pool import Pool, pools_root
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
+from vip_ray.tables import ReplicationStats, requests_arrow, summarize
 
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
@@ -96,7 +97,7 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
             stats = ReplicationStats()
             for rows in out:
                 stats.add(rows)
-                table = _arrow(rows)
+                table = requests_arrow(rows)
                 if writer is None:
                     writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
                 writer.write_table(table.cast(writer.schema))
@@ -121,14 +122,77 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
     return summary
 
 
-def _arrow(rows: pd.DataFrame) -> pa.Table:
-    """The chunk as Arrow, with ``responders`` as dictionary<int32, string> so every chunk
-    and replication shares one schema whatever the number of distinct responder sets."""
-    table = pa.Table.from_pandas(rows, preserve_index=False)
-    cat = rows["responders"]
-    col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
-                                         pa.array([str(c) for c in cat.cat.categories], pa.string()))
-    return table.set_column(table.schema.get_field_index("responders"), "responders", col)
+
+
+def serve_run(scenario: Scenario, pool: Pool, out_dir: Path, *, strategy: Strategy, file: str, options,
+              progress=None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The strategy's placement live on Ray Serve (:mod:`vip_ray.serve`), into ``out_dir``."""
+    from vip_ray.serve import run_serve
+
+    ctx = Context(scenario, pool, file=file, log=log)
+    strategy.prepare(ctx)
+    return run_serve(scenario, pool, out_dir, options=options, plan=strategy.plan(ctx), progress=progress, log=log)
+
+
+def checked_strategy(scenario: Scenario, file: str, *, live: bool) -> Strategy:
+    """The scenario's strategy, its options validated, refused up front (before any pool is opened
+    or trained) when the engine cannot run it or the placement policy is unknown."""
+    strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
+    if live and "serve" not in strategy.engines:
+        from vip_ray.experiment.strategies import STRATEGIES
+
+        allowed = ", ".join(n for n, c in sorted(STRATEGIES.items()) if "serve" in c.engines)
+        raise ScenarioError(f"{file}: strategy.name: {scenario.strategy.name!r} runs on the simulator only; "
+                            f"strategies the Serve engine runs: {allowed}", file=file)
+    try:
+        get_placement(scenario.placement.policy)
+    except PlacementError as e:
+        raise ScenarioError(f"{file}: placement.policy: {e}") from None
+    return strategy
+
+
+def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,
+                   log: Callable[[str], None] = print, on_ready: Callable[[Any], None] | None = None) -> dict:
+    """``vip-sim serve``: keep a scenario's emulation up on Ray Serve, answering HTTP
+    (``POST /predict``, ``GET /health``), until Ctrl-C or ``duration_s`` seconds; no workload is
+    replayed. ``on_ready(emulation)`` is called once it runs. Returns the last health report."""
+    import signal
+    import threading
+
+    from vip_ray.serve import ServeOptions
+    from vip_ray.serve.app import ServeEmulation
+    from vip_ray.serve.config import build_config
+    from vip_ray.serve.engine import bank_inputs, pool_weights
+
+    scenario = load_scenario(path, overrides)
+    strategy = checked_strategy(scenario, str(path), live=True)
+    pool = open_pool(scenario, log)
+    check_pool(scenario, pool, file=str(path))
+    ctx = Context(scenario, pool, file=str(path), log=log)
+    strategy.prepare(ctx)
+    images = bank_inputs(pool)
+    cfg = build_config(scenario, pool, input_shape=images.shape[1:], options=options or ServeOptions(),
+                       plan=strategy.plan(ctx))
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C ends the wait, then the app goes down
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        with ServeEmulation(cfg, pool_weights(pool, cfg), log=log) as emu:
+            c, h, w = cfg.input_shape
+            log(f"[vip_ray] Serve app {cfg.app!r} is up: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
+                f"device-group replica(s), strategy {scenario.strategy.name}\n"
+                f"  POST {emu.http_url}/predict   (PNG / JPEG, or a .npy uint8 array of shape ({c}, {h}, {w}))\n"
+                f"  GET  {emu.http_url}/health"
+                + (f"\n  dashboard http://{emu.dashboard_url}" if emu.dashboard_url else "")
+                + ("" if duration_s else "\n  Ctrl-C stops it"))
+            if on_ready:
+                on_ready(emu)
+            stop.wait(duration_s)
+            return emu.health()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def expected_requests(scenario: Scenario) -> int | None:
@@ -141,20 +205,19 @@ def expected_requests(scenario: Scenario) -> int | None:
 
 def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
                  engine: str | None = None, failed_devices: int | None = None, plots: bool = True,
-                 log: Callable[[str], None] = print, progress_factory=None) -> Path:
-    """Load, validate and simulate a scenario; write ``requests.parquet``, ``devices.parquet``,
-    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it."""
+                 log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
+    """Load, validate and run a scenario; write ``requests.parquet``, ``devices.parquet``,
+    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it.
+
+    ``engine``: ``serve`` (live on Ray Serve, options ``serve_options``: a
+    :class:`vip_ray.serve.ServeOptions`), ``sim`` (the scenario's ``sim_engine``) or a simulator
+    engine name (``fast``, ``reference``); default: the scenario's ``engine``."""
     scenario = load_scenario(path, overrides)
-    strategy = get_strategy(scenario.strategy.name, file=str(path)).from_scenario(scenario, str(path))
-    if scenario.engine == "serve":
-        raise ScenarioError(f"{path}: engine: 'serve' is not available yet (issue 4); allowed now: sim")
-    try:  # before any pool is opened or trained
-        get_placement(scenario.placement.policy)
-    except PlacementError as e:
-        raise ScenarioError(f"{path}: placement.policy: {e}") from None
+    live = engine == "serve" or (engine is None and scenario.engine == "serve")
+    strategy = checked_strategy(scenario, str(path), live=live)
     if failed_devices is not None:
         scenario = fail_devices(scenario, failed_devices)
-    engine = engine or scenario.sim_engine
+    engine = "serve" if live else (scenario.sim_engine if engine in (None, "sim") else engine)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
     if out_dir.exists():
@@ -168,8 +231,15 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     try:
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
-        summary = simulate(scenario, pool, tmp, engine=engine, progress=progress, strategy=strategy, file=str(path),
-                           log=log)
+        if live:
+            from vip_ray.serve import ServeOptions
+
+            serve_options = serve_options or ServeOptions()
+            summary = serve_run(scenario, pool, tmp, strategy=strategy, file=str(path), options=serve_options,
+                                progress=progress, log=log)
+        else:
+            summary = simulate(scenario, pool, tmp, engine=engine, progress=progress, strategy=strategy,
+                               file=str(path), log=log)
         summary["wall_s"] = round(time.time() - t0, 3)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         config = {"scenario": scenario.resolved(), "source": str(path), "overrides": list(overrides),
@@ -177,7 +247,10 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
                   "seeds": [scenario.seeds.base + r for r in range(scenario.seeds.replications)],
                   "pool": {"name": pool.name, "path": str(pool.path), "fingerprint": pool.manifest.data.get("fingerprint"),
                            "created": pool.manifest.created},
-                  "versions": _versions(), "argv": sys.argv}
+                  "versions": {**_versions(), **(summary["serve"]["versions"] if live else {})}, "argv": sys.argv}
+        if live:
+            config["serve"] = {**json.loads(json.dumps(dataclasses.asdict(serve_options))), "app": summary["serve"]["app"],
+                               "groups": summary["serve"]["groups"]}
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         if plots:
             from vip_ray.experiment.plots import run_plots

@@ -39,7 +39,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
 
 def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequence[str] = (),
               out: str | Path | None = None, engine: str | None = None,
-              log: Callable[[str], None] = print, progress_factory=None) -> Path:
+              log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
     grid = parse_grid(grid_items)
     out_dir = Path(out) if out else Path("results/sweeps") / f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
     if out_dir.exists():
@@ -56,7 +56,7 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
             log(f"[sweep] point {i}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
             run_dir = run_scenario(path, overrides=[*overrides, *sets], out=tmp / "points" / f"{i:03d}",
                                    engine=engine, failed_devices=point.get("failed_devices"), plots=False,
-                                   log=log, progress_factory=progress_factory)
+                                   log=log, progress_factory=progress_factory, serve_options=serve_options)
             summary = json.loads((run_dir / "summary.json").read_text())
             for rep in range(summary["replications"]):
                 row = {"point": i, **point, "replication": rep}

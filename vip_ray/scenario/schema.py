@@ -428,6 +428,8 @@ class DeviceSpec(_Model):
     * ``jitter_cv`` — coefficient of variation of the service time (≥ 0).
     * ``straggler`` — ``{prob, factor}``: occasional slow jobs.
     * ``link`` — per-device overrides of the network fields (after validation: the complete link).
+    * ``ray_resources`` — Ray custom resources the Serve engine asks for this device's replica,
+      e.g. ``{edge_board_1: 1}`` pins it to the node that advertises them (the simulator ignores it).
     """
 
     name: str | None = None
@@ -445,6 +447,7 @@ class DeviceSpec(_Model):
     jitter_cv: NonNegFloat | None = None
     straggler: Straggler = Field(default_factory=Straggler)
     link: LinkSpec | None = None
+    ray_resources: dict[str, PositiveFloat] | None = None
 
     @model_validator(mode="before")
     @classmethod

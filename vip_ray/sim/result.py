@@ -2,43 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 
-
-class Outcome(IntEnum):
-    """What happened to one (request, device) job. Only ``REPLIED`` has a finite ``reply_at``."""
-
-    REPLIED = 0          # the reply reached the master (possibly after the deadline)
-    LOST_DOWN = 1        # the input was lost on the downlink (loss)
-    CRASHED = 2          # device down (crash / MTBF failure) on arrival, or failed while queued / serving
-    PREEMPT_DROPPED = 3  # owner's work preempted the job in service, drop mode: job lost
-    EXPIRED_SKIPPED = 4  # drop_expired: the request's deadline had passed when the job would start
-    LOST_UP = 5          # the reply was lost on the uplink (loss)
-    UNPLACED = 6         # no variant placed on the device when the job would start (slot variant -1 / inf service)
-
-
-DEVICE_STAT_KEYS = (
-    "jobs",        # jobs that reached the device (not lost on the downlink)
-    "served",      # jobs whose service completed
-    "busy_s",      # time spent computing (incl. partial work of preempted / dropped / crashed jobs)
-    "available_s", # time the device was available within [t_start, t_end)
-    "preempted",   # preemptions by the owner's work (each pause in resume mode; each drop)
-    "dropped",     # jobs lost to preempt-drop
-    "crashed",     # jobs lost to a crash / failure (on arrival, queued or in service)
-    "skipped",     # jobs skipped by drop_expired
-    "unplaced",    # jobs not served because no variant was placed
-    "lost_down",   # inputs lost on the downlink
-    "lost_up",     # replies lost on the uplink
-)
-_INT_STATS = {"jobs", "served", "preempted", "dropped", "crashed", "skipped", "unplaced", "lost_down", "lost_up"}
-
-
-def empty_device_stats(n_devices: int) -> Dict[str, np.ndarray]:
-    return {k: np.zeros(n_devices, dtype=np.int64 if k in _INT_STATS else np.float64)
-            for k in DEVICE_STAT_KEYS}
+# outcome codes and device counters are shared with the Serve emulation
+from vip_ray.tables import DEVICE_STAT_KEYS, Outcome, empty_device_stats  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from vip_ray.streams import AvailabilityParams
+
 AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
 DISTRIBUTIONS = ("exponential", "weibull")
 PREEMPT_MODES = ("resume", "drop")
@@ -43,7 +45,7 @@ def _set(obj, name, value):
 
 
 @dataclass(frozen=True)
-class Availability:
+class Availability(AvailabilityParams):
     """When a device may serve.
 
     * ``always``  — always available.
@@ -57,18 +59,10 @@ class Availability:
 
     ``mode`` (onoff / trace): ``resume`` pauses the job in service and resumes it when the device
     is free again; ``drop`` loses it (preempt-drop). Queued jobs wait in both modes.
-    """
 
-    kind: str = "always"
-    busy_mean_s: float = 0.0
-    free_mean_s: float = 0.0
-    distribution: str = "exponential"
-    weibull_shape: float = 1.0
-    intervals: tuple = ()
-    crash_at_s: Optional[float] = None
-    mtbf_s: float = 0.0
-    mttr_s: float = 0.0
-    mode: str = "resume"
+    The fields are :class:`vip_ray.streams.AvailabilityParams`' (shared with the Serve
+    emulation); this class validates them.
+    """
 
     def __post_init__(self):
         c = "Availability"

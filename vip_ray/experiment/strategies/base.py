@@ -28,7 +28,7 @@ from vip_ray.scenario.schema import format_validation_error
 #: Columns every strategy's request table has (strategies may add their own after them).
 REQUEST_COLUMNS = ("replication", "seed", "request_id", "arrival_s", "finish_s", "latency_s", "answered",
                    "deadline_met", "fallback", "n_responders", "responders", "sample", "label", "prediction",
-                   "correct_top1", "correct_topM", "bytes_down", "bytes_up", "strategy")
+                   "correct_top1", "correct_topM", "bytes_down", "bytes_up", "strategy", "engine")
 #: Columns every strategy's device table has.
 DEVICE_COLUMNS = ("replication", "device", "group", "role", "variant", "service_ms", "macs_per_request",
                   "jobs", "served", "busy_s", "available_s", "preempted", "dropped", "crashed",

@@ -16,6 +16,7 @@ from vip_ray.placement.plan import PlacementPlan, plan_placement
 from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario
 from vip_ray.sim.engine import run_chunks
+from vip_ray.tables import sample_rng
 
 
 class FanOutStrategy(Strategy):
@@ -67,12 +68,12 @@ class FanOutStrategy(Strategy):
         dep = build_deployment(scenario, pool, seed=seed, plan=plan, reply_bytes=rbytes)
         probs = self.bank_probs(ctx, plan)
         combine = self.combiner(ctx, dep)
-        sample_rng = np.random.default_rng([seed, 1])  # which test sample each request carries
+        samples = sample_rng(seed)  # which test sample each request carries
         totals, t_start, t_end, events, wall = None, 0.0, 0.0, 0, 0.0
         last = None
         for i, chunk in enumerate(run_chunks(dep.spec, engine, chunk_requests=chunk_requests)):
             yield request_table(chunk, dep, probs, combine, replication=replication, seed=seed,
-                                sample_rng=sample_rng, strategy=self.name)
+                                sample_rng=samples, strategy=self.name)
             st = chunk.device_stats
             totals = {k: np.array(v, copy=True) for k, v in st.items()} if totals is None else \
                 {k: totals[k] + st[k] for k in totals}

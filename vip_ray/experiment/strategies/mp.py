@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vip_ray.aggregation import reply_bytes, softmax
 from vip_ray.experiment.deployment import sim_device, sim_workload
-from vip_ray.experiment.outcome import responder_names
+from vip_ray.tables import responder_names, sample_rng
 from vip_ray.experiment.strategies.base import Context, Replication, Strategy, register_strategy
 from vip_ray.experiment.strategies.single import baseline_member
 from vip_ray.placement.plan import mbps_at_start, reply_top_k, service_matrix
@@ -118,7 +118,7 @@ class ModelParallel(Strategy):
         deadline = sc.workload.deadline_ms / 1e3
         labels = ctx.pool.labels
         r = res.n_requests
-        samples = np.random.default_rng([seed, 1]).integers(0, len(labels), size=r)
+        samples = sample_rng(seed).integers(0, len(labels), size=r)
         in_time = res.finish <= res.arrival + deadline
         late = ~in_time & np.isfinite(res.finish) & (sc.workload.fallback == "best_effort")  # no local model to fall back on
         answered = in_time | late
@@ -140,7 +140,7 @@ class ModelParallel(Strategy):
             "responders": responder_names(mask, chain_names), "sample": samples, "label": label,
             "prediction": pred, "correct_top1": answered & (pred == label),
             f"correct_top{m}": answered & (top == label[:, None]).any(axis=1),
-            "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "strategy": self.name,
+            "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "strategy": self.name, "engine": "sim",
             "failed_device": pd.Categorical.from_codes(
                 np.where(res.failed_device >= 0, res.failed_device, -1),
                 categories=[sc.devices[d].name for d in used]),

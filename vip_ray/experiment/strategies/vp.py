@@ -1,9 +1,7 @@
 """VP (seed 002): heterogeneous variants, top-k replies, scaled top-k aggregation (eq. 1)."""
 from __future__ import annotations
 
-import numpy as np
-
-from vip_ray.aggregation import get_aggregator, vp_weights
+from vip_ray.aggregation import AggregationSpec
 from vip_ray.experiment.strategies.base import register_strategy
 from vip_ray.experiment.strategies.fanout import FanOutStrategy
 
@@ -13,6 +11,7 @@ class EnsembleStrategy(FanOutStrategy):
 
     #: aggregators that need more than the replies (the class-group owners of strategy cp)
     NOT_FOR_VARIANTS = ("cp",)
+    engines = ("sim", "serve")   # the Serve ingress calls the same :func:`aggregation_spec`
 
     def prepare(self, ctx):
         agg = ctx.scenario.strategy.aggregator
@@ -25,22 +24,16 @@ class EnsembleStrategy(FanOutStrategy):
                                 f"(strategy cp); for strategy {self.name!r} allowed: {allowed}", file=ctx.file)
 
     def combiner(self, ctx, dep):
-        sc = dep.scenario
-        name = sc.strategy.aggregator
-        agg = get_aggregator(name)
-        rho = np.array([v.input_size for v in dep.variants], dtype=np.float64)
-        depth = np.array([v.depth_multiplier for v in dep.variants], dtype=np.float64)
-        placed = sorted({s.variant for slots in dep.slots for s in slots})
-        rho_max, depth_min = rho[placed].max(), depth[placed].min()
-        alpha, k = sc.strategy.alpha, dep.k
+        spec = aggregation_spec(dep)
+        return lambda p, use, variant: spec(p, variant, use)
 
-        def combine(p, use, variant):
-            if name != "vp":
-                return agg(p, responded=use)
-            return agg(p, responded=use, k=k, weights=vp_weights(rho[variant], depth[variant], alpha,
-                                                                 rho_max=rho_max, depth_min=depth_min))
 
-        return combine
+def aggregation_spec(dep) -> AggregationSpec:
+    """The master's aggregation over the variants the deployment places at some time: plain data
+    that the simulator's tables and the Serve ingress call alike."""
+    sc = dep.scenario
+    placed = [s.variant for slots in dep.slots for s in slots if s.placed]
+    return AggregationSpec.build(sc.strategy.aggregator, dep.k, sc.strategy.alpha, dep.variants, placed)
 
 
 @register_strategy("vp")

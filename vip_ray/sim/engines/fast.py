@@ -9,8 +9,9 @@ float operations, in the same order, as the reference SimPy engine (``now + dela
 makes the two engines' per-request arrays bit-for-bit equal:
 
 * link:    ``s = max(ready, free)``; ``end = s + bits/rate`` (a bandwidth step at ``t`` inside the
-           transfer: ``s' = s + (t - s)``, ``bits -= (s' - s) * rate``, continue at the new rate);
-           arrival at the other end ``end + rtt/2``.
+           transfer: ``s' = s + (t - s)``, ``bits -= (s' - s) * rate``, continue at the new rate:
+           :func:`vip_ray.netmodel.transfer_end`, shared with the Serve emulation); arrival at the
+           other end ``end + rtt/2``.
 * device:  ``s = max(arrival, free)``, moved to the next window start if the device is down;
            ``end = s + rem``; completed iff ``end <= V`` (window end), else preempted at ``V``
            (``rem = rem - (V - s)``, resume at the next window start, or dropped / crashed).
@@ -22,6 +23,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+
+from vip_ray.netmodel import transfer_end
 
 from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
 from ..result import SimResult, empty_device_stats
@@ -61,19 +64,7 @@ class _Channel:
             s = a if a > free else free
             while p + 1 < L and times[p + 1] <= s:
                 p += 1
-            j = p
-            b = bits
-            while True:
-                rate = rates[j]
-                dur = b / rate
-                nxt = times[j + 1] if j + 1 < L else INF
-                if s + dur <= nxt:
-                    free = s + dur
-                    break
-                s2 = s + (nxt - s)
-                b = b - (s2 - s) * rate
-                s = s2
-                j += 1
+            free = transfer_end(s, bits, times, rates, p)
             ap(free)
         self.free = free
         self.p = p

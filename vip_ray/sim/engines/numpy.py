@@ -14,6 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
+from vip_ray.netmodel import transfer_end
+
 from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
 from ..result import SimResult, empty_device_stats
 from ..spec import SimSpec
@@ -181,19 +183,7 @@ class _State:
             self.up_p[d] = p
             self.up_dur[d] = self.up_bits[d] / rates[p]
             self.up_nxt[d] = times[p + 1] if p + 1 < L else INF
-        j = p
-        b = self.up_bits[d]
-        while True:
-            rate = rates[j]
-            dur = b / rate
-            nxt = times[j + 1] if j + 1 < L else INF
-            if s + dur <= nxt:
-                free = s + dur
-                break
-            s2 = s + (nxt - s)
-            b = b - (s2 - s) * rate
-            s = s2
-            j += 1
+        free = transfer_end(s, self.up_bits[d], times, rates, p)
         self.up_free[d] = free
         return free
 

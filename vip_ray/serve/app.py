@@ -1,0 +1,231 @@
+"""Build the Serve application of an emulation and run it: :class:`ServeEmulation`.
+
+    with ServeEmulation(cfg, weights) as emu:       # Ray (if not running) + Serve + the app
+        emu.http_url                                 # POST {url}/predict, GET {url}/health
+        replay = emu.replicate(seed=0)               # the scenario's workload in real time
+        emu.kill_device("tv")                        # fault injection: ray.kill of its replica
+
+Deployments: one ``master`` (:class:`~vip_ray.serve.ingress.Ingress`, HTTP ingress) and one per
+device group (:class:`~vip_ray.serve.device.DeviceGroup`), all with ``num_cpus: 0`` (a replica
+asking for a whole CPU would never start on a small machine) plus the group's custom resources.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from typing import Any, Callable
+
+from vip_ray.scenario import ScenarioError
+from vip_ray.serve.config import DeployError, EmulationConfig
+from vip_ray.serve.device import DeviceGroup
+from vip_ray.serve.ingress import Ingress
+
+HEALTH_CHECK_PERIOD_S = 1.0    # a killed replica is replaced in ≈ 3–4 s (≈ 8 s with Serve's default 10 s)
+MAX_ONGOING = 10_000           # every request waits up to its deadline: Serve's default of 5 would queue them
+
+
+def build_app(cfg: EmulationConfig, weights: dict[int, bytes]):
+    """The Serve application: device groups (each with the weights of the variants it runs) and the master."""
+    from ray import serve
+
+    groups = []
+    for gi, g in enumerate(cfg.groups):
+        need = sorted({v for i in g.devices for _, v, _ in cfg.devices[i].slots})
+        actor = {"num_cpus": 0}
+        if g.ray_resources:
+            actor["resources"] = dict(g.ray_resources)
+        dep = serve.deployment(DeviceGroup, name=g.name, num_replicas=1, ray_actor_options=actor,
+                               max_ongoing_requests=MAX_ONGOING, health_check_period_s=HEALTH_CHECK_PERIOD_S,
+                               health_check_timeout_s=10.0, graceful_shutdown_timeout_s=1.0)
+        groups.append(dep.bind(cfg, gi, {v: weights[v] for v in need}))
+    master = serve.deployment(Ingress, name="master", num_replicas=1, ray_actor_options={"num_cpus": 0},
+                              max_ongoing_requests=MAX_ONGOING, graceful_shutdown_timeout_s=1.0)
+    return master.bind(cfg, *groups)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_resources(cfg: EmulationConfig) -> None:
+    """Every pinned group needs a live node with its custom resources (else its replica would
+    wait forever and the deployment would never finish)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    for g in cfg.groups:
+        if not g.ray_resources:
+            continue
+        if not any(all(n["Resources"].get(k, 0.0) >= v for k, v in g.ray_resources.items()) for n in nodes):
+            have = sorted({k for n in nodes for k in n["Resources"]
+                           if not k.startswith("node:") and k not in ("CPU", "GPU", "memory", "object_store_memory")})
+            where = ", ".join(f"devices[{i}] ({cfg.devices[i].name})" for i in g.devices)
+            raise ScenarioError(f"{where}: ray_resources {g.ray_resources} are offered by no node of the Ray cluster; "
+                                f"custom resources on its nodes: {', '.join(have) or '(none)'} (start a node with "
+                                f"ray start --resources '{{\"{next(iter(g.ray_resources))}\": 1}}')")
+
+
+class ServeEmulation:
+    """Ray + Serve + the emulation's app, started on enter and taken down on exit.
+
+    Joins a running Ray (``ray.is_initialized()``, or ``options.address``); else starts a local
+    one and shuts it down afterwards. ``local_testing`` runs the app in-process with Serve's
+    local testing mode (no HTTP, no replicas to kill: device failures are emulated in place)."""
+
+    def __init__(self, cfg: EmulationConfig, weights: dict[int, bytes], *, local_testing: bool = False,
+                 log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.weights = weights
+        self.local_testing = local_testing
+        self.log = log
+        self.own_ray = False
+        self.handle = None
+        self.http_port: int | None = None
+        self.dashboard_url: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def __enter__(self) -> "ServeEmulation":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        import ray
+        from ray import serve
+
+        opt = self.cfg.options
+        app = build_app(self.cfg, self.weights)
+        if self.local_testing:
+            self.handle = serve.run(app, name=self.cfg.app, _local_testing_mode=True)
+            return
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": opt.address, "log_to_driver": False}
+            if opt.address is None:
+                kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
+            _reachable(opt.address)
+            try:
+                ctx = ray.init(**kwargs)
+            except Exception as e:  # a bad --address, an unreachable head node
+                raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
+                                  f"{e}") from None
+            self.own_ray = True
+            self.dashboard_url = getattr(ctx, "dashboard_url", None) or None
+        check_resources(self.cfg)
+        serve.start(http_options={"host": opt.http_host, "port": opt.http_port or free_port(opt.http_host)})
+        self.http_port = _serve_http_port()
+        serve._run(app, _blocking=False, name=self.cfg.app, route_prefix=opt.route_prefix)
+        self._wait_running(opt.deploy_timeout_s)
+        self.handle = serve.get_app_handle(self.cfg.app)
+
+    def _wait_running(self, timeout: float) -> None:
+        from ray import serve
+
+        end = time.monotonic() + timeout
+        while True:
+            st = serve.status().applications.get(self.cfg.app)
+            status = str(getattr(st, "status", "")).split(".")[-1] if st is not None else "NOT_STARTED"
+            if status == "RUNNING":
+                return
+            if status == "DEPLOY_FAILED" or time.monotonic() > end:
+                parts = [f"{name}: {str(d.status).split('.')[-1]} {d.message}".strip()
+                         for name, d in (st.deployments.items() if st is not None else [])]
+                why = "failed" if status == "DEPLOY_FAILED" else f"is not running after {timeout:g} s"
+                raise DeployError(f"Serve app {self.cfg.app!r} {why} ({status}): " + "; ".join(parts)
+                                  + (f"; {st.message}" if st is not None and st.message else ""))
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        from ray import serve
+
+        if not self.local_testing and self.handle is not None:
+            try:
+                serve.delete(self.cfg.app)
+            except Exception as e:  # taking down the cluster below removes it anyway
+                self.log(f"[vip_ray] could not delete Serve app {self.cfg.app!r}: {e}")
+        self.handle = None
+        if self.own_ray:
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+                self.own_ray = False
+
+    # -- use ----------------------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str | None:
+        if self.http_port is None:
+            return None
+        host = self.cfg.options.http_host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.http_port}" + \
+            self.cfg.options.route_prefix.rstrip("/")
+
+    def replicate(self, seed: int, *, images, progress: Callable[[int], None] | None = None, lead_s: float = 1.0,
+                  drain_s: float | None = None, workload=None):
+        """Replay the scenario's workload once (real time) with ``seed``; see :class:`LoadGenerator`."""
+        from vip_ray.serve.loadgen import LoadGenerator
+
+        gen = LoadGenerator(self.handle, self.cfg, images)
+        return asyncio.run(gen.replication(seed, progress=progress, lead_s=lead_s, drain_s=drain_s,
+                                           workload=workload))
+
+    def health(self) -> dict:
+        return self.handle.health.remote().result()
+
+    def group_info(self, device: str) -> dict:
+        from ray import serve
+
+        gi = self._group(device)
+        return serve.get_deployment_handle(self.cfg.groups[gi].name, self.cfg.app).state.remote().result()
+
+    def kill_device(self, device: str) -> dict:
+        """Kill the replica that hosts ``device`` (``ray.kill``); Serve's health checks replace it.
+        Every device of that replica goes down with it (failure-prone devices have their own)."""
+        import ray
+
+        if self.local_testing:
+            raise RuntimeError("kill_device needs real replicas (not Serve's local testing mode)")
+        info = self.group_info(device)
+        ray.kill(ray.get_actor(info["actor"], namespace="serve"), no_restart=True)
+        return info
+
+    def _group(self, device: str) -> int:
+        for gi, g in enumerate(self.cfg.groups):
+            if any(self.cfg.devices[i].name == device for i in g.devices):
+                return gi
+        raise KeyError(f"no device {device!r}; devices: {', '.join(self.cfg.device_names)}")
+
+
+def _reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens at (``ray.init`` would retry for minutes)."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise DeployError(f"cannot reach a Ray head at {address!r} ({e}); start one with `ray start --head` "
+                          f"or pass the address it prints") from None
+
+
+def _serve_http_port() -> int | None:
+    """The port Serve's HTTP proxy listens on (an already running Serve keeps its own)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return int(_get_global_client().http_config.port)
+    except Exception:
+        return None
