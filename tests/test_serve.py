@@ -316,9 +316,10 @@ def test_http_predict_health_and_bad_input(faults, pool, images):
     assert _post(url + "/nowhere", b"")[0] == 404
 
 
-def test_vip_sim_serve_keeps_the_app_up_for_http_clients(serve_up, sets, pool, images):
+def test_vip_sim_serve_keeps_the_app_up_for_http_clients(serve_up, faults, sets, pool, images):
     """``vip-sim serve``: the strategy's deployment answers HTTP with the bank's prediction for its
-    responders (vip: the average), until the wait ends; then the app is gone."""
+    responders (vip: the average), until the wait ends; then the app is gone. A route prefix that
+    another app holds (``faults`` is up at "/") is a clear error."""
     from vip_ray.experiment.run import serve_scenario
 
     seen = {}
@@ -328,8 +329,12 @@ def test_vip_sim_serve_keeps_the_app_up_for_http_clients(serve_up, sets, pool, i
         seen["predict"] = _post(emu.http_url + "/predict", _npy(images[7]))
         seen["app"] = emu.cfg.app
 
+    from vip_ray.serve.config import DeployError
+
+    with pytest.raises(DeployError, match="route prefix '/'.*another prefix: --route-prefix"):
+        serve_scenario(DEVICES, overrides=sets, duration_s=0, log=lambda s: None)
     health = serve_scenario(DEVICES, overrides=[*sets, "strategy.name=vip"], duration_s=0.5, on_ready=client,
-                            log=lambda s: None)
+                            log=lambda s: None, options=ServeOptions(route_prefix="/cli"))
     status, out = seen["predict"]
     assert status == 200 and seen["cfg"].aggregation.name == "vip"
     assert out["label"] == bank_prediction(seen["cfg"], pool, 7, out["responders"])

@@ -81,6 +81,7 @@ def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
     parser.add_argument("--address", default=None, help=f"{when}Ray cluster to join (auto, host:6379, "
                                                         "ray://host:10001); default: start a local one")
     parser.add_argument("--http-port", type=int, default=0, help=f"{when}HTTP port (default: a free one)")
+    parser.add_argument("--route-prefix", default="/", help=f"{when}the app's HTTP route prefix (default /)")
     parser.add_argument("--devices-per-replica", type=int, default=16,
                         help=f"{when}emulated devices per device-group replica (default 16)")
     parser.add_argument("--failures", choices=["kill", "in_place"], default="kill",
@@ -193,7 +194,7 @@ def _serve_options(args):
     from vip_ray.serve.config import ServeOptions
 
     try:
-        return ServeOptions(address=args.address, http_port=args.http_port,
+        return ServeOptions(address=args.address, http_port=args.http_port, route_prefix=args.route_prefix,
                             devices_per_replica=args.devices_per_replica, failures=args.failures)
     except ValueError as e:
         from vip_ray.experiment.run import RunError

@@ -122,7 +122,12 @@ class ServeEmulation:
         check_resources(self.cfg)
         serve.start(http_options={"host": opt.http_host, "port": opt.http_port or free_port(opt.http_host)})
         self.http_port = _serve_http_port()
-        serve._run(app, _blocking=False, name=self.cfg.app, route_prefix=opt.route_prefix)
+        try:
+            serve._run(app, _blocking=False, name=self.cfg.app, route_prefix=opt.route_prefix)
+        except Exception as e:  # e.g. the route prefix is another app's on a shared cluster
+            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise DeployError(f"Serve could not deploy app {self.cfg.app!r} at route prefix {opt.route_prefix!r}: "
+                              f"{cause} (another prefix: --route-prefix /mine)") from None
         self._wait_running(opt.deploy_timeout_s)
         self.handle = serve.get_app_handle(self.cfg.app)
 
