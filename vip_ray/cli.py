@@ -190,7 +190,7 @@ def _list(args, console: Console) -> int:
 
 
 def _serve_options(args):
-    """The Serve engine's options from the command line (``None`` unless they matter)."""
+    """The Serve engine's options from the command line (the simulator ignores them)."""
     from vip_ray.serve.config import ServeOptions
 
     try:

@@ -5,6 +5,7 @@
 real predictions from the pool's bank; :func:`run_scenario` writes a run directory.
 """
 from vip_ray.experiment.deployment import Deployment, build_deployment
-from vip_ray.experiment.outcome import request_table, summarize
+from vip_ray.experiment.outcome import request_table
+from vip_ray.tables import summarize
 
 __all__ = ["Deployment", "build_deployment", "request_table", "summarize"]

@@ -9,7 +9,7 @@ import pandas as pd
 from vip_ray.experiment.deployment import Deployment
 from vip_ray.pool.report import top_m
 from vip_ray.sim.result import Outcome, SimResult, finish_times
-from vip_ray.tables import ReplicationStats, device_frame, ranked, request_frame, summarize  # noqa: F401  (re-exported)
+from vip_ray.tables import device_frame, ranked, request_frame
 
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 

@@ -122,16 +122,11 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
     return summary
 
 
-
-
-def serve_run(scenario: Scenario, pool: Pool, out_dir: Path, *, strategy: Strategy, file: str, options,
-              progress=None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The strategy's placement live on Ray Serve (:mod:`vip_ray.serve`), into ``out_dir``."""
-    from vip_ray.serve import run_serve
-
+def live_plan(strategy: Strategy, scenario: Scenario, pool: Pool, file: str, log: Callable[[str], None]):
+    """What the Serve engine deploys: the strategy's placement plan (after its ``prepare``)."""
     ctx = Context(scenario, pool, file=file, log=log)
     strategy.prepare(ctx)
-    return run_serve(scenario, pool, out_dir, options=options, plan=strategy.plan(ctx), progress=progress, log=log)
+    return strategy.plan(ctx)
 
 
 def checked_strategy(scenario: Scenario, file: str, *, live: bool) -> Strategy:
@@ -156,43 +151,14 @@ def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=N
     """``vip-sim serve``: keep a scenario's emulation up on Ray Serve, answering HTTP
     (``POST /predict``, ``GET /health``), until Ctrl-C or ``duration_s`` seconds; no workload is
     replayed. ``on_ready(emulation)`` is called once it runs. Returns the last health report."""
-    import signal
-    import threading
-
-    from vip_ray.serve import ServeOptions
-    from vip_ray.serve.app import ServeEmulation
-    from vip_ray.serve.config import build_config
-    from vip_ray.serve.engine import bank_inputs, pool_weights
+    from vip_ray.serve import keep_serving
 
     scenario = load_scenario(path, overrides)
     strategy = checked_strategy(scenario, str(path), live=True)
     pool = open_pool(scenario, log)
     check_pool(scenario, pool, file=str(path))
-    ctx = Context(scenario, pool, file=str(path), log=log)
-    strategy.prepare(ctx)
-    images = bank_inputs(pool)
-    cfg = build_config(scenario, pool, input_shape=images.shape[1:], options=options or ServeOptions(),
-                       plan=strategy.plan(ctx))
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C ends the wait, then the app goes down
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        with ServeEmulation(cfg, pool_weights(pool, cfg), log=log) as emu:
-            c, h, w = cfg.input_shape
-            log(f"[vip_ray] Serve app {cfg.app!r} is up: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
-                f"device-group replica(s), strategy {scenario.strategy.name}\n"
-                f"  POST {emu.http_url}/predict   (PNG / JPEG, or a .npy uint8 array of shape ({c}, {h}, {w}))\n"
-                f"  GET  {emu.http_url}/health"
-                + (f"\n  dashboard http://{emu.dashboard_url}" if emu.dashboard_url else "")
-                + ("" if duration_s else "\n  Ctrl-C stops it"))
-            if on_ready:
-                on_ready(emu)
-            stop.wait(duration_s)
-            return emu.health()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    return keep_serving(scenario, pool, options=options, plan=live_plan(strategy, scenario, pool, str(path), log),
+                        duration_s=duration_s, log=log, on_ready=on_ready)
 
 
 def expected_requests(scenario: Scenario) -> int | None:
@@ -232,11 +198,11 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
         if live:
-            from vip_ray.serve import ServeOptions
+            from vip_ray.serve import ServeOptions, run_serve
 
             serve_options = serve_options or ServeOptions()
-            summary = serve_run(scenario, pool, tmp, strategy=strategy, file=str(path), options=serve_options,
-                                progress=progress, log=log)
+            summary = run_serve(scenario, pool, tmp, options=serve_options,
+                                plan=live_plan(strategy, scenario, pool, str(path), log), progress=progress, log=log)
         else:
             summary = simulate(scenario, pool, tmp, engine=engine, progress=progress, strategy=strategy,
                                file=str(path), log=log)

@@ -8,11 +8,12 @@ model and the random streams are the simulator's own code (``vip_ray.placement``
 ``vip_ray.aggregation``, ``vip_ray.netmodel``, ``vip_ray.streams``); this package never imports
 ``vip_ray.sim`` (and the simulator never imports it).
 
-    from vip_ray.serve import ServeEmulation, ServeOptions, build_config, run_serve
+    from vip_ray.serve import ServeEmulation, ServeOptions, build_config, keep_serving, run_serve
 """
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
 
-__all__ = ["DeployError", "EmulationConfig", "ServeEmulation", "ServeOptions", "build_config", "run_serve"]
+__all__ = ["DeployError", "EmulationConfig", "ServeEmulation", "ServeOptions", "build_config", "keep_serving",
+           "run_serve"]
 
 
 def __getattr__(name):  # Ray Serve and torch load only when an emulation is started
@@ -20,8 +21,8 @@ def __getattr__(name):  # Ray Serve and torch load only when an emulation is sta
         from vip_ray.serve.app import ServeEmulation
 
         return ServeEmulation
-    if name == "run_serve":
-        from vip_ray.serve.engine import run_serve
+    if name in ("run_serve", "keep_serving"):
+        from vip_ray.serve import engine
 
-        return run_serve
+        return getattr(engine, name)
     raise AttributeError(name)

@@ -63,16 +63,22 @@ def pool_weights(pool: Pool, cfg: EmulationConfig) -> dict[int, bytes]:
     return {v: (pool.path / pool.manifest.member(cfg.variants[v].id).weights).read_bytes() for v in placed}
 
 
+def _emulation(scenario: Scenario, pool: Pool, options: ServeOptions | None, plan: PlacementPlan | None,
+               log: Callable[[str], None]) -> tuple[EmulationConfig, np.ndarray, ServeEmulation]:
+    """The emulation's config, the bank's test images and the (not yet started) emulation."""
+    images = bank_inputs(pool)
+    cfg = build_config(scenario, pool, input_shape=images.shape[1:], options=options or ServeOptions(), plan=plan)
+    return cfg, images, ServeEmulation(cfg, pool_weights(pool, cfg), log=log)
+
+
 def run_serve(scenario: Scenario, pool: Pool, out_dir: Path, *, options: ServeOptions | None = None,
               plan: PlacementPlan | None = None, progress: Callable[[int], None] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every replication live (``plan``: what runs where; default: the scenario's placement);
     write the tables into ``out_dir``; return the summary."""
-    options = options or ServeOptions()
-    images = bank_inputs(pool)
-    cfg = build_config(scenario, pool, input_shape=images.shape[1:], options=options, plan=plan)
+    cfg, images, emulation = _emulation(scenario, pool, options, plan, log)
     requests, devices, timing, jobs, figures, extras = [], [], [], [], [], []
-    with ServeEmulation(cfg, pool_weights(pool, cfg), log=log) as emu:
+    with emulation as emu:
         log(f"[vip_ray] Serve app {cfg.app!r}: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
             f"device-group replica(s); HTTP {emu.http_url}/predict"
             + (f"; dashboard {emu.dashboard_url}" if emu.dashboard_url else ""))
@@ -112,6 +118,37 @@ def run_serve(scenario: Scenario, pool: Pool, out_dir: Path, *, options: ServeOp
                   "send_lag_p50_ms": _ms(tim["send_lag_s"].median()) if len(tim) else None,
                   "per_replication": extras, "versions": versions()}})
     return summary
+
+
+def keep_serving(scenario: Scenario, pool: Pool, *, options: ServeOptions | None = None,
+                 plan: PlacementPlan | None = None, duration_s: float | None = None,
+                 log: Callable[[str], None] = print, on_ready: Callable[[ServeEmulation], None] | None = None) -> dict:
+    """Keep the emulation up for HTTP clients (no workload replayed) until Ctrl-C or ``duration_s``
+    seconds; ``on_ready(emulation)`` is called once it runs. Returns the last health report."""
+    import signal
+    import threading
+
+    cfg, _, emulation = _emulation(scenario, pool, options, plan, log)
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # Ctrl-C ends the wait, then the app goes down
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        with emulation as emu:
+            c, h, w = cfg.input_shape
+            log(f"[vip_ray] Serve app {cfg.app!r} is up: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
+                f"device-group replica(s), strategy {cfg.strategy}\n"
+                f"  POST {emu.http_url}/predict   (PNG / JPEG, or a .npy uint8 array of shape ({c}, {h}, {w}))\n"
+                f"  GET  {emu.http_url}/health"
+                + (f"\n  dashboard http://{emu.dashboard_url}" if emu.dashboard_url else "")
+                + ("" if duration_s else "\n  Ctrl-C stops it"))
+            if on_ready:
+                on_ready(emu)
+            stop.wait(duration_s)
+            return emu.health()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _ms(x: float) -> float:
