@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from vip_ray.aggregation import (cp_aggregate, cp_reply_bytes, get_aggregator, majority_aggregate, reply_bytes,
+from vip_ray.core.aggregation import (cp_aggregate, cp_reply_bytes, get_aggregator, majority_aggregate, reply_bytes,
                                  softmax, topk_compress, topk_decompress, vip_aggregate, vp_aggregate, vp_scale)
 
 

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from vip_ray.aggregation import softmax
+from vip_ray.core.aggregation import softmax
 from vip_ray.cli import main
 from vip_ray.models import build_model
 from vip_ray.pool import write_pool

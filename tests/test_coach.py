@@ -14,11 +14,11 @@ from vip_ray.coach.baselines import dads
 from vip_ray.coach.blocks import Chain
 from vip_ray.coach.offline import CostModel, coach_search, exhaustive_search, min_bits
 from vip_ray.coach.online import OnlinePolicy, SemanticCache, calibrate_policy, separability
-from vip_ray.coach.pipeline import Decision, simulate_pipeline
+from vip_ray.sim.pipeline import Decision, simulate_pipeline
 from vip_ray.coach.profile import profile_torchvision, trace_dag
 from vip_ray.coach.quant import FP32, HEADER_BYTES, fake_quantize, quantize, step_size, wire_bytes
 from vip_ray.coach.frames import frame_samples
-from vip_ray.sim.spec import LinkSpec
+from vip_ray.core.world import LinkSpec
 
 
 # --- quantization -------------------------------------------------------------------------------

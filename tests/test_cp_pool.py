@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vip_ray.aggregation import cp_aggregate, softmax
+from vip_ray.core.aggregation import cp_aggregate, softmax
 from vip_ray.class_groups import confusability_groups, validation_indices
 from vip_ray.data import load_dataset
 from vip_ray.models import build_model, profile_model

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vip_ray import analysis
-from vip_ray.aggregation import reply_bytes, softmax, vp_aggregate
+from vip_ray.core.aggregation import reply_bytes, softmax, vp_aggregate
 from vip_ray.cli import main
 from vip_ray.experiment.run import RunError, run_scenario
 from vip_ray.experiment.sweep import run_sweep
@@ -127,32 +127,42 @@ def test_missing_pool_with_build_overrides_is_trained_on_first_use(ray_session, 
 
 def test_many_devices_many_chunks_keep_one_table_schema(sets, small_pool, tmp_path):
     """Over 127 distinct responder sets across chunks and replications still write one table."""
-    from vip_ray.experiment.run import simulate
+    from vip_ray.core.engine import make_engine
+    from vip_ray.experiment.run import context, replicate
     from vip_ray.scenario import load_scenario
+    from vip_ray.strategies import get_strategy
 
     sc = load_scenario(SCENARIO, [*sets, "devices.2.count=9", "workload.requests=3000", "workload.deadline_ms=40",
                                   "devices.2.availability={kind: onoff, busy_mean_s: 0.2, free_mean_s: 0.3, mode: drop}"])
     out = tmp_path / "many"
     out.mkdir()
-    simulate(sc, Pool.load(small_pool), out, engine="fast", chunk_requests=500)
+    strategy = get_strategy(sc.strategy.name).from_scenario(sc)
+    replicate(make_engine("fast"), strategy, context(sc, Pool.load(small_pool), file="x", log=print), out,
+              chunk_requests=500)
     req = analysis.load(out)
     assert len(req) == 3000 * 2 and req["responders"].nunique() > 127
 
 
 def test_dynamic_placement_moves_the_best_variant_off_a_crashed_device(sets, small_pool):
-    from vip_ray.experiment.deployment import build_deployment
+    from vip_ray.experiment.run import context
     from vip_ray.scenario import load_scenario
+    from vip_ray.strategies import get_strategy
 
     pool = Pool.load(small_pool)
     crash = "devices.1.availability={kind: crash, at_s: 5.0}"  # 'fast' holds the best variant, then crashes
-    static = build_deployment(load_scenario(SCENARIO, [*sets, crash]), pool, seed=0)
-    dynamic = build_deployment(load_scenario(SCENARIO, [*sets, crash, "placement.dynamic=true"]), pool, seed=0)
-    best = static.slots[1][0].variant
+
+    def deploy(extra):
+        sc = load_scenario(SCENARIO, [*sets, crash, *extra])
+        return get_strategy("vp").from_scenario(sc).deploy(context(sc, pool, file="x", log=print), 0)
+
+    static, dynamic = deploy([]), deploy(["placement.dynamic=true"])
+    slots = lambda dep, i: dep.world.devices[i].slots  # noqa: E731
+    best = slots(static, 1)[0].variant
     assert static.variants[best].accuracy == max(v.accuracy for v in static.variants)
-    assert len(static.slots[1]) == 1 and len(static.slots[2]) == 1
+    assert len(slots(static, 1)) == 1 and len(slots(static, 2)) == 1
     # at the crash (5 s) the best variant moves to a device that is still up (master or slow)
-    assert any((s.start_s, s.variant) == (5.0, best) for i in (0, 2) for s in dynamic.slots[i])
-    assert [s.variant for s in dynamic.slots[1]] == [best]    # and it ran on 'fast' until then
+    assert any((s.start_s, s.variant) == (5.0, best) for i in (0, 2) for s in slots(dynamic, i))
+    assert [s.variant for s in slots(dynamic, 1)] == [best]    # and it ran on 'fast' until then
 
 
 def test_bad_placement_and_grid_input_are_clear(sets, tmp_path):

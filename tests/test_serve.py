@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from vip_ray import analysis
-from vip_ray.aggregation import softmax
+from vip_ray.core.aggregation import softmax
 from vip_ray.experiment.run import run_scenario
 from vip_ray.pool import Pool
 from vip_ray.scenario import load_scenario
@@ -88,8 +88,8 @@ def test_serve_aggregates_and_places_as_the_simulator_does(sets, pool, images, s
     """The ingress's aggregation and placement are the simulator's own for the same strategy
     (one ``AggregationSpec`` built by the strategy's ``aggregation_spec``; the strategy's plan)."""
     from vip_ray.experiment.deployment import build_deployment
-    from vip_ray.experiment.strategies import Context, get_strategy
-    from vip_ray.experiment.strategies.vp import aggregation_spec
+    from vip_ray.strategies import Context, get_strategy
+    from vip_ray.strategies.vp import aggregation_spec
 
     sc = load_scenario(DEVICES, [*sets, f"strategy.name={strategy}"])
     strat = get_strategy(strategy).from_scenario(sc)
@@ -444,7 +444,7 @@ class _Cancellable:
 
 
 def _device_config(dev, index):
-    from vip_ray import netmodel
+    from vip_ray.core import netmodel
     from vip_ray.serve.config import DeviceConfig, LinkConfig
 
     link = None
@@ -472,7 +472,7 @@ def test_emulated_device_equals_the_simulated_device(seed, ties):
     from vip_ray.serve.device import EmulatedDevice, Job, Pending
     from vip_ray.serve.ingress import Downlinks
     from vip_ray.sim import run
-    from vip_ray.tables import Outcome
+    from vip_ray.core.tables import Outcome
 
     spec = rand_spec(seed, ties=ties)
     spec = replace(spec, devices=tuple(replace(d, drop_expired=False) for d in spec.devices))  # not emulated

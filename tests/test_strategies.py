@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vip_ray.aggregation import cp_aggregate, softmax
+from vip_ray.core.aggregation import cp_aggregate, softmax
 from vip_ray.experiment.compare import COMPARE_COLUMNS, run_compare
 from vip_ray.experiment.run import run_scenario
-from vip_ray.experiment.strategies import STRATEGIES, get_strategy
+from vip_ray.strategies import STRATEGIES, get_strategy
 from vip_ray.models import build_model
 from vip_ray.models.cuts import balanced_cuts, block_profile
 from vip_ray.models.profile import count_macs
 from vip_ray.pool import Pool
 from vip_ray.scenario import ScenarioError, load_scenario
-from vip_ray.sim import spec as S
+from vip_ray.core import world as S
 from vip_ray.sim.chain import ChainSpec, run_chain
 from vip_ray.sim.result import Outcome
 
@@ -141,7 +141,7 @@ def test_bad_strategy_options_name_the_key_and_the_allowed_values(sets):
     with pytest.raises(ScenarioError) as e:
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=mp", "strategy.options.mp.on_failure=retry"], **QUIET)
     assert f"{SCENARIO}: strategy.options.mp.on_failure: invalid value 'retry'; allowed: fail, stall" == str(e.value)
-    with pytest.raises(ScenarioError, match="strategy.aggregator: 'cp' combines class-group models .* allowed: majority, vip, vp"):
+    with pytest.raises(ScenarioError, match="strategy.aggregator: 'cp' combines class-group models .* allowed: first, majority, vip, vp"):
         run_scenario(SCENARIO, overrides=[*sets, "strategy.aggregator=cp"], **QUIET)
     with pytest.raises(ScenarioError, match="strategy.options.single.device: no device 'tv'"):
         run_scenario(SCENARIO, overrides=[*sets, "strategy.name=single", "strategy.options.single.device=tv"], **QUIET)

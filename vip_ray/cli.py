@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
-        r.add_argument("--engine", choices=["sim", "fast", "reference", "serve"], default=None,
-                       help="serve: live on Ray Serve; sim (the scenario's sim_engine), fast or reference: the "
-                            "SimPy simulator (default: the scenario's engine)")
+        r.add_argument("--engine", choices=_engine_choices(), default=None,
+                       help="serve: live on Ray Serve; sim (the scenario's sim_engine) or a simulator kernel "
+                            "(default: the scenario's engine)")
         _serve_arguments(r, "--engine serve: ")
         if name == "run":
             r.add_argument("--failed-devices", type=int, default=None, metavar="N",
@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default=None, help="output directory (must not exist; default under results/compare)")
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key (repeatable)")
-    cmp.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine (fan-out)")
+    cmp.add_argument("--engine", choices=_engine_choices(), default=None,
+                     help="serve: live on Ray Serve (every strategy must run there); else a simulator kernel")
+    _serve_arguments(cmp, "--engine serve: ")
     sub.add_parser("strategies", help="list the registered strategies")
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
     live.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
@@ -75,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
                       help="stop after this many seconds (default: run until Ctrl-C)")
     _serve_arguments(live, "")
     return p
+
+
+def _engine_choices() -> list[str]:
+    from vip_ray.core.engine import ENGINES
+
+    return ["sim", *ENGINES.names()]
 
 
 def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
@@ -127,7 +135,8 @@ def _compare(args, console: Console) -> int:
     try:
         out = run_compare(args.file, [s.strip() for s in args.strategies.split(",") if s.strip()],
                           overrides=overrides, out=args.out, failed=_counts(args.failed), steal=_steal(args.stealing),
-                          engine=args.engine, log=console.print, progress_factory=factory)
+                          engine=args.engine, log=console.print, progress_factory=factory,
+                          engine_options=_serve_options(args) if args.engine == "serve" else None)
     finally:
         stop()
     table = mean_table(pd.read_parquet(out / "compare.parquet"))
@@ -140,7 +149,7 @@ def _compare(args, console: Console) -> int:
 
 
 def _strategies(console: Console) -> int:
-    from vip_ray.experiment.strategies import STRATEGIES
+    from vip_ray.strategies import STRATEGIES
 
     for name in sorted(STRATEGIES):
         console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
@@ -281,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "sweep"):
             factory, stop = _progress(console, "emulating" if args.engine == "serve" else "simulating")
             try:
-                serve_options = _serve_options(args)
+                serve_options = _serve_options(args) if args.engine == "serve" else None
                 if args.command == "run":
                     from vip_ray.experiment.run import run_scenario
 

@@ -63,7 +63,7 @@ EXTRA: list[str] = []   # --set overrides for every run
 def _run(path: str, strategy: str, sets: list[str], log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One replication of a registered strategy on a scenario (the code path of vip-sim run)."""
     from vip_ray.experiment.run import open_pool
-    from vip_ray.experiment.strategies import Context, get_strategy, with_strategy
+    from vip_ray.strategies import Context, get_strategy, with_strategy
     from vip_ray.scenario import load_scenario
 
     sc = with_strategy(load_scenario(path, [*sets, *EXTRA]), strategy)

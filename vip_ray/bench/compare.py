@@ -25,8 +25,8 @@ def main(argv=None) -> int:
 
     from vip_ray.experiment.compare import mean_table, run_compare
     from vip_ray.experiment.run import open_pool
-    from vip_ray.experiment.strategies import get_strategy, with_strategy
-    from vip_ray.experiment.strategies.base import Context
+    from vip_ray.strategies import get_strategy, with_strategy
+    from vip_ray.strategies.base import Context
     from vip_ray.scenario import load_scenario
 
     strategies = args.strategies.split(",")

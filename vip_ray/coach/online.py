@@ -18,6 +18,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Decision:
+    """A task's fate: ``exit`` (answer on the end device) or send the last tensor at ``bits``."""
+
+    exit: bool
+    bits: int
+
+
 class SemanticCache:
     """Per-label semantic centres T_j^c and task counts m_j.
 

@@ -15,9 +15,8 @@ from pydantic import Field, field_validator
 from vip_ray.coach.baselines import dads, jps, neurosurgeon, spinn_candidates
 from vip_ray.coach.blocks import Cut
 from vip_ray.coach.offline import (DEFAULT_GRID, StagePlan, accept_within, coach_search, exhaustive_search)
-from vip_ray.coach.online import OnlinePolicy, SemanticCache, balance_cost, calibrate_policy, separability
+from vip_ray.coach.online import Decision, OnlinePolicy, SemanticCache, balance_cost, calibrate_policy, separability
 from vip_ray.coach.online import _largest_safe_prefix as largest_safe_prefix
-from vip_ray.coach.pipeline import Decision
 from vip_ray.coach.quant import FP32, MAX_BITS, MIN_BITS
 from vip_ray.coach.runner import EndCloudOptions, Outputs, Planned, Setup
 

@@ -19,16 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from vip_ray.coach.calibrate import EndCloudModel
 from vip_ray.coach.frames import frame_samples
 from vip_ray.coach.offline import CostModel, StagePlan
-from vip_ray.coach.pipeline import PipelineResult, simulate_pipeline
 from vip_ray.scenario import ScenarioError
-from vip_ray.sim import spec as S
-from vip_ray.sim.random_streams import Arrivals, bandwidth_steps
+from vip_ray.core import world as S
+from vip_ray.core.streams import Arrivals
 
 
 class EndCloudOptions(BaseModel):
@@ -131,10 +129,9 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     end_name = options.end_device or scenario.master.name
     if end_name not in names:
         raise ScenarioError(f"{file}: {prefix}.end_device: no device {end_name!r}; allowed: {', '.join(names)}", file=file)
-    from vip_ray.experiment.strategies.base import Context
-    from vip_ray.experiment.strategies.single import baseline_member
+    from vip_ray.scenario.load import baseline_member
 
-    member = baseline_member(Context(scenario, pool, file=file), options.model, f"{prefix}.model")
+    member = baseline_member(pool, options.model, f"{prefix}.model", file=file)
     family = options.speed_family or member.family
     others = [d for d in scenario.devices if d.name != end_name]
     if options.cloud_device is not None:
@@ -171,7 +168,7 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
         t_cloud = model.profile.layer_times(cloud_dev, family=family, model_key=member.model)
     except ValueError as e:
         raise ScenarioError(f"{file}: {prefix}.speed_family: {e}", file=file) from None
-    times, rates = bandwidth_steps(link)
+    times, rates = link.steps()
     cost = CostModel(model.chain, t_end, t_cloud, rates[0])
     w = scenario.workload
     interval = 1.0 / w.rate if w.rate else None
@@ -214,89 +211,6 @@ class Outputs:
     pred: np.ndarray
     topm_hit: np.ndarray
     partition: list
-
-
-def run_replication(st: Setup, planned: Planned, *, strategy: str, seed: int, replication: int,
-                    topm: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    sc = st.scenario
-    arrivals = workload_times(sc, seed)
-    n = len(arrivals)
-    labels = st.pool.labels
-    pool_rows = st.model.evaluation.index                     # frames come from the evaluation part
-    samples = pool_rows[samples_for(sc, labels[pool_rows], n, seed)]
-    decide, answer, *fed_back = planned.decide_factory(samples)
-    res = simulate_pipeline(planned.plan_for or planned.plan, arrivals, st.link, decide,
-                            result_bytes=st.result_bytes, seed=seed, early_bits=planned.early_bits,
-                            hold=planned.hold, answered=fed_back[0] if fed_back else None)
-    r = res.records
-    out = answer(r, res.plans)
-    label = labels[samples]
-    latency = r["finish_s"] - r["arrival_s"]
-    cloud_used = ~r["early_exit"] & (r["bytes_up"] > 0)
-    responders = pd.Categorical(np.where(cloud_used, f"{st.end_name},{st.cloud_name}", st.end_name),
-                                categories=[st.end_name, f"{st.end_name},{st.cloud_name}"])
-    table = pd.DataFrame({
-        "replication": np.full(n, replication, dtype=np.int32),
-        "seed": np.full(n, seed, dtype=np.int64),
-        "request_id": np.arange(n, dtype=np.int64),
-        "arrival_s": r["arrival_s"],
-        "finish_s": r["finish_s"],
-        "latency_s": latency,
-        "answered": np.ones(n, dtype=bool),
-        "deadline_met": latency <= st.deadline_s + 1e-12,
-        "fallback": np.zeros(n, dtype=bool),
-        "n_responders": (1 + cloud_used).astype(np.int16),
-        "responders": responders,
-        "sample": samples,
-        "label": label,
-        "prediction": out.pred,
-        "correct_top1": out.pred == label,
-        f"correct_top{topm}": out.topm_hit,
-        "bytes_down": r["bytes_down"],
-        "bytes_up": r["bytes_up"],
-        "strategy": strategy,
-        "engine": "sim",
-        "early_exit": r["early_exit"],
-        "bits": r["bits"].astype(np.int16),
-        "partition": pd.Categorical(out.partition),
-        "t_end_s": r["t_end_s"],
-        "t_tx_s": r["t_tx_s"],
-        "t_cloud_s": r["t_cloud_s"],
-        "wait_end_s": r["end_start_s"] - r["arrival_s"],
-        "wait_tx_s": r["wait_tx_s"],
-        "wait_cloud_s": r["wait_cloud_s"],
-    })
-    devices = device_table(st, planned, res, replication)
-    meta = {"events": res.events, "throughput_per_s": res.throughput(), "span_s": res.span}
-    return table, devices, meta
-
-
-def device_table(st: Setup, planned: Planned, res: PipelineResult, replication: int) -> pd.DataFrame:
-    """One row per stage: the end device, the uplink, the cloud. ``bubble_s`` is the stage's idle
-    time between the first arrival and the last answer (COACH's bubbles, per stage)."""
-    t0, t1 = res.span
-    span = max(t1 - t0, 1e-12)
-    r = res.records
-    n = len(r["arrival_s"])
-    sent = int((r["bytes_up"] > 0).sum())
-    cloud_jobs = int((~r["early_exit"] & (r["bytes_up"] > 0)).sum())
-    plan = planned.plan
-    end_macs = int(sum(layer.macs for layer in st.model.profile.layers if plan.cut.end[layer.index]))
-    cloud_macs = int(st.model.profile.macs - end_macs)
-    member = st.model.member.id
-    rows = []
-    for name, role, busy, jobs, macs, service in (
-            (st.end_name, "end", res.busy_s["end"], n, end_macs, np.nanmean(r["t_end_s"])),
-            (f"{st.end_name}->{st.cloud_name}", "link", res.busy_s["link"], sent, 0,
-             np.nanmean(r["t_tx_s"][r["bytes_up"] > 0]) if sent else 0.0),
-            (st.cloud_name, "cloud", res.busy_s["cloud"], cloud_jobs, cloud_macs,
-             np.nanmean(r["t_cloud_s"][r["t_cloud_s"] > 0]) if cloud_jobs else 0.0)):
-        rows.append({"replication": replication, "device": name, "group": name, "role": role,
-                     "variant": f"{member}[{role}]", "service_ms": 1e3 * float(service),
-                     "macs_per_request": macs, "jobs": jobs, "served": jobs, "busy_s": busy, "available_s": span,
-                     "preempted": 0, "dropped": 0, "crashed": 0, "available_fraction": 1.0,
-                     "utilization": busy / span, "bubble_s": span - busy})
-    return pd.DataFrame(rows)
 
 
 def plain(value: Any) -> Any:

@@ -15,8 +15,6 @@ Output directory::
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,8 +23,11 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
-from vip_ray.experiment.run import RunError, _versions, fail_devices, open_pool, simulate
-from vip_ray.experiment.strategies import get_strategy, with_strategy
+from vip_ray.core.engine import make_engine
+from vip_ray.core.results import atomic_dir
+from vip_ray.experiment.run import (RunError, checked_strategy, context, engine_name, fail_devices, json_safe,
+                                    open_pool, replicate, run_config)
+from vip_ray.strategies import get_strategy, with_strategy
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import OnOffAvailability
@@ -73,27 +74,25 @@ def _conditions(scenario: Scenario, failed: Sequence[int] | None, steal: tuple[f
 def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Sequence[str] = (),
                 out: str | Path | None = None, failed: Sequence[int] | None = None,
                 steal: tuple[float, float] | None = (10.0, 30.0), engine: str | None = None, plots: bool = True,
-                log: Callable[[str], None] = print, progress_factory=None) -> Path:
+                log: Callable[[str], None] = print, progress_factory=None, engine_options=None) -> Path:
     base = load_scenario(path, overrides)
     file = str(path)
     strategies = list(dict.fromkeys(strategies))
     if not strategies:
         raise ScenarioError("--strategies: name at least one, e.g. single,mp,cp,vp,vip")
-    classes = {s: get_strategy(s, file=file) for s in strategies}  # unknown names fail before any work
-    instances = {s: classes[s].from_scenario(with_strategy(base, s), file) for s in strategies}
+    for s in strategies:
+        get_strategy(s, file=file)  # unknown names fail before any work
+    name = engine_name(base, engine)
+    instances = {s: checked_strategy(with_strategy(base, s), file, name) for s in strategies}
     out_dir = Path(out) if out else Path("results/compare") / f"{base.name}-{uuid.uuid4().hex[:6]}"
     if out_dir.exists():
         raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
     conditions = _conditions(base, failed, steal)
     pool = open_pool(base, log)
-    check_pool(base, pool, file=file)
-    engine = engine or base.sim_engine
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
+    check_pool(base, pool, file=file, uses_variants=any(i.uses_variants for i in instances.values()))
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    try:
+    with atomic_dir(out_dir) as tmp, make_engine(name, engine_options) as eng:  # one engine for every point
         n_req = base.workload.requests or 0
         total = n_req * base.seeds.replications * len(conditions) * len(strategies)
         progress = progress_factory(total or None) if progress_factory else None
@@ -102,9 +101,9 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
                 scenario = with_strategy(scenario, s)
                 point = tmp / "points" / s / cond
                 point.mkdir(parents=True)
-                summary = simulate(scenario, pool, point, engine=engine, progress=progress, strategy=instances[s],
-                                   file=file, log=log)
-                (point / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+                summary = replicate(eng, instances[s], context(scenario, pool, file=file, log=log), point,
+                                    progress=progress)
+                (point / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
                 devices = pd.read_parquet(point / "devices.parquet")
                 rows += _rows(s, cond, n_failed, summary, devices)
         table = pd.DataFrame(rows)
@@ -113,22 +112,15 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
                    "stealing": {"busy_mean_s": steal[0], "free_mean_s": steal[1]} if steal else None,
                    "columns": COMPARE_COLUMNS, "wall_s": round(time.time() - t0, 3),
                    "table": mean_table(table).reset_index().to_dict(orient="records")}
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        config = {"scenario": base.resolved(), "source": file, "overrides": list(overrides),
-                  "strategies": strategies, "engine": engine,
-                  "seeds": [base.seeds.base + r for r in range(base.seeds.replications)],
-                  "pool": {"name": pool.name, "fingerprint": pool.manifest.data.get("fingerprint")},
-                  "versions": _versions(), "argv": sys.argv}
-        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
+        config = run_config(base, pool, eng, source=file, overrides=overrides, strategies=strategies,
+                            failed=[c for _, c, _ in conditions if c is not None], stealing=list(steal) if steal else None)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
         if plots:
             plot_compare(table, tmp / "compare.png", title=f"{base.name}: strategies compared")
         from vip_ray.coach.report import end_cloud_tables
 
         end_cloud_tables(tmp, base, strategies)  # end_cloud.csv (+ phases, png) when end–cloud strategies ran
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -1,29 +1,26 @@
-"""``vip-sim run``: one scenario, all its replications, into one run directory (written atomically)."""
+"""``vip-sim run``: one scenario, all its replications, on one engine, into one run directory
+(written atomically).
+
+One path for every engine: the strategy deploys each seed (:meth:`Strategy.deploy`), the engine
+(:data:`vip_ray.core.engine.ENGINES`: the simulator's kernels or the live Ray Serve emulation)
+replicates it, :func:`replicate` streams the tables to disk.
+"""
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
-import sys
-import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
-
-from vip_ray.experiment.strategies import Context, Strategy, get_strategy
-from vip_ray.placement import PlacementError, get_placement
+from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
+from vip_ray.core.registry import UnknownName
+from vip_ray.core.results import atomic_dir, provenance
+from vip_ray.core.tables import ReplicationStats, requests_arrow, summarize
 from vip_ray.pool import Pool, pools_root
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
-from vip_ray.tables import ReplicationStats, requests_arrow, summarize
+from vip_ray.strategies import Context, Strategy, get_strategy, runs_on
 
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
@@ -36,23 +33,33 @@ def runs_root() -> Path:
     return Path("results/runs")
 
 
-def open_pool(scenario: Scenario, log: Callable[[str], None]) -> Pool:
-    """The scenario's pool; a missing default pool, or one with ``pool.build`` overrides, is
-    trained on first use (and cached in the store)."""
-    root, name = scenario.pool.root, scenario.pool.name
+def open_pool(scenario: Scenario, log: Callable[[str], None], name: str | None = None) -> Pool:
+    """The scenario's pool (or the pool ``name`` in the same store); a missing default pool, or
+    one with ``pool.build`` overrides, is trained on first use (and cached in the store)."""
+    root = scenario.pool.root
+    name = name or scenario.pool.name
+    build = scenario.pool.build if name == scenario.pool.name else None
     if not (pools_root(root) / name).exists():
-        if name == "default" and not scenario.pool.build:
+        if name == "default" and not build:
             from vip_ray.pool.default import ensure_default_pool
 
             return ensure_default_pool(root, log=log)
-        if scenario.pool.build:
+        if name == "default-cp":
+            from vip_ray.pool.default import ensure_default_cp_pool
+
+            return ensure_default_cp_pool(root, log=log)
+        if build:
             from vip_ray.tune.config import compose
             from vip_ray.tune.runner import train_pool
 
-            log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(scenario.pool.build)})")
-            overrides = [*scenario.pool.build, f"pool.name={name}", f"pool.root={pools_root(root)}"]
+            log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(build)})")
+            overrides = [*build, f"pool.name={name}", f"pool.root={pools_root(root)}"]
             return Pool.load(train_pool(compose(overrides), log=log))
     return Pool.open(name, root)
+
+
+def context(scenario: Scenario, pool: Pool, *, file: str, log: Callable[[str], None]) -> Context:
+    return Context(scenario, pool, file=file, log=log, open_pool=lambda name: open_pool(scenario, log, name))
 
 
 def fail_devices(scenario: Scenario, n: int) -> Scenario:
@@ -67,33 +74,58 @@ def fail_devices(scenario: Scenario, n: int) -> Scenario:
     return scenario.model_copy(update={"devices": devices})
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import simpy
-
-    import vip_ray
-
-    return {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
-            "pyarrow": pa.__version__, "simpy": simpy.__version__, "vip_ray": vip_ray.__version__}
+def engine_name(scenario: Scenario, engine: str | None) -> str:
+    """``engine`` resolved: ``None`` → the scenario's ``engine``; ``sim`` → its ``sim_engine``."""
+    engine = engine or scenario.engine
+    return scenario.sim_engine if engine == "sim" else engine
 
 
-def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, progress=None,
-             chunk_requests: int = 200_000, strategy: Strategy | None = None, file: str = "<scenario>",
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every replication of the scenario's strategy into ``out_dir`` (requests streamed in
-    chunks); return the summary."""
-    if strategy is None:
-        strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
-    ctx = Context(scenario, pool, file=file, log=log)
+def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
+    """The scenario's strategy, its options validated, refused up front (before any pool is
+    opened or trained) when it does not run on ``engine``'s family or the placement is unknown."""
+    from vip_ray.placement import PlacementError, get_placement
+
+    strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
+    try:
+        family = engine_family(engine)
+    except KeyError:
+        allowed = ", ".join(["sim", *sorted(n for names in FAMILIES.values() for n in names)])
+        raise ScenarioError(f"{file}: engine: unknown engine {engine!r}; allowed: {allowed}", file=file) from None
+    if family not in strategy.engines:
+        raise ScenarioError(f"{file}: strategy.name: {strategy.name!r} runs on the {' and '.join(strategy.engines)} "
+                            f"engine only; strategies the {family} engine runs: {', '.join(runs_on(family))}",
+                            file=file)
+    try:
+        get_placement(scenario.placement.policy)
+    except PlacementError as e:
+        raise ScenarioError(f"{file}: placement.policy: {e}") from None
+    return strategy
+
+
+def expected_requests(scenario: Scenario) -> int | None:
+    w = scenario.workload
+    n = w.requests
+    if w.duration_s and w.rate:
+        n = min(n or 10**12, int(w.duration_s * w.rate))
+    return n
+
+
+def replicate(engine: Engine, strategy: Strategy, ctx: Context, out_dir: Path, *, progress=None,
+              chunk_requests: int = 200_000) -> dict[str, Any]:
+    """Every replication of ``ctx.scenario`` on ``engine`` into ``out_dir`` (requests streamed in
+    chunks; the engine's extra tables beside them); return the summary."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    scenario = ctx.scenario
     strategy.prepare(ctx)
     writer = None
-    device_rows, figures = [], []
+    device_rows, figures, extra = [], [], {}
     meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
     try:
         for rep in range(scenario.seeds.replications):
             seed = scenario.seeds.base + rep
-            out = strategy.replication(ctx, seed=seed, replication=rep, engine=engine, chunk_requests=chunk_requests)
+            out = engine.replicate(strategy.deploy(ctx, seed), replication=rep, chunk_requests=chunk_requests)
             stats = ReplicationStats()
             for rows in out:
                 stats.add(rows)
@@ -105,6 +137,8 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
                     progress(len(rows))
             device_rows.append(out.devices)
             figures.append(stats.figures())
+            for name, frame in out.tables.items():
+                extra.setdefault(name, []).append(frame)
             meta["placement"][rep] = out.meta.get("placement", {})
             meta["events"] += out.meta.get("events", 0)
             meta["engine_wall_s"] += out.meta.get("engine_wall_s", 0.0)
@@ -114,36 +148,72 @@ def simulate(scenario: Scenario, pool: Pool, out_dir: Path, *, engine: str, prog
             writer.close()
     devices = pd.concat(device_rows, ignore_index=True)
     devices.to_parquet(out_dir / DEVICES_FILE, index=False)
+    for name, frames in extra.items():
+        pd.concat(frames, ignore_index=True).to_parquet(out_dir / f"{name}.parquet", index=False)
     summary = summarize(figures, scenario.workload.deadline_ms / 1e3)
-    summary.update({"scenario": scenario.name, "pool": pool.name, "engine": engine, "strategy": scenario.strategy.name,
+    summary.update({"scenario": scenario.name, "pool": ctx.pool.name, "engine": engine.name,
+                    "strategy": scenario.strategy.name,
                     "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
                     **{k: v for k, v in meta.items() if k != "engine_wall_s"},
-                    "engine_wall_s": round(meta["engine_wall_s"], 3)})
+                    "engine_wall_s": round(meta["engine_wall_s"], 3), **engine.run_summary()})
     return summary
 
 
-def live_plan(strategy: Strategy, scenario: Scenario, pool: Pool, file: str, log: Callable[[str], None]):
-    """What the Serve engine deploys: the strategy's placement plan (after its ``prepare``)."""
-    ctx = Context(scenario, pool, file=file, log=log)
-    strategy.prepare(ctx)
-    return strategy.plan(ctx)
+def run_config(scenario: Scenario, pool: Pool, engine: Engine, *, source: str, overrides: Sequence[str],
+               **more: Any) -> dict[str, Any]:
+    """``config.yaml``: the resolved scenario, seeds, pool fingerprint, engine, provenance."""
+    return provenance(scenario=scenario.resolved(), source=source, overrides=list(overrides), **more,
+                      engine=engine.describe(),
+                      seeds=[scenario.seeds.base + r for r in range(scenario.seeds.replications)],
+                      pool={"name": pool.name, "path": str(pool.path),
+                            "fingerprint": pool.manifest.data.get("fingerprint"), "created": pool.manifest.created})
 
 
-def checked_strategy(scenario: Scenario, file: str, *, live: bool) -> Strategy:
-    """The scenario's strategy, its options validated, refused up front (before any pool is opened
-    or trained) when the engine cannot run it or the placement policy is unknown."""
-    strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
-    if live and "serve" not in strategy.engines:
-        from vip_ray.experiment.strategies import STRATEGIES
+def json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
 
-        allowed = ", ".join(n for n, c in sorted(STRATEGIES.items()) if "serve" in c.engines)
-        raise ScenarioError(f"{file}: strategy.name: {scenario.strategy.name!r} runs on the simulator only; "
-                            f"strategies the Serve engine runs: {allowed}", file=file)
-    try:
-        get_placement(scenario.placement.policy)
-    except PlacementError as e:
-        raise ScenarioError(f"{file}: placement.policy: {e}") from None
-    return strategy
+
+def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
+                 engine: str | None = None, failed_devices: int | None = None, plots: bool = True,
+                 log: Callable[[str], None] = print, progress_factory=None, engine_options=None,
+                 serve_options=None) -> Path:
+    """Load, validate and run a scenario; write ``requests.parquet``, ``devices.parquet``,
+    ``summary.json``, ``config.yaml`` (and the engine's own tables, and plots) into a new run
+    directory; return it.
+
+    ``engine``: an engine name (``fast``, ``loop``, ``numpy``, ``reference``, ``serve``), ``sim``
+    (the scenario's ``sim_engine``), or ``None`` (the scenario's ``engine``); ``engine_options``
+    go to the engine (for ``serve``: a :class:`vip_ray.serve.ServeOptions`)."""
+    scenario = load_scenario(path, overrides)
+    file = str(path)
+    name = engine_name(scenario, engine)
+    strategy = checked_strategy(scenario, file, name)
+    if failed_devices is not None:
+        scenario = fail_devices(scenario, failed_devices)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
+    if out_dir.exists():
+        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    pool = open_pool(scenario, log)
+    check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
+    import time
+
+    t0 = time.time()
+    with atomic_dir(out_dir) as tmp, make_engine(name, engine_options or serve_options) as eng:
+        total = expected_requests(scenario)
+        progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
+        summary = replicate(eng, strategy, context(scenario, pool, file=file, log=log), tmp, progress=progress)
+        summary["wall_s"] = round(time.time() - t0, 3)
+        (tmp / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
+        import yaml
+
+        config = run_config(scenario, pool, eng, source=file, overrides=overrides, failed_devices=failed_devices)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
+        if plots:
+            from vip_ray.experiment.plots import run_plots
+
+            run_plots(tmp)
+    return out_dir
 
 
 def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,
@@ -151,79 +221,16 @@ def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=N
     """``vip-sim serve``: keep a scenario's emulation up on Ray Serve, answering HTTP
     (``POST /predict``, ``GET /health``), until Ctrl-C or ``duration_s`` seconds; no workload is
     replayed. ``on_ready(emulation)`` is called once it runs. Returns the last health report."""
-    from vip_ray.serve import keep_serving
-
     scenario = load_scenario(path, overrides)
-    strategy = checked_strategy(scenario, str(path), live=True)
+    file = str(path)
+    strategy = checked_strategy(scenario, file, "serve")
     pool = open_pool(scenario, log)
-    check_pool(scenario, pool, file=str(path))
-    return keep_serving(scenario, pool, options=options, plan=live_plan(strategy, scenario, pool, str(path), log),
-                        duration_s=duration_s, log=log, on_ready=on_ready)
+    check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
+    ctx = context(scenario, pool, file=file, log=log)
+    strategy.prepare(ctx)
+    with make_engine("serve", options) as eng:
+        return eng.keep_serving(strategy.deploy(ctx, scenario.seeds.base), duration_s=duration_s, on_ready=on_ready)
 
 
-def expected_requests(scenario: Scenario) -> int | None:
-    w = scenario.workload
-    n = w.requests
-    if w.duration_s and w.rate:
-        n = min(n or 10**12, int(w.duration_s * w.rate))
-    return n
-
-
-def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | Path | None = None,
-                 engine: str | None = None, failed_devices: int | None = None, plots: bool = True,
-                 log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
-    """Load, validate and run a scenario; write ``requests.parquet``, ``devices.parquet``,
-    ``summary.json``, ``config.yaml`` and plots into a new run directory; return it.
-
-    ``engine``: ``serve`` (live on Ray Serve, options ``serve_options``: a
-    :class:`vip_ray.serve.ServeOptions`), ``sim`` (the scenario's ``sim_engine``) or a simulator
-    engine name (``fast``, ``reference``); default: the scenario's ``engine``."""
-    scenario = load_scenario(path, overrides)
-    live = engine == "serve" or (engine is None and scenario.engine == "serve")
-    strategy = checked_strategy(scenario, str(path), live=live)
-    if failed_devices is not None:
-        scenario = fail_devices(scenario, failed_devices)
-    engine = "serve" if live else (scenario.sim_engine if engine in (None, "sim") else engine)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
-    pool = open_pool(scenario, log)
-    check_pool(scenario, pool, file=str(path))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
-    t0 = time.time()
-    try:
-        total = expected_requests(scenario)
-        progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
-        if live:
-            from vip_ray.serve import ServeOptions, run_serve
-
-            serve_options = serve_options or ServeOptions()
-            summary = run_serve(scenario, pool, tmp, options=serve_options,
-                                plan=live_plan(strategy, scenario, pool, str(path), log), progress=progress, log=log)
-        else:
-            summary = simulate(scenario, pool, tmp, engine=engine, progress=progress, strategy=strategy,
-                               file=str(path), log=log)
-        summary["wall_s"] = round(time.time() - t0, 3)
-        (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-        config = {"scenario": scenario.resolved(), "source": str(path), "overrides": list(overrides),
-                  "failed_devices": failed_devices, "engine": engine,
-                  "seeds": [scenario.seeds.base + r for r in range(scenario.seeds.replications)],
-                  "pool": {"name": pool.name, "path": str(pool.path), "fingerprint": pool.manifest.data.get("fingerprint"),
-                           "created": pool.manifest.created},
-                  "versions": {**_versions(), **(summary["serve"]["versions"] if live else {})}, "argv": sys.argv}
-        if live:
-            config["serve"] = {**json.loads(json.dumps(dataclasses.asdict(serve_options))), "app": summary["serve"]["app"],
-                               "groups": summary["serve"]["groups"]}
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
-        if plots:
-            from vip_ray.experiment.plots import run_plots
-
-            run_plots(tmp)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+__all__ = ["RunError", "UnknownName", "checked_strategy", "context", "engine_name", "fail_devices", "open_pool",
+           "replicate", "run_config", "run_scenario", "serve_scenario"]

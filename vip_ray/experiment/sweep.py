@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -11,6 +10,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
+from vip_ray.core.results import atomic_dir
 from vip_ray.experiment.run import RunError, run_scenario
 from vip_ray.scenario import ScenarioError
 
@@ -44,11 +44,9 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
     out_dir = Path(out) if out else Path("results/sweeps") / f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
     if out_dir.exists():
         raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
-    (tmp / "points").mkdir(parents=True)
     rows = []
-    try:
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "points").mkdir()
         keys = list(grid)
         for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
             point = dict(zip(keys, values))
@@ -70,10 +68,6 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
         (tmp / "grid.json").write_text(json.dumps({"grid": grid, "overrides": list(overrides), "source": str(path)},
                                                   indent=2, default=str))
         _plot(table, keys, tmp)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

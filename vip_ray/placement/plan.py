@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vip_ray.aggregation import reply_bytes
+from vip_ray.core.aggregation import reply_bytes
 from vip_ray.placement.base import DeviceInfo, VariantInfo, place
 from vip_ray.pool import MemberRecord, Pool
 from vip_ray.scenario import Scenario
@@ -126,3 +126,9 @@ def device_slots(plan: PlacementPlan, device: int) -> list[tuple[float, int, flo
         if v >= 0 and (not own or own[-1][1] != v):
             own.append((t, v, float(plan.service_s[device, v])))
     return own
+
+
+def placed_devices(plan: PlacementPlan) -> list[int]:
+    """The devices that run some variant at some time (in device order)."""
+    n = len(plan.timeline[0][1]) if plan.timeline else 0
+    return [i for i in range(n) if any(a[i] >= 0 for _, a in plan.timeline)]

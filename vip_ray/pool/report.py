@@ -1,9 +1,11 @@
 """The pool report: what a pool's prediction bank says about its members and ensembles.
 
-Every ensemble number goes through :mod:`vip_ray.aggregation`, the same code the
+Every ensemble number goes through :mod:`vip_ray.core.aggregation`, the same code the
 simulator and the Serve emulation use.
 """
 from __future__ import annotations
+
+from vip_ray.core.tables import top_m  # noqa: F401  (re-exported: the pools report uses it)
 
 import itertools
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vip_ray.aggregation import cp_aggregate, softmax, vip_aggregate, vp_aggregate
+from vip_ray.core.aggregation import cp_aggregate, softmax, vip_aggregate, vp_aggregate
 from vip_ray.class_groups import group_log_probs, group_targets
 from vip_ray.models import model_spec
 from vip_ray.pool.store import Pool
@@ -24,9 +26,6 @@ def _acc(probs: np.ndarray, labels: np.ndarray, m: int = 1) -> float:
     return float((top == labels[:, None]).any(1).mean())
 
 
-def top_m(num_classes: int) -> int:
-    """VP reports top-2 for C < 100 and top-5 otherwise."""
-    return 2 if num_classes < 100 else 5
 
 
 def ensemble_accuracy(pool: Pool, ids: Sequence[str], *, method: str, k: int | None = 2,

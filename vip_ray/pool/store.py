@@ -262,7 +262,7 @@ class Pool:
 
     def class_masks(self, member_ids: list[str] | None = None) -> np.ndarray:
         """(G, C) bool: which classes each cp_group member owns (default: every cp_group member,
-        manifest order) — the ``classes=`` argument of ``vip_ray.aggregation.cp_aggregate``."""
+        manifest order) — the ``classes=`` argument of ``vip_ray.core.aggregation.cp_aggregate``."""
         ids = self.manifest.ids("cp_group") if member_ids is None else member_ids
         out = np.zeros((len(ids), self.num_classes), dtype=bool)
         for i, mid in enumerate(ids):

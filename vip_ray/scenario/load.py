@@ -182,17 +182,10 @@ def selected_variants(scenario: Scenario, pool: Any) -> list[Any]:
     return [by_id[i] for i in ids if i in by_id]
 
 
-def _deploys_variants(scenario: Scenario) -> bool:
-    """Whether the scenario's strategy places the pool's variants (``Strategy.uses_variants``)."""
-    from vip_ray.experiment.strategies import STRATEGIES  # lazily: the registry imports the scenario layer
-
-    strategy = STRATEGIES.get(scenario.strategy.name)
-    return strategy is None or strategy.uses_variants
-
-
-def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> None:
+def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None, uses_variants: bool = True) -> None:
     """Checks that need the pool: ``pool.variants`` are members, and every device can compute at
-    least one selected variant (a latency-table-only device needs an entry for one of them)."""
+    least one selected variant (a latency-table-only device needs an entry for one of them).
+    ``uses_variants``: the strategy places the pool's variants (``Strategy.uses_variants``)."""
     manifest = _manifest(pool)
     where = file or "<scenario>"
     if scenario.pool.variants:
@@ -202,7 +195,7 @@ def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> Non
                 raise ScenarioError(f"{where}: pool.variants[{i}]: pool {manifest.name!r} has no member {mid!r}; "
                                     f"members: {', '.join(known)}", file=file)
     members = selected_variants(scenario, manifest)
-    if not members and not _deploys_variants(scenario):
+    if not members and not uses_variants:
         return  # e.g. the end–cloud strategies partition one model; they check their member themselves
     if not members:
         raise ScenarioError(f"{where}: pool: pool {manifest.name!r} has no variant members to deploy", file=file)
@@ -212,6 +205,24 @@ def check_pool(scenario: Scenario, pool: Any, *, file: str | None = None) -> Non
                 f"{where}: devices (device {d.name!r}): can run none of the selected variants "
                 f"({', '.join(m.id for m in members)}): its latency_ms table has "
                 f"{', '.join(d.latency_ms or {}) or 'nothing'} and it has no macs_per_s", file=file)
+
+
+def baseline_member(pool: Any, member_id: str | None, key: str, *, file: str | None = None):
+    """The pool member a whole-model strategy runs (single, mp, the end–cloud ones): ``member_id``,
+    else the pool's first baseline, else its teacher. ``key`` names the option in errors."""
+    manifest = _manifest(pool)
+    where = file or "<scenario>"
+    if member_id is not None:
+        if member_id not in manifest.ids():
+            raise ScenarioError(f"{where}: {key}: pool {manifest.name!r} has no member {member_id!r}; "
+                                f"members: {', '.join(manifest.ids())}", file=file)
+        return manifest.member(member_id)
+    for role in ("baseline", "teacher"):
+        ids = [m.id for m in manifest.members if m.role == role and ".B" not in m.id]
+        if ids:
+            return manifest.member(ids[0])
+    raise ScenarioError(f"{where}: {key}: pool {manifest.name!r} has no baseline or teacher member; "
+                        f"name one of {', '.join(manifest.ids())}", file=file)
 
 
 def data_shape(pool: Any) -> tuple[int, int, int] | None:
@@ -248,5 +259,5 @@ def input_bytes(scenario: Scenario, pool: Any) -> int:
     return c * h * w
 
 
-__all__ = ["DATASET_SHAPES", "apply_overrides", "check_pool", "data_shape",
+__all__ = ["DATASET_SHAPES", "apply_overrides", "baseline_member", "check_pool", "data_shape",
            "input_bytes", "load_scenario", "parse_scenario", "selected_variants"]

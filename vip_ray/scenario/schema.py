@@ -661,7 +661,7 @@ class Workload(_Model):
 
 
 def _aggregator_names() -> list[str]:
-    from vip_ray.aggregation import AGGREGATORS
+    from vip_ray.core.aggregation import AGGREGATORS
 
     return sorted(AGGREGATORS)
 
@@ -675,7 +675,7 @@ class StrategySpec(_Model):
     * ``name`` — a registered strategy (``vip-sim strategies`` lists them): ``vp``, ``vip``,
       ``single``, ``mp``, ``cp`` and those of later releases; checked against the registry when
       the scenario runs.
-    * ``aggregator`` — a name in ``vip_ray.aggregation.AGGREGATORS`` (``vp``, ``vip``,
+    * ``aggregator`` — a name in ``vip_ray.core.aggregation.AGGREGATORS`` (``vp``, ``vip``,
       ``majority``, or user-registered); default ``vp`` for vp, ``vip`` for vip, none otherwise.
     * ``k`` — top-k compression of replies (VP §III-C): an int ≥ 1 or ``all`` (full vector). Default 2.
     * ``alpha`` — VP eq. 1 exponent α of the depth-multiplier scaling (default 1.0).

@@ -1,19 +1,18 @@
-"""Live emulation on Ray Serve: ``vip-sim run FILE --engine serve``.
+"""Live emulation on Ray Serve: the ``serve`` engine (``vip-sim run FILE --engine serve``).
 
-The scenario's devices become emulated edge devices hosted by device-group deployments
-(:mod:`.device`), the master is the ingress deployment (:mod:`.ingress`; HTTP ``POST /predict``,
-``GET /health``), a load generator replays the workload in real time (:mod:`.loadgen`), and the
-results land in the simulator's tables (:mod:`.engine`). Placement, aggregation, the link
-model and the random streams are the simulator's own code (``vip_ray.placement``,
-``vip_ray.aggregation``, ``vip_ray.netmodel``, ``vip_ray.streams``); this package never imports
-``vip_ray.sim`` (and the simulator never imports it).
+A fan-out deployment's devices (:class:`vip_ray.core.deployment.FanOut`, the very world the
+simulator runs) become emulated edge devices hosted by device-group deployments (:mod:`.device`;
+their state machine in :mod:`.emulated`, tested without Ray), the master is the ingress
+deployment (:mod:`.ingress`; HTTP ``POST /predict``, ``GET /health``), a load generator replays
+the workload in real time (:mod:`.loadgen`), and :class:`ServeEngine` (:mod:`.engine`) turns the
+replay into the simulator's tables. This package imports :mod:`vip_ray.core`, never
+:mod:`vip_ray.sim` (and the simulator never imports it).
 
-    from vip_ray.serve import ServeEmulation, ServeOptions, build_config, keep_serving, run_serve
+    from vip_ray.serve import ServeEngine, ServeOptions
 """
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
 
-__all__ = ["DeployError", "EmulationConfig", "ServeEmulation", "ServeOptions", "build_config", "keep_serving",
-           "run_serve"]
+__all__ = ["DeployError", "EmulationConfig", "ServeEmulation", "ServeEngine", "ServeOptions", "build_config"]
 
 
 def __getattr__(name):  # Ray Serve and torch load only when an emulation is started
@@ -21,8 +20,8 @@ def __getattr__(name):  # Ray Serve and torch load only when an emulation is sta
         from vip_ray.serve.app import ServeEmulation
 
         return ServeEmulation
-    if name in ("run_serve", "keep_serving"):
-        from vip_ray.serve import engine
+    if name == "ServeEngine":
+        from vip_ray.serve.engine import ServeEngine
 
-        return getattr(engine, name)
+        return ServeEngine
     raise AttributeError(name)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from typing import Any, Callable
 
-from vip_ray.scenario import ScenarioError
 from vip_ray.serve.config import DeployError, EmulationConfig
 from vip_ray.serve.device import DeviceGroup
 from vip_ray.serve.ingress import Ingress
@@ -31,7 +29,7 @@ def build_app(cfg: EmulationConfig, weights: dict[int, bytes]):
 
     groups = []
     for gi, g in enumerate(cfg.groups):
-        need = sorted({v for i in g.devices for _, v, _ in cfg.devices[i].slots})
+        need = sorted({v for i in g.devices for v in cfg.devices[i].placed_variants()})
         actor = {"num_cpus": 0}
         if g.ray_resources:
             actor["resources"] = dict(g.ray_resources)
@@ -63,7 +61,7 @@ def check_resources(cfg: EmulationConfig) -> None:
             have = sorted({k for n in nodes for k in n["Resources"]
                            if not k.startswith("node:") and k not in ("CPU", "GPU", "memory", "object_store_memory")})
             where = ", ".join(f"devices[{i}] ({cfg.devices[i].name})" for i in g.devices)
-            raise ScenarioError(f"{where}: ray_resources {g.ray_resources} are offered by no node of the Ray cluster; "
+            raise DeployError(f"{where}: ray_resources {g.ray_resources} are offered by no node of the Ray cluster; "
                                 f"custom resources on its nodes: {', '.join(have) or '(none)'} (start a node with "
                                 f"ray start --resources '{{\"{next(iter(g.ray_resources))}\": 1}}')")
 
@@ -108,45 +106,16 @@ class ServeEmulation:
             self.handle = serve.run(app, name=self.cfg.app, _local_testing_mode=True)
             return
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = {"address": opt.address, "log_to_driver": False}
-            if opt.address is None:
-                kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
-            _reachable(opt.address)
-            try:
-                ctx = ray.init(**kwargs)
-            except Exception as e:  # a bad --address, an unreachable head node
-                raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
-                                  f"{e}") from None
+            self.dashboard_url = start_ray(opt)
             self.own_ray = True
-            self.dashboard_url = getattr(ctx, "dashboard_url", None) or None
         check_resources(self.cfg)
-        serve.start(http_options={"host": opt.http_host, "port": opt.http_port or free_port(opt.http_host)})
-        self.http_port = _serve_http_port()
-        try:
-            serve._run(app, _blocking=False, name=self.cfg.app, route_prefix=opt.route_prefix)
+        self.http_port = start_serve(opt)
+        try:  # Serve's public API: returns once the app is running
+            self.handle = serve.run(app, blocking=False, name=self.cfg.app, route_prefix=opt.route_prefix)
         except Exception as e:  # e.g. the route prefix is another app's on a shared cluster
             cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
             raise DeployError(f"Serve could not deploy app {self.cfg.app!r} at route prefix {opt.route_prefix!r}: "
                               f"{cause} (another prefix: --route-prefix /mine)") from None
-        self._wait_running(opt.deploy_timeout_s)
-        self.handle = serve.get_app_handle(self.cfg.app)
-
-    def _wait_running(self, timeout: float) -> None:
-        from ray import serve
-
-        end = time.monotonic() + timeout
-        while True:
-            st = serve.status().applications.get(self.cfg.app)
-            status = str(getattr(st, "status", "")).split(".")[-1] if st is not None else "NOT_STARTED"
-            if status == "RUNNING":
-                return
-            if status == "DEPLOY_FAILED" or time.monotonic() > end:
-                parts = [f"{name}: {str(d.status).split('.')[-1]} {d.message}".strip()
-                         for name, d in (st.deployments.items() if st is not None else [])]
-                why = "failed" if status == "DEPLOY_FAILED" else f"is not running after {timeout:g} s"
-                raise DeployError(f"Serve app {self.cfg.app!r} {why} ({status}): " + "; ".join(parts)
-                                  + (f"; {st.message}" if st is not None and st.message else ""))
-            time.sleep(0.2)
 
     def stop(self) -> None:
         import ray
@@ -211,6 +180,31 @@ class ServeEmulation:
             if any(self.cfg.devices[i].name == device for i in g.devices):
                 return gi
         raise KeyError(f"no device {device!r}; devices: {', '.join(self.cfg.device_names)}")
+
+
+def start_ray(opt) -> str | None:
+    """Join ``opt.address`` or start a local Ray (with the dashboard unless turned off); return
+    the dashboard's address."""
+    import ray
+
+    kwargs: dict[str, Any] = {"address": opt.address, "log_to_driver": False}
+    if opt.address is None:
+        kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
+    _reachable(opt.address)
+    try:
+        ctx = ray.init(**kwargs)
+    except Exception as e:  # a bad --address, an unreachable head node
+        raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
+                          f"{e}") from None
+    return getattr(ctx, "dashboard_url", None) or None
+
+
+def start_serve(opt) -> int | None:
+    """Serve with its HTTP proxy where ``opt`` says (an already running Serve keeps its own)."""
+    from ray import serve
+
+    serve.start(http_options={"host": opt.http_host, "port": opt.http_port or free_port(opt.http_host)})
+    return _serve_http_port()
 
 
 def _reachable(address: str | None, timeout: float = 5.0) -> None:

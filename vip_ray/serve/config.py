@@ -1,11 +1,11 @@
-"""Scenario + pool + placement → the plain-data description of a live emulation.
+"""A fan-out deployment (:class:`vip_ray.core.deployment.FanOut`) → the plain-data description of
+a live emulation: the core world's devices and workload as they are, plus what only Serve needs
+(device groups, Ray resources, HTTP and inference options, how to build each variant).
 
 Everything here is picklable data (frozen dataclasses of numbers and strings): it travels to the
-Serve replicas in their constructor arguments. The field names of :class:`DeviceConfig`,
-:class:`LinkConfig` and :class:`WorkloadConfig` (and the availability, a
-:class:`vip_ray.streams.AvailabilityParams`) are the ones the shared random streams read
-(:mod:`vip_ray.streams`), so a live device draws the numbers the simulated one draws.
-Placement is :func:`vip_ray.placement.plan.plan_placement`, the simulator's own.
+Serve replicas in their constructor arguments. The devices are the core world's
+:class:`~vip_ray.core.world.DeviceSpec`s, so a live device draws the numbers the simulated one
+draws (:mod:`vip_ray.core.streams`).
 """
 from __future__ import annotations
 
@@ -14,12 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from vip_ray import netmodel
-from vip_ray.aggregation import AggregationSpec
-from vip_ray.placement.plan import PlacementPlan, device_slots, plan_placement
-from vip_ray.pool import Pool
-from vip_ray.scenario import Scenario, ScenarioError
-from vip_ray.streams import AvailabilityParams, availability_params
+from vip_ray.core.aggregation import AggregationSpec
+from vip_ray.core.deployment import FanOut
+from vip_ray.core.world import DeviceSpec, WorkloadSpec
 
 class DeployError(RuntimeError):
     """The emulation could not be started on Ray / Serve (the message says why)."""
@@ -86,50 +83,6 @@ class ServeOptions:
 
 
 @dataclass(frozen=True)
-class LinkConfig:
-    """Master↔device link: ``rtt_s``, bandwidth steps ``(times, rates)`` in bit/s, ``loss``."""
-
-    rtt_s: float
-    times: tuple[float, ...]
-    rates: tuple[float, ...]
-    loss: float = 0.0
-
-    def direction(self) -> netmodel.Direction:
-        return netmodel.Direction(self.times, self.rates, self.rtt_s / 2.0)
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
-    """One emulated device. ``slots``: ``(start_s, variant, mean service s)`` steps of its placed
-    variant (``()``: nothing placed); ``link`` ``None``: the master's own local variant."""
-
-    index: int
-    name: str
-    group: str
-    role: str
-    slots: tuple[tuple[float, int, float], ...]
-    service_dist: str
-    jitter_cv: float
-    straggler_prob: float
-    straggler_factor: float
-    availability: AvailabilityParams
-    link: LinkConfig | None
-    reply_bytes: int
-    ray_resources: dict[str, float] = field(default_factory=dict)
-
-    def slot_at(self, t: float) -> tuple[int, float] | None:
-        """``(variant, mean service s)`` in force at ``t``; ``None`` when nothing is placed
-        (before the first step, or a step with variant -1 / infinite service)."""
-        cur = None
-        for start, v, svc in self.slots:
-            if start <= t:
-                cur = (v, svc) if v >= 0 and svc < math.inf else None
-            else:
-                break
-        return cur
-
-
-@dataclass(frozen=True)
 class VariantConfig:
     """A pool variant a device may run: how to build it (``vip_ray.models.build_model``)."""
 
@@ -138,20 +91,7 @@ class VariantConfig:
     model: str
     build: dict[str, Any]
     macs: int = 0
-
-
-@dataclass(frozen=True)
-class WorkloadConfig:
-    """The scenario's workload in the fields :class:`vip_ray.streams.Arrivals` reads."""
-
-    arrival: str
-    rate_hz: float
-    times: tuple[float, ...]
-    n_requests: int | None
-    duration_s: float | None
-    deadline_s: float
-    input_bytes: int
-    fallback: str
+    classes: tuple[int, ...] = ()   # a class-group model (strategy cp): the classes it owns
 
 
 @dataclass(frozen=True)
@@ -167,11 +107,11 @@ class GroupConfig:
 class EmulationConfig:
     scenario: str
     app: str
-    devices: tuple[DeviceConfig, ...]
+    devices: tuple[DeviceSpec, ...]
     variants: tuple[VariantConfig, ...]
     groups: tuple[GroupConfig, ...]
     aggregation: AggregationSpec
-    workload: WorkloadConfig
+    workload: WorkloadSpec
     shared_medium: bool
     num_classes: int
     class_names: tuple[str, ...]
@@ -187,13 +127,7 @@ class EmulationConfig:
 
     @property
     def master(self) -> int:
-        return next(d.index for d in self.devices if d.role == "master")
-
-
-def _link(link: Any) -> LinkConfig:
-    p = netmodel.link_params(link)
-    times, rates = netmodel.bandwidth_steps(p["bandwidth_bps"], p["bandwidth_trace"])
-    return LinkConfig(rtt_s=p["rtt_s"], times=tuple(times), rates=tuple(rates), loss=p["loss"])
+        return next((i for i, d in enumerate(self.devices) if d.role == "master"), None)
 
 
 def _safe(name: str) -> str:
@@ -201,29 +135,29 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def plan_groups(devices: Sequence[DeviceConfig], options: ServeOptions) -> tuple[GroupConfig, ...]:
+def plan_groups(devices: Sequence[DeviceSpec], options: ServeOptions) -> tuple[GroupConfig, ...]:
     """Device-group deployments: pinned devices by resource set, failure-prone and isolated
     devices alone (a crash kills its replica, and only its own devices may go with it), the
     rest packed into balanced groups of at most ``devices_per_replica``, by placed variant."""
     unknown = sorted(set(options.isolate) - {d.name for d in devices})
     if unknown:
-        raise ScenarioError(f"serve isolate: no device {', '.join(map(repr, unknown))}; devices: "
+        raise DeployError(f"serve isolate: no device {', '.join(map(repr, unknown))}; devices: "
                             f"{', '.join(d.name for d in devices)}")
     groups: list[GroupConfig] = []
     pinned: dict[tuple, list[int]] = {}
     rest: list[int] = []
-    for d in devices:
+    for i, d in enumerate(devices):
         alone = (d.availability.failure and options.failures == "kill") or d.name in options.isolate
         if d.ray_resources and not alone:
-            pinned.setdefault(tuple(sorted(d.ray_resources.items())), []).append(d.index)
+            pinned.setdefault(tuple(sorted(d.ray_resources)), []).append(i)
         elif alone:
-            groups.append(GroupConfig(f"dev-{_safe(d.name)}", (d.index,), dict(d.ray_resources)))
+            groups.append(GroupConfig(f"dev-{_safe(d.name)}", (i,), dict(d.ray_resources)))
         else:
-            rest.append(d.index)
+            rest.append(i)
     for j, (res, members) in enumerate(pinned.items()):
         groups.append(GroupConfig(f"pinned-{j}-" + "-".join(_safe(k) for k, _ in res), tuple(members), dict(res)))
     # devices that run the same variant share a replica where possible: one forward pass serves them all
-    rest.sort(key=lambda i: (devices[i].slots[0][1] if devices[i].slots else -1, i))
+    rest.sort(key=lambda i: ((devices[i].placed_variants() or [-1])[0], i))
     n = math.ceil(len(rest) / options.devices_per_replica) if rest else 0
     for j in range(n):  # balanced: sizes differ by at most one
         members = tuple(sorted(rest[j * len(rest) // n:(j + 1) * len(rest) // n]))
@@ -231,37 +165,21 @@ def plan_groups(devices: Sequence[DeviceConfig], options: ServeOptions) -> tuple
     return tuple(sorted(groups, key=lambda g: g.devices[0]))
 
 
-def build_config(scenario: Scenario, pool: Pool, *, input_shape: tuple[int, int, int],
-                 options: ServeOptions | None = None, app: str | None = None,
-                 plan: PlacementPlan | None = None) -> EmulationConfig:
-    """The emulation of ``scenario`` on ``pool`` (placement as in the simulator); ``input_shape``
+def build_config(dep: FanOut, *, input_shape: tuple[int, int, int], options: ServeOptions | None = None,
+                 app: str | None = None) -> EmulationConfig:
+    """The emulation of a fan-out deployment (the very world the simulator runs); ``input_shape``
     is (C, H, W) of the pool's test images."""
-    from vip_ray.pool.report import top_m
-
     options = options or ServeOptions()
-    plan = plan or plan_placement(scenario, pool)
-    devices = []
-    for i, d in enumerate(scenario.devices):
-        devices.append(DeviceConfig(
-            index=i, name=d.name, group=d.group or d.name, role=d.role, slots=tuple(device_slots(plan, i)),
-            service_dist=d.service_dist, jitter_cv=float(d.jitter_cv), straggler_prob=float(d.straggler.prob),
-            straggler_factor=float(d.straggler.factor), availability=AvailabilityParams(**availability_params(d.availability)),
-            link=None if d.role == "master" else _link(d.link), reply_bytes=int(plan.reply_bytes),
-            ray_resources=dict(d.ray_resources or {})))
-    variants = tuple(VariantConfig(j, v.id, v.model, dict(v.build), int(v.macs)) for j, v in enumerate(plan.variants))
-    placed = [v for d in devices for _, v, _ in d.slots]
-    agg = AggregationSpec.build(scenario.strategy.aggregator, plan.k, scenario.strategy.alpha, plan.variants, placed)
-    w = scenario.workload
-    times = tuple(float(t) for t in (w.trace.times_s if w.arrival == "trace" else ()))
-    workload = WorkloadConfig(arrival=w.arrival, rate_hz=float(w.rate or 0.0), times=times, n_requests=w.requests,
-                              duration_s=w.duration_s, deadline_s=w.deadline_ms / 1e3, input_bytes=plan.input_bytes,
-                              fallback=w.fallback)
-    data = pool.manifest.data
-    c = pool.num_classes
+    agg = dep.aggregation
+    variants = tuple(VariantConfig(j, v.id, v.model, dict(v.build), int(v.macs),
+                                   tuple(agg.classes[j]) if agg.classes else ())
+                     for j, v in enumerate(dep.variants))
+    data = dep.pool.manifest.data
+    c = dep.pool.num_classes
     names = tuple(str(x) for x in (data.get("class_names") or range(c)))
     return EmulationConfig(
-        scenario=scenario.name, app=app or f"vip-{_safe(scenario.name)}", devices=tuple(devices),
-        variants=variants, groups=plan_groups(devices, options), aggregation=agg, workload=workload,
-        shared_medium=bool(scenario.network.shared_medium), num_classes=c, class_names=names,
-        top_m=min(top_m(c), c), input_shape=tuple(int(x) for x in input_shape), base_seed=scenario.seeds.base,
-        strategy=scenario.strategy.name, options=options)
+        scenario=dep.scenario, app=app or f"vip-{_safe(dep.scenario)}", devices=dep.world.devices,
+        variants=variants, groups=plan_groups(dep.world.devices, options), aggregation=agg,
+        workload=dep.world.workload, shared_medium=dep.world.shared_medium, num_classes=c, class_names=names,
+        top_m=dep.top_m, input_shape=tuple(int(x) for x in input_shape), base_seed=dep.seed,
+        strategy=dep.strategy, options=options)

@@ -3,7 +3,7 @@
 An :class:`EmulatedDevice` is the simulator's device model run live: a FIFO queue in front of
 one server that computes its placed variant, an availability process (on/off cycle stealing,
 a busy trace, a crash, MTBF failures) drawn from the simulator's own streams, and an uplink
-(:mod:`vip_ray.netmodel`). It keeps an *emulated timeline*: every instant (job start and end,
+(:mod:`vip_ray.core.netmodel`). It keeps an *emulated timeline*: every instant (job start and end,
 preemption, reply arrival) is computed on virtual time — seconds since the replication's epoch
 — and the asyncio event loop is woken at those instants (``loop.call_at``). Late wake-ups of the
 harness therefore never accumulate into the emulated device's timing; they only delay the
@@ -39,9 +39,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from vip_ray.serve.config import DeviceConfig, EmulationConfig
-from vip_ray.streams import DeviceDraws, availability_durations
-from vip_ray.tables import DEVICE_STAT_KEYS, INT_STATS, Outcome
+from vip_ray.core.world import DeviceSpec
+from vip_ray.serve.config import EmulationConfig
+from vip_ray.core.streams import DeviceDraws, availability_durations
+from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, Outcome
 
 log = logging.getLogger("ray.serve")
 INF = math.inf
@@ -139,10 +140,10 @@ class EmulatedDevice:
     """One device's queue, server, availability process and uplink on the emulated timeline
     (the semantics of the simulator's device, ``vip_ray.sim``)."""
 
-    def __init__(self, cfg: DeviceConfig, *, infer: Callable[[Pending, int, float], None],
+    def __init__(self, cfg: DeviceSpec, index: int, *, infer: Callable[[Pending, int, float], None],
                  kill: Callable[[], None] | None = None, on_state: Callable[[bool], None] | None = None):
         self.cfg = cfg
-        self.index = cfg.index
+        self.index = index
         self.av = cfg.availability
         self.infer = infer
         self.kill = kill
@@ -386,8 +387,10 @@ class Inference:
     """Real forward passes of a replica's variants in worker threads: the earliest emulated need
     first, batched with every queued input of the same variant (and image shape)."""
 
-    def __init__(self, models: dict[int, Any], threads: int = 1, max_batch: int = 64):
+    def __init__(self, models: dict[int, Any], threads: int = 1, max_batch: int = 64,
+                 post: dict[int, Callable[[np.ndarray], np.ndarray]] | None = None):
         self.models = models
+        self.post = post or {}   # variant -> its raw outputs as the prediction bank's rows
         self.max_batch = max_batch
         self.heap: list = []
         self.cv = threading.Condition()
@@ -431,6 +434,8 @@ class Inference:
                 with torch.inference_mode():
                     # as the prediction bank was computed: uint8 -> float in [0, 1] -> the variant
                     logits = self.models[batch[0][2]](xs.float().div_(255.0)).float().numpy()
+                if batch[0][2] in self.post:
+                    logits = self.post[batch[0][2]](logits)
             except BaseException as e:  # reported by check_health; the futures fail loudly
                 self.error = e
                 for item in batch:
@@ -450,6 +455,19 @@ def _set(fut: asyncio.Future, value: Any) -> None:
 def _fail(fut: asyncio.Future, e: BaseException) -> None:
     if not fut.done():
         fut.set_exception(e)
+
+
+def bank_rows(cfg: EmulationConfig, variants: Sequence[int]) -> dict[int, Callable[[np.ndarray], np.ndarray]]:
+    """For class-group models (strategy cp): their |g| + 1 outputs as the C-class rows of the
+    prediction bank (``vip_ray.class_groups.cp_log_probs``), so the master aggregates alike."""
+    from vip_ray.class_groups import cp_log_probs
+
+    out = {}
+    for v in variants:
+        classes = cfg.variants[v].classes
+        if classes:
+            out[v] = lambda z, g=classes: cp_log_probs(z, g, cfg.num_classes)
+    return out
 
 
 def load_models(cfg: EmulationConfig, variants: Sequence[int], weights: dict[int, bytes]) -> dict[int, Any]:
@@ -513,14 +531,15 @@ class DeviceGroup:
         self.gcfg = config.groups[group]
         self.incarnation = uuid.uuid4().hex[:8]
         devs = [config.devices[i] for i in self.gcfg.devices]
-        variants = sorted({v for d in devs for _, v, _ in d.slots})
-        self.inference = Inference(load_models(config, variants, weights), threads=config.options.inference_threads)
+        variants = sorted({v for d in devs for v in d.placed_variants()})
+        self.inference = Inference(load_models(config, variants, weights), threads=config.options.inference_threads,
+                                   post=bank_rows(config, variants))
         kill = self._kill if len(devs) == 1 and in_replica() and config.options.failures == "kill" else None
         from vip_ray.serve import metrics
 
         self.metrics = metrics.device_metrics()
-        self.devices = [EmulatedDevice(d, infer=self._infer, kill=kill if d.availability.failure else None,
-                                       on_state=self._gauge(d.name)) for d in devs]
+        self.devices = [EmulatedDevice(d, i, infer=self._infer, kill=kill if d.availability.failure else None,
+                                       on_state=self._gauge(d.name)) for i, d in zip(self.gcfg.devices, devs)]
         self.token: str | None = None
         self.pending: dict[tuple, Pending] = {}
         self.live_keys: deque = deque()  # requests of other streams than the replay, oldest first

@@ -1,5 +1,5 @@
 """``vip-sim run FILE --engine serve``: a scenario's replications live on Ray Serve, into the
-simulator's tables (``requests.parquet``, ``devices.parquet``; :mod:`vip_ray.tables`) plus
+simulator's tables (``requests.parquet``, ``devices.parquet``; :mod:`vip_ray.core.tables`) plus
 ``serve_timing.parquet`` (per request: send lag, emulated finish, harness overhead) and
 ``serve_jobs.parquet`` (per request and device: outcome, emulated reply time, variant).
 
@@ -18,137 +18,179 @@ Table semantics, where the emulation differs from the simulator:
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from vip_ray.placement.plan import PlacementPlan
-from vip_ray.pool import Pool
-from vip_ray.scenario import Scenario, ScenarioError
-from vip_ray.serve.app import ServeEmulation
-from vip_ray.serve.config import EmulationConfig, ServeOptions, build_config
+from vip_ray.core.deployment import FanOut
+from vip_ray.core.engine import Engine, Replication
+from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
+from vip_ray.serve.app import ServeEmulation, start_ray
+from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
 from vip_ray.serve.loadgen import Replay
-from vip_ray.tables import (DEVICE_STAT_KEYS, INT_STATS, ReplicationStats, device_frame, request_frame,
-                            requests_arrow, summarize)
-
-REQUESTS_FILE, DEVICES_FILE = "requests.parquet", "devices.parquet"
-TIMING_FILE, JOBS_FILE = "serve_timing.parquet", "serve_jobs.parquet"
 
 
-def bank_inputs(pool: Pool) -> np.ndarray:
+
+def bank_inputs(pool: Any) -> np.ndarray:
     """The pool's held-out test images (N, C, H, W) uint8, in prediction-bank order: the very
     inputs the bank's logits were computed on (checked by the data fingerprint)."""
     from vip_ray.data import load_dataset
 
     cfg = (pool.manifest.config or {}).get("data")
     if not cfg:
-        raise ScenarioError(f"pool {pool.name!r}: its manifest has no data config; the emulation needs the test images")
+        raise DeployError(f"pool {pool.name!r}: its manifest has no data config; the emulation needs the test images")
     data = load_dataset(cfg)
     want = pool.manifest.data.get("fingerprint")
     if want is not None and data.fingerprint() != want:
-        raise ScenarioError(f"pool {pool.name!r}: data set {cfg.get('name')!r} no longer gives the test split the "
+        raise DeployError(f"pool {pool.name!r}: data set {cfg.get('name')!r} no longer gives the test split the "
                             f"prediction bank was computed on (fingerprint {data.fingerprint()} != {want})")
     images = data.test_x.numpy()
     if len(images) != len(pool.labels) or not np.array_equal(data.test_y.numpy(), pool.labels):
-        raise ScenarioError(f"pool {pool.name!r}: test split and prediction bank labels differ")
+        raise DeployError(f"pool {pool.name!r}: test split and prediction bank labels differ")
     return images
 
 
-def pool_weights(pool: Pool, cfg: EmulationConfig) -> dict[int, bytes]:
+def pool_weights(pool: Any, cfg: EmulationConfig) -> dict[int, bytes]:
     """State-dict bytes of every variant the emulation places (checksummed when the pool opened);
     they travel to the replicas, so remote nodes need no copy of the pool store."""
-    placed = sorted({v for d in cfg.devices for _, v, _ in d.slots})
+    placed = sorted({v for d in cfg.devices for v in d.placed_variants()})
     return {v: (pool.path / pool.manifest.member(cfg.variants[v].id).weights).read_bytes() for v in placed}
 
 
-def _emulation(scenario: Scenario, pool: Pool, options: ServeOptions | None, plan: PlacementPlan | None,
-               log: Callable[[str], None]) -> tuple[EmulationConfig, np.ndarray, ServeEmulation]:
-    """The emulation's config, the bank's test images and the (not yet started) emulation."""
-    images = bank_inputs(pool)
-    cfg = build_config(scenario, pool, input_shape=images.shape[1:], options=options or ServeOptions(), plan=plan)
-    return cfg, images, ServeEmulation(cfg, pool_weights(pool, cfg), log=log)
+class ServeEngine(Engine):
+    """The live emulation as an engine: Ray and Serve start once (:meth:`open`), each
+    deployment's app goes up when its world differs from the running one (a new seed alone
+    reuses it), and every replication replays the workload in real time through it."""
 
+    family = "serve"
 
-def run_serve(scenario: Scenario, pool: Pool, out_dir: Path, *, options: ServeOptions | None = None,
-              plan: PlacementPlan | None = None, progress: Callable[[int], None] | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every replication live (``plan``: what runs where; default: the scenario's placement);
-    write the tables into ``out_dir``; return the summary."""
-    cfg, images, emulation = _emulation(scenario, pool, options, plan, log)
-    requests, devices, timing, jobs, figures, extras = [], [], [], [], [], []
-    with emulation as emu:
-        log(f"[vip_ray] Serve app {cfg.app!r}: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
-            f"device-group replica(s); HTTP {emu.http_url}/predict"
-            + (f"; dashboard {emu.dashboard_url}" if emu.dashboard_url else ""))
-        for rep in range(scenario.seeds.replications):
-            seed = scenario.seeds.base + rep
-            replay = emu.replicate(seed, images=images, progress=progress)
-            t = replay_tables(cfg, replay, pool.labels, replication=rep)
-            stats = ReplicationStats()
-            stats.add(t.requests)
-            figures.append(stats.figures())
-            requests.append(t.requests)
-            devices.append(t.devices)
-            timing.append(t.timing)
-            jobs.append(t.jobs)
-            extras.append(t.extra)
-        http_url, dashboard = emu.http_url, emu.dashboard_url
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    def __init__(self, name: str = "serve", options: ServeOptions | None = None, *, local_testing: bool = False,
+                 log: Callable[[str], None] = print):
+        super().__init__(name, options or ServeOptions())
+        self.local_testing, self.log = local_testing, log
+        self.own_ray = False
+        self.dashboard_url: str | None = None
+        self.emulation: ServeEmulation | None = None
+        self.deployment: FanOut | None = None
+        self.cfg: EmulationConfig | None = None
+        self.images: np.ndarray | None = None
+        self.extras: list[dict] = []
 
-    pq.write_table(pa.concat_tables([requests_arrow(r) for r in requests]), out_dir / REQUESTS_FILE)
-    pd.concat(devices, ignore_index=True).to_parquet(out_dir / DEVICES_FILE, index=False)
-    tim = pd.concat(timing, ignore_index=True)
-    tim.to_parquet(out_dir / TIMING_FILE, index=False)
-    pd.concat(jobs, ignore_index=True).to_parquet(out_dir / JOBS_FILE, index=False)
-    summary = summarize(figures, cfg.workload.deadline_s)
-    over = tim["overhead_s"].to_numpy()
-    summary.update({
-        "scenario": scenario.name, "pool": pool.name, "engine": "serve", "strategy": scenario.strategy.name,
-        "macs_per_device_max": int(max(devices[0]["macs_per_request"].max(), 0)),
-        "placement": {rep: {d.name: [cfg.variants[d.slots[0][1]].id if d.slots else None,
-                                     d.slots[0][0] if d.slots else 0.0] for d in cfg.devices}
-                      for rep in range(scenario.seeds.replications)},
-        "serve": {"app": cfg.app, "http_url": http_url, "dashboard_url": dashboard,
-                  "groups": {g.name: [cfg.devices[i].name for i in g.devices] for g in cfg.groups},
-                  "harness_overhead_p50_ms": _ms(np.quantile(over, 0.5)) if len(over) else None,
-                  "harness_overhead_p99_ms": _ms(np.quantile(over, 0.99)) if len(over) else None,
-                  "send_lag_p50_ms": _ms(tim["send_lag_s"].median()) if len(tim) else None,
-                  "per_replication": extras, "versions": versions()}})
-    return summary
+    def open(self) -> "ServeEngine":
+        if not self.local_testing:
+            import ray
 
+            if not ray.is_initialized():
+                self.dashboard_url = start_ray(self.options)
+                self.own_ray = True
+        return self
 
-def keep_serving(scenario: Scenario, pool: Pool, *, options: ServeOptions | None = None,
-                 plan: PlacementPlan | None = None, duration_s: float | None = None,
-                 log: Callable[[str], None] = print, on_ready: Callable[[ServeEmulation], None] | None = None) -> dict:
-    """Keep the emulation up for HTTP clients (no workload replayed) until Ctrl-C or ``duration_s``
-    seconds; ``on_ready(emulation)`` is called once it runs. Returns the last health report."""
-    import signal
-    import threading
+    def close(self) -> None:
+        try:
+            if self.emulation is not None:
+                self.emulation.stop()
+        finally:
+            self.emulation = self.deployment = None
+            if self.own_ray:
+                import ray
+                from ray import serve
 
-    cfg, _, emulation = _emulation(scenario, pool, options, plan, log)
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # Ctrl-C ends the wait, then the app goes down
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        with emulation as emu:
+                try:
+                    serve.shutdown()
+                finally:
+                    ray.shutdown()
+                    self.own_ray = False
+
+    def up(self, dep: FanOut) -> ServeEmulation:
+        """The running emulation of ``dep`` (deployed now unless the running one has its world)."""
+        if not isinstance(dep, FanOut):
+            raise DeployError(f"the Serve engine runs fan-out deployments; strategy {dep.strategy!r} gives a "
+                              f"{type(dep).__name__}")
+        if self.deployment is not None and self.deployment.same_world(dep):
+            return self.emulation
+        if self.emulation is not None:
+            self.emulation.stop()
+            self.emulation = None
+        self.images = bank_inputs(dep.pool)
+        cfg = build_config(dep, input_shape=self.images.shape[1:], options=self.options)
+        emu = ServeEmulation(cfg, pool_weights(dep.pool, cfg), local_testing=self.local_testing, log=self.log)
+        emu.start()
+        emu.dashboard_url = emu.dashboard_url or self.dashboard_url
+        self.emulation, self.deployment, self.cfg = emu, dep, cfg
+        self.log(f"[vip_ray] Serve app {cfg.app!r}: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
+                 f"device-group replica(s)" + (f"; HTTP {emu.http_url}/predict" if emu.http_url else "")
+                 + (f"; dashboard {emu.dashboard_url}" if emu.dashboard_url else ""))
+        return emu
+
+    def replicate(self, dep, *, replication: int, chunk_requests: int = 200_000) -> Replication:
+        return Replication(self._replicate(dep, replication))
+
+    def _replicate(self, dep: FanOut, replication: int):
+        emu = self.up(dep)
+        replay = emu.replicate(dep.seed, images=self.images)
+        t = replay_tables(self.cfg, replay, dep.labels, replication=replication)
+        yield t.requests
+        self.extras.append(t.extra)
+        meta = {"placement": dep.placement(), **dep.meta}
+        return t.devices, meta, {"serve_timing": t.timing, "serve_jobs": t.jobs}
+
+    def describe(self) -> dict:
+        import dataclasses
+
+        return {"name": self.name, "family": self.family, **versions(),
+                "options": {k: v for k, v in dataclasses.asdict(self.options).items()},
+                "app": self.cfg.app if self.cfg else None,
+                "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
+                if self.cfg else {}}
+
+    def run_summary(self) -> dict:
+        emu, extras = self.emulation, self.extras
+        self.extras = []
+        return {"serve": {"app": self.cfg.app if self.cfg else None, "http_url": emu.http_url if emu else None,
+                          "dashboard_url": emu.dashboard_url if emu else None,
+                          "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
+                          if self.cfg else {},
+                          "harness_overhead_p50_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.5),
+                          "harness_overhead_p99_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.99),
+                          "send_lag_p50_ms": _quantile_ms([e["send_lag_s"] for e in extras], 0.5),
+                          "per_replication": [{k: v for k, v in e.items() if k not in ("overhead_s", "send_lag_s")}
+                                              for e in extras], "versions": versions()}}
+
+    def keep_serving(self, dep: FanOut, *, duration_s: float | None = None,
+                     on_ready: Callable[[ServeEmulation], None] | None = None) -> dict:
+        """Keep ``dep``'s emulation up for HTTP clients (no workload replayed) until Ctrl-C or
+        ``duration_s`` seconds; ``on_ready(emulation)`` is called once it runs. Returns the last
+        health report."""
+        import signal
+        import threading
+
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # Ctrl-C ends the wait, then the app goes down
+            previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            emu = self.up(dep)
+            cfg = self.cfg
             c, h, w = cfg.input_shape
-            log(f"[vip_ray] Serve app {cfg.app!r} is up: {len(cfg.devices)} emulated devices in {len(cfg.groups)} "
-                f"device-group replica(s), strategy {cfg.strategy}\n"
-                f"  POST {emu.http_url}/predict   (PNG / JPEG, or a .npy uint8 array of shape ({c}, {h}, {w}))\n"
-                f"  GET  {emu.http_url}/health"
-                + (f"\n  dashboard http://{emu.dashboard_url}" if emu.dashboard_url else "")
-                + ("" if duration_s else "\n  Ctrl-C stops it"))
+            self.log(f"[vip_ray] Serve app {cfg.app!r} is up: {len(cfg.devices)} emulated devices in "
+                     f"{len(cfg.groups)} device-group replica(s), strategy {cfg.strategy}\n"
+                     f"  POST {emu.http_url}/predict   (PNG / JPEG, or a .npy uint8 array of shape ({c}, {h}, {w}))\n"
+                     f"  GET  {emu.http_url}/health"
+                     + (f"\n  dashboard http://{emu.dashboard_url}" if emu.dashboard_url else "")
+                     + ("" if duration_s else "\n  Ctrl-C stops it"))
             if on_ready:
                 on_ready(emu)
             stop.wait(duration_s)
             return emu.health()
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+
+def _quantile_ms(parts: list, q: float) -> float | None:
+    x = np.concatenate(parts) if parts else np.empty(0)
+    return _ms(np.quantile(x, q)) if len(x) else None
 
 
 def _ms(x: float) -> float:
@@ -208,20 +250,22 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
     dev = device_frame(
         replication=replication, names=cfg.device_names, groups=[x.group for x in cfg.devices],
         roles=[x.role for x in cfg.devices],
-        variants=[cfg.variants[x.slots[0][1]].id if x.slots else None for x in cfg.devices],
-        service_ms=[1e3 * x.slots[0][2] if x.slots else float("inf") for x in cfg.devices],
-        macs_per_request=[cfg.variants[x.slots[0][1]].macs if x.slots else 0 for x in cfg.devices], stats=stats,
+        variants=[cfg.variants[x.first_slot.variant].id if x.first_slot else None for x in cfg.devices],
+        service_ms=[1e3 * x.first_slot.service_s if x.first_slot else float("inf") for x in cfg.devices],
+        macs_per_request=[cfg.variants[x.first_slot.variant].macs if x.first_slot else 0 for x in cfg.devices],
+        stats=stats,
         span_s=t_end)
     extra = {"seed": replay.seed, "wall_s": round(replay.wall_s, 3), "restarts": restarts,
              "group_timeouts": replay.final.get("timeouts", {}), "group_errors": replay.final.get("errors", {}),
              "unresolved_jobs": replay.final.get("unresolved", 0),
-             "send_lag_max_ms": _ms(replay.send_lag_s.max()) if r else None}
+             "send_lag_max_ms": _ms(replay.send_lag_s.max()) if r else None,
+             "overhead_s": finish - ideal, "send_lag_s": replay.send_lag_s}
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)
 
 
 def jobs_frame(cfg: EmulationConfig, jobs: list[tuple], replication: int) -> pd.DataFrame:
     """Every (request, device) job of the replay as its device group recorded it: the outcome
-    (:class:`vip_ray.tables.Outcome`), when the reply reached the master (emulated; inf: never) and
+    (:class:`vip_ray.core.tables.Outcome`), when the reply reached the master (emulated; inf: never) and
     the variant that ran (-1: none). Jobs of a killed replica are missing."""
     arr = np.array([j[:5] for j in jobs], dtype=np.float64).reshape(-1, 5)
     names = np.array(cfg.device_names, dtype=object)

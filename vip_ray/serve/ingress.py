@@ -1,7 +1,7 @@
 """The master: the ingress deployment that multicasts each request to the emulated devices, waits
 until the deadline, aggregates what came back with the shared aggregator and answers.
 
-Per request it computes the emulated downlink (:mod:`vip_ray.netmodel`: one FIFO per link
+Per request it computes the emulated downlink (:mod:`vip_ray.core.netmodel`: one FIFO per link
 profile, or one broadcast on a shared medium), sends *one* call per device group (not per
 device: a group replica runs all its devices' timers), collects the replies that reach the
 master by the deadline on the emulated timeline, and holds its answer until the emulated
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from vip_ray import netmodel
-from vip_ray.aggregation import softmax
+from vip_ray.core import netmodel
+from vip_ray.core.aggregation import softmax
 from vip_ray.serve.config import EmulationConfig
-from vip_ray.tables import ranked
+from vip_ray.core.tables import ranked
 
 log = logging.getLogger("ray.serve")
 MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs)
@@ -91,16 +91,16 @@ class Downlinks:
     distinct link profile (a profile's timeline depends only on the arrivals, as in the simulator)."""
 
     def __init__(self, cfg: EmulationConfig):
-        nets = [d for d in cfg.devices if d.link is not None]
+        nets = [(i, d) for i, d in enumerate(cfg.devices) if d.link is not None]
         self.half = [d.link.rtt_s / 2.0 if d.link is not None else 0.0 for d in cfg.devices]
         self.nbytes = cfg.workload.input_bytes
         self.medium = None
         self.key: list[tuple | None] = [None] * len(cfg.devices)
         self.dirs: dict[tuple | None, netmodel.Direction] = {}
         if cfg.shared_medium and nets:
-            self.medium = netmodel.Direction(*netmodel.min_steps([(d.link.times, d.link.rates) for d in nets]))
-        for d in nets:
-            self.key[d.index] = k = (d.link.times, d.link.rates)
+            self.medium = netmodel.Direction(*netmodel.min_steps([d.link.steps() for _, d in nets]))
+        for i, d in nets:
+            self.key[i] = k = tuple(tuple(x) for x in d.link.steps())
             if self.medium is None and k not in self.dirs:
                 self.dirs[k] = netmodel.Direction(*k)
         self.bytes_down = self.nbytes * (1 if self.medium is not None else len(nets)) if nets else 0
@@ -315,7 +315,11 @@ class Ingress:
 
     async def _fallback(self, s: Session, rid: int, stream: str):
         """``local``: the master's own late reply; ``best_effort``: the first late reply of anyone."""
-        want = [self.cfg.master] if self.cfg.workload.fallback == "local" else list(range(self.D))
+        master = self.cfg.master
+        if self.cfg.workload.fallback == "local":  # a strategy that left the master out has nothing to fall back on
+            want = [] if master is None else [master]
+        else:
+            want = list(range(self.D))
         gis = sorted({self.group_of[d] for d in want})
         wait_s = self.cfg.options.fallback_wait_s
         calls = [self.groups[gi].late.remote(s.token, rid, stream, [d for d in want if self.group_of[d] == gi],

@@ -1,8 +1,8 @@
 """The load generator: replays a scenario's workload against the master in real time.
 
-Arrival times are the simulator's (:class:`vip_ray.streams.Arrivals` with the replication's
+Arrival times are the simulator's (:class:`vip_ray.core.streams.Arrivals` with the replication's
 seed) and request ``i`` carries bank test sample ``integers(0, N, size=R)[i]`` of
-:func:`vip_ray.tables.sample_rng` — the same inputs as the simulated request ``i``.
+:func:`vip_ray.core.tables.sample_rng` — the same inputs as the simulated request ``i``.
 
 The requests originate *at the master* — in the scenarios the master is the device whose camera
 or user produces the inputs (VP's tablet) — so the sending loop (:func:`send_on_schedule`) runs
@@ -20,9 +20,10 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
-from vip_ray.serve.config import EmulationConfig, WorkloadConfig
-from vip_ray.streams import Arrivals
-from vip_ray.tables import sample_rng
+from vip_ray.core.world import WorkloadSpec
+from vip_ray.serve.config import EmulationConfig
+from vip_ray.core.streams import Arrivals
+from vip_ray.core.tables import sample_rng
 
 POLL_S = 0.5
 
@@ -43,7 +44,7 @@ class Replay:
     wall_s: float = 0.0
 
 
-def arrival_times(workload: WorkloadConfig, seed: int) -> np.ndarray:
+def arrival_times(workload: WorkloadSpec, seed: int) -> np.ndarray:
     arr = Arrivals(workload, seed)
     parts = []
     while not arr.done:
@@ -79,7 +80,7 @@ class LoadGenerator:
         self.images = images
 
     async def replication(self, seed: int, *, progress: Callable[[int], None] | None = None, lead_s: float = 1.0,
-                          drain_s: float | None = None, workload: WorkloadConfig | None = None) -> Replay:
+                          drain_s: float | None = None, workload: WorkloadSpec | None = None) -> Replay:
         """Replay the workload (default: the scenario's; another arrival process or length may be
         given, e.g. to ramp the rate — the master keeps the scenario's deadline and input size)."""
         t0 = time.time()

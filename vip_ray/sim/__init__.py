@@ -49,7 +49,7 @@ Model and semantics
 from .engine import ENGINES, FAST_NUMPY_FROM, register_engine, run, run_chunks
 from .random_streams import Purpose
 from .result import DEVICE_STAT_KEYS, Outcome, SimResult, concat_results, finish_times
-from .spec import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
+from vip_ray.core.world import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
 
 __all__ = [
     "Availability", "DeviceSpec", "LinkSpec", "SimSpec", "VariantSlot", "WorkloadSpec",

@@ -22,7 +22,7 @@ import numpy as np
 
 from .engines.reference import CountingEnvironment, build_world, collect_stats, draw_inputs
 from .result import Outcome
-from .spec import DeviceSpec, WorkloadSpec, _err
+from vip_ray.core.world import DeviceSpec, WorkloadSpec, _err
 
 ON_FAILURE = ("fail", "stall")
 
@@ -181,3 +181,62 @@ def run_chain(spec: ChainSpec) -> ChainResult:
     return ChainResult(arrival=chain.arrival, finish=chain.finish, outcome=chain.outcome, failed_device=chain.failed,
                        bytes_down=chain.bytes_down, bytes_up=chain.bytes_up, device_stats=stats,
                        events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end)
+
+
+def replicate_chain(dep, *, replication: int, chunk_requests: int):
+    """One replication of a :class:`vip_ray.core.deployment.Chain`: the request table (in chunks),
+    then ``(device table, meta)``. A request is answered when the last slice's reply reaches the
+    master by the deadline (``best_effort``: also later); the answer is the whole model's."""
+    import pandas as pd
+
+    from vip_ray.core.tables import responder_names, sample_rng
+
+    w = dep.world.workload
+    spec = ChainSpec(devices=dep.world.devices, stages=tuple(dep.stages), stage_bytes=tuple(dep.stage_bytes),
+                     out_bytes=dep.out_bytes, master=dep.master, workload=w, on_failure=dep.on_failure, seed=dep.seed)
+    res = run_chain(spec)
+    deadline = w.deadline_s
+    labels = dep.labels
+    r = res.n_requests
+    samples = sample_rng(dep.seed).integers(0, len(labels), size=r)
+    in_time = res.finish <= res.arrival + deadline
+    late = ~in_time & np.isfinite(res.finish) & (w.fallback == "best_effort")  # no local model to fall back on
+    answered = in_time | late
+    p = dep.probs[samples]
+    m = dep.top_m
+    top = np.argsort(-p, axis=1, kind="stable")[:, :m]
+    label = labels[samples]
+    pred = np.where(answered, top[:, 0], -1)
+    latency = np.where(answered, res.finish - res.arrival, np.nan)
+    names = [d.name for d in dep.world.devices]
+    chain_names = [names[s] for s in dep.stages]
+    mask = np.zeros((r, len(chain_names)), dtype=bool)
+    mask[answered] = True
+    table = pd.DataFrame({
+        "replication": np.full(r, replication, dtype=np.int32), "seed": np.full(r, dep.seed, dtype=np.int64),
+        "request_id": np.arange(r, dtype=np.int64), "arrival_s": res.arrival,
+        "finish_s": np.where(answered, res.finish, np.nan), "latency_s": latency, "answered": answered,
+        "deadline_met": in_time, "fallback": late, "n_responders": mask.sum(axis=1).astype(np.int16),
+        "responders": responder_names(mask, chain_names), "sample": samples, "label": label,
+        "prediction": pred, "correct_top1": answered & (pred == label),
+        f"correct_top{m}": answered & (top == label[:, None]).any(axis=1),
+        "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "strategy": dep.strategy, "engine": "sim",
+        "failed_device": pd.Categorical.from_codes(np.where(res.failed_device >= 0, res.failed_device, -1),
+                                                   categories=names),
+    })
+    for a in range(0, max(r, 1), chunk_requests):
+        yield table.iloc[a:a + chunk_requests].reset_index(drop=True)
+    span = max(res.t_end, 1e-12)
+    stage_of = {d: j for j, d in enumerate(dep.stages)}
+    rows = []
+    for j, dev in enumerate(dep.world.devices):
+        st = {k: v[j] for k, v in res.device_stats.items()}
+        s = stage_of.get(j)
+        rows.append({"replication": replication, "device": dev.name, "group": dev.group, "role": dev.role,
+                     "variant": f"{dep.member}[{dep.slices[s]}]" if s is not None else None,
+                     "service_ms": 1e3 * dev.slots[0].service_s if s is not None else np.nan,
+                     "macs_per_request": dep.slice_macs[s] if s is not None else 0, **st,
+                     "available_fraction": st["available_s"] / span, "utilization": st["busy_s"] / span})
+    meta = {"placement": {names[d]: [f"{dep.member}[{sl}]", 0.0] for d, sl in zip(dep.stages, dep.slices)},
+            "events": res.events, "engine_wall_s": res.wall_s, "engine": "chain (SimPy)", **dep.meta}
+    return pd.DataFrame(rows), meta

@@ -22,7 +22,7 @@ from .engines.fast import run_fast_chunks
 from .engines.numpy import run_numpy_chunks
 from .engines.reference import run_reference
 from .result import SimResult, concat_results, split_result
-from .spec import SimSpec
+from vip_ray.core.world import SimSpec
 
 FAST_NUMPY_FROM = 48
 

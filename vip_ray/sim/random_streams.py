@@ -1,6 +1,6 @@
 """Random streams and the pre-drawn numeric inputs shared by every engine (the streams themselves
-live in :mod:`vip_ray.streams`, shared with the Serve emulation; the link model in
-:mod:`vip_ray.netmodel`).
+live in :mod:`vip_ray.core.streams`, shared with the Serve emulation; the link model in
+:mod:`vip_ray.core.netmodel`).
 
 Stream layout
 -------------
@@ -33,11 +33,11 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from vip_ray import netmodel
-from vip_ray.streams import (BLOCK, INF, Arrivals, BlockStream, DeviceDraws, Purpose,  # noqa: F401  (re-exported)
+from vip_ray.core import netmodel
+from vip_ray.core.streams import (BLOCK, INF, Arrivals, BlockStream, DeviceDraws, Purpose,  # noqa: F401  (re-exported)
                              _std_exp, _std_normal, _uniform, availability_durations, make_rng)
 
-from .spec import Availability, LinkSpec, SimSpec
+from vip_ray.core.world import Availability, LinkSpec, SimSpec
 
 
 class Windows:
@@ -109,7 +109,7 @@ class Windows:
         return tot
 
 
-# ----------------------------------------------------------------------------- bandwidth (vip_ray.netmodel)
+# ----------------------------------------------------------------------------- bandwidth (vip_ray.core.netmodel)
 
 def bandwidth_steps(link: LinkSpec) -> Tuple[List[float], List[float]]:
     """(times, rates) step function with ``times[0] = 0``: the rate from ``times[j]`` on."""

@@ -7,7 +7,8 @@ from typing import Dict, Iterable, List, Tuple
 import numpy as np
 
 # outcome codes and device counters are shared with the Serve emulation
-from vip_ray.tables import DEVICE_STAT_KEYS, Outcome, empty_device_stats  # noqa: F401  (re-exported)
+from vip_ray.core.master import finish_times  # noqa: F401  (re-exported)
+from vip_ray.core.tables import DEVICE_STAT_KEYS, Outcome, empty_device_stats  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -43,17 +44,6 @@ class SimResult:
     @property
     def n_devices(self) -> int:
         return self.reply_at.shape[1]
-
-
-def finish_times(result: SimResult, deadline_s: float) -> Tuple[np.ndarray, np.ndarray]:
-    """``responded = reply_at <= arrival + deadline_s``; ``finish = arrival + deadline_s`` unless
-    every device replied in time, then the last reply's time."""
-    due = result.arrival + deadline_s
-    responded = result.reply_at <= due[:, None]
-    all_in = responded.all(axis=1)
-    last = result.reply_at.max(axis=1, initial=-np.inf) if result.reply_at.size else np.full(len(due), -np.inf)
-    finish = np.where(all_in, last, due)
-    return finish, responded
 
 
 def concat_results(parts: Iterable[SimResult]) -> SimResult:

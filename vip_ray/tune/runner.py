@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vip_ray.aggregation import softmax
+from vip_ray.core.aggregation import softmax
 from vip_ray.class_groups import confusability_groups, soft_confusion
 from vip_ray.data import load_dataset
 from vip_ray.models import model_spec, profile_model

@@ -10,7 +10,7 @@ makes the two engines' per-request arrays bit-for-bit equal:
 
 * link:    ``s = max(ready, free)``; ``end = s + bits/rate`` (a bandwidth step at ``t`` inside the
            transfer: ``s' = s + (t - s)``, ``bits -= (s' - s) * rate``, continue at the new rate:
-           :func:`vip_ray.netmodel.transfer_end`, shared with the Serve emulation); arrival at the
+           :func:`vip_ray.core.netmodel.transfer_end`, shared with the Serve emulation); arrival at the
            other end ``end + rtt/2``.
 * device:  ``s = max(arrival, free)``, moved to the next window start if the device is down;
            ``end = s + rem``; completed iff ``end <= V`` (window end), else preempted at ``V``
@@ -24,11 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
-from vip_ray.netmodel import transfer_end
+from vip_ray.core.netmodel import transfer_end
 
 from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
 from ..result import SimResult, empty_device_stats
-from ..spec import SimSpec
+from vip_ray.core.world import SimSpec
 from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED,
                      advance_window, arrival_chunks, chunk_result)
 

@@ -14,11 +14,11 @@ from typing import Iterator
 
 import numpy as np
 
-from vip_ray.netmodel import transfer_end
+from vip_ray.core.netmodel import transfer_end
 
 from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
 from ..result import SimResult, empty_device_stats
-from ..spec import SimSpec
+from vip_ray.core.world import SimSpec
 from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED,
                      advance_window, arrival_chunks, chunk_result)
 from .fast import _Channel

@@ -14,7 +14,7 @@ import simpy
 from ..entities import Device, Link, Master, SharedMedium, availability_process
 from ..random_streams import Arrivals, DeviceDraws, Windows, availability_durations, shared_medium_steps
 from ..result import SimResult, empty_device_stats
-from ..spec import SimSpec
+from vip_ray.core.world import SimSpec
 
 
 class CountingEnvironment(simpy.Environment):

@@ -3,8 +3,8 @@ quantization, the split re-chosen per task as the bandwidth changes."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import SpinnOptions, plan_spinn
-from vip_ray.experiment.strategies.base import register_strategy
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("spinn")

@@ -8,17 +8,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from vip_ray.aggregation import reply_bytes, softmax
-from vip_ray.experiment.deployment import sim_device, sim_workload
-from vip_ray.tables import responder_names, sample_rng
-from vip_ray.experiment.strategies.base import Context, Replication, Strategy, register_strategy
-from vip_ray.experiment.strategies.single import baseline_member
+from vip_ray.core.aggregation import reply_bytes, softmax
+from vip_ray.core.deployment import Chain
+from vip_ray.core.tables import top_m
+from vip_ray.core.world import UNPLACED_SLOT, SimSpec, VariantSlot
 from vip_ray.placement.plan import mbps_at_start, reply_top_k, service_matrix
-from vip_ray.pool.report import top_m
 from vip_ray.scenario import ScenarioError
-from vip_ray.scenario.load import data_shape, input_bytes
-from vip_ray.sim import spec as S
-from vip_ray.sim.chain import ChainSpec, run_chain
+from vip_ray.scenario.load import baseline_member, data_shape, input_bytes
+from vip_ray.scenario.world import device, workload
+from vip_ray.strategies.base import Context, Strategy, register_strategy
 
 
 class MPOptions(BaseModel):
@@ -43,6 +41,7 @@ def _s_per_byte(device) -> float:
 
 @register_strategy("mp")
 class ModelParallel(Strategy):
+    kind = "chain"
     summary = "mp: the baseline cut into consecutive slices over devices; activations travel between them"
     Options = MPOptions
 
@@ -51,7 +50,7 @@ class ModelParallel(Strategy):
         from vip_ray.models.cuts import balanced_cuts, block_profile
 
         sc, file = ctx.scenario, ctx.file
-        self.member = m = baseline_member(ctx, self.options.model, "strategy.options.mp.model")
+        self.member = m = baseline_member(ctx.pool, self.options.model, "strategy.options.mp.model", file=file)
         names = [d.name for d in sc.devices]
         if self.options.devices:
             bad = [n for n in self.options.devices if n not in names]
@@ -95,71 +94,16 @@ class ModelParallel(Strategy):
         return [{"after": s, "bytes": b, "ratio_to_input": b / self.stage_bytes[0]}
                 for s, b in zip(self.slices[:-1], self.stage_bytes[1:])]
 
-    def replication(self, ctx, *, seed, replication, engine, chunk_requests):
-        return Replication(self._run(ctx, seed, replication, chunk_requests))
-
-    def _spec(self, ctx: Context, seed: int) -> tuple[ChainSpec, list[int]]:
+    def deploy(self, ctx: Context, seed: int) -> Chain:
         sc = ctx.scenario
         used = sorted(set(self.chain) | {i for i, d in enumerate(sc.devices) if d.role == "master"})
         pos = {d: j for j, d in enumerate(used)}
         slot_s = dict(zip(self.chain, self.slice_s))
-        devices = tuple(sim_device(sc.devices[d], (S.VariantSlot(0.0, 0, slot_s[d]) if d in slot_s else S.UNPLACED_SLOT,),
-                                   0) for d in used)
-        master = next(pos[i] for i, d in enumerate(sc.devices) if d.role == "master")
-        return ChainSpec(devices=devices, stages=tuple(pos[d] for d in self.chain),
-                         stage_bytes=tuple(self.stage_bytes), out_bytes=self.out_bytes, master=master,
-                         workload=sim_workload(sc, self.stage_bytes[0]), on_failure=self.options.on_failure,
-                         seed=seed), used
-
-    def _run(self, ctx, seed, replication, chunk_requests):
-        sc = ctx.scenario
-        spec, used = self._spec(ctx, seed)
-        res = run_chain(spec)
-        deadline = sc.workload.deadline_ms / 1e3
-        labels = ctx.pool.labels
-        r = res.n_requests
-        samples = sample_rng(seed).integers(0, len(labels), size=r)
-        in_time = res.finish <= res.arrival + deadline
-        late = ~in_time & np.isfinite(res.finish) & (sc.workload.fallback == "best_effort")  # no local model to fall back on
-        answered = in_time | late
-        p = self.probs[samples]
-        c = p.shape[1]
-        m = min(top_m(c), c)
-        top = np.argsort(-p, axis=1, kind="stable")[:, :m]
-        label = labels[samples]
-        pred = np.where(answered, top[:, 0], -1)
-        latency = np.where(answered, res.finish - res.arrival, np.nan)
-        chain_names = [sc.devices[d].name for d in self.chain]
-        mask = np.zeros((r, len(chain_names)), dtype=bool)
-        mask[answered] = True
-        table = pd.DataFrame({
-            "replication": np.full(r, replication, dtype=np.int32), "seed": np.full(r, seed, dtype=np.int64),
-            "request_id": np.arange(r, dtype=np.int64), "arrival_s": res.arrival,
-            "finish_s": np.where(answered, res.finish, np.nan), "latency_s": latency, "answered": answered,
-            "deadline_met": in_time, "fallback": late, "n_responders": mask.sum(axis=1).astype(np.int16),
-            "responders": responder_names(mask, chain_names), "sample": samples, "label": label,
-            "prediction": pred, "correct_top1": answered & (pred == label),
-            f"correct_top{m}": answered & (top == label[:, None]).any(axis=1),
-            "bytes_down": res.bytes_down, "bytes_up": res.bytes_up, "strategy": self.name, "engine": "sim",
-            "failed_device": pd.Categorical.from_codes(
-                np.where(res.failed_device >= 0, res.failed_device, -1),
-                categories=[sc.devices[d].name for d in used]),
-        })
-        for a in range(0, max(r, 1), chunk_requests):
-            yield table.iloc[a:a + chunk_requests].reset_index(drop=True)
-        span = max(res.t_end, 1e-12)
-        stage_of = {d: j for j, d in enumerate(self.chain)}
-        rows = []
-        for j, d in enumerate(used):
-            dev = sc.devices[d]
-            st = {k: v[j] for k, v in res.device_stats.items()}
-            s = stage_of.get(d)
-            rows.append({"replication": replication, "device": dev.name, "group": dev.group, "role": dev.role,
-                         "variant": f"{self.member.id}[{self.slices[s]}]" if s is not None else None,
-                         "service_ms": 1e3 * self.slice_s[s] if s is not None else np.nan,
-                         "macs_per_request": self.slice_macs[s] if s is not None else 0, **st,
-                         "available_fraction": st["available_s"] / span, "utilization": st["busy_s"] / span})
-        meta = {"placement": {sc.devices[d].name: [f"{self.member.id}[{sl}]", 0.0] for d, sl in zip(self.chain, self.slices)},
-                "events": res.events, "engine_wall_s": res.wall_s, "cuts": self.cuts(),
-                "cut_table": self.cut_table.to_dict(orient="records"), "engine": "chain (SimPy)"}
-        return pd.DataFrame(rows), meta
+        devices = tuple(device(sc.devices[d], (VariantSlot(0.0, 0, slot_s[d]) if d in slot_s else UNPLACED_SLOT,), 0)
+                        for d in used)
+        w = SimSpec(devices=devices, workload=workload(sc, self.stage_bytes[0]), seed=seed)
+        return Chain(strategy=self.name, scenario=sc.name, seed=seed, pool=ctx.pool, top_m=top_m(ctx.pool.num_classes),
+                     world=w, stages=tuple(pos[d] for d in self.chain), stage_bytes=tuple(self.stage_bytes),
+                     out_bytes=self.out_bytes, on_failure=self.options.on_failure, probs=self.probs,
+                     member=self.member.id, slices=tuple(self.slices), slice_macs=tuple(self.slice_macs),
+                     meta={"cuts": self.cuts(), "cut_table": self.cut_table.to_dict(orient="records")})

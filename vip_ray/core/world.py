@@ -11,13 +11,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from vip_ray.streams import AvailabilityParams
+from vip_ray.core import netmodel
+from vip_ray.core.streams import AvailabilityParams
 
 AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
 DISTRIBUTIONS = ("exponential", "weibull")
 PREEMPT_MODES = ("resume", "drop")
 SERVICE_DISTS = ("deterministic", "exponential", "lognormal")
 ARRIVALS = ("poisson", "periodic", "trace")
+FALLBACKS = ("none", "local", "best_effort")
 
 
 def _err(cls: str, fld: str, msg: str) -> ValueError:
@@ -60,7 +62,7 @@ class Availability(AvailabilityParams):
     ``mode`` (onoff / trace): ``resume`` pauses the job in service and resumes it when the device
     is free again; ``drop`` loses it (preempt-drop). Queued jobs wait in both modes.
 
-    The fields are :class:`vip_ray.streams.AvailabilityParams`' (shared with the Serve
+    The fields are :class:`vip_ray.core.streams.AvailabilityParams`' (shared with the Serve
     emulation); this class validates them.
     """
 
@@ -154,6 +156,14 @@ class LinkSpec:
             steps.append((t, b))
         _set(self, "bandwidth_trace", tuple(steps))
 
+    def steps(self) -> tuple[list[float], list[float]]:
+        """The bandwidth as a step function ``(times, rates)`` from t = 0 (bit/s)."""
+        return netmodel.bandwidth_steps(self.bandwidth_bps, self.bandwidth_trace)
+
+    def direction(self) -> netmodel.Direction:
+        """One direction of this link as a FIFO (serialise at the bandwidth in force, then rtt/2)."""
+        return netmodel.Direction(*self.steps(), self.rtt_s / 2.0)
+
 
 @dataclass(frozen=True)
 class VariantSlot:
@@ -185,6 +195,9 @@ class VariantSlot:
     def placed(self) -> bool:
         return self.variant >= 0 and math.isfinite(self.service_s)
 
+    def __iter__(self):  # ``start, variant, service = slot``
+        return iter((self.start_s, self.variant, self.service_s))
+
 
 UNPLACED_SLOT = VariantSlot(0.0, -1, math.inf)
 
@@ -206,6 +219,9 @@ class DeviceSpec:
     link: Optional[LinkSpec] = None
     reply_bytes: int = 10
     drop_expired: bool = False
+    role: str = "worker"                  # master | worker (the master multicasts and aggregates)
+    group: str = ""                       # the scenario's device group ("" = its own name)
+    ray_resources: tuple = ()             # ((resource, amount), ...) a live replica asks Ray for
 
     def __post_init__(self):
         c = f"DeviceSpec({self.name!r})"
@@ -245,6 +261,28 @@ class DeviceSpec:
             raise _err(c, "reply_bytes", f"must be an int >= 0, got {self.reply_bytes!r}")
         _set(self, "reply_bytes", int(self.reply_bytes))
         _set(self, "drop_expired", bool(self.drop_expired))
+        _choice(c, "role", self.role, ("master", "worker"))
+        _set(self, "group", str(self.group or self.name))
+        _set(self, "ray_resources", tuple((str(k), float(v)) for k, v in dict(self.ray_resources).items()))
+
+    def slot_at(self, t: float) -> tuple[int, float] | None:
+        """``(variant, mean service s)`` in force at ``t``; ``None`` when nothing is placed then."""
+        cur = None
+        for s in self.slots:
+            if s.start_s > t:
+                break
+            cur = (s.variant, s.service_s) if s.placed else None
+        return cur
+
+    def placed_variants(self) -> list[int]:
+        """The variants this device runs at some time, in order of first use."""
+        return list(dict.fromkeys(s.variant for s in self.slots if s.placed))
+
+    @property
+    def first_slot(self) -> VariantSlot | None:
+        """The slot in force at t = 0 when something is placed then, else ``None``."""
+        s = self.timeline()[0]
+        return s if s.placed else None
 
     def timeline(self) -> tuple:
         """The slots from t = 0 (an unplaced slot is prepended when the first starts later)."""
@@ -266,6 +304,7 @@ class WorkloadSpec:
     duration_s: Optional[float] = None
     deadline_s: float = 0.1
     input_bytes: int = 3072
+    fallback: str = "none"     # when nobody answers by the deadline: none | local | best_effort
 
     def __post_init__(self):
         c = "WorkloadSpec"
@@ -295,6 +334,7 @@ class WorkloadSpec:
         if isinstance(self.input_bytes, bool) or int(self.input_bytes) != self.input_bytes or self.input_bytes < 0:
             raise _err(c, "input_bytes", f"must be an int >= 0, got {self.input_bytes!r}")
         _set(self, "input_bytes", int(self.input_bytes))
+        _choice(c, "fallback", self.fallback, FALLBACKS)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def vp_aggregate(
     weights: np.ndarray | None = None,
     responded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """VP (seed 002, §III-C/D): compress top-k, decompress into (B, V, C), softmax,
+    """VP §III-C/D: compress top-k, decompress into (B, V, C), softmax,
     scale by eq. 1, sum over the variants that answered, softmax.
 
     The eq. 1 weights come from ``rho``/``depth`` per variant (V,), or ready-made as
@@ -108,7 +108,7 @@ def vp_aggregate(
 
 
 def vip_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None, **_: object) -> np.ndarray:
-    """VIP (seed 000, §III-D): average of the probabilities of the variants that answered."""
+    """VIP §III-D: average of the probabilities of the variants that answered."""
     b, v, _c = probs.shape
     mask = _masked(responded, (b, v))
     n = mask.sum(axis=1, keepdims=True)
@@ -147,14 +147,25 @@ def cp_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None,
                          "(it serves strategy cp over a class-parallel pool)")
     b, g, c = probs.shape
     owner = np.asarray(classes, dtype=bool)
-    if owner.shape != (g, c):
-        raise ValueError(f"classes must be (G, C) = ({g}, {c}) to match probs, got {owner.shape}")
-    if (owner.sum(axis=0) > 1).any():
-        raise ValueError(f"classes {np.flatnonzero(owner.sum(axis=0) > 1).tolist()} are owned by more than one group")
+    if owner.shape not in ((g, c), (b, g, c)):
+        raise ValueError(f"classes must be (G, C) = ({g}, {c}) or (B, G, C) to match probs, got {owner.shape}")
+    if (owner.sum(axis=-2) > 1).any():
+        raise ValueError(f"classes {np.flatnonzero((owner.sum(axis=-2) > 1).reshape(-1, c).any(axis=0)).tolist()} "
+                         f"are owned by more than one group")
     mask = _masked(responded, (b, g))
-    own = owner[None] & mask[..., None]  # (B, G, C)
+    own = (owner if owner.ndim == 3 else owner[None]) & mask[..., None]  # (B, G, C)
     out = np.where(own, probs, 0.0).sum(axis=1)
     out[~own.any(axis=1).all(axis=1)] = np.nan
+    return out
+
+
+def first_aggregate(probs: np.ndarray, *, responded: np.ndarray | None = None, **_: object) -> np.ndarray:
+    """The probabilities of the first device (in device order) that answered; NaN rows where none
+    did (strategy single: one device runs the whole model)."""
+    b, v, _c = probs.shape
+    mask = _masked(responded, (b, v))
+    out = probs[np.arange(b), np.argmax(mask, axis=1)].astype(np.float64, copy=True)
+    out[~mask.any(axis=1)] = np.nan
     return out
 
 
@@ -189,6 +200,7 @@ register_aggregator("vp")(vp_aggregate)
 register_aggregator("vip")(vip_aggregate)
 register_aggregator("majority")(majority_aggregate)
 register_aggregator("cp")(cp_aggregate)  # callers pass classes= (G, C) besides responded=
+register_aggregator("first")(first_aggregate)
 
 
 def get_aggregator(name: str) -> Callable[..., np.ndarray]:
@@ -200,9 +212,10 @@ def get_aggregator(name: str) -> Callable[..., np.ndarray]:
 
 @dataclass(frozen=True)
 class AggregationSpec:
-    """How the master of a deployment aggregates replies: the rule, the reply top-k and, for VP,
-    the eq. 1 weights of every pool variant with the deployment's max ρ and min d. Plain data
-    (it travels to the Serve ingress); the simulator's tables and the ingress call it alike."""
+    """How the master of a deployment aggregates replies: the rule, the reply top-k, the VP eq. 1
+    weights of every pool variant with the deployment's max ρ and min d, and for ``cp`` the
+    classes each variant owns. Plain data (it travels to the Serve ingress); the simulator's
+    tables and the ingress call it alike. It knows the size of each variant's reply."""
 
     name: str
     k: int | None
@@ -211,16 +224,37 @@ class AggregationSpec:
     depth: tuple[float, ...]
     rho_max: float
     depth_min: float
+    num_classes: int = 0
+    classes: tuple[tuple[int, ...], ...] | None = None   # cp: the classes each variant owns
 
     @classmethod
-    def build(cls, name: str, k: int | None, alpha: float, variants: Sequence, placed: Sequence[int]) -> "AggregationSpec":
+    def build(cls, name: str, k: int | None, alpha: float, variants: Sequence, placed: Sequence[int], *,
+              num_classes: int = 0, classes: Sequence[Sequence[int]] | None = None) -> "AggregationSpec":
         """``variants``: pool member records (``input_size``, ``depth_multiplier``); ``placed``: the
         indices of those that some device runs at some time (all of them if none is placed)."""
         get_aggregator(name)  # an unknown rule fails here, naming the allowed ones
+        if name == "cp" and classes is None:
+            raise ValueError("the cp aggregator needs the classes each variant owns")
         rho = tuple(float(v.input_size) for v in variants)
         depth = tuple(float(v.depth_multiplier) for v in variants)
-        idx = sorted(set(placed)) or list(range(len(variants)))
-        return cls(name, k, float(alpha), rho, depth, max(rho[i] for i in idx), min(depth[i] for i in idx))
+        idx = sorted(set(p for p in placed if p >= 0)) or list(range(len(variants)))
+        cl = tuple(tuple(int(c) for c in g) for g in classes) if classes is not None else None
+        return cls(name, k, float(alpha), rho, depth, max(rho[i] for i in idx), min(depth[i] for i in idx),
+                   int(num_classes), cl)
+
+    def reply_bytes(self, variant: int) -> int:
+        """Bytes on the wire of a reply from ``variant``: its class group's scores for ``cp``,
+        else the top-k (values + indices) or the full vector."""
+        if self.classes is not None:
+            return cp_reply_bytes(len(self.classes[variant]))
+        return reply_bytes(self.k, self.num_classes)
+
+    def owners(self) -> np.ndarray:
+        """(V, C) bool: the classes each variant owns (``cp``)."""
+        out = np.zeros((len(self.classes), self.num_classes), dtype=bool)
+        for v, g in enumerate(self.classes):
+            out[v, list(g)] = True
+        return out
 
     def __call__(self, probs: np.ndarray, variant: np.ndarray, responded: np.ndarray) -> np.ndarray:
         """(B, C) aggregate of ``probs`` (B, D, C) from the devices in ``responded`` (B, D), device
@@ -230,4 +264,6 @@ class AggregationSpec:
             v = np.where(responded, variant, 0)
             kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.depth)[v], self.alpha,
                                                        rho_max=self.rho_max, depth_min=self.depth_min))
+        elif self.name == "cp":
+            kwargs.update(classes=self.owners()[np.where(responded, variant, 0)])
         return get_aggregator(self.name)(probs, **kwargs)

@@ -3,8 +3,8 @@ the end device and the cloud (light / heavy load), fp32 tensors."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import plan_dads
-from vip_ray.experiment.strategies.base import register_strategy
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("dads")

@@ -23,6 +23,16 @@ if TYPE_CHECKING:  # pandas / pyarrow load on first use: the simulator's engines
     import pyarrow as pa
 
 
+#: Columns every strategy's request table has (strategies may add their own after them).
+REQUEST_COLUMNS = ("replication", "seed", "request_id", "arrival_s", "finish_s", "latency_s", "answered",
+                   "deadline_met", "fallback", "n_responders", "responders", "sample", "label", "prediction",
+                   "correct_top1", "correct_topM", "bytes_down", "bytes_up", "strategy", "engine")
+#: Columns every strategy's device table has.
+DEVICE_COLUMNS = ("replication", "device", "group", "role", "variant", "service_ms", "macs_per_request",
+                  "jobs", "served", "busy_s", "available_s", "preempted", "dropped", "crashed",
+                  "available_fraction", "utilization")
+
+
 class Outcome(IntEnum):
     """What happened to one (request, device) job. Only ``REPLIED`` has a finite ``reply_at``."""
 
@@ -55,6 +65,11 @@ INT_STATS = frozenset({"jobs", "served", "preempted", "dropped", "crashed", "ski
 def empty_device_stats(n_devices: int) -> Dict[str, np.ndarray]:
     return {k: np.zeros(n_devices, dtype=np.int64 if k in INT_STATS else np.float64)
             for k in DEVICE_STAT_KEYS}
+
+
+def top_m(num_classes: int) -> int:
+    """The M of the ``correct_topM`` column: VP reports top-2 for C < 100 and top-5 otherwise."""
+    return min(2 if num_classes < 100 else 5, num_classes)
 
 
 def sample_rng(seed: int) -> np.random.Generator:

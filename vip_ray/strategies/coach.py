@@ -1,10 +1,10 @@
-"""COACH (seed 004): offline partition + quantization by divide and conquer, online semantic-cache
+"""COACH (COACH): offline partition + quantization by divide and conquer, online semantic-cache
 early exit and per-task bit width, on an end device + cloud pipeline (see ``vip_ray.coach``)."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import CoachOptions, plan_coach
-from vip_ray.experiment.strategies.base import register_strategy
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("coach")

@@ -252,7 +252,7 @@ class Arrivals:
 @dataclass(frozen=True)
 class AvailabilityParams:
     """A device's availability process in numbers — what :func:`availability_durations` reads
-    (``vip_ray.sim.spec.Availability`` validates these fields and documents them)."""
+    (``vip_ray.core.world.Availability`` validates these fields and documents them)."""
 
     kind: str = "always"
     busy_mean_s: float = 0.0

@@ -3,8 +3,8 @@ transmission pipeline stages, min max(T_e, T_t), fp32 tensors."""
 from __future__ import annotations
 
 from vip_ray.coach.planners import plan_jps
-from vip_ray.experiment.strategies.base import register_strategy
-from vip_ray.experiment.strategies.endcloud import EndCloudStrategy
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.endcloud import EndCloudStrategy
 
 
 @register_strategy("jps")

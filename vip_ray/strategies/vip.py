@@ -1,8 +1,8 @@
-"""VIP (seed 000): diverse variants, replies averaged (default aggregator vip)."""
+"""VIP: diverse variants, replies averaged (default aggregator vip)."""
 from __future__ import annotations
 
-from vip_ray.experiment.strategies.base import register_strategy
-from vip_ray.experiment.strategies.vp import EnsembleStrategy
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.vp import EnsembleStrategy
 
 
 @register_strategy("vip")

@@ -3,14 +3,13 @@ by the pool factory (``shape=class_parallel``) into a pool of its own; the maste
 group's answer and picks the class with the highest in-group score."""
 from __future__ import annotations
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from vip_ray.aggregation import cp_aggregate, cp_reply_bytes
-from vip_ray.experiment.strategies.base import Context, register_strategy
-from vip_ray.experiment.strategies.fanout import FanOutStrategy
+from vip_ray.core.aggregation import AggregationSpec
+from vip_ray.strategies.base import Context, register_strategy
+from vip_ray.strategies.fanout import FanOutStrategy
 from vip_ray.placement.plan import PlacementPlan, plan_placement
-from vip_ray.pool import Pool, PoolError, pools_root
+from vip_ray.pool import Pool, PoolError
 from vip_ray.scenario import ScenarioError
 
 DEFAULT_CP_POOL = "default-cp"
@@ -24,14 +23,6 @@ class CPOptions(BaseModel):
     pool: str = DEFAULT_CP_POOL
 
 
-def group_masks(members, num_classes: int) -> np.ndarray:
-    """(G, C) bool: which classes each group member owns."""
-    masks = np.zeros((len(members), num_classes), dtype=bool)
-    for g, mem in enumerate(members):
-        masks[g, list(mem.classes)] = True
-    return masks
-
-
 @register_strategy("cp")
 class ClassParallel(FanOutStrategy):
     summary = "cp: class parallelism (sensAI): one class-group model per device, every group needed"
@@ -40,16 +31,10 @@ class ClassParallel(FanOutStrategy):
 
     def prepare(self, ctx: Context) -> None:
         name = self.options.pool
-        root = ctx.scenario.pool.root
-        if not (pools_root(root) / name).exists() and name == DEFAULT_CP_POOL:
-            from vip_ray.pool.default import ensure_default_cp_pool
-
-            self.cp_pool = ensure_default_cp_pool(root, log=ctx.log)
-        else:
-            try:
-                self.cp_pool = Pool.open(name, root)
-            except PoolError as e:
-                raise ScenarioError(f"{ctx.file}: strategy.options.cp.pool: {e}", file=ctx.file) from None
+        try:  # the caller's pool opener trains the default class-parallel pool on first use
+            self.cp_pool = ctx.open_pool(name) if ctx.open_pool else Pool.open(name, ctx.scenario.pool.root)
+        except PoolError as e:
+            raise ScenarioError(f"{ctx.file}: strategy.options.cp.pool: {e}", file=ctx.file) from None
         members = [m for m in self.cp_pool.manifest.members if m.role == "cp_group"]
         if not members:
             raise ScenarioError(f"{ctx.file}: strategy.options.cp.pool: pool {name!r} has no class-group members "
@@ -64,7 +49,6 @@ class ClassParallel(FanOutStrategy):
             raise ScenarioError(f"{ctx.file}: strategy.options.cp.pool: {len(members)} class groups need "
                                 f"{len(members)} devices; the scenario has {len(ctx.scenario.devices)}", file=ctx.file)
         self.members = members
-        self.masks = group_masks(members, self.cp_pool.num_classes)
 
     def pool_of(self, ctx: Context) -> Pool:
         return self.cp_pool
@@ -80,14 +64,8 @@ class ClassParallel(FanOutStrategy):
         plan.timeline = [(0.0, assignment)]
         return plan
 
-    def reply_bytes(self, ctx: Context, plan: PlacementPlan) -> list[int]:
-        return [cp_reply_bytes(int(self.masks[a].sum())) if a >= 0 else 0 for a in plan.timeline[0][1]]
-
-    def combiner(self, ctx, dep):
-        # the placement is static and every device runs one group: the owners are per column
-        classes = self.masks[[slots[0].variant for slots in dep.slots]]
-
-        def combine(p, use, variant):
-            return cp_aggregate(p, responded=use, classes=classes)
-
-        return combine
+    def aggregation(self, ctx: Context, plan: PlacementPlan) -> AggregationSpec:
+        # every class is scored by the group model that owns it; each group replies its own scores
+        return AggregationSpec.build("cp", None, 1.0, self.members, range(len(self.members)),
+                                     num_classes=self.cp_pool.num_classes,
+                                     classes=[sorted(m.classes) for m in self.members])

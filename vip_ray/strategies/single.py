@@ -6,12 +6,12 @@ from typing import Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from vip_ray.experiment.strategies.base import Context, register_strategy
-from vip_ray.experiment.strategies.fanout import FanOutStrategy, first_responder
+from vip_ray.core.aggregation import AggregationSpec, reply_bytes
 from vip_ray.placement.plan import PlacementPlan, down_at, network_s, reply_top_k, service_matrix
-from vip_ray.aggregation import reply_bytes
 from vip_ray.scenario import ScenarioError
-from vip_ray.scenario.load import input_bytes
+from vip_ray.scenario.load import baseline_member, input_bytes
+from vip_ray.strategies.base import register_strategy
+from vip_ray.strategies.fanout import FanOutStrategy
 
 
 class SingleOptions(BaseModel):
@@ -25,21 +25,6 @@ class SingleOptions(BaseModel):
     device: str = "auto"
 
 
-def baseline_member(ctx: Context, member_id: str | None, key: str):
-    manifest = ctx.pool.manifest
-    if member_id is not None:
-        if member_id not in manifest.ids():
-            raise ScenarioError(f"{ctx.file}: {key}: pool {manifest.name!r} has no member {member_id!r}; "
-                                f"members: {', '.join(manifest.ids())}", file=ctx.file)
-        return manifest.member(member_id)
-    for role in ("baseline", "teacher"):
-        ids = [m.id for m in manifest.members if m.role == role and ".B" not in m.id]
-        if ids:
-            return manifest.member(ids[0])
-    raise ScenarioError(f"{ctx.file}: {key}: pool {manifest.name!r} has no baseline or teacher member; "
-                        f"name one of {', '.join(manifest.ids())}", file=ctx.file)
-
-
 @register_strategy("single")
 class SingleDevice(FanOutStrategy):
     summary = "single: the whole baseline model on one device (no ensemble, no split)"
@@ -47,7 +32,7 @@ class SingleDevice(FanOutStrategy):
     multicast_to_idle = False
 
     def prepare(self, ctx):
-        self.member = baseline_member(ctx, self.options.model, "strategy.options.single.model")
+        self.member = baseline_member(ctx.pool, self.options.model, "strategy.options.single.model", file=ctx.file)
         names = [d.name for d in ctx.scenario.devices]
         if self.options.device != "auto" and self.options.device not in names:
             raise ScenarioError(f"{ctx.file}: strategy.options.single.device: no device {self.options.device!r}; "
@@ -72,5 +57,6 @@ class SingleDevice(FanOutStrategy):
         assignment[chosen] = 0
         return PlacementPlan([self.member], service, [(0.0, assignment)], k, rbytes, in_bytes)
 
-    def combiner(self, ctx, dep):
-        return first_responder
+    def aggregation(self, ctx, plan):
+        # one device runs the whole model: its reply is the answer
+        return AggregationSpec.build("first", plan.k, 1.0, plan.variants, [0], num_classes=ctx.pool.num_classes)

@@ -1,0 +1,105 @@
+"""The master of a fan-out: which replies it waits for, when it answers, what it answers.
+
+Engine-neutral: the simulator and the Serve engine hand it the same per-job timing arrays
+(``reply_at``, ``outcome``, ``variant`` of shape (R, D)); it returns the request table rows
+(:mod:`vip_ray.core.tables`). Each request carries a test sample drawn from the pool's bank
+(:func:`vip_ray.core.tables.sample_rng`); its prediction is the deployment's aggregation of the
+stored predictions of the variants whose replies arrived in time.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+from vip_ray.core.deployment import FanOut
+from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
+
+_ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
+
+
+def finish_times(timing: Any, deadline_s: float) -> Tuple[np.ndarray, np.ndarray]:
+    """``responded = reply_at <= arrival + deadline_s``; ``finish = arrival + deadline_s`` unless
+    every device replied in time, then the last reply's time."""
+    due = timing.arrival + deadline_s
+    responded = timing.reply_at <= due[:, None]
+    all_in = responded.all(axis=1)
+    last = timing.reply_at.max(axis=1, initial=-np.inf) if timing.reply_at.size else np.full(len(due), -np.inf)
+    finish = np.where(all_in, last, due)
+    return finish, responded
+
+
+def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.random.Generator,
+                  engine: str = "sim"):
+    """One row per request of ``timing`` (a :class:`vip_ray.sim.SimResult`-shaped object).
+
+    Fallback when no reply arrived by the deadline: ``local`` waits for the master's own variant,
+    ``best_effort`` takes the first reply that arrives at all, ``none`` leaves it unanswered.
+    """
+    w = dep.workload
+    deadline = w.deadline_s
+    labels = dep.labels
+    probs = dep.probs
+    r, d = timing.reply_at.shape
+    c = probs.shape[-1]
+    samples = sample_rng.integers(0, len(labels), size=r)
+    finish, responded = finish_times(timing, deadline)
+    answered_in_time = responded.any(axis=1)
+    use = responded.copy()
+    fb = np.zeros(r, dtype=bool)
+    if w.fallback != "none":
+        replied = timing.outcome == Outcome.REPLIED
+        late = ~answered_in_time & replied.any(axis=1)
+        if w.fallback == "local":
+            master = dep.master
+            if master is None:  # the strategy left the master out: nothing to fall back on
+                late[:] = False
+                cols = np.zeros(r, dtype=np.int64)
+            else:
+                late &= replied[:, master]
+                cols = np.full(r, master)
+        else:
+            cols = np.argmin(np.where(replied, timing.reply_at, np.inf), axis=1)
+        rows = np.flatnonzero(late)
+        use[rows, cols[rows]] = True
+        finish[rows] = timing.reply_at[rows, cols[rows]]
+        fb[rows] = True
+    answered = use.any(axis=1)
+
+    variant = np.where(use, timing.variant, 0)
+    pred = np.full(r, -1, dtype=np.int64)
+    hit_m = np.zeros(r, dtype=bool)
+    m = dep.top_m
+    step = max(1, _ROW_BUDGET // max(1, d * c))
+    for a in range(0, r, step):
+        b = min(r, a + step)
+        out = dep.aggregation(probs[variant[a:b], samples[a:b, None]], variant[a:b], use[a:b])  # (rows, C)
+        answered[a:b] &= ~np.isnan(out).all(axis=1)
+        ok = answered[a:b]
+        top = ranked(out[ok], m)
+        idx = np.flatnonzero(ok) + a
+        pred[idx] = top[:, 0]
+        hit_m[idx] = (top == labels[samples[idx], None]).any(axis=1)
+    use &= answered[:, None]
+    fb &= answered
+    label = labels[samples]
+    latency = np.where(answered, finish - timing.arrival, np.nan)
+    return request_frame(
+        replication=replication, seed=dep.seed, request_id=timing.request_id, arrival_s=timing.arrival,
+        finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
+        deadline_met=answered & (latency <= deadline + 1e-12), fallback=fb, responders=use,
+        device_names=dep.device_names, sample=samples, label=label, prediction=pred,
+        correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
+        bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine)
+
+
+def device_table(dep: FanOut, stats: dict, span_s: float, *, replication: int):
+    """One row per device: what it ran at t = 0 and its counters over ``span_s``."""
+    slots = [d.first_slot for d in dep.devices]
+    return device_frame(
+        replication=replication, names=dep.device_names, groups=[d.group for d in dep.devices],
+        roles=[d.role for d in dep.devices],
+        variants=[dep.variants[s.variant].id if s else None for s in slots],
+        service_ms=[1e3 * s.service_s if s else float("inf") for s in slots],
+        macs_per_request=[int(dep.variants[s.variant].macs) if s else 0 for s in slots],
+        stats=stats, span_s=span_s)

@@ -1,0 +1,54 @@
+"""The simulator as an engine: a deployment in, the result tables out, per replication.
+
+A fan-out runs on the kernel named by the engine (``fast``, ``loop``, ``numpy``, ``reference``;
+:mod:`vip_ray.sim.engine`), chunk by chunk, and the master's tables come from
+:mod:`vip_ray.core.master`; a chain runs on :mod:`vip_ray.sim.chain`, an end–cloud pipeline on
+:mod:`vip_ray.sim.pipeline` (both SimPy).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vip_ray.core.deployment import Chain, Deployment, FanOut, Pipeline
+from vip_ray.core.engine import Engine, Replication
+from vip_ray.core.master import device_table, request_table
+from vip_ray.core.tables import sample_rng
+
+
+class SimEngine(Engine):
+    family = "sim"
+
+    def replicate(self, dep: Deployment, *, replication: int, chunk_requests: int = 200_000) -> Replication:
+        if isinstance(dep, FanOut):
+            return Replication(self._fanout(dep, replication, chunk_requests))
+        if isinstance(dep, Chain):
+            from vip_ray.sim.chain import replicate_chain
+
+            return Replication(replicate_chain(dep, replication=replication, chunk_requests=chunk_requests))
+        if isinstance(dep, Pipeline):
+            from vip_ray.sim.pipeline import replicate_pipeline
+
+            return Replication(replicate_pipeline(dep, replication=replication, chunk_requests=chunk_requests))
+        raise TypeError(f"the simulator cannot run a {type(dep).__name__}")
+
+    def describe(self) -> dict:
+        import simpy
+
+        return {"name": self.name, "family": self.family, "simpy": simpy.__version__}
+
+    def _fanout(self, dep: FanOut, replication: int, chunk_requests: int):
+        from vip_ray.sim.engine import run_chunks
+
+        samples = sample_rng(dep.seed)  # which test sample each request carries
+        totals, t_start, t_end, events, wall = None, 0.0, 0.0, 0, 0.0
+        for i, chunk in enumerate(run_chunks(dep.world, self.name, chunk_requests=chunk_requests)):
+            yield request_table(chunk, dep, replication=replication, sample_rng=samples)
+            st = chunk.device_stats
+            totals = {k: np.array(v, copy=True) for k, v in st.items()} if totals is None else \
+                {k: totals[k] + st[k] for k in totals}
+            t_start = chunk.t_start if i == 0 else t_start
+            t_end = chunk.t_end
+            events += chunk.events
+            wall += chunk.wall_s
+        devices = device_table(dep, totals, t_end - t_start, replication=replication)
+        return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, **dep.meta}
