@@ -61,7 +61,7 @@ def test_reply_bytes_is_vp_eq3(k, c, expected):
 def test_aggregator_registry_names_allowed_values():
     assert get_aggregator("vp") is vp_aggregate
     assert get_aggregator("cp") is cp_aggregate
-    with pytest.raises(KeyError, match="allowed: cp, majority, vip, vp"):
+    with pytest.raises(KeyError, match="allowed: cp, first, majority, vip, vp"):
         get_aggregator("mean")
 
 

@@ -49,10 +49,22 @@ def images(pool):
     return bank_inputs(pool)
 
 
+def deployment(path, sets, pool, extra=(), seed=None):
+    """The strategy's deployment of the scenario (what every engine runs) for ``seed``."""
+    from vip_ray.experiment.run import context
+    from vip_ray.strategies import get_strategy
+
+    sc = load_scenario(path, [*sets, *extra])
+    strategy = get_strategy(sc.strategy.name).from_scenario(sc)
+    ctx = context(sc, pool, file=path, log=lambda s: None)
+    strategy.prepare(ctx)
+    return strategy.deploy(ctx, sc.seeds.base if seed is None else seed)
+
+
 def emulation(path, sets, pool, images, extra=(), **options):
     from vip_ray.serve.engine import pool_weights
 
-    cfg = build_config(load_scenario(path, [*sets, *extra]), pool, input_shape=images.shape[1:],
+    cfg = build_config(deployment(path, sets, pool, extra), input_shape=images.shape[1:],
                        options=ServeOptions(**options))
     return cfg, pool_weights(pool, cfg)
 
@@ -63,9 +75,9 @@ def bank_prediction(cfg, pool, sample: int, responders: list[str]) -> int:
     d = len(cfg.devices)
     mask = np.zeros((1, d), dtype=bool)
     variant = np.zeros((1, d), dtype=np.int64)
-    for dev in cfg.devices:
+    for i, dev in enumerate(cfg.devices):
         if dev.name in responders:
-            mask[0, dev.index], variant[0, dev.index] = True, dev.slots[0][1]
+            mask[0, i], variant[0, i] = True, dev.first_slot.variant
     out = cfg.aggregation(probs[variant, sample][:, :, :], variant, mask)
     return int(np.argsort(-out[0], kind="stable")[0])
 
@@ -83,31 +95,23 @@ def test_serve_and_sim_never_import_each_other():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("strategy", ["vp", "vip"])
-def test_serve_aggregates_and_places_as_the_simulator_does(sets, pool, images, strategy):
-    """The ingress's aggregation and placement are the simulator's own for the same strategy
-    (one ``AggregationSpec`` built by the strategy's ``aggregation_spec``; the strategy's plan)."""
-    from vip_ray.experiment.deployment import build_deployment
-    from vip_ray.strategies import Context, get_strategy
-    from vip_ray.strategies.vp import aggregation_spec
-
-    sc = load_scenario(DEVICES, [*sets, f"strategy.name={strategy}"])
-    strat = get_strategy(strategy).from_scenario(sc)
-    plan = strat.plan(Context(sc, pool))
-    dep = build_deployment(sc, pool, seed=0, plan=plan)
-    cfg = build_config(sc, pool, input_shape=images.shape[1:], plan=plan)
-    assert cfg.aggregation == aggregation_spec(dep)
-    assert cfg.aggregation.name == strategy and cfg.strategy == strategy
-    assert [d.slots for d in cfg.devices] == [tuple((s.start_s, s.variant, s.service_s) for s in slots)
-                                              for slots in dep.slots]
+@pytest.mark.parametrize("strategy", ["vp", "vip", "single", "cp"])
+def test_the_emulation_is_the_deployment_every_engine_runs(sets, pool, images, strategy):
+    """One world: the emulation's devices, workload and aggregation are the strategy's deployment
+    itself (the objects the simulator runs), not a copy rebuilt field by field."""
+    dep = deployment(DEVICES, sets, pool, [f"strategy.name={strategy}"])
+    cfg = build_config(dep, input_shape=images.shape[1:])
+    assert cfg.devices is dep.world.devices and cfg.workload is dep.world.workload
+    assert cfg.aggregation is dep.aggregation and cfg.strategy == strategy
+    assert [v.id for v in cfg.variants] == [v.id for v in dep.variants]
 
 
-@pytest.mark.parametrize("strategy", ["single", "mp", "cp"])
+@pytest.mark.parametrize("strategy", ["mp", "coach"])
 def test_strategies_the_serve_engine_does_not_run_are_refused_up_front(sets, tmp_path, strategy):
     from vip_ray.scenario import ScenarioError
 
-    with pytest.raises(ScenarioError, match=rf"strategy.name: '{strategy}' runs on the simulator only; "
-                                            r"strategies the Serve engine runs: vip, vp"):
+    with pytest.raises(ScenarioError, match=rf"strategy.name: '{strategy}' runs on the sim engine only; "
+                                            r"strategies the serve engine runs: cp, single, vip, vp"):
         run_scenario(DEVICES, overrides=[*sets, f"strategy.name={strategy}"], out=tmp_path / "x", engine="serve",
                      log=lambda s: None)
     assert not tmp_path.joinpath("x").exists() and not list(tmp_path.iterdir())
@@ -175,13 +179,11 @@ def test_emulated_devices_follow_the_simulators_semantics(sets, pool, images, tm
     """Busy traces (drop / resume), on/off cycle stealing and MTBF failures, on a shared medium:
     every emulated job has the simulated job's outcome and reply time (same draws, same
     timeline), the same requests get the same answers, the devices count the same."""
-    from vip_ray.experiment.deployment import build_deployment
     from vip_ray.serve.app import ServeEmulation
     from vip_ray.serve.engine import replay_tables
     from vip_ray.sim import run
 
-    scenario = load_scenario(CYCLES, sets)
-    ref = run(build_deployment(scenario, pool, seed=scenario.seeds.base).spec, "reference")
+    ref = run(deployment(CYCLES, sets, pool).world, "reference")
     sim_dir = run_scenario(CYCLES, overrides=sets, out=tmp_path / "sim", plots=False, log=lambda s: None)
     sim, sdev = analysis.load(sim_dir), analysis.load(sim_dir, "devices")
     cfg, weights = emulation(CYCLES, sets, pool, images)
@@ -261,7 +263,7 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     same = live["responders"].astype(str).to_numpy() == sim["responders"].astype(str).to_numpy()
     assert same.mean() >= 0.95
     np.testing.assert_array_equal(live["prediction"][same], sim["prediction"][same])
-    cfg = build_config(load_scenario(DEVICES, sets), pool, input_shape=(1, 8, 8))
+    cfg = build_config(deployment(DEVICES, sets, pool), input_shape=(1, 8, 8))
     expected = [bank_prediction(cfg, pool, s, r.split(",")) for s, r in zip(live["sample"], live["responders"].astype(str))]
     assert (live["prediction"].to_numpy() == expected).mean() >= 0.99  # live logits vs the bank's: float noise only
     p_sim, p_live = sim["latency_s"].median(), live["latency_s"].median()
@@ -269,7 +271,8 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     assert live["deadline_met"].all() and (ldev["served"] > 0).all()
     cfg_yaml = yaml.safe_load((serve_dir / "config.yaml").read_text())
     summary = json.loads((serve_dir / "summary.json").read_text())
-    assert cfg_yaml["engine"] == "serve" and cfg_yaml["serve"]["isolate"] == ["slow"] and "ray" in cfg_yaml["versions"]
+    assert cfg_yaml["engine"]["name"] == "serve" and cfg_yaml["engine"]["options"]["isolate"] == ["slow"]
+    assert "ray" in cfg_yaml["engine"] and "ray" in cfg_yaml["versions"]
     assert summary["engine"] == "serve" and summary["serve"]["harness_overhead_p50_ms"] is not None
     assert set(summary["serve"]["groups"]) == {"devices-0", "dev-slow"}
     timing = pd.read_parquet(serve_dir / "serve_timing.parquet")
@@ -443,21 +446,6 @@ class _Cancellable:
         self.cancelled = True
 
 
-def _device_config(dev, index):
-    from vip_ray.core import netmodel
-    from vip_ray.serve.config import DeviceConfig, LinkConfig
-
-    link = None
-    if dev.link is not None:
-        times, rates = netmodel.bandwidth_steps(dev.link.bandwidth_bps, dev.link.bandwidth_trace)
-        link = LinkConfig(dev.link.rtt_s, tuple(times), tuple(rates), dev.link.loss)
-    return DeviceConfig(index=index, name=dev.name, group=dev.name, role="worker" if link else "master",
-                        slots=tuple((s.start_s, s.variant, s.service_s) for s in dev.slots),
-                        service_dist=dev.service_dist, jitter_cv=dev.jitter_cv, straggler_prob=dev.straggler_prob,
-                        straggler_factor=dev.straggler_factor, availability=dev.availability,
-                        link=link, reply_bytes=dev.reply_bytes)
-
-
 @pytest.mark.parametrize("ties", [False, True], ids=["continuous", "ties"])
 @pytest.mark.parametrize("seed", range(12))
 def test_emulated_device_equals_the_simulated_device(seed, ties):
@@ -477,13 +465,13 @@ def test_emulated_device_equals_the_simulated_device(seed, ties):
     spec = rand_spec(seed, ties=ties)
     spec = replace(spec, devices=tuple(replace(d, drop_expired=False) for d in spec.devices))  # not emulated
     ref = run(spec, "reference")
-    cfgs = [_device_config(d, i) for i, d in enumerate(spec.devices)]
+    cfgs = list(spec.devices)  # the core world's devices, as the emulation runs them
     wl = spec.workload
     downlinks = Downlinks(SimpleNamespace(devices=cfgs, shared_medium=spec.shared_medium,
                                           workload=SimpleNamespace(input_bytes=wl.input_bytes)))
     clock = _FakeClock(seed)
     loop = asyncio.new_event_loop()
-    devices = [EmulatedDevice(c, infer=lambda *a: None) for c in cfgs]
+    devices = [EmulatedDevice(c, i, infer=lambda *a: None) for i, c in enumerate(cfgs)]
     for d in devices:
         d.reset(clock, spec.seed)
     pendings = []
@@ -516,7 +504,7 @@ def test_emulated_device_equals_the_simulated_device(seed, ties):
 # ------------------------------------------------------------------------------------ configuration
 
 def test_device_groups_isolate_failures_pin_resources_and_share_variants(sets, pool, images):
-    from vip_ray.scenario import ScenarioError
+    from vip_ray.serve.config import DeployError
 
     extra = ["devices.4={name: pinned, latency_ms: {vp_v1: 30, vp_v2: 30, vp_v3: 30}, ray_resources: {board: 1}}",
              "devices.5={name: pinned2, latency_ms: {vp_v1: 30, vp_v2: 30, vp_v3: 30}, ray_resources: {board: 1}}",
@@ -528,8 +516,8 @@ def test_device_groups_isolate_failures_pin_resources_and_share_variants(sets, p
     assert next(g for g in cfg.groups if g.name == "pinned-0-board").ray_resources == {"board": 1.0}
     packed = [g for g in cfg.groups if g.name.startswith("devices-")]
     assert sorted(len(g.devices) for g in packed) == [3, 3, 3]                # 9 devices, ≤ 4 per replica, balanced
-    assert sum(len({cfg.devices[i].slots[0][1] for i in g.devices}) for g in packed) <= 5  # alike variants together
-    with pytest.raises(ScenarioError, match="isolate: no device 'nope'"):
+    assert sum(len({cfg.devices[i].first_slot.variant for i in g.devices}) for g in packed) <= 5  # alike together
+    with pytest.raises(DeployError, match="isolate: no device 'nope'"):
         emulation(FAULTS, sets, pool, images, isolate=("nope",))
     for bad, words in [({"devices_per_replica": 0}, "devices_per_replica"), ({"inference": "onnx"}, "inference"),
                        ({"route_prefix": "x"}, "route_prefix")]:
@@ -538,10 +526,10 @@ def test_device_groups_isolate_failures_pin_resources_and_share_variants(sets, p
 
 
 def test_pinning_to_a_resource_no_node_offers_is_refused_before_deploying(ray_session, sets, pool, images):
-    from vip_ray.scenario import ScenarioError
     from vip_ray.serve.app import check_resources
+    from vip_ray.serve.config import DeployError
 
     cfg, _ = emulation(DEVICES, sets, pool, images, extra=["devices.2.ray_resources={edge_board_7: 1}"])
-    with pytest.raises(ScenarioError, match=r"devices\[2\] \(slow\): ray_resources \{'edge_board_7': 1.0\} are "
+    with pytest.raises(DeployError, match=r"devices\[2\] \(slow\): ray_resources \{'edge_board_7': 1.0\} are "
                                             r"offered by no node"):
         check_resources(cfg)
