@@ -95,11 +95,11 @@ def test_serve_and_sim_never_import_each_other():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("strategy", ["vp", "vip", "single", "cp"])
+@pytest.mark.parametrize("strategy", ["vp", "vip", "single"])
 def test_the_emulation_is_the_deployment_every_engine_runs(sets, pool, images, strategy):
     """One world: the emulation's devices, workload and aggregation are the strategy's deployment
     itself (the objects the simulator runs), not a copy rebuilt field by field."""
-    dep = deployment(DEVICES, sets, pool, [f"strategy.name={strategy}"])
+    dep = deployment(DEVICES, sets, pool, [f"strategy.name={strategy}", "strategy.options.single.model=vp_v1"])
     cfg = build_config(dep, input_shape=images.shape[1:])
     assert cfg.devices is dep.world.devices and cfg.workload is dep.world.workload
     assert cfg.aggregation is dep.aggregation and cfg.strategy == strategy
