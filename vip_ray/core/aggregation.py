@@ -265,5 +265,5 @@ class AggregationSpec:
             kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.depth)[v], self.alpha,
                                                        rho_max=self.rho_max, depth_min=self.depth_min))
         elif self.name == "cp":
-            kwargs.update(classes=self.owners()[np.where(responded, variant, 0)])
+            kwargs.update(classes=self.owners()[np.where(responded, variant, 0)] & np.asarray(responded)[..., None])
         return get_aggregator(self.name)(probs, **kwargs)
