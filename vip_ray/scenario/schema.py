@@ -95,7 +95,7 @@ class _Model(BaseModel):
 
 
 def _load_trace(kind: str, name: str, info: ValidationInfo | None, sub: str):
-    from vip_ray.scenario.catalog import TraceError, find_trace, read_trace
+    from vip_ray.scenario.traces import TraceError, find_trace, read_trace
 
     try:
         path = find_trace(name, base_dir=_ctx(info, "base_dir"), root=_ctx(info, "sim_root"))
@@ -289,17 +289,20 @@ class Straggler(_Model):
 # Network and links (star topology around the master)
 # ---------------------------------------------------------------------------------------------
 
+#: ``"devices"`` / ``"networks"`` -> ``catalog(sim_root) -> {name: profile}``: a hook that
+#: ``vip_ray.scenario.catalog`` fills on import (``vip_ray.scenario`` imports it before this module
+#: is used), so the schema never imports the catalog that its profiles validate
+CATALOGS: dict[str, Any] = {}
+
 _LINK_FIELDS = ("rtt_ms", "bandwidth_mbps", "loss", "bandwidth_trace")
 
 
 def _catalog(kind: str, info: ValidationInfo | None) -> dict[str, Any]:
     """The device or network catalog; read once per validation when a context is given."""
-    from vip_ray.scenario.catalog import device_catalog, network_catalog
-
     memo = _ctx(info, "catalogs")
     if memo is not None and kind in memo:
         return memo[kind]
-    entries = (device_catalog if kind == "devices" else network_catalog)(_ctx(info, "sim_root"))
+    entries = CATALOGS[kind](_ctx(info, "sim_root"))
     if memo is not None:
         memo[kind] = entries
     return entries
