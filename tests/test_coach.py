@@ -1,4 +1,4 @@
-"""COACH (seed 004) and its end–cloud baselines: quantization, the DAG → chain view, the offline
+"""COACH and its end–cloud baselines: quantization, the DAG → chain view, the offline
 search against exhaustive search, the online component's equations, the SimPy pipeline timeline,
 and the registered strategies end to end on the session's real pool."""
 import hashlib

@@ -533,3 +533,16 @@ def test_pinning_to_a_resource_no_node_offers_is_refused_before_deploying(ray_se
     with pytest.raises(DeployError, match=r"devices\[2\] \(slow\): ray_resources \{'edge_board_7': 1.0\} are "
                                             r"offered by no node"):
         check_resources(cfg)
+
+
+def test_the_ray_way_application_builder_gives_the_emulation(sets, pool):
+    """``serve run vip_ray.experiment.serve_app:build scenario=FILE set=...`` builds the same app
+    ``vip-sim serve`` starts; a missing scenario argument is one clear error."""
+    from ray.serve import Application
+
+    from vip_ray.experiment.serve_app import build
+
+    app = build({"scenario": DEVICES, "set": ";".join([*sets, "strategy.name=vip"])})
+    assert isinstance(app, Application)
+    with pytest.raises(ValueError, match="needs scenario=FILE"):
+        build({})

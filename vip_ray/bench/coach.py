@@ -62,18 +62,19 @@ EXTRA: list[str] = []   # --set overrides for every run
 
 def _run(path: str, strategy: str, sets: list[str], log) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """One replication of a registered strategy on a scenario (the code path of vip-sim run)."""
-    from vip_ray.experiment.run import open_pool
-    from vip_ray.strategies import Context, get_strategy, with_strategy
+    from vip_ray.core.engine import make_engine
+    from vip_ray.experiment.run import context, open_pool
     from vip_ray.scenario import load_scenario
+    from vip_ray.strategies import get_strategy, with_strategy
 
     sc = with_strategy(load_scenario(path, [*sets, *EXTRA]), strategy)
     pool = open_pool(sc, log)
     strat = get_strategy(strategy).from_scenario(sc, path)
-    ctx = Context(sc, pool, file=path, log=log)
+    ctx = context(sc, pool, file=path, log=log)
     t0 = time.perf_counter()
     strat.prepare(ctx)
     plan_s = time.perf_counter() - t0
-    rep = strat.replication(ctx, seed=sc.seeds.base, replication=0, engine="sim", chunk_requests=10**9)
+    rep = make_engine(sc.sim_engine).replicate(strat.deploy(ctx, sc.seeds.base), replication=0, chunk_requests=10**9)
     table = pd.concat(list(rep), ignore_index=True)
     return table, rep.devices, {**rep.meta, "plan_s": plan_s}
 

@@ -24,10 +24,9 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from vip_ray.experiment.compare import mean_table, run_compare
-    from vip_ray.experiment.run import open_pool
-    from vip_ray.strategies import get_strategy, with_strategy
-    from vip_ray.strategies.base import Context
+    from vip_ray.experiment.run import context, open_pool
     from vip_ray.scenario import load_scenario
+    from vip_ray.strategies import get_strategy, with_strategy
 
     strategies = args.strategies.split(",")
     sets = [f"workload.requests={args.requests}", "seeds.replications=1"]
@@ -35,7 +34,7 @@ def main(argv=None) -> int:
     pool = open_pool(base, print)
     for s in strategies:  # pools a strategy builds on first use (default-cp) are not part of the timing
         sc = with_strategy(base, s)
-        get_strategy(s).from_scenario(sc).prepare(Context(sc, pool, log=print))
+        get_strategy(s).from_scenario(sc).prepare(context(sc, pool, file=args.scenario, log=print))
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="vr-benchcmp")) / "cmp"
     t0 = time.perf_counter()
     try:

@@ -75,11 +75,16 @@ def figures(cfg, replay, labels) -> dict:
 
 
 def run_app(sc, pool, images, options, log, body):
+    from vip_ray.experiment.run import context
     from vip_ray.serve import build_config
     from vip_ray.serve.app import ServeEmulation
     from vip_ray.serve.engine import pool_weights
+    from vip_ray.strategies import get_strategy
 
-    cfg = build_config(sc, pool, input_shape=images.shape[1:], options=options)
+    strategy = get_strategy(sc.strategy.name).from_scenario(sc)
+    ctx = context(sc, pool, file=sc.name, log=log)
+    strategy.prepare(ctx)
+    cfg = build_config(strategy.deploy(ctx, sc.seeds.base), input_shape=images.shape[1:], options=options)
     t0 = time.perf_counter()
     with ServeEmulation(cfg, pool_weights(pool, cfg), log=log) as emu:
         started = time.perf_counter() - t0

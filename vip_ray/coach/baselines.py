@@ -1,4 +1,4 @@
-"""The end–cloud baselines COACH is compared with (seed 004, §IV-A), as partition planners over
+"""The end–cloud baselines COACH is compared with (COACH §IV-A), as partition planners over
 the same cost model.
 
 * **Neurosurgeon** (Kang et al., ASPLOS'17): one split of the layer chain, the one with the lowest

@@ -1,4 +1,4 @@
-"""COACH's offline component (seed 004, §III-B, eq. 1–6, Algorithm 1 lines 1–16).
+"""COACH's offline component (COACH §III-B, eq. 1–6, Algorithm 1 lines 1–16).
 
 * :class:`CostModel` turns a cut into a per-task *stage plan* (end-device segments, the tensors
   sent, cloud segments) and evaluates eq. 2–5 on it: stage times T_e, T_t, T_c, the parallel

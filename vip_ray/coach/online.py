@@ -1,4 +1,4 @@
-"""COACH's online component (seed 004, §III-C, eq. 7–11, Algorithm 1 lines 17–27).
+"""COACH's online component (COACH §III-C, eq. 7–11, Algorithm 1 lines 17–27).
 
 * :class:`SemanticCache` — one semantic centre per label, warmed on calibration features and
   updated as a running mean (eq. 7); cosine similarity degrees to every centre (eq. 8).

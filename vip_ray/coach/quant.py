@@ -1,6 +1,6 @@
 """Uniform affine quantization (UAQ, Krishnamoorthi 2018 §2.1) of intermediate tensors.
 
-COACH (seed 004, §III-B) compresses what crosses the end→cloud boundary with UAQ: per tensor,
+COACH (§III-B) compresses what crosses the end→cloud boundary with UAQ: per tensor,
 ``scale = (max - min) / (2^b - 1)``, an integer zero point so that 0.0 is exact, ``q =
 clamp(round(x / scale) + zp, 0, 2^b - 1)`` on the end device and ``x' = (q - zp) * scale`` on
 the cloud. Each task's tensor gets its own range (dynamic quantization: the range travels with

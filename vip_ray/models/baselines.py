@@ -24,7 +24,7 @@ def mobilenet_v2_baseline(spec: ModelSpec, num_classes: int, state_dict: dict | 
     return ModelParts(backbone=net.features, pool=nn.AdaptiveAvgPool2d(1), head=head)
 
 
-# COACH's two models (seed 004, §IV-A): ResNet101 (DAG) and VGG16 (chain), for the end–cloud
+# COACH's two models (COACH §IV-A): ResNet101 (DAG) and VGG16 (chain), for the end–cloud
 # strategies. VGG16 is torchvision's batch-norm variant: the plain one does not train from scratch
 # in the few epochs a CPU pool build affords.
 @register_model(ModelSpec("resnet101", "baseline", "baseline", None, 224, 1.0, 1.0),

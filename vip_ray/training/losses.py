@@ -1,4 +1,4 @@
-"""Knowledge-distillation loss of VIP (seed 000, §III-B)."""
+"""Knowledge-distillation loss of VIP (§III-B)."""
 from __future__ import annotations
 
 import torch
