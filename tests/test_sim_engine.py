@@ -24,7 +24,7 @@ def trace_spec(times, *devices, deadline=10.0, input_bytes=1000, shared=False, s
                                                 input_bytes=input_bytes), shared_medium=shared, seed=seed)
 
 
-FAST_ENGINES = ("loop", "numpy")
+FAST_ENGINES = ("loop", "numpy", "jit")
 
 
 def both(spec):
@@ -383,5 +383,5 @@ def test_validation_messages():
         WorkloadSpec("poisson", rate_hz=1.0)
     with pytest.raises(ValueError, match="duplicate"):
         SimSpec((dev("a"), dev("a")), WorkloadSpec("trace", times=(0.0,)))
-    with pytest.raises(ValueError, match=r"allowed values: 'fast', 'loop', 'numpy', 'reference'"):
+    with pytest.raises(ValueError, match=r"allowed values: 'fast', 'jit', 'loop', 'numpy', 'reference'"):
         run(SimSpec((dev(),), WorkloadSpec("trace", times=(0.0,))), engine="warp")

@@ -1,0 +1,587 @@
+"""The ``jit`` engine: the ``loop`` engine's per-device recursions compiled to machine code with numba.
+
+Same model and the same float operations, in the same order, as ``loop`` (``fast.py``) and the
+SimPy ``reference`` (so the per-request arrays are bit-for-bit equal; no ``fastmath``): per device,
+``start = max(ready, free)`` moved into the availability window, ``end = start + rem``, completed iff
+``end <= window end`` else preempted / dropped / crashed; links through
+:func:`vip_ray.netmodel.transfer_end`'s recursion. What changes is who runs the loops:
+
+* the random draws stay numpy (:class:`~vip_ray.streams.DeviceDraws`, the streams every engine
+  shares): numba's ``exp`` is not numpy's, so compiling them would break bit-equality;
+* downlink timelines (one per distinct link profile, or the shared medium), every device's queue and
+  uplink run in two compiled functions per chunk, device by device;
+* availability windows are pre-computed into a ``(devices, windows)`` array from the same duration
+  generator the other engines use (:func:`~vip_ray.streams.availability_durations`). When a device
+  needs a window that is not there yet the kernel stops *before* the job that needs it (nothing of
+  that job committed), Python appends windows, and the kernel resumes at that job.
+
+Every spec feature of :mod:`vip_ray.sim.spec` is supported. A spec carrying a field this kernel does
+not know (a newer feature) with a non-default value is refused with a ``ValueError`` naming it.
+First call compiles the kernels (a few seconds) into numba's on-disk cache (``cache=True``); later
+processes load them in well under a second.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from itertools import islice
+from typing import Iterator
+
+import numpy as np
+
+from ..random_streams import DeviceDraws, availability_durations, bandwidth_steps, shared_medium_steps
+from ..result import SimResult, empty_device_stats
+from ..spec import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
+from .common import (_CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED, arrival_chunks,
+                     chunk_result)
+
+try:
+    import numba
+except ImportError as exc:  # pragma: no cover - numba is a dependency; this names the fix
+    numba = None
+    _NUMBA_MISSING = f"engine 'jit' needs numba ({exc}); install it (pip install numba) or use engine 'numpy'"
+else:
+    _NUMBA_MISSING = ""
+
+INF = math.inf
+
+# The spec fields this kernel implements. A field outside these sets (added to the spec after this
+# kernel was written) is refused unless it holds its default value (the feature is off).
+KNOWN_FIELDS = {
+    SimSpec: {"devices", "workload", "shared_medium", "seed"},
+    WorkloadSpec: {"arrival", "rate_hz", "times", "n_requests", "duration_s", "deadline_s", "input_bytes"},
+    DeviceSpec: {"name", "slots", "service_dist", "jitter_cv", "straggler_prob", "straggler_factor",
+                 "availability", "link", "reply_bytes", "drop_expired"},
+    LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace"},
+    VariantSlot: {"start_s", "variant", "service_s"},
+    Availability: {"kind", "busy_mean_s", "free_mean_s", "distribution", "weibull_shape", "intervals",
+                   "crash_at_s", "mtbf_s", "mttr_s", "mode"},
+}
+
+# rows of the integer counter matrix the kernel updates
+_COUNTERS = ("jobs", "served", "preempted", "dropped", "crashed", "skipped", "unplaced", "lost_down", "lost_up")
+
+
+def _unknown_features(obj, where: str):
+    """``(path, value)`` of every field of ``obj`` (recursively) that the kernel does not know and
+    that is not at its default."""
+    out = []
+    known = KNOWN_FIELDS.get(type(obj))
+    if known is None:
+        for base, names in KNOWN_FIELDS.items():
+            if isinstance(obj, base):
+                known = names
+                break
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if known is not None and f.name not in known:
+            default = (f.default if f.default is not dataclasses.MISSING else
+                       f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if default is dataclasses.MISSING or v != default:
+                out.append((f"{where}.{f.name}", v))
+    return out
+
+
+def check_supported(spec: SimSpec) -> None:
+    """Raise ``ValueError`` naming the first spec feature the kernel does not implement."""
+    found = _unknown_features(spec, "SimSpec") + _unknown_features(spec.workload, "SimSpec.workload")
+    for d, dev in enumerate(spec.devices):
+        w = f"SimSpec.devices[{d}]"
+        found += _unknown_features(dev, w) + _unknown_features(dev.availability, f"{w}.availability")
+        if dev.link is not None:
+            found += _unknown_features(dev.link, f"{w}.link")
+        for i, s in enumerate(dev.slots):
+            found += _unknown_features(s, f"{w}.slots[{i}]")
+    if found:
+        path, v = found[0]
+        raise ValueError(f"engine 'jit': {path} = {v!r} is a feature the jit kernel does not implement; "
+                         f"use engine 'numpy' or 'reference'")
+
+
+# ----------------------------------------------------------------------------- compiled kernels
+
+def _njit(fn):
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+@_njit
+def _transfer_end(s, bits, times, rates, n, j):
+    # vip_ray.netmodel.transfer_end, the same float operations
+    while True:
+        rate = rates[j]
+        dur = bits / rate
+        nxt = times[j + 1] if j + 1 < n else INF
+        if s + dur <= nxt:
+            return s + dur
+        s2 = s + (nxt - s)
+        bits = bits - (s2 - s) * rate
+        s = s2
+        j += 1
+
+
+@_njit
+def _downlinks(arrivals, bits, PT, PR, PL, pfree, pp, out):
+    """FIFO transmissions of every arrival on each downlink profile (row p of ``out``)."""
+    for p in range(PT.shape[0]):
+        free = pfree[p]
+        q = pp[p]
+        L = PL[p]
+        times = PT[p]
+        rates = PR[p]
+        for i in range(arrivals.shape[0]):
+            a = arrivals[i]
+            s = a if a > free else free
+            while q + 1 < L and times[q + 1] <= s:
+                q += 1
+            free = _transfer_end(s, bits, times, rates, L, q)
+            out[p, i] = free
+        pfree[p] = free
+        pp[p] = q
+
+
+@_njit
+def _cumulate_windows(durs, t, U, V):
+    """``Windows.extend`` over a run of durations up₀, down₀, up₁, …: fills U, V; returns
+    ``(windows written, next window start, done)``. ``inf`` ends the sequence."""
+    m = 0
+    i = 0
+    n = durs.shape[0]
+    while i < n:
+        u = t
+        up = durs[i]
+        if up == INF:
+            U[m] = u
+            V[m] = INF
+            return m + 1, INF, True
+        t = t + up
+        U[m] = u
+        V[m] = t
+        m += 1
+        if i + 1 >= n:
+            return m, INF, True   # generator ended after an up period (not produced by the streams)
+        down = durs[i + 1]
+        if down == INF:
+            return m, INF, True
+        t = t + down
+        i += 2
+    return m, t, False
+
+
+@_njit
+def _available(WU, WV, nW, t0, t1, out):
+    """``Windows.available_time(t0, t1)`` of every device, the same sum in the same order."""
+    for d in range(WU.shape[0]):
+        tot = 0.0
+        if t1 > t0:
+            for k in range(nW[d]):
+                u = WU[d, k]
+                v = WV[d, k]
+                if v <= t0:
+                    continue
+                if u >= t1:
+                    break
+                tot += (v if v < t1 else t1) - (u if u > t0 else t0)
+        out[d] = tot
+
+
+@_njit
+def _trim(WU, WV, nW, kw, t_keep):
+    """Forget each device's windows before its pointer that end at or before ``t_keep``."""
+    for d in range(WU.shape[0]):
+        c = 0
+        while c < kw[d] and WV[d, c] <= t_keep:
+            c += 1
+        if c:
+            m = nW[d] - c
+            for i in range(m):
+                WU[d, i] = WU[d, i + c]
+                WV[d, i] = WV[d, i + c]
+            nW[d] = m
+            kw[d] -= c
+
+
+@_njit
+def _serve(d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
+           failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
+           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+    """Every device's jobs of the chunk, device by device, from device ``d0``'s job ``j0`` on.
+    Returns ``(-1, -1)`` when done, else ``(d, j)``: device ``d`` needs a window not yet computed
+    for job ``j``; its state is as before that job, so the caller grows its windows and calls again
+    from ``(d, j)``."""
+    n = times.shape[0]
+    D = profile.shape[0]
+    for d in range(d0, D):
+        net = profile[d] >= 0
+        pf = profile[d]
+        hd = half[d]
+        fail = failure[d]
+        dmode = drop_mode[d]
+        dx = dexp[d]
+        hdl = has_dloss[d]
+        hul = has_uloss[d]
+        nsl = SN[d]
+        nw = nW[d]
+        done_w = wdone[d]
+        free = free_[d]
+        k = kw[d]
+        sp = sp_[d]
+        last_end = last_end_[d]
+        ufree = ufree_[d]
+        upp = up_p[d]
+        UL_d = UL[d]
+        ub = ubits[d]
+        rb = reply_bytes[d]
+        busy = 0.0
+        jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
+        start = j0 if d == d0 else 0
+        need = -1
+        for j in range(start, n):
+            if net:
+                if hdl and dlost[d, j]:
+                    code[j, d] = _LOST_DOWN
+                    lost_down += 1
+                    continue
+                t = down_end[pf, j] + hd
+            else:
+                t = times[j]
+            # --- the device (job-local copies; committed at the end of the job)
+            kk = k
+            ff = free
+            le = last_end
+            bb = 0.0
+            pre = 0
+            c = _REPLIED
+            comp = 0.0
+            vv = -1
+            if fail:
+                while WV[d, kk] <= t:
+                    if kk + 1 >= nw:
+                        if done_w:
+                            break
+                        need = j
+                        break
+                    kk += 1
+                if need >= 0:
+                    break
+                if t < WU[d, kk]:                # arrived while the device is down
+                    c = _CRASHED
+                    if t > le:
+                        le = t
+                else:
+                    s = t if t > ff else ff
+                    if s >= WV[d, kk]:             # failed while the job was queued
+                        c = _CRASHED
+                        ff = s
+                        if s > le:
+                            le = s
+            else:
+                s = t if t > ff else ff
+            if c == _REPLIED:
+                if not fail:
+                    # advance_window: s inside window kk, moved to its start if the device is down
+                    while True:
+                        while WV[d, kk] <= s:
+                            if kk + 1 >= nw:
+                                if done_w:
+                                    break
+                                need = j
+                                break
+                            kk += 1
+                        if need >= 0 or (WV[d, kk] <= s):
+                            break
+                        if s < WU[d, kk]:
+                            s = WU[d, kk]
+                            continue
+                        break
+                    if need >= 0:
+                        break
+                spn = sp
+                while spn + 1 < nsl and ST[d, spn + 1] <= s:
+                    spn += 1
+                if not SPL[d, spn]:                # no variant placed: not served
+                    c = _UNPLACED
+                    ff = s
+                    if s > le:
+                        le = s
+                elif dx and s > deadline_at[j]:
+                    c = _SKIPPED
+                    ff = s
+                    if s > le:
+                        le = s
+                else:
+                    rem = SSVC[d, spn] * mult[d, j]
+                    vv = SVAR[d, spn]
+                    while True:
+                        end = s + rem
+                        v = WV[d, kk]
+                        if end <= v:
+                            bb += end - s
+                            ff = end
+                            comp = end
+                            break
+                        bb += v - s
+                        ff = v
+                        if fail:
+                            c = _CRASHED
+                            break
+                        rem = rem - (v - s)
+                        pre += 1
+                        if dmode:
+                            c = _DROPPED
+                            break
+                        # advance_window(kk, v)
+                        s = v
+                        while True:
+                            while WV[d, kk] <= s:
+                                if kk + 1 >= nw:
+                                    if done_w:
+                                        break
+                                    need = j
+                                    break
+                                kk += 1
+                            if need >= 0 or (WV[d, kk] <= s):
+                                break
+                            if s < WU[d, kk]:
+                                s = WU[d, kk]
+                                continue
+                            break
+                        if need >= 0:
+                            break
+                    if need >= 0:
+                        break
+                    if ff > le:
+                        le = ff
+                sp = spn
+            # --- commit the job
+            k = kk
+            free = ff
+            last_end = le
+            busy += bb
+            preempted += pre
+            jobs += 1
+            var[j, d] = vv
+            if c == _REPLIED:
+                served += 1
+                if net:
+                    us = comp if comp > ufree else ufree
+                    while upp + 1 < UL_d and UT[d, upp + 1] <= us:
+                        upp += 1
+                    ufree = _transfer_end(us, ub, UT[d], UR[d], UL_d, upp)
+                    bytes_up[j] += rb
+                    if hul and ulost[d, j]:
+                        code[j, d] = _LOST_UP
+                        lost_up += 1
+                    else:
+                        reply[j, d] = ufree + hd
+                else:
+                    reply[j, d] = comp
+            else:
+                code[j, d] = c
+                if c == _CRASHED:
+                    crashed += 1
+                elif c == _DROPPED:
+                    dropped += 1
+                elif c == _SKIPPED:
+                    skipped += 1
+                else:
+                    unplaced += 1
+        free_[d] = free
+        kw[d] = k
+        sp_[d] = sp
+        last_end_[d] = last_end
+        ufree_[d] = ufree
+        up_p[d] = upp
+        busy_[d] += busy
+        cnt[0, d] += jobs
+        cnt[1, d] += served
+        cnt[2, d] += preempted
+        cnt[3, d] += dropped
+        cnt[4, d] += crashed
+        cnt[5, d] += skipped
+        cnt[6, d] += unplaced
+        cnt[7, d] += lost_down
+        cnt[8, d] += lost_up
+        if need >= 0:
+            return d, need
+    return -1, -1
+
+
+# ----------------------------------------------------------------------------- run state
+
+class _Windows:
+    """Every device's availability windows ``[WU[d, k], WV[d, k])`` (``nW[d]`` of them), grown from
+    the duration generators on demand; a device whose sequence has ended has ``wdone[d]`` and an
+    infinite last window end."""
+
+    def __init__(self, spec: SimSpec, cap: int = 16):
+        D = len(spec.devices)
+        self.gens = [availability_durations(dev.availability, d, spec.seed) for d, dev in enumerate(spec.devices)]
+        self.t = np.zeros(D)
+        self.WU = np.full((D, cap), INF)
+        self.WV = np.full((D, cap), INF)
+        self.nW = np.zeros(D, dtype=np.int64)
+        self.wdone = np.zeros(D, dtype=np.bool_)
+        self.kw = np.zeros(D, dtype=np.int64)
+        for d in range(D):
+            self.grow(d, 1)
+
+    def grow(self, d: int, m: int) -> None:
+        """Append up to ``m`` windows to device ``d`` (a final ``[inf, inf)`` once its sequence ends)."""
+        if self.wdone[d]:
+            return
+        durs = np.fromiter(islice(self.gens[d], 2 * m), dtype=np.float64)
+        n0 = int(self.nW[d])
+        need = n0 + m + 1
+        if need > self.WU.shape[1]:
+            cap = max(need, 2 * self.WU.shape[1])
+            for name in ("WU", "WV"):
+                old = getattr(self, name)
+                new = np.full((old.shape[0], cap), INF)
+                new[:, :old.shape[1]] = old
+                setattr(self, name, new)
+        U = np.empty(m + 1)
+        V = np.empty(m + 1)
+        w, t, done = _cumulate_windows(durs, float(self.t[d]), U, V)
+        self.WU[d, n0:n0 + w] = U[:w]
+        self.WV[d, n0:n0 + w] = V[:w]
+        n = n0 + w
+        if done:
+            self.wdone[d] = True
+            if n == 0 or self.WV[d, n - 1] != INF:
+                self.WU[d, n] = INF              # what Windows.extend appends once the device is done
+                self.WV[d, n] = INF
+                n += 1
+        self.nW[d] = n
+        self.t[d] = t
+
+    def cover(self, t_end: float) -> None:
+        """Windows up to ``t_end`` for every device (what ``Windows.available_time`` extends to)."""
+        for d in range(len(self.nW)):
+            while not self.wdone[d] and self.WV[d, self.nW[d] - 1] < t_end:
+                self.grow(d, max(16, int(self.nW[d])))
+
+
+def _pad(rows, fill, dtype):
+    width = max(1, max((len(r) for r in rows), default=1))
+    out = np.full((len(rows), width), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def run_jit_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[SimResult]:
+    """Results in arrival order, ``chunk_requests`` at a time (see :func:`vip_ray.sim.run_chunks`).
+    Raises at once (before any work) when numba is missing or the spec has a feature the kernel
+    does not implement."""
+    if numba is None:  # pragma: no cover
+        raise ValueError(_NUMBA_MISSING)
+    check_supported(spec)
+    if chunk_requests <= 0:
+        raise ValueError(f"chunk_requests must be > 0, got {chunk_requests!r}")
+    return _chunks(spec, chunk_requests)
+
+
+def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
+    wl = spec.workload
+    devs = spec.devices
+    D = len(devs)
+    names = tuple(dev.name for dev in devs)
+    draws = [DeviceDraws(dev, d, spec.seed) for d, dev in enumerate(devs)]
+    # downlink profiles: the shared medium, or one per distinct link bandwidth profile
+    profile = np.full(D, -1, dtype=np.int64)
+    msteps = shared_medium_steps(spec)
+    profiles = []
+    keys = {}
+    for d, dev in enumerate(devs):
+        if dev.link is None:
+            continue
+        if msteps is not None:
+            key = ("medium",)
+            steps = msteps
+        else:
+            steps = bandwidth_steps(dev.link)
+            key = (tuple(steps[0]), tuple(steps[1]))
+        if key not in keys:
+            keys[key] = len(profiles)
+            profiles.append(steps)
+        profile[d] = keys[key]
+    P = len(profiles)
+    PT = _pad([p[0] for p in profiles], INF, np.float64)
+    PR = _pad([p[1] for p in profiles], 1.0, np.float64)
+    PL = np.array([len(p[0]) for p in profiles] or [0], dtype=np.int64)
+    pfree = np.zeros(max(P, 1))
+    pp = np.zeros(max(P, 1), dtype=np.int64)
+    n_net = int((profile >= 0).sum())
+    per_request_down = wl.input_bytes * (1 if msteps is not None else n_net) if n_net else 0
+    in_bits = float(wl.input_bytes * 8)
+    # per-device constants
+    half = np.array([dev.link.rtt_s / 2.0 if dev.link is not None else 0.0 for dev in devs])
+    has_dloss = np.array([d._down is not None for d in draws], dtype=np.bool_)
+    has_uloss = np.array([d._up is not None for d in draws], dtype=np.bool_)
+    failure = np.array([dev.availability.failure for dev in devs], dtype=np.bool_)
+    drop_mode = np.array([dev.availability.drop for dev in devs], dtype=np.bool_)
+    dexp = np.array([dev.drop_expired for dev in devs], dtype=np.bool_)
+    tl = [dev.timeline() for dev in devs]
+    ST = _pad([[s.start_s for s in t] for t in tl], INF, np.float64)
+    SSVC = _pad([[s.service_s for s in t] for t in tl], INF, np.float64)
+    SVAR = _pad([[s.variant for s in t] for t in tl], -1, np.int32)
+    SPL = _pad([[s.placed for s in t] for t in tl], False, np.bool_)
+    SN = np.array([len(t) for t in tl], dtype=np.int64)
+    sp = np.zeros(D, dtype=np.int64)
+    up_steps = [bandwidth_steps(dev.link) if dev.link is not None else ([0.0], [INF]) for dev in devs]
+    UT = _pad([s[0] for s in up_steps], INF, np.float64)
+    UR = _pad([s[1] for s in up_steps], 1.0, np.float64)
+    UL = np.array([len(s[0]) for s in up_steps], dtype=np.int64)
+    ubits = np.array([float(dev.reply_bytes * 8) for dev in devs])
+    reply_bytes = np.array([dev.reply_bytes if dev.link is not None else 0 for dev in devs], dtype=np.int64)
+    ufree = np.zeros(D)
+    up_p = np.zeros(D, dtype=np.int64)
+    free = np.zeros(D)
+    last_end = np.zeros(D)
+    win = _Windows(spec)
+    for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
+        times, n, deadline_at = chunk.times, chunk.n, chunk.deadline_at
+        reply = np.full((n, D), INF)
+        var = np.full((n, D), -1, dtype=np.int32)
+        code = np.zeros((n, D), dtype=np.int8)
+        bytes_up = np.zeros(n, dtype=np.int64)
+        down_end = np.empty((max(P, 1), n))
+        if P and n:
+            _downlinks(times, in_bits, PT, PR, PL, pfree, pp, down_end)
+        mult = np.empty((D, n))
+        dlost = np.zeros((D, n), dtype=np.bool_)
+        ulost = np.zeros((D, n), dtype=np.bool_)
+        for d, dr in enumerate(draws):
+            dn, m, up = dr.take(n)
+            mult[d] = m
+            if dn is not None:
+                dlost[d] = dn
+                ulost[d] = up
+        if n:
+            # windows for the bulk of the chunk up front; the kernel asks for the rest
+            win.cover(float(times[-1]) + wl.deadline_s)
+        cnt = np.zeros((9, D), dtype=np.int64)
+        busy = np.zeros(D)
+        d0 = j0 = 0
+        while n:
+            d0, j0 = _serve(
+                d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
+                failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR, SPL, SN, sp,
+                UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var, code, bytes_up)
+            if d0 < 0:
+                break
+            win.grow(d0, max(16, int(win.nW[d0])))
+        stats = empty_device_stats(D)
+        for r, key in enumerate(_COUNTERS):
+            stats[key] += cnt[r]
+        stats["busy_s"] += busy
+        res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
+                           meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
+                           per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit")
+        t0 = time.perf_counter()
+        win.cover(res.t_end)
+        _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])
+        _trim(win.WU, win.WV, win.nW, win.kw, res.t_end)
+        res.wall_s += time.perf_counter() - t0
+        yield res
