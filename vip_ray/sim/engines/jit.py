@@ -201,210 +201,248 @@ def _trim(WU, WV, nW, kw, t_keep):
             kw[d] -= c
 
 
+TILE = 256   # requests per tile: the (request, device) output lines a tile touches stay in cache
+
+
 @_njit
 def _serve(d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
            ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
-    """Every device's jobs of the chunk, device by device, from device ``d0``'s job ``j0`` on.
-    Returns ``(-1, -1)`` when done, else ``(d, j)``: device ``d`` needs a window not yet computed
-    for job ``j``; its state is as before that job, so the caller grows its windows and calls again
-    from ``(d, j)``."""
+    """Every device's jobs of the chunk: tiles of ``TILE`` requests, in each tile device by device
+    (the recursions are per device; tiling only keeps the row-major outputs in cache). Starts at
+    device ``d0``'s job ``j0`` (0, 0: the whole chunk) and writes every output cell. Returns
+    ``(-1, -1)`` when done, else ``(d, j)``: device ``d`` needs a window not yet computed for job
+    ``j``; its state is as before that job, so the caller grows its windows and calls again from
+    ``(d, j)``."""
     n = times.shape[0]
     D = profile.shape[0]
-    for d in range(d0, D):
-        net = profile[d] >= 0
-        pf = profile[d]
-        hd = half[d]
-        fail = failure[d]
-        dmode = drop_mode[d]
-        dx = dexp[d]
-        hdl = has_dloss[d]
-        hul = has_uloss[d]
-        nsl = SN[d]
-        nw = nW[d]
-        done_w = wdone[d]
-        free = free_[d]
-        k = kw[d]
-        sp = sp_[d]
-        last_end = last_end_[d]
-        ufree = ufree_[d]
-        upp = up_p[d]
-        UL_d = UL[d]
-        ub = ubits[d]
-        rb = reply_bytes[d]
-        busy = 0.0
-        jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
-        start = j0 if d == d0 else 0
-        need = -1
-        for j in range(start, n):
-            if net:
-                if hdl and dlost[d, j]:
-                    code[j, d] = _LOST_DOWN
-                    lost_down += 1
-                    continue
-                t = down_end[pf, j] + hd
-            else:
-                t = times[j]
-            # --- the device (job-local copies; committed at the end of the job)
-            kk = k
-            ff = free
-            le = last_end
-            bb = 0.0
-            pre = 0
-            c = _REPLIED
-            comp = 0.0
-            vv = -1
-            if fail:
-                while WV[d, kk] <= t:
-                    if kk + 1 >= nw:
-                        if done_w:
-                            break
+    jt = (j0 // TILE) * TILE
+    first = True
+    while jt < n:
+        je = min(jt + TILE, n)
+        for d in range(d0 if first else 0, D):
+            start = j0 if (first and d == d0) else jt
+            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, dlost, has_dloss,
+                                mult, ulost, has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
+                                SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
+                                last_end_, cnt, busy_, reply, var, code, bytes_up)
+            if need >= 0:
+                return d, need
+        first = False
+        jt = je
+    return -1, -1
+
+
+@_njit
+def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost,
+                 has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
+                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+    """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
+    not yet computed (nothing of that job committed)."""
+    pf = profile[d]
+    net = pf >= 0
+    hd = half[d]
+    fail = failure[d]
+    dmode = drop_mode[d]
+    dx = dexp[d]
+    hdl = has_dloss[d]
+    hul = has_uloss[d]
+    nsl = SN[d]
+    nw = nW[d]
+    done_w = wdone[d]
+    free = free_[d]
+    k = kw[d]
+    sp = sp_[d]
+    last_end = last_end_[d]
+    ufree = ufree_[d]
+    upp = up_p[d]
+    UL_d = UL[d]
+    ub = ubits[d]
+    rb = reply_bytes[d]
+    # row views taken once per tile (a view per job costs reference-count traffic)
+    WU_d = WU[d]
+    WV_d = WV[d]
+    UT_d = UT[d]
+    UR_d = UR[d]
+    ST_d = ST[d]
+    mult_d = mult[d]
+    dlost_d = dlost[d]
+    ulost_d = ulost[d]
+    down_d = down_end[pf if net else 0]
+    busy = 0.0
+    jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
+    need = -1
+    for j in range(j_start, j_end):
+        if net:
+            if hdl and dlost_d[j]:
+                code[j, d] = _LOST_DOWN
+                reply[j, d] = INF
+                var[j, d] = -1
+                lost_down += 1
+                continue
+            t = down_d[j] + hd
+        else:
+            t = times[j]
+        # --- the device (job-local copies; committed at the end of the job)
+        kk = k
+        ff = free
+        le = last_end
+        bb = 0.0
+        pre = 0
+        c = _REPLIED
+        comp = 0.0
+        vv = -1
+        s = t
+        if fail:
+            while WV_d[kk] <= t:
+                if kk + 1 >= nw:
+                    if not done_w:
                         need = j
-                        break
-                    kk += 1
-                if need >= 0:
                     break
-                if t < WU[d, kk]:                # arrived while the device is down
-                    c = _CRASHED
-                    if t > le:
-                        le = t
-                else:
-                    s = t if t > ff else ff
-                    if s >= WV[d, kk]:             # failed while the job was queued
-                        c = _CRASHED
-                        ff = s
-                        if s > le:
-                            le = s
+                kk += 1
+            if need >= 0:
+                break
+            if t < WU_d[kk]:                # arrived while the device is down
+                c = _CRASHED
+                if t > le:
+                    le = t
             else:
                 s = t if t > ff else ff
-            if c == _REPLIED:
-                if not fail:
-                    # advance_window: s inside window kk, moved to its start if the device is down
-                    while True:
-                        while WV[d, kk] <= s:
-                            if kk + 1 >= nw:
-                                if done_w:
-                                    break
+                if s >= WV_d[kk]:             # failed while the job was queued
+                    c = _CRASHED
+                    ff = s
+                    if s > le:
+                        le = s
+        else:
+            s = t if t > ff else ff
+            if WV_d[kk] <= s or s < WU_d[kk]:
+                # advance_window: s inside window kk, moved to its start if the device is down then
+                while True:
+                    while WV_d[kk] <= s:
+                        if kk + 1 >= nw:
+                            if not done_w:
                                 need = j
+                            break
+                        kk += 1
+                    if need >= 0 or WV_d[kk] <= s:
+                        break
+                    if s < WU_d[kk]:
+                        s = WU_d[kk]
+                        continue
+                    break
+                if need >= 0:
+                    break
+        if c == _REPLIED:
+            spn = sp
+            while spn + 1 < nsl and ST_d[spn + 1] <= s:
+                spn += 1
+            if not SPL[d, spn]:                # no variant placed: not served
+                c = _UNPLACED
+                ff = s
+                if s > le:
+                    le = s
+            elif dx and s > deadline_at[j]:
+                c = _SKIPPED
+                ff = s
+                if s > le:
+                    le = s
+            else:
+                rem = SSVC[d, spn] * mult_d[j]
+                vv = SVAR[d, spn]
+                while True:
+                    end = s + rem
+                    v = WV_d[kk]
+                    if end <= v:
+                        bb += end - s
+                        ff = end
+                        comp = end
+                        break
+                    bb += v - s
+                    ff = v
+                    if fail:
+                        c = _CRASHED
+                        break
+                    rem = rem - (v - s)
+                    pre += 1
+                    if dmode:
+                        c = _DROPPED
+                        break
+                    # advance_window(kk, v)
+                    s = v
+                    while True:
+                        while WV_d[kk] <= s:
+                            if kk + 1 >= nw:
+                                if not done_w:
+                                    need = j
                                 break
                             kk += 1
-                        if need >= 0 or (WV[d, kk] <= s):
+                        if need >= 0 or WV_d[kk] <= s:
                             break
-                        if s < WU[d, kk]:
-                            s = WU[d, kk]
+                        if s < WU_d[kk]:
+                            s = WU_d[kk]
                             continue
                         break
                     if need >= 0:
                         break
-                spn = sp
-                while spn + 1 < nsl and ST[d, spn + 1] <= s:
-                    spn += 1
-                if not SPL[d, spn]:                # no variant placed: not served
-                    c = _UNPLACED
-                    ff = s
-                    if s > le:
-                        le = s
-                elif dx and s > deadline_at[j]:
-                    c = _SKIPPED
-                    ff = s
-                    if s > le:
-                        le = s
+                if need >= 0:
+                    break
+                if ff > le:
+                    le = ff
+            sp = spn
+        # --- commit the job
+        k = kk
+        free = ff
+        last_end = le
+        busy += bb
+        preempted += pre
+        jobs += 1
+        var[j, d] = vv
+        if c == _REPLIED:
+            served += 1
+            if net:
+                us = comp if comp > ufree else ufree
+                while upp + 1 < UL_d and UT_d[upp + 1] <= us:
+                    upp += 1
+                ufree = _transfer_end(us, ub, UT_d, UR_d, UL_d, upp)
+                bytes_up[j] += rb
+                if hul and ulost_d[j]:
+                    code[j, d] = _LOST_UP
+                    reply[j, d] = INF
+                    lost_up += 1
                 else:
-                    rem = SSVC[d, spn] * mult[d, j]
-                    vv = SVAR[d, spn]
-                    while True:
-                        end = s + rem
-                        v = WV[d, kk]
-                        if end <= v:
-                            bb += end - s
-                            ff = end
-                            comp = end
-                            break
-                        bb += v - s
-                        ff = v
-                        if fail:
-                            c = _CRASHED
-                            break
-                        rem = rem - (v - s)
-                        pre += 1
-                        if dmode:
-                            c = _DROPPED
-                            break
-                        # advance_window(kk, v)
-                        s = v
-                        while True:
-                            while WV[d, kk] <= s:
-                                if kk + 1 >= nw:
-                                    if done_w:
-                                        break
-                                    need = j
-                                    break
-                                kk += 1
-                            if need >= 0 or (WV[d, kk] <= s):
-                                break
-                            if s < WU[d, kk]:
-                                s = WU[d, kk]
-                                continue
-                            break
-                        if need >= 0:
-                            break
-                    if need >= 0:
-                        break
-                    if ff > le:
-                        le = ff
-                sp = spn
-            # --- commit the job
-            k = kk
-            free = ff
-            last_end = le
-            busy += bb
-            preempted += pre
-            jobs += 1
-            var[j, d] = vv
-            if c == _REPLIED:
-                served += 1
-                if net:
-                    us = comp if comp > ufree else ufree
-                    while upp + 1 < UL_d and UT[d, upp + 1] <= us:
-                        upp += 1
-                    ufree = _transfer_end(us, ub, UT[d], UR[d], UL_d, upp)
-                    bytes_up[j] += rb
-                    if hul and ulost[d, j]:
-                        code[j, d] = _LOST_UP
-                        lost_up += 1
-                    else:
-                        reply[j, d] = ufree + hd
-                else:
-                    reply[j, d] = comp
+                    code[j, d] = _REPLIED
+                    reply[j, d] = ufree + hd
             else:
-                code[j, d] = c
-                if c == _CRASHED:
-                    crashed += 1
-                elif c == _DROPPED:
-                    dropped += 1
-                elif c == _SKIPPED:
-                    skipped += 1
-                else:
-                    unplaced += 1
-        free_[d] = free
-        kw[d] = k
-        sp_[d] = sp
-        last_end_[d] = last_end
-        ufree_[d] = ufree
-        up_p[d] = upp
-        busy_[d] += busy
-        cnt[0, d] += jobs
-        cnt[1, d] += served
-        cnt[2, d] += preempted
-        cnt[3, d] += dropped
-        cnt[4, d] += crashed
-        cnt[5, d] += skipped
-        cnt[6, d] += unplaced
-        cnt[7, d] += lost_down
-        cnt[8, d] += lost_up
-        if need >= 0:
-            return d, need
-    return -1, -1
+                code[j, d] = _REPLIED
+                reply[j, d] = comp
+        else:
+            code[j, d] = c
+            reply[j, d] = INF
+            if c == _CRASHED:
+                crashed += 1
+            elif c == _DROPPED:
+                dropped += 1
+            elif c == _SKIPPED:
+                skipped += 1
+            else:
+                unplaced += 1
+    free_[d] = free
+    kw[d] = k
+    sp_[d] = sp
+    last_end_[d] = last_end
+    ufree_[d] = ufree
+    up_p[d] = upp
+    busy_[d] += busy
+    cnt[0, d] += jobs
+    cnt[1, d] += served
+    cnt[2, d] += preempted
+    cnt[3, d] += dropped
+    cnt[4, d] += crashed
+    cnt[5, d] += skipped
+    cnt[6, d] += unplaced
+    cnt[7, d] += lost_down
+    cnt[8, d] += lost_up
+    return need
 
 
 # ----------------------------------------------------------------------------- run state
@@ -542,9 +580,9 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     win = _Windows(spec)
     for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
         times, n, deadline_at = chunk.times, chunk.n, chunk.deadline_at
-        reply = np.full((n, D), INF)
-        var = np.full((n, D), -1, dtype=np.int32)
-        code = np.zeros((n, D), dtype=np.int8)
+        reply = np.empty((n, D))                   # the kernel writes every cell
+        var = np.empty((n, D), dtype=np.int32)
+        code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
         down_end = np.empty((max(P, 1), n))
         if P and n:
