@@ -30,7 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..random_streams import DeviceDraws, availability_durations, bandwidth_steps, shared_medium_steps
+from ..random_streams import (BlockStream, DeviceDraws, Purpose, _std_exp, availability_durations, bandwidth_steps,
+                              make_rng, shared_medium_steps)
 from ..result import SimResult, empty_device_stats
 from ..spec import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
 from .common import (_CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED, arrival_chunks,
@@ -201,29 +202,30 @@ def _trim(WU, WV, nW, kw, t_keep):
             kw[d] -= c
 
 
-TILE = 256   # requests per tile: the (request, device) output lines a tile touches stay in cache
+TILE = 256                  # requests per tile: the (request, device) output lines a tile touches stay in cache
+DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × requests), ~1.3 MB
 
 
 @_njit
-def _serve(d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
+def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
            ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
-    """Every device's jobs of the chunk: tiles of ``TILE`` requests, in each tile device by device
-    (the recursions are per device; tiling only keeps the row-major outputs in cache). Starts at
-    device ``d0``'s job ``j0`` (0, 0: the whole chunk) and writes every output cell. Returns
+    """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``mult``,
+    ``dlost``, ``ulost``): tiles of ``TILE`` requests, in each tile device by device (the recursions
+    are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
+    ``j0`` (``b0``, 0: the whole block) and writes every output cell of the block. Returns
     ``(-1, -1)`` when done, else ``(d, j)``: device ``d`` needs a window not yet computed for job
     ``j``; its state is as before that job, so the caller grows its windows and calls again from
     ``(d, j)``."""
     n = times.shape[0]
-    D = profile.shape[0]
     jt = (j0 // TILE) * TILE
     first = True
     while jt < n:
         je = min(jt + TILE, n)
-        for d in range(d0 if first else 0, D):
+        for d in range(d0 if first else b0, b1):
             start = j0 if (first and d == d0) else jt
-            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, dlost, has_dloss,
-                                mult, ulost, has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
+            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, dlost[d - b0],
+                                has_dloss, mult[d - b0], ulost[d - b0], has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
                                 last_end_, cnt, busy_, reply, var, code, bytes_up)
             if need >= 0:
@@ -234,7 +236,7 @@ def _serve(d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss
 
 
 @_njit
-def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost,
+def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, dlost_d, has_dloss, mult_d, ulost_d,
                  has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
                  UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
@@ -265,9 +267,6 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
     UT_d = UT[d]
     UR_d = UR[d]
     ST_d = ST[d]
-    mult_d = mult[d]
-    dlost_d = dlost[d]
-    ulost_d = ulost[d]
     down_d = down_end[pf if net else 0]
     busy = 0.0
     jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
@@ -447,42 +446,72 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
 
 # ----------------------------------------------------------------------------- run state
 
-class _Windows:
-    """Every device's availability windows ``[WU[d, k], WV[d, k])`` (``nW[d]`` of them), grown from
-    the duration generators on demand; a device whose sequence has ended has ``wdone[d]`` and an
-    infinite last window end."""
+class _PeriodDurations:
+    """The up/down period lengths of an ``onoff`` or ``mtbf`` device in bulk: the numbers
+    :func:`~vip_ray.streams.availability_durations` yields one by one (same stream, same scales,
+    ``value * scale`` alternately for up and down), without a Python step per period."""
 
-    def __init__(self, spec: SimSpec, cap: int = 16):
+    def __init__(self, av, index: int, seed: int):
+        if av.kind == "onoff":
+            up_mean, down_mean = av.free_mean_s, av.busy_mean_s
+            if av.distribution == "weibull":
+                k = av.weibull_shape
+                g = math.gamma(1.0 + 1.0 / k)
+                self.scales = (up_mean / g, down_mean / g)
+                fn = lambda r, n: r.weibull(k, n)  # noqa: E731  (what availability_durations draws)
+            else:
+                self.scales = (up_mean, down_mean)
+                fn = _std_exp
+        else:  # mtbf
+            self.scales = (av.mtbf_s, av.mttr_s)
+            fn = _std_exp
+        self.cycle_s = up_mean + down_mean if av.kind == "onoff" else av.mtbf_s + av.mttr_s
+        self.stream = BlockStream(make_rng(seed, Purpose.AVAILABILITY, index), fn)
+
+    def take(self, m: int) -> np.ndarray:
+        """The next ``m`` up/down pairs: up₀, down₀, up₁, …"""
+        v = self.stream.take(2 * m)
+        out = np.empty_like(v)
+        np.multiply(v[0::2], self.scales[0], out=out[0::2])
+        np.multiply(v[1::2], self.scales[1], out=out[1::2])
+        return out
+
+
+class _Windows:
+    """Every device's availability windows ``[WU[d, k], WV[d, k])`` (``nW[d]`` of them), grown on
+    demand from the durations every engine draws; a device whose sequence has ended has
+    ``wdone[d]`` and an infinite last window end."""
+
+    def __init__(self, spec: SimSpec, cap: int = 32):
         D = len(spec.devices)
-        self.gens = [availability_durations(dev.availability, d, spec.seed) for d, dev in enumerate(spec.devices)]
+        self.src = []
+        for d, dev in enumerate(spec.devices):
+            av = dev.availability
+            # onoff / mtbf never end: bulk draws; the other kinds are a few periods, then inf
+            self.src.append(_PeriodDurations(av, d, spec.seed) if av.kind in ("onoff", "mtbf")
+                            else availability_durations(av, d, spec.seed))
         self.t = np.zeros(D)
         self.WU = np.full((D, cap), INF)
         self.WV = np.full((D, cap), INF)
         self.nW = np.zeros(D, dtype=np.int64)
         self.wdone = np.zeros(D, dtype=np.bool_)
         self.kw = np.zeros(D, dtype=np.int64)
-        for d in range(D):
-            self.grow(d, 1)
 
     def grow(self, d: int, m: int) -> None:
         """Append up to ``m`` windows to device ``d`` (a final ``[inf, inf)`` once its sequence ends)."""
         if self.wdone[d]:
             return
-        durs = np.fromiter(islice(self.gens[d], 2 * m), dtype=np.float64)
+        src = self.src[d]
+        durs = src.take(m) if isinstance(src, _PeriodDurations) else np.fromiter(islice(src, 2 * m), np.float64)
         n0 = int(self.nW[d])
-        need = n0 + m + 1
-        if need > self.WU.shape[1]:
-            cap = max(need, 2 * self.WU.shape[1])
+        if n0 + m + 1 > self.WU.shape[1]:
+            cap = max(n0 + m + 1, 2 * self.WU.shape[1])
             for name in ("WU", "WV"):
                 old = getattr(self, name)
                 new = np.full((old.shape[0], cap), INF)
                 new[:, :old.shape[1]] = old
                 setattr(self, name, new)
-        U = np.empty(m + 1)
-        V = np.empty(m + 1)
-        w, t, done = _cumulate_windows(durs, float(self.t[d]), U, V)
-        self.WU[d, n0:n0 + w] = U[:w]
-        self.WV[d, n0:n0 + w] = V[:w]
+        w, t, done = _cumulate_windows(durs, float(self.t[d]), self.WU[d, n0:], self.WV[d, n0:])
         n = n0 + w
         if done:
             self.wdone[d] = True
@@ -494,10 +523,15 @@ class _Windows:
         self.t[d] = t
 
     def cover(self, t_end: float) -> None:
-        """Windows up to ``t_end`` for every device (what ``Windows.available_time`` extends to)."""
-        for d in range(len(self.nW)):
-            while not self.wdone[d] and self.WV[d, self.nW[d] - 1] < t_end:
-                self.grow(d, max(16, int(self.nW[d])))
+        """Windows up to ``t_end`` for every device (at least one each)."""
+        nW, wdone, WV = self.nW, self.wdone, self.WV
+        for d in np.flatnonzero(~wdone & ((nW == 0) | (WV[np.arange(len(nW)), np.maximum(nW - 1, 0)] < t_end))):
+            while not wdone[d] and (nW[d] == 0 or self.WV[d, nW[d] - 1] < t_end):
+                src = self.src[d]
+                m = 16
+                if isinstance(src, _PeriodDurations) and math.isfinite(t_end):
+                    m += int(min(1e6, (t_end - self.t[d]) / src.cycle_s * 1.25))
+                self.grow(d, max(m, int(nW[d])))
 
 
 def _pad(rows, fill, dtype):
@@ -587,29 +621,35 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         down_end = np.empty((max(P, 1), n))
         if P and n:
             _downlinks(times, in_bits, PT, PR, PL, pfree, pp, down_end)
-        mult = np.empty((D, n))
-        dlost = np.zeros((D, n), dtype=np.bool_)
-        ulost = np.zeros((D, n), dtype=np.bool_)
-        for d, dr in enumerate(draws):
-            dn, m, up = dr.take(n)
-            mult[d] = m
-            if dn is not None:
-                dlost[d] = dn
-                ulost[d] = up
         if n:
             # windows for the bulk of the chunk up front; the kernel asks for the rest
             win.cover(float(times[-1]) + wl.deadline_s)
         cnt = np.zeros((9, D), dtype=np.int64)
         busy = np.zeros(D)
-        d0 = j0 = 0
-        while n:
-            d0, j0 = _serve(
-                d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
-                failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR, SPL, SN, sp,
-                UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var, code, bytes_up)
-            if d0 < 0:
-                break
-            win.grow(d0, max(16, int(win.nW[d0])))
+        # devices in blocks: a block's draws are made just before the kernel reads them (cache-warm,
+        # and the same few MB reused block after block)
+        B = max(1, min(D, DRAW_BLOCK_VALUES // max(1, n)))
+        mult = np.empty((B, n))
+        dlost = np.zeros((B, n), dtype=np.bool_)
+        ulost = np.zeros((B, n), dtype=np.bool_)
+        for b0 in range(0, D if n else 0, B):
+            b1 = min(D, b0 + B)
+            for d in range(b0, b1):
+                dn, m, up = draws[d].take(n)
+                mult[d - b0] = m
+                if dn is not None:
+                    dlost[d - b0] = dn
+                    ulost[d - b0] = up
+            d0, j0 = b0, 0
+            while True:
+                d0, j0 = _serve(
+                    b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost,
+                    has_uloss, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
+                    SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
+                    code, bytes_up)
+                if d0 < 0:
+                    break
+                win.grow(d0, max(16, int(win.nW[d0])))
         stats = empty_device_stats(D)
         for r, key in enumerate(_COUNTERS):
             stats[key] += cnt[r]
