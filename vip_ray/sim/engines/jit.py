@@ -20,22 +20,49 @@ not know (a newer feature) with a non-default value is refused with a ``ValueErr
 First call compiles the kernels (a few seconds) into numba's on-disk cache (``cache=True``); later
 processes load them in well under a second.
 """
+# The kernels spell out ``a if a > b else b`` where max() would do: the same comparisons as the
+# other engines, so ties and signed zeros resolve alike and the arrays stay bit-identical.
+# ruff: noqa: FURB136, PLR1730
 from __future__ import annotations
 
 import dataclasses
 import math
 import time
+from collections.abc import Iterator
 from itertools import islice
-from typing import Iterator
 
 import numpy as np
 
-from ..random_streams import (BlockStream, DeviceDraws, Purpose, _std_exp, availability_durations, bandwidth_steps,
-                              make_rng, shared_medium_steps)
+from ..random_streams import (
+    BlockStream,
+    DeviceDraws,
+    Purpose,
+    _std_exp,
+    availability_durations,
+    bandwidth_steps,
+    make_rng,
+    shared_medium_steps,
+)
 from ..result import SimResult, empty_device_stats
-from ..spec import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
-from .common import (_CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED, arrival_chunks,
-                     chunk_result)
+from ..spec import (
+    Availability,
+    DeviceSpec,
+    LinkSpec,
+    SimSpec,
+    VariantSlot,
+    WorkloadSpec,
+)
+from .common import (
+    _CRASHED,
+    _DROPPED,
+    _LOST_DOWN,
+    _LOST_UP,
+    _REPLIED,
+    _SKIPPED,
+    _UNPLACED,
+    arrival_chunks,
+    chunk_result,
+)
 
 try:
     import numba
@@ -458,7 +485,9 @@ class _PeriodDurations:
                 k = av.weibull_shape
                 g = math.gamma(1.0 + 1.0 / k)
                 self.scales = (up_mean / g, down_mean / g)
-                fn = lambda r, n: r.weibull(k, n)  # noqa: E731  (what availability_durations draws)
+
+                def fn(r, n):                      # what availability_durations draws
+                    return r.weibull(k, n)
             else:
                 self.scales = (up_mean, down_mean)
                 fn = _std_exp
