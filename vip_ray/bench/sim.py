@@ -7,14 +7,18 @@ from three profiles (Wi-Fi 1 Mbit/s 2 ms with 1 % loss; 5 Mbit/s 4 ms; 20 Mbit/s
 bandwidth trace 20 → 10 → 5 Mbit/s and 2 % loss), 200 ms deadline.
 
 Prints and writes (JSON):
+  0. the ``jit`` engine's one-off cost: compiling its kernels into an empty numba cache, and
+     loading them from the cache (each in a fresh process);
   1. reference (idiomatic SimPy, one process per job) vs fast on the *same* spec, in one run, with
-     the per-request arrays checked identical — the ratio, at 10, 100 and 1,000 devices;
-  2. requests/s and device-jobs/s of the two fast engines (``loop``: per-device recursions;
-     ``numpy``: all devices at once) at 10, 100 and 1,000 devices;
+     the per-request arrays checked identical (``fast`` and ``jit``) — the ratio, at 10, 100 and
+     1,000 devices;
+  2. requests/s and device-jobs/s of the engines without an event loop (``loop``: per-device
+     recursions; ``numpy``: all devices at once; ``jit``: the recursions compiled with numba) at
+     10, 100 and 1,000 devices, and whether ``jit`` meets the 10M device-jobs/s goal (issue 17);
   3. the cost slope: CPU time vs requests (D = 10) and vs devices (fixed R), least squares;
-  4. (--long) a 10M-request run streamed in chunks: time and peak RSS.
+  4. (--long) a 10M-request run streamed in chunks (``fast`` and ``jit``): time and peak RSS.
 Rates are per CPU second (``time.process_time``: robust when other jobs share the machine);
-wall-clock figures are in the JSON too.
+wall-clock figures are in the JSON too. ``jit`` is timed warm (its kernels loaded, section 0).
 """
 from __future__ import annotations
 
@@ -22,6 +26,9 @@ import argparse
 import json
 import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from vip_ray.sim import (Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlo
                          run_chunks)
 
 ARRAYS = ("arrival", "reply_at", "variant", "outcome", "bytes_down", "bytes_up")
+JOBS_GOAL = 10e6     # device-jobs per CPU second, at 10, 100 and 1,000 devices (issue 17)
 
 
 def bench_spec(n_devices: int, n_requests: int, seed: int = 0) -> SimSpec:
@@ -71,7 +79,11 @@ def ratio(console, sizes) -> list:
         f = run(spec, "fast")
         c2 = time.process_time()
         same = all(np.array_equal(getattr(r, k), getattr(f, k)) for k in ARRAYS)
-        rows.append(dict(devices=D, requests=n, identical=same, fast_engine=f.engine,
+        j = run(spec, "jit")
+        c3 = time.process_time()
+        same_jit = all(np.array_equal(getattr(r, k), getattr(j, k)) for k in ARRAYS)
+        rows.append(dict(devices=D, requests=n, identical=same, identical_jit=same_jit, fast_engine=f.engine,
+                         jit_cpu_s=c3 - c2, ratio_cpu_jit=(c1 - c0) / (c3 - c2),
                          reference_wall_s=r.wall_s, fast_wall_s=f.wall_s,
                          reference_cpu_s=c1 - c0, fast_cpu_s=c2 - c1,
                          reference_req_per_s=n / (c1 - c0), reference_jobs_per_s=n * D / (c1 - c0),
@@ -79,19 +91,21 @@ def ratio(console, sizes) -> list:
                          fast_req_per_s=n / (c2 - c1), ratio_cpu=(c1 - c0) / (c2 - c1),
                          ratio_wall=r.wall_s / f.wall_s))
     t = Table(title="1. reference (SimPy, one process per job) vs fast — same spec, one run (CPU time)")
-    for c in ("devices", "requests", "identical", "ref req/s", "ref jobs/s", "ref events/req",
-              "fast req/s", "ratio (CPU)", "ratio (wall)"):
+    for c in ("devices", "requests", "identical (fast, jit)", "ref req/s", "ref jobs/s", "ref events/req",
+              "fast req/s", "ratio (CPU)", "ratio (wall)", "ratio jit (CPU)"):
         t.add_column(c, justify="right")
     for x in rows:
-        t.add_row(str(x["devices"]), f"{x['requests']:,}", str(x["identical"]), f"{x['reference_req_per_s']:,.0f}",
+        t.add_row(str(x["devices"]), f"{x['requests']:,}", f"{x['identical']}, {x['identical_jit']}",
+                  f"{x['reference_req_per_s']:,.0f}",
                   f"{x['reference_jobs_per_s']:,.0f}", f"{x['reference_events_per_request']:,.0f}",
                   f"{x['fast_req_per_s']:,.0f} ({x['fast_engine']})", f"{x['ratio_cpu']:.1f}x",
-                  f"{x['ratio_wall']:.1f}x")
+                  f"{x['ratio_wall']:.1f}x", f"{x['ratio_cpu_jit']:.0f}x")
     console.print(t)
     return rows
 
 
-def throughput(console, sizes, engines=("loop", "numpy")) -> list:
+def throughput(console, sizes, engines=("loop", "numpy", "jit")) -> list:
+    _timed(bench_spec(3, 100), "jit")   # load the jit kernels (their one-off cost is section 0)
     rows = []
     for D, n in sizes:
         spec = bench_spec(D, n)
@@ -99,15 +113,49 @@ def throughput(console, sizes, engines=("loop", "numpy")) -> list:
             wall, cpu = _timed(spec, eng)
             rows.append(dict(engine=eng, devices=D, requests=n, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu,
                              jobs_per_s=n * D / cpu, req_per_s_wall=n / wall, jobs_per_s_wall=n * D / wall))
-    t = Table(title="2. fast engines: throughput (CPU time; wall in brackets)")
-    for c in ("engine", "devices", "requests", "requests/s", "device-jobs/s"):
+    t = Table(title="2. engines without an event loop: throughput (CPU time; wall in brackets)")
+    for c in ("engine", "devices", "requests", "requests/s", "device-jobs/s", "jit vs numpy"):
         t.add_column(c, justify="right")
     for x in rows:
+        numpy_rate = next((y["jobs_per_s"] for y in rows if y["engine"] == "numpy" and y["devices"] == x["devices"]),
+                          None)
+        vs = f"{x['jobs_per_s'] / numpy_rate:.1f}x" if x["engine"] == "jit" and numpy_rate else ""
         t.add_row(x["engine"], str(x["devices"]), f"{x['requests']:,}",
                   f"{x['req_per_s']:,.0f} ({x['req_per_s_wall']:,.0f})",
-                  f"{x['jobs_per_s']:,.0f} ({x['jobs_per_s_wall']:,.0f})")
+                  f"{x['jobs_per_s']:,.0f} ({x['jobs_per_s_wall']:,.0f})", vs)
     console.print(t)
+    jit = [x for x in rows if x["engine"] == "jit"]
+    if jit:
+        met = all(x["jobs_per_s"] >= JOBS_GOAL for x in jit)
+        console.print(f"jit goal (>= {JOBS_GOAL / 1e6:.0f}M device-jobs per CPU second at every size): "
+                      f"{'met' if met else 'NOT met'} — " +
+                      ", ".join(f"{x['devices']} devices: {x['jobs_per_s'] / 1e6:.1f}M" for x in jit))
     return rows
+
+
+_COMPILE_PROBE = """
+import json, time
+w0, c0 = time.perf_counter(), time.process_time()
+from vip_ray.bench.sim import bench_spec
+from vip_ray.sim import run
+run(bench_spec(3, 50), "jit")
+print(json.dumps(dict(wall_s=time.perf_counter() - w0, cpu_s=time.process_time() - c0)))
+"""
+
+
+def compile_cost(console) -> dict:
+    """First call of the ``jit`` engine in a fresh process: with an empty numba cache (compiles),
+    then again with the cache that run left (loads). Both include ``import numba`` and a tiny run."""
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="vr-numba-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        for label in ("cold (compile)", "warm (cache)"):
+            p = subprocess.run([sys.executable, "-c", _COMPILE_PROBE], env=env, capture_output=True, text=True,
+                               check=True)
+            out[label.split()[0]] = json.loads(p.stdout.strip().splitlines()[-1])
+    console.print("0. jit first call in a fresh process (import numba + kernels + a 3-device, 50-request run): "
+                  + "; ".join(f"{k}: {v['wall_s']:.1f} s wall, {v['cpu_s']:.1f} CPU s" for k, v in out.items()))
+    return out
 
 
 def _fit(x, y):
@@ -131,7 +179,7 @@ def slope(console, req_sizes, dev_sizes, D_fixed=10, R_fixed=2000) -> dict:
     t.add_row("loop", f"requests (D={D_fixed})", ", ".join(f"{int(a):,}: {b:.2f}" for a, b in zip(xr, yr)),
               f"{sr * 1e6:.2f} µs/request ({sr * 1e6 / D_fixed:.3f} µs/job)", f"{ir:.3f} s", f"{r2r:.4f}")
     xd = np.array(dev_sizes, float)
-    for eng in ("loop", "numpy"):
+    for eng in ("loop", "numpy", "jit"):
         yd = np.array([_timed(bench_spec(int(D), R_fixed), eng)[1] for D in dev_sizes])
         sd, id_, r2d = _fit(xd, yd)
         out[f"{eng}_vs_devices"] = dict(requests=R_fixed, devices=dev_sizes, cpu_s=yd.tolist(),
@@ -144,17 +192,17 @@ def slope(console, req_sizes, dev_sizes, D_fixed=10, R_fixed=2000) -> dict:
     return out
 
 
-def long_run(console, n=10_000_000, D=10) -> dict:
+def long_run(console, n=10_000_000, D=10, engine="fast") -> dict:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     w0, c0 = time.perf_counter(), time.process_time()
     replied = 0
-    for r in run_chunks(bench_spec(D, n), "fast", chunk_requests=100_000):
+    for r in run_chunks(bench_spec(D, n), engine, chunk_requests=100_000):
         replied += int(np.isfinite(r.reply_at).sum())
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = dict(requests=n, devices=D, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu, peak_rss_mb=rss1,
+    out = dict(engine=engine, requests=n, devices=D, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu, peak_rss_mb=rss1,
                rss_before_mb=rss0, replies=replied)
-    console.print(f"4. long run: {n:,} requests × {D} devices, {cpu:.1f} CPU s / {wall:.1f} s wall "
+    console.print(f"4. long run ({engine}): {n:,} requests × {D} devices, {cpu:.1f} CPU s / {wall:.1f} s wall "
                   f"({n / cpu:,.0f} req/s), peak RSS {rss1:,.0f} MB (before: {rss0:,.0f} MB)")
     return out
 
@@ -168,6 +216,7 @@ def main(argv=None) -> int:
     console = Console()
     q = args.quick
     out = {}
+    out["jit_compile"] = compile_cost(console)
     out["ratio"] = ratio(console, [(10, 300 if q else 3000), (100, 30 if q else 300), (1000, 10 if q else 100)])
     out["throughput"] = throughput(console, [(10, 20_000 if q else 100_000), (100, 2_000 if q else 10_000),
                                              (1000, 500 if q else 5_000)])
@@ -175,12 +224,16 @@ def main(argv=None) -> int:
                          [10, 30, 100] if q else [10, 100, 300, 1000], R_fixed=300 if q else 2000)
     if args.long:
         out["long"] = long_run(console)
+        out["long_jit"] = long_run(console, engine="jit")
     import platform
 
+    import numba
     import simpy
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"results": out, "cpus": os.cpu_count(), "python": platform.python_version(),
-                                          "simpy": simpy.__version__, "numpy": np.__version__}, indent=2))
+                                          "simpy": simpy.__version__, "numpy": np.__version__,
+                                          "numba": numba.__version__, "date": time.strftime("%Y-%m-%d"),
+                                          "loadavg_1m": os.getloadavg()[0]}, indent=2))
     console.print(f"written: {args.out}")
     return 0
 

@@ -1,24 +1,27 @@
 """The ``jit`` engine: the ``loop`` engine's per-device recursions compiled to machine code with numba.
 
 Same model and the same float operations, in the same order, as ``loop`` (``fast.py``) and the
-SimPy ``reference`` (so the per-request arrays are bit-for-bit equal; no ``fastmath``): per device,
+SimPy ``reference``, so the per-request arrays are bit-for-bit equal (no ``fastmath``): per device,
 ``start = max(ready, free)`` moved into the availability window, ``end = start + rem``, completed iff
 ``end <= window end`` else preempted / dropped / crashed; links through
 :func:`vip_ray.netmodel.transfer_end`'s recursion. What changes is who runs the loops:
 
-* the random draws stay numpy (:class:`~vip_ray.streams.DeviceDraws`, the streams every engine
-  shares): numba's ``exp`` is not numpy's, so compiling them would break bit-equality;
-* downlink timelines (one per distinct link profile, or the shared medium), every device's queue and
-  uplink run in two compiled functions per chunk, device by device;
-* availability windows are pre-computed into a ``(devices, windows)`` array from the same duration
-  generator the other engines use (:func:`~vip_ray.streams.availability_durations`). When a device
-  needs a window that is not there yet the kernel stops *before* the job that needs it (nothing of
-  that job committed), Python appends windows, and the kernel resumes at that job.
+* random numbers come from the generators every engine uses (:class:`~vip_ray.streams.DeviceDraws`'
+  streams, :func:`~vip_ray.streams.availability_durations`' periods), drawn by numpy in bulk
+  straight into the kernel's arrays (:class:`_Draws`, :class:`_PeriodDurations`); the lognormal
+  ``exp`` stays numpy's (numba's ``exp`` may differ in the last bit);
+* the downlink timelines (one per distinct link profile, or the shared medium) and every device's
+  queue and uplink run compiled: devices in blocks (a block's draws are consumed while in cache),
+  requests in tiles of ``TILE`` (the row-major ``(request, device)`` outputs stay in cache);
+* availability windows live in a ``(devices, windows)`` array, grown on demand: when a device needs
+  a window not yet drawn the kernel stops *before* that job (nothing of it committed), Python draws
+  more, and the kernel resumes at that job.
 
-Every spec feature of :mod:`vip_ray.sim.spec` is supported. A spec carrying a field this kernel does
-not know (a newer feature) with a non-default value is refused with a ``ValueError`` naming it.
-First call compiles the kernels (a few seconds) into numba's on-disk cache (``cache=True``); later
-processes load them in well under a second.
+Every spec feature of :mod:`vip_ray.sim.spec` is supported. A spec carrying a field this kernel
+does not know (a feature added later) with a non-default value is refused with a ``ValueError``
+naming it (:func:`check_supported`). The first call compiles the kernels (seconds) into numba's
+on-disk cache (``cache=True``); later processes load them from there (``bench.sim`` section 0
+measures both).
 """
 # The kernels spell out ``a if a > b else b`` where max() would do: the same comparisons as the
 # other engines, so ties and signed zeros resolve alike and the arrays stay bit-identical.
@@ -35,7 +38,6 @@ import numpy as np
 
 from ..random_streams import (
     BlockStream,
-    DeviceDraws,
     Purpose,
     _std_exp,
     availability_durations,
@@ -234,11 +236,12 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 
 
 @_njit
-def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost, has_uloss,
+def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
+           has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
            ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
-    """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``mult``,
-    ``dlost``, ``ulost``): tiles of ``TILE`` requests, in each tile device by device (the recursions
+    """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``DU``,
+    ``MU``, ``UU``, ``SU``: see :class:`_Draws`): tiles of ``TILE`` requests, in each tile device by device (the recursions
     are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
     ``j0`` (``b0``, 0: the whole block) and writes every output cell of the block. Returns
     ``(-1, -1)`` when done, else ``(d, j)``: device ``d`` needs a window not yet computed for job
@@ -251,8 +254,9 @@ def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, h
         je = min(jt + TILE, n)
         for d in range(d0 if first else b0, b1):
             start = j0 if (first and d == d0) else jt
-            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, dlost[d - b0],
-                                has_dloss, mult[d - b0], ulost[d - b0], has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
+            r = d - b0
+            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, DU[r], has_dloss,
+                                MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
                                 last_end_, cnt, busy_, reply, var, code, bytes_up)
             if need >= 0:
@@ -263,8 +267,8 @@ def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, h
 
 
 @_njit
-def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, dlost_d, has_dloss, mult_d, ulost_d,
-                 has_uloss, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
+def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
+                 has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
                  UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
     not yet computed (nothing of that job committed)."""
@@ -276,6 +280,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
     dx = dexp[d]
     hdl = has_dloss[d]
     hul = has_uloss[d]
+    lo = loss[d]
+    hst = has_strag[d]
+    sprob = strag_p[d]
+    sf = strag_f[d]
     nsl = SN[d]
     nw = nW[d]
     done_w = wdone[d]
@@ -300,7 +308,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
     need = -1
     for j in range(j_start, j_end):
         if net:
-            if hdl and dlost_d[j]:
+            if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
                 reply[j, d] = INF
                 var[j, d] = -1
@@ -373,7 +381,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
                 if s > le:
                     le = s
             else:
-                rem = SSVC[d, spn] * mult_d[j]
+                m = MU_d[j]
+                if hst:                        # DeviceDraws: mult * where(u < p, factor, 1.0)
+                    m = m * (sf if SU_d[j] < sprob else 1.0)
+                rem = SSVC[d, spn] * m
                 vv = SVAR[d, spn]
                 while True:
                     end = s + rem
@@ -431,7 +442,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
                     upp += 1
                 ufree = _transfer_end(us, ub, UT_d, UR_d, UL_d, upp)
                 bytes_up[j] += rb
-                if hul and ulost_d[j]:
+                if hul and UU_d[j] < lo:
                     code[j, d] = _LOST_UP
                     reply[j, d] = INF
                     lost_up += 1
@@ -472,6 +483,52 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
 
 
 # ----------------------------------------------------------------------------- run state
+
+class _Draws:
+    """Device ``d``'s per-request draws, the numbers :class:`~vip_ray.streams.DeviceDraws` hands
+    out (same generators, same transforms), written straight into the kernel's rows: the uniforms
+    of the loss and straggler tests (compared in the kernel) and the compute-time multiplier before
+    the straggler factor. A PCG64 generator's ``random`` / ``standard_normal`` /
+    ``standard_exponential`` values do not depend on how many are asked for per call, so filling a
+    chunk in one call gives the values ``DeviceDraws`` takes from its 1,024-value blocks (the
+    equality tests hold the two to that)."""
+
+    def __init__(self, dev, index: int, seed: int):
+        lossy = dev.link is not None and dev.link.loss > 0.0
+        self.loss = dev.link.loss if lossy else 0.0
+        self.down = make_rng(seed, Purpose.DOWN_LOSS, index) if lossy else None
+        self.up = make_rng(seed, Purpose.UP_LOSS, index) if lossy else None
+        self.svc = None
+        self.lognormal = False
+        self.mu = self.sigma = 0.0
+        if dev.service_dist == "exponential":
+            self.svc = make_rng(seed, Purpose.SERVICE, index)
+        elif dev.service_dist == "lognormal" and dev.jitter_cv > 0.0:
+            s2 = math.log1p(dev.jitter_cv * dev.jitter_cv)
+            self.sigma = math.sqrt(s2)
+            self.mu = -0.5 * s2
+            self.lognormal = True
+            self.svc = make_rng(seed, Purpose.SERVICE, index)
+        strag = dev.straggler_prob > 0.0 and dev.straggler_factor != 1.0
+        self.strag = make_rng(seed, Purpose.STRAGGLER, index) if strag else None
+
+    def fill(self, mult, down_u, up_u, strag_u) -> None:
+        if self.down is not None:
+            self.down.random(out=down_u)
+        if self.svc is None:
+            mult.fill(1.0)
+        elif self.lognormal:
+            self.svc.standard_normal(out=mult)
+            np.multiply(mult, self.sigma, out=mult)   # exp(mu + sigma * z), numpy's exp
+            np.add(mult, self.mu, out=mult)
+            np.exp(mult, out=mult)
+        else:
+            self.svc.standard_exponential(out=mult)
+        if self.strag is not None:
+            self.strag.random(out=strag_u)
+        if self.up is not None:
+            self.up.random(out=up_u)
+
 
 class _PeriodDurations:
     """The up/down period lengths of an ``onoff`` or ``mtbf`` device in bulk: the numbers
@@ -588,7 +645,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     devs = spec.devices
     D = len(devs)
     names = tuple(dev.name for dev in devs)
-    draws = [DeviceDraws(dev, d, spec.seed) for d, dev in enumerate(devs)]
+    draws = [_Draws(dev, d, spec.seed) for d, dev in enumerate(devs)]
     # downlink profiles: the shared medium, or one per distinct link bandwidth profile
     profile = np.full(D, -1, dtype=np.int64)
     msteps = shared_medium_steps(spec)
@@ -618,8 +675,12 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     in_bits = float(wl.input_bytes * 8)
     # per-device constants
     half = np.array([dev.link.rtt_s / 2.0 if dev.link is not None else 0.0 for dev in devs])
-    has_dloss = np.array([d._down is not None for d in draws], dtype=np.bool_)
-    has_uloss = np.array([d._up is not None for d in draws], dtype=np.bool_)
+    has_dloss = np.array([d.down is not None for d in draws], dtype=np.bool_)
+    has_uloss = np.array([d.up is not None for d in draws], dtype=np.bool_)
+    loss = np.array([d.loss for d in draws])
+    has_strag = np.array([d.strag is not None for d in draws], dtype=np.bool_)
+    strag_p = np.array([dev.straggler_prob for dev in devs])
+    strag_f = np.array([dev.straggler_factor for dev in devs])
     failure = np.array([dev.availability.failure for dev in devs], dtype=np.bool_)
     drop_mode = np.array([dev.availability.drop for dev in devs], dtype=np.bool_)
     dexp = np.array([dev.drop_expired for dev in devs], dtype=np.bool_)
@@ -658,22 +719,16 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         # devices in blocks: a block's draws are made just before the kernel reads them (cache-warm,
         # and the same few MB reused block after block)
         B = max(1, min(D, DRAW_BLOCK_VALUES // max(1, n)))
-        mult = np.empty((B, n))
-        dlost = np.zeros((B, n), dtype=np.bool_)
-        ulost = np.zeros((B, n), dtype=np.bool_)
+        DU, MU, UU, SU = (np.empty((B, n)) for _ in range(4))
         for b0 in range(0, D if n else 0, B):
             b1 = min(D, b0 + B)
             for d in range(b0, b1):
-                dn, m, up = draws[d].take(n)
-                mult[d - b0] = m
-                if dn is not None:
-                    dlost[d - b0] = dn
-                    ulost[d - b0] = up
+                draws[d].fill(MU[d - b0], DU[d - b0], UU[d - b0], SU[d - b0])
             d0, j0 = b0, 0
             while True:
                 d0, j0 = _serve(
-                    b0, b1, d0, j0, times, deadline_at, down_end, profile, half, dlost, has_dloss, mult, ulost,
-                    has_uloss, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
+                    b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_dloss, MU, UU,
+                    has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
                     code, bytes_up)
                 if d0 < 0:
