@@ -301,6 +301,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
     WV_d = WV[d]
     UT_d = UT[d]
     UR_d = UR[d]
+    udur = ub / UR_d[0]
     ST_d = ST[d]
     down_d = down_end[pf if net else 0]
     busy = 0.0
@@ -440,7 +441,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
                 us = comp if comp > ufree else ufree
                 while upp + 1 < UL_d and UT_d[upp + 1] <= us:
                     upp += 1
-                ufree = _transfer_end(us, ub, UT_d, UR_d, UL_d, upp)
+                if UL_d == 1:                  # one rate: transfer_end is s + bits / rate
+                    ufree = us + udur
+                else:
+                    ufree = _transfer_end(us, ub, UT_d, UR_d, UL_d, upp)
                 bytes_up[j] += rb
                 if hul and UU_d[j] < lo:
                     code[j, d] = _LOST_UP
