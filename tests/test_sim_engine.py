@@ -536,3 +536,17 @@ def test_jit_refuses_unknown_spec_features():
         run(MultiMasterSpec((dev(),), wl, masters=("m1",)), "jit")
     with pytest.raises(ValueError, match=r"SimSpec\.devices\[1\]\.battery_j = 5\.0"):
         run_chunks(SimSpec((dev("a"), EnergyDevice("b", (VariantSlot(0.0, 0, 0.1),), battery_j=5.0)), wl), "jit")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 987_654_321, 2**32, 2**70 + 5])
+def test_jit_generators_are_make_rngs(seed):
+    # the jit engine seeds its generators in bulk (numpy's SeedSequence hash, vectorised); each must
+    # be the generator make_rng builds, state for state, and draw the same numbers
+    from vip_ray.sim.engines.jit import _Generators
+    from vip_ray.streams import Purpose, make_rng
+    gens = _Generators(seed, 70)
+    for purpose in (Purpose.DOWN_LOSS, Purpose.SERVICE, Purpose.STRAGGLER, Purpose.UP_LOSS, Purpose.AVAILABILITY):
+        for d in (0, 1, 2, 31, 69):
+            assert gens(purpose, d).bit_generator.state == make_rng(seed, purpose, d).bit_generator.state
+    np.testing.assert_array_equal(gens(Purpose.SERVICE, 5).standard_normal(100),
+                                  make_rng(seed, Purpose.SERVICE, 5).standard_normal(100))

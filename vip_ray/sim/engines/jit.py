@@ -8,8 +8,9 @@ SimPy ``reference``, so the per-request arrays are bit-for-bit equal (no ``fastm
 
 * random numbers come from the generators every engine uses (:class:`~vip_ray.streams.DeviceDraws`'
   streams, :func:`~vip_ray.streams.availability_durations`' periods), drawn by numpy in bulk
-  straight into the kernel's arrays (:class:`_Draws`, :class:`_PeriodDurations`); the lognormal
-  ``exp`` stays numpy's (numba's ``exp`` may differ in the last bit);
+  straight into the kernel's arrays (:class:`_Draws`, :class:`_PeriodDurations`), the generators
+  seeded in bulk (:func:`seed_words`); the lognormal ``exp`` stays numpy's (numba's ``exp`` may
+  differ in the last bit);
 * the downlink timelines (one per distinct link profile, or the shared medium) and every device's
   queue and uplink run compiled: devices in blocks (a block's draws are consumed while in cache),
   requests in tiles of ``TILE`` (the row-major ``(request, device)`` outputs stay in cache);
@@ -35,6 +36,7 @@ from collections.abc import Iterator
 from itertools import islice
 
 import numpy as np
+from numpy.random.bit_generator import ISeedSequence
 
 from ..random_streams import (
     BlockStream,
@@ -42,7 +44,6 @@ from ..random_streams import (
     _std_exp,
     availability_durations,
     bandwidth_steps,
-    make_rng,
     shared_medium_steps,
 )
 from ..result import SimResult, empty_device_stats
@@ -488,6 +489,99 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
 
 # ----------------------------------------------------------------------------- run state
 
+# --- numpy's SeedSequence, for many devices at once ------------------------------------------
+# make_rng(seed, purpose, d) builds SeedSequence(seed, spawn_key=(purpose, d)) and a PCG64 from it:
+# ~20-30 µs each, mostly Python-level set-up, i.e. ~100 µs per device for its 4-5 streams (a fifth
+# of the whole run's cost at 1,000 devices × 5,000 requests). The words a SeedSequence hands PCG64
+# are a fixed hash of (seed, spawn key) — fixed by numpy's stream-compatibility policy (NEP 19) —
+# so they are computed here with vector operations over all devices, and each PCG64 is seeded from
+# them directly (~1 µs). tests/test_sim_engine.py holds every generator to make_rng's state.
+_M32 = 0xFFFFFFFF
+_INIT_A, _MULT_A, _INIT_B, _MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED
+_MIX_L, _MIX_R = 0xCA01F9DD, 0x4973F715
+_POOL = 4
+
+
+def _uint32_words(n: int) -> list:
+    """numpy's ``_int_to_uint32_array``: little-endian 32-bit words (``[0]`` for 0)."""
+    if n == 0:
+        return [0]
+    out = []
+    while n > 0:
+        out.append(n & _M32)
+        n >>= 32
+    return out
+
+
+def seed_words(seed: int, purpose: int, devices: np.ndarray) -> np.ndarray:
+    """``SeedSequence(seed, spawn_key=(purpose, d)).generate_state(4, np.uint64)`` for every ``d`` in
+    ``devices`` (< 2**32), as a ``(len(devices), 4)`` uint64 array."""
+    devices = np.asarray(devices, dtype=np.uint64)
+    n = len(devices)
+    m32 = np.uint64(_M32)
+    sh = np.uint64(16)
+    run = _uint32_words(int(seed))
+    run += [0] * (_POOL - len(run))             # a spawn key pads the run entropy to the pool size
+    entropy = [np.full(n, w, dtype=np.uint64) for w in run]
+    entropy += [np.full(n, w, dtype=np.uint64) for w in _uint32_words(int(purpose))]
+    entropy.append(devices)
+    h = _INIT_A
+
+    def hashmix(v):
+        nonlocal h
+        v = v ^ np.uint64(h)
+        h = (h * _MULT_A) & _M32
+        v = (v * np.uint64(h)) & m32
+        return v ^ (v >> sh)
+
+    def mix(x, y):
+        r = (((np.uint64(_MIX_L) * x) & m32) - ((np.uint64(_MIX_R) * y) & m32)) & m32
+        return r ^ (r >> sh)
+
+    with np.errstate(over="ignore"):
+        pool = [hashmix(entropy[i]) for i in range(_POOL)]
+        for i_src in range(_POOL):
+            for i_dst in range(_POOL):
+                if i_src != i_dst:
+                    pool[i_dst] = mix(pool[i_dst], hashmix(pool[i_src]))
+        for i_src in range(_POOL, len(entropy)):
+            for i_dst in range(_POOL):
+                pool[i_dst] = mix(pool[i_dst], hashmix(entropy[i_src]))
+        h = _INIT_B
+        words = []
+        for i in range(2 * 4):
+            v = pool[i % _POOL] ^ np.uint64(h)
+            h = (h * _MULT_B) & _M32
+            v = (v * np.uint64(h)) & m32
+            words.append(v ^ (v >> sh))
+    return np.stack([words[2 * k] | (words[2 * k + 1] << np.uint64(32)) for k in range(4)], axis=1)
+
+
+class _Words(ISeedSequence):
+    """A seed sequence that hands PCG64 words computed beforehand."""
+
+    def __init__(self, words: np.ndarray):
+        self.words = words
+
+    def generate_state(self, n_words, dtype=np.uint32):
+        return self.words
+
+
+class _Generators:
+    """``make_rng(seed, purpose, d)``'s generators for every device of a run, seeded in bulk."""
+
+    def __init__(self, seed: int, n_devices: int):
+        self.seed = seed
+        self.n = n_devices
+        self._words = {}
+
+    def __call__(self, purpose: Purpose, d: int) -> np.random.Generator:
+        words = self._words.get(purpose)
+        if words is None:
+            words = self._words[purpose] = seed_words(self.seed, int(purpose), np.arange(self.n))
+        return np.random.Generator(np.random.PCG64(_Words(words[d])))
+
+
 class _Draws:
     """Device ``d``'s per-request draws, the numbers :class:`~vip_ray.streams.DeviceDraws` hands
     out (same generators, same transforms), written straight into the kernel's rows: the uniforms
@@ -497,24 +591,24 @@ class _Draws:
     chunk in one call gives the values ``DeviceDraws`` takes from its 1,024-value blocks (the
     equality tests hold the two to that)."""
 
-    def __init__(self, dev, index: int, seed: int):
+    def __init__(self, dev, index: int, rng):
         lossy = dev.link is not None and dev.link.loss > 0.0
         self.loss = dev.link.loss if lossy else 0.0
-        self.down = make_rng(seed, Purpose.DOWN_LOSS, index) if lossy else None
-        self.up = make_rng(seed, Purpose.UP_LOSS, index) if lossy else None
+        self.down = rng(Purpose.DOWN_LOSS, index) if lossy else None
+        self.up = rng(Purpose.UP_LOSS, index) if lossy else None
         self.svc = None
         self.lognormal = False
         self.mu = self.sigma = 0.0
         if dev.service_dist == "exponential":
-            self.svc = make_rng(seed, Purpose.SERVICE, index)
+            self.svc = rng(Purpose.SERVICE, index)
         elif dev.service_dist == "lognormal" and dev.jitter_cv > 0.0:
             s2 = math.log1p(dev.jitter_cv * dev.jitter_cv)
             self.sigma = math.sqrt(s2)
             self.mu = -0.5 * s2
             self.lognormal = True
-            self.svc = make_rng(seed, Purpose.SERVICE, index)
+            self.svc = rng(Purpose.SERVICE, index)
         strag = dev.straggler_prob > 0.0 and dev.straggler_factor != 1.0
-        self.strag = make_rng(seed, Purpose.STRAGGLER, index) if strag else None
+        self.strag = rng(Purpose.STRAGGLER, index) if strag else None
 
     def fill(self, mult, down_u, up_u, strag_u) -> None:
         if self.down is not None:
@@ -539,7 +633,7 @@ class _PeriodDurations:
     :func:`~vip_ray.streams.availability_durations` yields one by one (same stream, same scales,
     ``value * scale`` alternately for up and down), without a Python step per period."""
 
-    def __init__(self, av, index: int, seed: int):
+    def __init__(self, av, index: int, rng):
         if av.kind == "onoff":
             up_mean, down_mean = av.free_mean_s, av.busy_mean_s
             if av.distribution == "weibull":
@@ -556,7 +650,7 @@ class _PeriodDurations:
             self.scales = (av.mtbf_s, av.mttr_s)
             fn = _std_exp
         self.cycle_s = up_mean + down_mean if av.kind == "onoff" else av.mtbf_s + av.mttr_s
-        self.stream = BlockStream(make_rng(seed, Purpose.AVAILABILITY, index), fn)
+        self.stream = BlockStream(rng(Purpose.AVAILABILITY, index), fn)
 
     def take(self, m: int) -> np.ndarray:
         """The next ``m`` up/down pairs: up₀, down₀, up₁, …"""
@@ -572,13 +666,14 @@ class _Windows:
     demand from the durations every engine draws; a device whose sequence has ended has
     ``wdone[d]`` and an infinite last window end."""
 
-    def __init__(self, spec: SimSpec, cap: int = 32):
+    def __init__(self, spec: SimSpec, rng=None, cap: int = 32):
         D = len(spec.devices)
+        rng = rng or _Generators(spec.seed, D)
         self.src = []
         for d, dev in enumerate(spec.devices):
             av = dev.availability
             # onoff / mtbf never end: bulk draws; the other kinds are a few periods, then inf
-            self.src.append(_PeriodDurations(av, d, spec.seed) if av.kind in ("onoff", "mtbf")
+            self.src.append(_PeriodDurations(av, d, rng) if av.kind in ("onoff", "mtbf")
                             else availability_durations(av, d, spec.seed))
         self.t = np.zeros(D)
         self.WU = np.full((D, cap), INF)
@@ -649,7 +744,8 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     devs = spec.devices
     D = len(devs)
     names = tuple(dev.name for dev in devs)
-    draws = [_Draws(dev, d, spec.seed) for d, dev in enumerate(devs)]
+    rng = _Generators(spec.seed, D)
+    draws = [_Draws(dev, d, rng) for d, dev in enumerate(devs)]
     # downlink profiles: the shared medium, or one per distinct link bandwidth profile
     profile = np.full(D, -1, dtype=np.int64)
     msteps = shared_medium_steps(spec)
@@ -705,7 +801,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     up_p = np.zeros(D, dtype=np.int64)
     free = np.zeros(D)
     last_end = np.zeros(D)
-    win = _Windows(spec)
+    win = _Windows(spec, rng)
     for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
         times, n, deadline_at = chunk.times, chunk.n, chunk.deadline_at
         reply = np.empty((n, D))                   # the kernel writes every cell
