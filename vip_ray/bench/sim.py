@@ -99,13 +99,12 @@ def ratio(console, sizes) -> list:
                   f"{x['reference_req_per_s']:,.0f}",
                   f"{x['reference_jobs_per_s']:,.0f}", f"{x['reference_events_per_request']:,.0f}",
                   f"{x['fast_req_per_s']:,.0f} ({x['fast_engine']})", f"{x['ratio_cpu']:.1f}x",
-                  f"{x['ratio_wall']:.1f}x", f"{x['ratio_cpu_jit']:.0f}x")
+                  f"{x['ratio_wall']:.1f}x", f"{x['ratio_cpu_jit']:,.0f}x")
     console.print(t)
     return rows
 
 
 def throughput(console, sizes, engines=("loop", "numpy", "jit"), repeat=3, quick=False) -> list:
-    _timed(bench_spec(3, 100), "jit")   # load the jit kernels (their one-off cost is section 0)
     rows = []
     for D, n in sizes:
         spec = bench_spec(D, n)
@@ -188,7 +187,7 @@ def slope(console, req_sizes, dev_sizes, D_fixed=10, R_fixed=2000) -> dict:
         out[f"{eng}_vs_devices"] = dict(requests=R_fixed, devices=dev_sizes, cpu_s=yd.tolist(),
                                         us_per_device_per_request=sd * 1e6 / R_fixed,
                                         us_per_request_at_0_devices=id_ * 1e6 / R_fixed, r2=r2d)
-        t.add_row(eng, f"devices (R={R_fixed:,})", ", ".join(f"{int(a)}: {b:.2f}" for a, b in zip(xd, yd)),
+        t.add_row(eng, f"devices (R={R_fixed:,})", ", ".join(f"{int(a)}: {b:.3f}" for a, b in zip(xd, yd)),
                   f"{sd * 1e6 / R_fixed:.3f} µs/device/request", f"{id_ * 1e6 / R_fixed:.1f} µs/request",
                   f"{r2d:.4f}")
     console.print(t)
@@ -224,6 +223,7 @@ def main(argv=None) -> int:
     q = args.quick
     out = {}
     out["jit_compile"] = compile_cost(console)
+    _timed(bench_spec(3, 100), "jit")   # load the jit kernels here: their one-off cost is section 0
     out["ratio"] = ratio(console, [(10, 300 if q else 3000), (100, 30 if q else 300), (1000, 10 if q else 100)])
     out["throughput"] = throughput(console, [(10, 20_000 if q else 100_000), (100, 2_000 if q else 10_000),
                                              (1000, 500 if q else 5_000)], repeat=args.repeat, quick=q)
