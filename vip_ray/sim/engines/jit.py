@@ -94,24 +94,28 @@ KNOWN_FIELDS = {
 _COUNTERS = ("jobs", "served", "preempted", "dropped", "crashed", "skipped", "unplaced", "lost_down", "lost_up")
 
 
+_EXTRA_FIELDS = {}   # type -> ((name, default), ...) of its fields outside KNOWN_FIELDS
+
+
+def _extra_fields(cls):
+    extra = _EXTRA_FIELDS.get(cls)
+    if extra is None:
+        known = next((names for base, names in KNOWN_FIELDS.items() if issubclass(cls, base)), set())
+        extra = []
+        for f in dataclasses.fields(cls):
+            if f.name not in known:
+                default = (f.default if f.default is not dataclasses.MISSING else
+                           f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+                extra.append((f.name, default))
+        extra = _EXTRA_FIELDS[cls] = tuple(extra)
+    return extra
+
+
 def _unknown_features(obj, where: str):
-    """``(path, value)`` of every field of ``obj`` (recursively) that the kernel does not know and
-    that is not at its default."""
-    out = []
-    known = KNOWN_FIELDS.get(type(obj))
-    if known is None:
-        for base, names in KNOWN_FIELDS.items():
-            if isinstance(obj, base):
-                known = names
-                break
-    for f in dataclasses.fields(obj):
-        v = getattr(obj, f.name)
-        if known is not None and f.name not in known:
-            default = (f.default if f.default is not dataclasses.MISSING else
-                       f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-            if default is dataclasses.MISSING or v != default:
-                out.append((f"{where}.{f.name}", v))
-    return out
+    """``(path, value)`` of each of ``obj``'s fields that the kernel does not know and that is not
+    at its default."""
+    return [(f"{where}.{name}", getattr(obj, name)) for name, default in _extra_fields(type(obj))
+            if default is dataclasses.MISSING or getattr(obj, name) != default]
 
 
 def check_supported(spec: SimSpec) -> None:
