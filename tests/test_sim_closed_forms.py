@@ -75,6 +75,7 @@ def test_answered_fraction_independent_availability():
 @pytest.mark.parametrize("engine,D,small,big,chunk,limit_mb", [
     ("loop", 2, 200_000, 2_000_000, 50_000, 20),    # holding the run: > 100 MB (reply_at alone 32 MB)
     ("numpy", 100, 30_000, 100_000, 5_000, 40),     # holding the run: > 130 MB (reply_at alone 80 MB)
+    ("jit", 100, 30_000, 300_000, 5_000, 40),       # holding the run: > 390 MB (reply_at alone 240 MB)
 ])
 def test_memory_flat_in_run_length(engine, D, small, big, chunk, limit_mb):
     # Streaming a long run through run_chunks must not grow peak RSS with the run length.

@@ -24,7 +24,7 @@ def trace_spec(times, *devices, deadline=10.0, input_bytes=1000, shared=False, s
                                                 input_bytes=input_bytes), shared_medium=shared, seed=seed)
 
 
-FAST_ENGINES = ("loop", "numpy")
+FAST_ENGINES = ("loop", "numpy", "jit")
 
 
 def both(spec):
@@ -383,5 +383,170 @@ def test_validation_messages():
         WorkloadSpec("poisson", rate_hz=1.0)
     with pytest.raises(ValueError, match="duplicate"):
         SimSpec((dev("a"), dev("a")), WorkloadSpec("trace", times=(0.0,)))
-    with pytest.raises(ValueError, match=r"allowed values: 'fast', 'loop', 'numpy', 'reference'"):
+    with pytest.raises(ValueError, match=r"allowed values: 'fast', 'jit', 'loop', 'numpy', 'reference'"):
         run(SimSpec((dev(),), WorkloadSpec("trace", times=(0.0,))), engine="warp")
+
+
+# --------------------------------------------------------------------------- jit kernel
+
+def feature_spec(feature, n_req=600, seed=11):
+    """A master's local variant plus four edge devices with one scenario feature switched on."""
+    av = Availability("always")
+    link = LinkSpec(0.004, 1e6)
+    kw = {}
+    shared = False
+    slots = (VariantSlot(0.0, 1, 0.03),)
+    if feature == "onoff-resume":
+        av = Availability("onoff", busy_mean_s=0.5, free_mean_s=2.0, mode="resume")
+    elif feature == "onoff-drop":
+        av = Availability("onoff", busy_mean_s=0.5, free_mean_s=2.0, distribution="weibull", weibull_shape=0.7,
+                          mode="drop")
+    elif feature == "trace-resume":
+        av = Availability("trace", intervals=((1.0, 3.0), (5.0, 5.5), (9.0, 20.0)), mode="resume")
+    elif feature == "crash":
+        av = Availability("crash", crash_at_s=10.0)
+    elif feature == "mtbf":
+        av = Availability("mtbf", mtbf_s=3.0, mttr_s=1.0)
+    elif feature == "links":
+        link = LinkSpec(0.01, 2e5, loss=0.1, bandwidth_trace=((5.0, 1e5), (12.0, 4e5)))
+    elif feature == "shared-medium":
+        shared = True
+    elif feature == "jitter-stragglers":
+        kw = {"service_dist": "lognormal", "jitter_cv": 0.5, "straggler_prob": 0.1, "straggler_factor": 5.0}
+    elif feature == "deadlines":
+        slots = (VariantSlot(0.0, 1, 0.08),)
+        kw = {"drop_expired": True, "service_dist": "exponential", "jitter_cv": 1.0}
+    elif feature == "slots":
+        slots = (VariantSlot(0.0, 1, 0.03), VariantSlot(8.0, -1, 0.0), VariantSlot(12.0, 2, 0.05))
+    devs = [DeviceSpec("master", (VariantSlot(0.0, 0, 0.02),))]
+    for d in range(1, 5):
+        lk = LinkSpec(link.rtt_s, link.bandwidth_bps * d, link.loss, link.bandwidth_trace) if shared else link
+        devs.append(DeviceSpec(f"e{d}", slots, availability=av, link=lk, reply_bytes=100, **kw))
+    return SimSpec(tuple(devs), WorkloadSpec("poisson", rate_hz=20.0, n_requests=n_req, deadline_s=0.2,
+                                             input_bytes=2000), shared_medium=shared, seed=seed)
+
+
+FEATURE_EFFECT = {  # the counter each feature must move on the edge devices (or None: see the test)
+    "onoff-resume": "preempted", "onoff-drop": "dropped", "trace-resume": "preempted", "crash": "crashed",
+    "mtbf": "crashed", "links": "lost_up", "shared-medium": None, "jitter-stragglers": None,
+    "deadlines": "skipped", "slots": "unplaced",
+}
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURE_EFFECT))
+def test_jit_equals_reference_per_feature(feature):
+    spec = feature_spec(feature)
+    both(spec)                                   # reference == loop == numpy == jit, bit for bit
+    j = run(spec, "jit")
+    assert j.engine == "jit"
+    stats = j.device_stats
+    key = FEATURE_EFFECT[feature]
+    if key is not None:                          # the feature was exercised, not just switched on
+        assert stats[key][1:].sum() > 0, (key, stats[key])
+    if feature == "onoff-resume":
+        assert stats["dropped"].sum() == 0
+    if feature == "links":
+        assert stats["lost_down"][1:].sum() > 0
+    if feature == "shared-medium":
+        np.testing.assert_array_equal(j.bytes_down, 2000)    # one broadcast per request
+    if feature == "jitter-stragglers":
+        # deterministic compute would give each edge device at most a few distinct service times
+        busy_per_job = stats["busy_s"][1:] / stats["served"][1:]
+        assert np.all(busy_per_job > 0.03 * 1.1), busy_per_job   # stragglers raise the mean by 40 %
+    if feature == "slots":
+        assert set(np.unique(j.variant[:, 1])) == {-1, 1, 2}
+
+
+def test_jit_resumes_when_windows_run_out(monkeypatch):
+    # An overloaded device whose queue lags the arrivals by far: the kernel needs availability
+    # windows beyond what was prepared for the chunk, stops before that job, and resumes there.
+    from vip_ray.sim.engines import jit
+    calls = []
+    serve = jit._serve
+    monkeypatch.setattr(jit, "_serve", lambda *a: calls.append(1) or serve(*a))
+    av = Availability("onoff", busy_mean_s=0.05, free_mean_s=0.2, mode="resume")
+    spec = SimSpec((dev("slow", service=0.5, availability=av), dev("quick", service=0.01, availability=av)),
+                   WorkloadSpec("periodic", rate_hz=10.0, n_requests=400, deadline_s=0.2))
+    whole = both(spec)
+    parts = list(run_chunks(spec, "jit", chunk_requests=50))
+    cat = concat_results(parts)
+    for k in ARRAYS:
+        np.testing.assert_array_equal(getattr(cat, k), getattr(whole, k), err_msg=k)
+    assert len(calls) > 2 * len(parts)          # resumed: more kernel calls than (chunks × blocks)
+    # the slow device serves at most one job per 0.5 s of availability: it lags by ~150 s at the end
+    assert whole.reply_at[-1, 0] > 150.0
+
+
+def test_jit_device_blocks(monkeypatch):
+    # many devices are drawn and served block by block; the block size must not change anything
+    from vip_ray.sim.engines import jit
+    spec = rand_spec(21, n_dev=13, n_req=300)
+    ref = run(spec, "reference")
+    monkeypatch.setattr(jit, "DRAW_BLOCK_VALUES", 3 * 300)   # blocks of 3 devices
+    res = run(spec, "jit")
+    for k in ARRAYS:
+        np.testing.assert_array_equal(getattr(res, k), getattr(ref, k), err_msg=k)
+
+
+@pytest.mark.parametrize("av", [
+    Availability("always"), Availability("crash", crash_at_s=3.5), Availability("crash", crash_at_s=0.0),
+    Availability("trace", intervals=((0.0, 1.0), (2.5, 4.0))),
+    Availability("onoff", busy_mean_s=1.0, free_mean_s=3.0),
+    Availability("onoff", busy_mean_s=1.0, free_mean_s=3.0, distribution="weibull", weibull_shape=1.7),
+    Availability("mtbf", mtbf_s=5.0, mttr_s=0.5),
+], ids=lambda a: f"{a.kind}-{a.distribution}")
+def test_jit_windows_match_the_shared_windows(av):
+    # the kernel draws availability periods in bulk; they must be the windows every engine uses,
+    # also after trimming the consumed ones
+    from vip_ray.sim.engines import jit
+    spec = SimSpec((dev(availability=av),), WorkloadSpec("trace", times=(0.0,)), seed=4)
+    w = jit._Windows(spec)
+    w.cover(500.0)
+    ref = Windows(av, 0, 4)
+    n = int(w.nW[0])
+    while len(ref.U) < n:
+        ref.extend()
+    np.testing.assert_array_equal(w.WU[0, :n], ref.U[:n])
+    np.testing.assert_array_equal(w.WV[0, :n], ref.V[:n])
+    assert w.wdone[0] or w.WV[0, n - 1] >= 500.0
+    w.kw[0] = n - 1
+    jit._trim(w.WU, w.WV, w.nW, w.kw, 100.0)
+    keep = [i for i in range(n) if i >= n - 1 or ref.V[i] > 100.0]
+    assert int(w.nW[0]) == len(keep) and int(w.kw[0]) == len(keep) - 1
+    np.testing.assert_array_equal(w.WV[0, :len(keep)], [ref.V[i] for i in keep])
+
+
+def test_jit_refuses_unknown_spec_features():
+    # a spec feature added after the kernel was written: refused by name when switched on
+    import dataclasses
+
+    from vip_ray.sim.engines.jit import check_supported
+
+    @dataclasses.dataclass(frozen=True)
+    class MultiMasterSpec(SimSpec):
+        masters: tuple = ()
+
+    @dataclasses.dataclass(frozen=True)
+    class EnergyDevice(DeviceSpec):
+        battery_j: float = 0.0
+
+    wl = WorkloadSpec("trace", times=(0.0, 0.5))
+    check_supported(MultiMasterSpec((dev(),), wl))                 # feature off: fine
+    with pytest.raises(ValueError, match=r"SimSpec\.masters = \('m1',\).*engine 'numpy' or 'reference'"):
+        run(MultiMasterSpec((dev(),), wl, masters=("m1",)), "jit")
+    with pytest.raises(ValueError, match=r"SimSpec\.devices\[1\]\.battery_j = 5\.0"):
+        run_chunks(SimSpec((dev("a"), EnergyDevice("b", (VariantSlot(0.0, 0, 0.1),), battery_j=5.0)), wl), "jit")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 987_654_321, 2**32, 2**70 + 5])
+def test_jit_generators_are_make_rngs(seed):
+    # the jit engine seeds its generators in bulk (numpy's SeedSequence hash, vectorised); each must
+    # be the generator make_rng builds, state for state, and draw the same numbers
+    from vip_ray.sim.engines.jit import _Generators
+    from vip_ray.core.streams import Purpose, make_rng
+    gens = _Generators(seed, 70)
+    for purpose in (Purpose.DOWN_LOSS, Purpose.SERVICE, Purpose.STRAGGLER, Purpose.UP_LOSS, Purpose.AVAILABILITY):
+        for d in (0, 1, 2, 31, 69):
+            assert gens(purpose, d).bit_generator.state == make_rng(seed, purpose, d).bit_generator.state
+    np.testing.assert_array_equal(gens(Purpose.SERVICE, 5).standard_normal(100),
+                                  make_rng(seed, Purpose.SERVICE, 5).standard_normal(100))

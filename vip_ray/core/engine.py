@@ -1,7 +1,7 @@
 """The engine contract and the one engine registry.
 
 An engine turns a :class:`~vip_ray.core.deployment.Deployment` into result tables, one
-replication at a time. The simulator's kernels (``fast``, ``loop``, ``numpy``, ``reference``)
+replication at a time. The simulator's kernels (``fast``, ``jit``, ``loop``, ``numpy``, ``reference``)
 and the live Ray Serve emulation (``serve``) are engines alike; a long-lived engine (Serve) is
 opened once and replicated per seed::
 
@@ -24,7 +24,7 @@ from vip_ray.core.registry import Registry
 
 ENGINES: Registry = Registry("engine")
 #: engine family -> its engine names (a strategy's ``engines`` lists families)
-FAMILIES: dict[str, tuple[str, ...]] = {"sim": ("fast", "loop", "numpy", "reference"), "serve": ("serve",)}
+FAMILIES: dict[str, tuple[str, ...]] = {"sim": ("fast", "jit", "loop", "numpy", "reference"), "serve": ("serve",)}
 for _name in FAMILIES["sim"]:
     ENGINES.register(_name, "vip_ray.sim.runner:SimEngine")
 ENGINES.register("serve", "vip_ray.serve.engine:ServeEngine")

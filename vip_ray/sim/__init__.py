@@ -3,7 +3,7 @@
 >>> from vip_ray.sim import SimSpec, DeviceSpec, VariantSlot, LinkSpec, WorkloadSpec, run, finish_times
 >>> spec = SimSpec(devices=(DeviceSpec("tv", (VariantSlot(0.0, 0, 0.01),), link=LinkSpec(0.002, 1e6)),),
 ...                workload=WorkloadSpec("poisson", rate_hz=10, n_requests=100, deadline_s=0.1))
->>> res = run(spec)                      # engine: "fast" (default), "loop", "numpy", "reference"
+>>> res = run(spec)                      # engine: "fast" (default), "loop", "numpy", "jit", "reference"
 >>> finish, responded = finish_times(res, spec.workload.deadline_s)
 
 Aggregation, placement and accuracy live elsewhere; the engine only times the jobs. Every engine

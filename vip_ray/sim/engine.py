@@ -9,6 +9,8 @@ Engines (all give bit-identical per-request arrays; the tests hold them to ``ref
 * ``numpy``     — the same recursions advanced one request at a time for all devices at once with
   numpy vectors (best from ~50 devices up).
 * ``fast``      — ``loop`` below ``FAST_NUMPY_FROM`` devices, ``numpy`` from there (the default).
+* ``jit``       — the ``loop`` recursions compiled with numba (``engines/jit.py``; numba is imported
+  on first use, so ``import vip_ray.sim`` stays light).
 
 ``ENGINES`` maps a name to ``(spec, chunk_requests) -> Iterator[SimResult]``; add one with
 :func:`register_engine`.
@@ -38,11 +40,17 @@ def _auto_chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     return run_fast_chunks(spec, chunk_requests)
 
 
+def _jit_chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
+    from .engines.jit import run_jit_chunks  # loads numba (~0.5 s) only when the engine is used
+    return run_jit_chunks(spec, chunk_requests)
+
+
 ENGINES: Dict[str, Callable[[SimSpec, int], Iterator[SimResult]]] = {
     "reference": _reference_chunks,
     "loop": run_fast_chunks,
     "numpy": run_numpy_chunks,
     "fast": _auto_chunks,
+    "jit": _jit_chunks,
 }
 
 
