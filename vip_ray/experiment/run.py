@@ -19,7 +19,7 @@ import yaml
 
 from vip_ray.experiment.strategies import Context, Strategy, get_strategy
 from vip_ray.placement import PlacementError, get_placement
-from vip_ray.pool import Pool, pools_root
+from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
@@ -37,22 +37,11 @@ def runs_root() -> Path:
 
 
 def open_pool(scenario: Scenario, log: Callable[[str], None]) -> Pool:
-    """The scenario's pool; a missing default pool, or one with ``pool.build`` overrides, is
-    trained on first use (and cached in the store)."""
-    root, name = scenario.pool.root, scenario.pool.name
-    if not (pools_root(root) / name).exists():
-        if name == "default" and not scenario.pool.build:
-            from vip_ray.pool.default import ensure_default_pool
+    """The scenario's pool (the default one ships with vip_ray; one with ``pool.build`` overrides
+    is trained on first use): see :func:`vip_ray.experiment.pools.open_scenario_pool`."""
+    from vip_ray.experiment.pools import open_scenario_pool
 
-            return ensure_default_pool(root, log=log)
-        if scenario.pool.build:
-            from vip_ray.tune.config import compose
-            from vip_ray.tune.runner import train_pool
-
-            log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(scenario.pool.build)})")
-            overrides = [*scenario.pool.build, f"pool.name={name}", f"pool.root={pools_root(root)}"]
-            return Pool.load(train_pool(compose(overrides), log=log))
-    return Pool.open(name, root)
+    return open_scenario_pool(scenario, log)
 
 
 def fail_devices(scenario: Scenario, n: int) -> Scenario:
@@ -212,6 +201,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
                   "failed_devices": failed_devices, "engine": engine,
                   "seeds": [scenario.seeds.base + r for r in range(scenario.seeds.replications)],
                   "pool": {"name": pool.name, "path": str(pool.path), "fingerprint": pool.manifest.data.get("fingerprint"),
+                           "bank_sha256": pool.bank_sha256,
                            "created": pool.manifest.created},
                   "versions": {**_versions(), **(summary["serve"]["versions"] if live else {})}, "argv": sys.argv}
         if live:

@@ -42,7 +42,7 @@ class ClassParallel(FanOutStrategy):
         name = self.options.pool
         root = ctx.scenario.pool.root
         if not (pools_root(root) / name).exists() and name == DEFAULT_CP_POOL:
-            from vip_ray.pool.default import ensure_default_cp_pool
+            from vip_ray.experiment.pools import ensure_default_cp_pool
 
             self.cp_pool = ensure_default_cp_pool(root, log=ctx.log)
         else:
