@@ -389,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
             TrainingError, DeployError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        # one line whatever the terminal's width (a pipe or a log is 80 columns to rich)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         return 2
     return 1
 

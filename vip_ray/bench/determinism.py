@@ -1,16 +1,22 @@
-"""Is CPU training bit-reproducible? ``python -m vip_ray.bench.determinism [--members vp_v1] [--epochs 1]``.
+"""Is CPU training bit-reproducible, and how far apart are pools trained apart?
 
-Trains default-pool members (the default pool's config: MNIST-5k, its seeds and phases, fewer
-epochs unless ``--epochs`` says otherwise) in fresh processes under several settings and
-compares what a pool stores: the prediction bank (test logits) and the weights.
+    python -m vip_ray.bench.determinism [--members vp_v1] [--epochs 0] [--pools SPEC,...]
 
-* run-to-run: the same setting twice (1 thread);
-* thread count: 1 vs 2 torch threads, with and without ``torch.use_deterministic_algorithms``;
-* seed spread: ``--seeds`` trains the same members with other global seeds (top-1 spread), the
-  statistical reproducibility a retrained pool can promise.
+1. **Bits.** Trains default-pool members (the default pool's config: MNIST-5k, its seeds and
+   phases; ``--epochs N`` shortens the schedule) in fresh processes under several settings and
+   compares what a pool stores, the prediction bank (test logits) and the weights:
+   run to run (1 thread, twice); 1 vs 2 torch threads; ``torch.use_deterministic_algorithms``
+   on vs off; and "another machine" — the same training with ATen, oneDNN and MKL held to AVX2
+   (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``) on a CPU that
+   has AVX-512. Each training runs in its own process (threads and flags are process-wide, as
+   in a Ray Tune trial).
+2. **Spread** (``--pools``). Trains whole default pools with the project's own training command
+   (``train_pool``, as ``vip-sim pools default --retrain`` does) under other settings —
+   ``seed=1``: another global seed; ``cpu=2``: two torch threads per trial — and sets each beside
+   the shipped reference pool: members' top-1, VP's top-2 ensemble, and the main job's table
+   (``scenarios/smart_home.yaml``) simulated on each pool.
 
-Each training runs in its own process (thread count and determinism flags are process-wide,
-as in a Ray Tune trial). Prints a table; writes ``results/bench/determinism.json``.
+Prints tables; writes ``results/bench/determinism.json``.
 """
 from __future__ import annotations
 
@@ -63,9 +69,12 @@ def _child(spec: dict) -> None:
         | {"_seconds": time.perf_counter() - t0, "_torch_threads_seen": torch.get_num_threads()}))
 
 
+AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def _train(spec: dict, tmp: Path) -> dict:
     spec = {**spec, "out": str(tmp / f"{spec['name']}.npz")}
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), **spec.get("env", {})}
     subprocess.run([sys.executable, "-m", "vip_ray.bench.determinism", "--child", json.dumps(spec)],
                    check=True, env=env)
     meta = json.loads(Path(spec["out"] + ".json").read_text())
@@ -86,61 +95,125 @@ def _compare(a: dict, b: dict) -> dict:
     return rows
 
 
+def _bits(console, members: list[str], epochs: int) -> dict:
+    from rich.table import Table
+
+    base = {"members": members, "epochs": epochs, "seed": 0, "threads": 1, "deterministic": True}
+    settings = {
+        "t1": base,
+        "t1_again": base,
+        "t2": {**base, "threads": 2},
+        "t1_default_algorithms": {**base, "deterministic": False},
+        "t1_avx2": {**base, "env": AVX2_ONLY},
+    }
+    pairs = [("run to run (1 thread)", "t1", "t1_again"),
+             ("deterministic vs default algorithms (1 thread)", "t1", "t1_default_algorithms"),
+             ("1 vs 2 torch threads", "t1", "t2"),
+             ("AVX-512 vs AVX2 kernels (1 thread)", "t1", "t1_avx2")]
+    with tempfile.TemporaryDirectory(prefix="vrdet") as tmp:
+        runs = {name: _train({**s, "name": name}, Path(tmp)) for name, s in settings.items()}
+    out = {}
+    t = Table(title=f"1. CPU training bits: {', '.join(members)}, {epochs or 'full'} epoch(s), default pool config")
+    for col in ("comparison", "member", "bank identical", "weights identical", "max |Δ logit|", "same prediction",
+                "top-1 a / b"):
+        t.add_column(col)
+    for label, a, b in pairs:
+        rows = _compare(runs[a], runs[b])
+        out[label] = rows
+        for mid, r in rows.items():
+            t.add_row(label, mid, str(r["bank_identical"]), str(r["weights_identical"]),
+                      f"{r['max_abs_logit_diff']:.3g}", f"{r['argmax_agreement']:.2%}",
+                      f"{r['top1'][0]:.2%} / {r['top1'][1]:.2%}")
+    console.print(t)
+    return {"members": members, "epochs": epochs, "pairs": out,
+            "seconds_per_training": {k: round(v["meta"]["_seconds"], 1) for k, v in runs.items()}}
+
+
+def _smart_home(pool_root: str | None, pool_name: str, out: Path) -> dict:
+    from vip_ray.experiment.run import run_scenario
+
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "smart_home.yaml"
+    sets = [f"pool.name={pool_name}"] + ([f"pool.root={pool_root}"] if pool_root else [])
+    run = run_scenario(scenario, overrides=sets, out=out, plots=False, log=lambda s: None)
+    metrics = json.loads((run / "summary.json").read_text())["metrics"]
+    return {k: metrics[k]["mean"] for k in ("accuracy_top1", "deadline_met", "latency_p50_s") if k in metrics}
+
+
+def _spread(console, specs: list[str]) -> dict:
+    """Whole default pools trained here under other settings, beside the shipped reference."""
+    from rich.table import Table
+
+    from vip_ray.experiment.pools import compare_banks
+    from vip_ray.pool import Pool, reference_root
+    from vip_ray.pool.default import DEFAULT_OVERRIDES
+    from vip_ray.pool.report import ensemble_accuracy
+    from vip_ray.tune.config import compose
+    from vip_ray.tune.runner import train_pool
+
+    allowed = {"seed": "seed={}", "cpu": "resources.cpu={}"}
+    reference = Pool.open(reference_root() / "default")
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="vrspread") as tmp:
+        ray_tmp = tempfile.mkdtemp(prefix="vrs", dir="/tmp")
+        pools = {"reference (seed 0, 1 thread)": (None, reference)}
+        for spec in specs:
+            key, _, value = spec.partition("=")
+            if key not in allowed or not value:
+                raise SystemExit(f"--pools {spec!r}: expected seed=N or cpu=N")
+            name = f"default-{key}{value}"
+            t0 = time.time()
+            path = train_pool(compose([*DEFAULT_OVERRIDES, allowed[key].format(value), f"pool.name={name}",
+                                       f"pool.root={tmp}/pools", f"tune.storage={tmp}/tune", "tune.verbose=0",
+                                       "ray.dashboard=false", f"ray.temp_dir={ray_tmp}"]), log=lambda s: None)
+            pools[f"{spec} ({time.time() - t0:.0f} s)"] = (f"{tmp}/pools", Pool.load(path))
+        variants = reference.manifest.ids("variant")
+        t = Table(title="2. default pools trained apart, beside the shipped reference")
+        for col in ("pool", *reference.manifest.ids(), "VP top-2 ensemble", "same predictions as reference",
+                    "smart_home accuracy", "deadline met", "p50 latency"):
+            t.add_column(col)
+        for label, (root, pool) in pools.items():
+            cmp = compare_banks(pool, reference)
+            sim = _smart_home(root, pool.name, Path(tmp) / f"run-{len(result)}")
+            row = {"top1": {r["member"]: r["top1_local"] for r in cmp},
+                   "same_prediction_as_reference": {r["member"]: r["same_prediction"] for r in cmp},
+                   "bit_identical": {r["member"]: r["bit_identical"] for r in cmp},
+                   "vp_top2_ensemble": ensemble_accuracy(pool, variants, method="vp", k=2)["top1"],
+                   "smart_home": sim, "bank_sha256": pool.bank_sha256}
+            result[label] = row
+            same = np.mean(list(row["same_prediction_as_reference"].values()))
+            t.add_row(label, *(f"{row['top1'][m]:.2%}" for m in reference.manifest.ids()),
+                      f"{row['vp_top2_ensemble']:.2%}", f"{same:.2%}", f"{sim['accuracy_top1']:.2%}",
+                      f"{sim['deadline_met']:.2%}", f"{1e3 * sim['latency_p50_s']:.2f} ms")
+        console.print(t)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--members", default="vp_v1", help="comma-separated default-pool member ids (default vp_v1)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per training (0 = the pool's own schedule)")
-    p.add_argument("--seeds", default="", help="extra global seeds for the spread, e.g. 1,2 (full schedule)")
+    p.add_argument("--members", default="vp_v1", help="part 1: comma-separated default-pool member ids (default vp_v1)")
+    p.add_argument("--epochs", type=int, default=0, help="part 1: epochs per training (0 = the pool's own schedule)")
+    p.add_argument("--skip-bits", action="store_true", help="skip part 1")
+    p.add_argument("--pools", default="", help="part 2: pools to train, e.g. seed=1,cpu=2 (default: none)")
     p.add_argument("--out", default="results/bench/determinism.json")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         _child(json.loads(args.child))
         return 0
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(width=max(160, Console().width))  # whole rows in pipes and logs too
-    members = [m.strip() for m in args.members.split(",") if m.strip()]
-    base = {"members": members, "epochs": args.epochs, "seed": 0}
-    settings = {
-        "t1_det": {**base, "threads": 1, "deterministic": True},
-        "t1_det_again": {**base, "threads": 1, "deterministic": True},
-        "t2_det": {**base, "threads": 2, "deterministic": True},
-        "t1_nodet": {**base, "threads": 1, "deterministic": False},
-        "t2_nodet": {**base, "threads": 2, "deterministic": False},
-    }
-    pairs = [("run to run (1 thread, deterministic)", "t1_det", "t1_det_again"),
-             ("1 vs 2 threads, deterministic algorithms", "t1_det", "t2_det"),
-             ("1 vs 2 threads, default algorithms", "t1_nodet", "t2_nodet"),
-             ("deterministic vs default algorithms (1 thread)", "t1_det", "t1_nodet")]
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="vrdet") as tmp:
-        runs = {name: _train({**s, "name": name}, Path(tmp)) for name, s in settings.items()}
-        spread_runs = {seed: _train({**base, "epochs": 0, "seed": seed, "threads": 1, "deterministic": True,
-                                     "name": f"seed{seed}"}, Path(tmp)) for seed in seeds}
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {"platform": platform.platform(),
               "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "cpu": _cpu_model()},
-              "members": members, "epochs": args.epochs, "wall_seconds": None, "pairs": {}, "seed_spread": {}}
-    t = Table(title=f"CPU training determinism: {', '.join(members)}, {args.epochs or 'full'} epoch(s)")
-    for col in ("comparison", "member", "bank identical", "weights identical", "max |Δ logit|", "argmax agree",
-                "top-1 a / b"):
-        t.add_column(col)
-    for label, a, b in pairs:
-        rows = _compare(runs[a], runs[b])
-        result["pairs"][label] = rows
-        for mid, r in rows.items():
-            t.add_row(label, mid, str(r["bank_identical"]), str(r["weights_identical"]),
-                      f"{r['max_abs_logit_diff']:.3g}", f"{r['argmax_agreement']:.2%}",
-                      f"{r['top1'][0]:.2%} / {r['top1'][1]:.2%}")
-    console.print(t)
-    if spread_runs:
-        for mid in members:
-            top1 = [spread_runs[s]["meta"][mid]["top1"] for s in seeds]
-            result["seed_spread"][mid] = {"seeds": seeds, "top1": top1, "range": max(top1) - min(top1)}
-            console.print(f"seed spread {mid} (full schedule, seeds {seeds}): top-1 "
-                          f"{', '.join(f'{x:.2%}' for x in top1)} (range {100 * (max(top1) - min(top1)):.2f} points)")
+              "command": " ".join(["python -m vip_ray.bench.determinism", *(argv if argv is not None else sys.argv[1:])])}
+    if not args.skip_bits:
+        result["bits"] = _bits(console, [m.strip() for m in args.members.split(",") if m.strip()], args.epochs)
+    specs = [s.strip() for s in args.pools.split(",") if s.strip()]
+    if specs:
+        result["spread"] = _spread(console, specs)
+    result["machine"]["load_average_end"] = os.getloadavg()
     result["wall_seconds"] = round(time.time() - t0, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
