@@ -208,16 +208,22 @@ def main(argv: list[str] | None = None) -> int:
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": {"platform": platform.platform(),
               "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "cpu": _cpu_model()},
               "command": " ".join(["python -m vip_ray.bench.determinism", *(argv if argv is not None else sys.argv[1:])])}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after each part: a long second part never loses the first
+        result["machine"]["load_average_end"] = os.getloadavg()
+        result["wall_seconds"] = round(time.time() - t0, 1)
+        out.write_text(json.dumps(result, indent=2))
+
     if not args.skip_bits:
         result["bits"] = _bits(console, [m.strip() for m in args.members.split(",") if m.strip()], args.epochs)
+        save()
     specs = [s.strip() for s in args.pools.split(",") if s.strip()]
     if specs:
         result["spread"] = _spread(console, specs)
-    result["machine"]["load_average_end"] = os.getloadavg()
-    result["wall_seconds"] = round(time.time() - t0, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+        save()
+    save()
     console.print(f"wrote {out} ({result['wall_seconds']} s)")
     return 0
 
