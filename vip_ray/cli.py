@@ -218,13 +218,17 @@ def _list(args, console: Console) -> int:
     t = Table()
     for col in ("name", "source", "family", "shape", "diversity", "data", "members", "best top-1", "bank sha256",
                 "status"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
     for r in rows:
         ok = r["status"] == "ok"
         t.add_row(r["name"], r["source"], r.get("family", ""), r.get("shape", ""), r.get("diversity", ""),
                   r.get("data", ""), str(r.get("members", "")), f"{r['best_top1']:.2%}" if ok else "",
-                  r["bank_sha256"][:12] if ok else "", "ok" if ok else f"[red]{r['status']}[/]")
-    console.print(t)
+                  r["bank_sha256"][:12] if ok else "", "ok" if ok else "[red]refused[/]")
+    # a pipe or a log is 80 columns to rich: give the table the width it needs instead of squeezing it
+    (console if console.is_terminal else Console(width=200)).print(t)
+    for r in rows:
+        if r["status"] != "ok":
+            console.print(f"[red]{r['status']}[/]", soft_wrap=True, highlight=False)
     return 0
 
 
