@@ -108,12 +108,12 @@ def _toy_pool(root: Path, name: str, logits: np.ndarray, labels: np.ndarray) -> 
 
 
 def test_store_pool_shadows_the_reference_and_says_so(tmp_path):
-    from vip_ray.experiment.pools import compare_banks, open_pool
+    from vip_ray.experiment.pools import compare_banks, open_pool_by_name
 
     labels = np.array([0, 1, 2, 0])
     _toy_pool(tmp_path, "default", np.eye(3, dtype=np.float32)[[0, 1, 1, 0]], labels)
     said = []
-    pool = open_pool("default", tmp_path, log=said.append)
+    pool = open_pool_by_name("default", tmp_path, log=said.append)
     assert pool.path == tmp_path / "default"
     assert len(said) == 1 and "not the shipped reference" in said[0] and str(tmp_path / "default") in said[0]
     # compare_banks: by hand, local predicts [0,1,1,0] (3/4 right), the other [0,1,2,2] (3/4), agree on 2/4

@@ -32,7 +32,7 @@ from vip_ray.pool.default import (
 Log = Callable[[str], None]
 
 
-def open_pool(name: str, root: str | None = None, log: Log = print) -> Pool:
+def open_pool_by_name(name: str, root: str | None = None, log: Log = print) -> Pool:
     """Pool ``name`` from the store, else the shipped reference; says when a store pool shadows
     a reference pool of the same name (its tables differ from the reference's)."""
     pool = Pool.open(name, root)
@@ -55,7 +55,7 @@ def _ensure(name: str, overrides: tuple[str, ...], what: str, root: str | None, 
     path = None if retrain else find_pool(name, root)
     if path is not None:
         try:
-            return open_pool(name, root, log)
+            return open_pool_by_name(name, root, log)
         except PoolError as e:
             if is_reference(path):
                 raise  # its message says how to restore it
@@ -100,7 +100,7 @@ def open_scenario_pool(scenario, log: Log) -> Pool:
     if scenario.pool.build and not (pools_root(root) / name).exists():
         log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(scenario.pool.build)})")
         return _train((*scenario.pool.build, f"pool.name={name}"), root, log)
-    return open_pool(name, root, log)
+    return open_pool_by_name(name, root, log)
 
 
 def compare_banks(local: Pool, reference: Pool) -> list[dict]:
