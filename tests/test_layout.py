@@ -17,6 +17,7 @@ FORBIDDEN = {
     "scenario": {"strategies", "experiment", "sim", "serve", "placement", "tune", "training", "cli", "coach"},
     "placement": {"strategies", "experiment", "sim", "serve", "tune", "training", "cli", "coach"},
     "coach": {"strategies", "experiment", "sim", "serve", "cli"},
+    "pool": {"tune", "training", "experiment", "strategies", "sim", "serve", "scenario", "placement", "cli"},
     "models": {"strategies", "experiment", "sim", "serve", "scenario", "placement", "pool", "tune", "cli"},
 }
 

@@ -80,10 +80,13 @@ def test_reader_refuses_damaged_pool_with_path_and_reason(tmp_path, damage, reas
     assert str(path) in str(e.value) and reason in str(e.value)
 
 
-def test_open_unknown_pool_lists_available(tmp_path):
+def test_open_unknown_pool_lists_available(tmp_path, monkeypatch):
+    from vip_ray.pool import store
+
     _write(tmp_path, name="alpha")
-    with pytest.raises(PoolError, match="no pool 'beta'.*available: alpha"):
+    with pytest.raises(PoolError, match="no pool 'beta'.*available: alpha, default$"):  # + the shipped reference
         Pool.open("beta", tmp_path)
     shutil.rmtree(tmp_path / "alpha")
+    monkeypatch.setattr(store, "reference_root", lambda: tmp_path / "no_reference_pools")
     with pytest.raises(PoolError, match="train one with python -m vip_ray.tune"):
         Pool.open("beta", tmp_path)

@@ -92,3 +92,14 @@ def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypat
     batches = math.ceil(len(data.train_y) / int(cfg["train"]["batch_size"]))
     assert len(calls) == forwards_per_batch * batches
     assert result["teacher_seconds"] > 0
+
+
+def test_training_runs_deterministic_with_its_thread_count_and_gives_the_callers_settings_back(digits_setup):
+    cfg, data, plan = digits_setup
+    seen = []
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    group = {**_group(cfg, plan, [{"name": "a", "epochs": 1, "lr": 3e-3}]), "members": plan.members[:1], "threads": 1}
+    train_group(group, data=data, report=lambda row, state: seen.append(
+        (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())))
+    assert seen == [(1, True)]
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before

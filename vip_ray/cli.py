@@ -1,8 +1,8 @@
 """``vip-sim``: the command line of vip_ray.
 
-    vip-sim pools list                  the pools in the store
+    vip-sim pools list                  where the store is; its pools and the shipped reference pools
     vip-sim pools show NAME [NAME ...]  variants, pool report, plots (--json for machines)
-    vip-sim pools default               build the default pool on first use, then show it
+    vip-sim pools default [--retrain]   show the default pool (shipped reference); --retrain trains one here
     vip-sim run FILE [--out DIR] [--set key=value ...]           simulate a scenario
     vip-sim run FILE --engine serve [--address ADDR] [--out DIR]  run it live on Ray Serve
     vip-sim serve FILE [--address ADDR] [--http-port P] [--for S]  keep it up for HTTP clients
@@ -24,18 +24,29 @@ from rich.console import Console
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vip-sim", description="Variant-parallelism simulator and pool tools.")
     sub = p.add_subparsers(dest="command", required=True)
-    pools = sub.add_parser("pools", help="inspect the pool store (trained variant pools)")
+    pools = sub.add_parser("pools", help="inspect the pool store (trained variant pools) and the reference pools")
     psub = pools.add_subparsers(dest="pools_command", required=True)
-    ls = psub.add_parser("list", help="list the pools in the store")
-    ls.add_argument("--root", default=None, help="pool store (default: $VIP_RAY_POOLS or results/pools)")
+    store_help = "pool store (default: $VIP_RAY_POOLS, else $VIP_RAY_HOME/pools; see vip-sim pools list)"
+    ls = psub.add_parser("list", help="where the pool store is, and the pools in it and shipped with vip_ray")
+    ls.add_argument("--root", default=None, help=store_help)
+    ls.add_argument("--json", action="store_true", help="print the locations and pools as JSON")
     show = psub.add_parser("show", help="a pool's variants and report; writes the plots")
     show.add_argument("names", nargs="+", metavar="NAME", help="pool name(s) or path(s)")
-    show.add_argument("--root", default=None)
+    show.add_argument("--root", default=None, help=store_help)
     show.add_argument("--json", action="store_true", help="print manifest and report as JSON")
     show.add_argument("--alpha", type=float, default=1.0, help="VP eq. 1 exponent α (default 1.0)")
     show.add_argument("--plots", default=None, help="plot folder (default results/reports/<pool>)")
-    dflt = psub.add_parser("default", help="build the default pool on first use (cached), then show it")
-    dflt.add_argument("--root", default=None)
+    dflt = psub.add_parser("default", help="show the default pool (the shipped reference unless the store has "
+                                           "one); --retrain trains one on this machine")
+    dflt.add_argument("--root", default=None, help=store_help)
+    dflt.add_argument("--retrain", action="store_true",
+                      help="train the default pool here into the store (it then shadows the shipped reference) "
+                           "and compare it with the reference")
+    dflt.add_argument("--update-reference", action="store_true",
+                      help="maintainers: with --retrain, rebuild the shipped reference pool and its SHA256SUMS")
+    dflt.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="with --retrain: ray.* or tune.* training settings (e.g. ray.temp_dir=/tmp/r); "
+                           "nothing that changes the pool")
     for name, help_ in (("run", "simulate a scenario, or run it live on Ray Serve (--engine serve)"),
                         ("sweep", "run a grid of scenario variations into one tidy table")):
         r = sub.add_parser(name, help=help_)
@@ -177,25 +188,97 @@ def _show(args, console: Console) -> int:
 def _list(args, console: Console) -> int:
     from rich.table import Table
 
-    from vip_ray.pool import Pool, PoolError, list_pools, pools_root
+    from vip_ray.pool import (
+        Pool,
+        PoolError,
+        list_pools,
+        pools_root,
+        reference_pools,
+        reference_root,
+        vip_ray_home,
+    )
     from vip_ray.pool.report import cp_ensemble_accuracy
 
-    t = Table(title=f"pools in {pools_root(args.root)}")
-    for col in ("name", "family", "shape", "diversity", "data", "members", "best top-1", "status"):
-        t.add_column(col)
-    for path in list_pools(args.root):
+    store = pools_root(args.root)
+    in_store = {p.name for p in list_pools(args.root)}
+    entries = [(p, "store") for p in list_pools(args.root)] + \
+              [(p, "reference, shadowed by the store" if p.name in in_store else "reference") for p in reference_pools()]
+    rows = []
+    for path, source in entries:
+        row = {"name": path.name, "source": source, "path": str(path.resolve())}
         try:
-            pool = Pool.load(path)
+            pool = Pool.open(path)
             m = pool.manifest
             # a class-parallel group model alone answers for its classes only: its pool's figure is CP's
             best = max([x.accuracy for x in m.members if x.role != "cp_group"] +
                        ([cp_ensemble_accuracy(pool)["top1"]] if m.ids("cp_group") else []))
-            t.add_row(m.name, m.family, m.shape, m.diversity, m.data["name"], str(len(m.members)),
-                      f"{best:.2%}", "ok")
+            row.update(family=m.family, shape=m.shape, diversity=m.diversity, data=m.data["name"],
+                       members=len(m.members), best_top1=best, bank_sha256=pool.bank_sha256, status="ok")
         except PoolError as e:
-            t.add_row(path.name, "", "", "", "", "", "", f"[red]refused: {e}[/]")
-    console.print(t)
+            row.update(status=f"refused: {e}")
+        rows.append(row)
+    where = {"home": str(vip_ray_home()), "store": str(store.resolve()), "reference": str(reference_root())}
+    if args.json:
+        print(json.dumps({"locations": where, "pools": rows}, indent=2))
+        return 0
+    console.print(f"pool store: {where['store']}  (--root, $VIP_RAY_POOLS, or $VIP_RAY_HOME/pools; "
+                  f"$VIP_RAY_HOME: {where['home']})", soft_wrap=True, highlight=False)
+    console.print(f"reference pools (shipped, read-only): {where['reference']}", soft_wrap=True, highlight=False)
+    t = Table()
+    for col in ("name", "source", "family", "shape", "diversity", "data", "members", "best top-1", "bank sha256",
+                "status"):
+        t.add_column(col, no_wrap=True)
+    for r in rows:
+        ok = r["status"] == "ok"
+        t.add_row(r["name"], r["source"], r.get("family", ""), r.get("shape", ""), r.get("diversity", ""),
+                  r.get("data", ""), str(r.get("members", "")), f"{r['best_top1']:.2%}" if ok else "",
+                  r["bank_sha256"][:12] if ok else "", "ok" if ok else "[red]refused[/]")
+    # a pipe or a log is 80 columns to rich: give the table the width it needs instead of squeezing it
+    (console if console.is_terminal else Console(width=200)).print(t)
+    for r in rows:
+        if r["status"] != "ok":
+            console.print(f"[red]{r['status']}[/]", soft_wrap=True, highlight=False)
     return 0
+
+
+TRAINING_ONLY = ("ray.", "tune.")  # settings of how a pool is trained that leave the pool itself unchanged
+
+
+def _default(args, console: Console) -> int:
+    from vip_ray.experiment.pools import (
+        compare_banks,
+        ensure_default_pool,
+        rebuild_reference_pool,
+    )
+    from vip_ray.pool import Pool, PoolError, is_reference, reference_root
+
+    bad = [o for o in args.overrides if not o.startswith(TRAINING_ONLY) or "=" not in o]
+    if bad:
+        raise PoolError(f"--set {bad[0]}: only ray.* and tune.* settings are allowed here (e.g. ray.temp_dir=/tmp/r); "
+                        f"anything else would train another pool than the default one")
+    if (args.overrides or args.update_reference) and not args.retrain:
+        raise PoolError("--set and --update-reference go with --retrain")
+    if args.update_reference:
+        pool = rebuild_reference_pool(log=console.print, extra_overrides=tuple(args.overrides))
+    else:
+        pool = ensure_default_pool(args.root, log=console.print, extra_overrides=tuple(args.overrides),
+                                   retrain=args.retrain)
+    console.print(f"default pool: {pool.path}" + ("  (shipped reference)" if is_reference(pool.path) else
+                                                  "  (trained on this machine; shadows the shipped reference)"),
+                  soft_wrap=True, highlight=False)
+    if args.retrain and not is_reference(pool.path) and (reference_root() / pool.name).is_dir():
+        from rich.table import Table
+
+        rows = compare_banks(pool, Pool.open(reference_root() / pool.name))
+        t = Table(title="retrained here vs the shipped reference (same config and seeds)")
+        for col in ("member", "top-1 here", "top-1 reference", "same prediction", "bit-identical logits"):
+            t.add_column(col)
+        for r in rows:
+            t.add_row(r["member"], f"{r['top1_local']:.2%}", f"{r['top1_reference']:.2%}",
+                      f"{r['same_prediction']:.2%}", "yes" if r["bit_identical"] else "no")
+        console.print(t)
+    args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
+    return _show(args, console)
 
 
 def _serve_options(args):
@@ -213,7 +296,13 @@ def _serve_options(args):
 
 def _progress(console: Console, what: str = "simulating"):
     """A rich progress bar factory for long runs (requests simulated or emulated)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bars = []
 
@@ -271,11 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.pools_command == "show":
                 return _show(args, console)
             if args.pools_command == "default":
-                from vip_ray.pool.default import ensure_default_pool
-
-                pool = ensure_default_pool(args.root, log=console.print)
-                args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
-                return _show(args, console)
+                return _default(args, console)
         if args.command == "compare":
             return _compare(args, console)
         if args.command == "strategies":
@@ -317,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
             TrainingError, DeployError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}")
+        from rich.markup import escape
+
+        # one line whatever the terminal's width (a pipe or a log is 80 columns to rich)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
         return 2
     return 1
 

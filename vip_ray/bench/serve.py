@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
 
-    from vip_ray.pool.default import ensure_default_pool
+    from vip_ray.experiment.pools import ensure_default_pool
     from vip_ray.serve import ServeOptions
     from vip_ray.serve.app import free_port
     from vip_ray.serve.engine import bank_inputs, versions

@@ -16,7 +16,7 @@ from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
 from vip_ray.core.results import atomic_dir, provenance
 from vip_ray.core.tables import ReplicationStats, requests_arrow, summarize
-from vip_ray.pool import Pool, pools_root
+from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
@@ -34,28 +34,16 @@ def runs_root() -> Path:
 
 
 def open_pool(scenario: Scenario, log: Callable[[str], None], name: str | None = None) -> Pool:
-    """The scenario's pool (or the pool ``name`` in the same store); a missing default pool, or
-    one with ``pool.build`` overrides, is trained on first use (and cached in the store)."""
-    root = scenario.pool.root
-    name = name or scenario.pool.name
-    build = scenario.pool.build if name == scenario.pool.name else None
-    if not (pools_root(root) / name).exists():
-        if name == "default" and not build:
-            from vip_ray.pool.default import ensure_default_pool
+    """The scenario's pool, or pool ``name`` beside it (the default pools ship with vip_ray or are
+    trained on first use; one with ``pool.build`` overrides is trained on first use): see
+    :mod:`vip_ray.experiment.pools`."""
+    from vip_ray.experiment import pools
 
-            return ensure_default_pool(root, log=log)
-        if name == "default-cp":
-            from vip_ray.pool.default import ensure_default_cp_pool
-
-            return ensure_default_cp_pool(root, log=log)
-        if build:
-            from vip_ray.tune.config import compose
-            from vip_ray.tune.runner import train_pool
-
-            log(f"[vip_ray] pool {name!r} is not in the store: training it on first use ({' '.join(build)})")
-            overrides = [*build, f"pool.name={name}", f"pool.root={pools_root(root)}"]
-            return Pool.load(train_pool(compose(overrides), log=log))
-    return Pool.open(name, root)
+    if name is None or name == scenario.pool.name:
+        return pools.open_scenario_pool(scenario, log)
+    if name == pools.DEFAULT_CP_POOL:
+        return pools.ensure_default_cp_pool(scenario.pool.root, log=log)
+    return pools.open_pool_by_name(name, scenario.pool.root, log)
 
 
 def context(scenario: Scenario, pool: Pool, *, file: str, log: Callable[[str], None]) -> Context:
@@ -166,7 +154,8 @@ def run_config(scenario: Scenario, pool: Pool, engine: Engine, *, source: str, o
                       engine=engine.describe(),
                       seeds=[scenario.seeds.base + r for r in range(scenario.seeds.replications)],
                       pool={"name": pool.name, "path": str(pool.path),
-                            "fingerprint": pool.manifest.data.get("fingerprint"), "created": pool.manifest.created})
+                            "fingerprint": pool.manifest.data.get("fingerprint"), "created": pool.manifest.created,
+                            "bank_sha256": pool.bank_sha256})
 
 
 def json_safe(value: Any) -> Any:

@@ -97,11 +97,122 @@ class PoolManifest(BaseModel):
     def ids(self, role: str | None = None) -> list[str]:
         return [m.id for m in self.members if role is None or m.role == role]
 
+# --- Where pools live -----------------------------------------------------------------------------
+# Two places, searched in this order for a pool name:
+#   1. the pool store, ``pools_root()``: pools trained on this machine (by ``python -m vip_ray.tune``,
+#      on first use, or by ``vip-sim pools default --retrain``);
+#   2. the reference pools shipped inside the package (``reference_root()``): read-only, checked
+#      against ``SHA256SUMS`` on every load, identical on every machine.
+# A store pool of the same name shadows the reference one (the user's own training wins), and the
+# commands that open it say so.
+
+HOME_ENV, POOLS_ENV = "VIP_RAY_HOME", "VIP_RAY_POOLS"
+REFERENCE_DIR = "reference_pools"
+REFERENCE_SUMS = "SHA256SUMS"
+
+
+def _checkout() -> Path | None:
+    """The source checkout this package runs from (a folder holding pyproject.toml beside
+    ``vip_ray/``), or None for an installed copy."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "vip_ray").is_dir() else None
+
+
+def vip_ray_home() -> Path:
+    """Where vip_ray keeps what it trains: ``$VIP_RAY_HOME``, else the checkout's ``results/``
+    folder when running from a source checkout, else ``~/.vip_ray``. Never the current folder."""
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    checkout = _checkout()
+    return checkout / "results" if checkout else Path.home() / ".vip_ray"
+
+
 def pools_root(root: str | os.PathLike | None = None) -> Path:
-    """Default pool store: $VIP_RAY_POOLS, else ./results/pools."""
+    """The pool store: ``root`` if given, else ``$VIP_RAY_POOLS``, else ``<vip_ray_home()>/pools``."""
     if root is not None:
-        return Path(root)
-    return Path(os.environ.get("VIP_RAY_POOLS", "results/pools"))
+        return Path(root).expanduser()
+    env = os.environ.get(POOLS_ENV)
+    if env:
+        return Path(env).expanduser()
+    return vip_ray_home() / "pools"
+
+
+def reference_root() -> Path:
+    """The reference pools shipped with the package (package data, found from any folder)."""
+    return Path(__file__).resolve().parent / REFERENCE_DIR
+
+
+def reference_pools() -> list[Path]:
+    """The shipped reference pool directories."""
+    base = reference_root()
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_pool(name: str, root: str | os.PathLike | None = None) -> Path | None:
+    """The directory of pool ``name``: in the store, else a shipped reference pool, else None."""
+    for candidate in (pools_root(root) / name, reference_root() / name):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _is_name(name_or_path: str | os.PathLike) -> bool:
+    text = str(name_or_path)
+    return bool(text) and "/" not in text and os.sep not in text and text not in (".", "..")
+
+
+def is_reference(path: str | os.PathLike) -> bool:
+    return Path(path).resolve().parent == reference_root()
+
+
+def reference_sums() -> dict[str, str]:
+    """``SHA256SUMS`` of the reference pools: path relative to ``reference_root()`` -> sha256
+    (``sha256sum -c SHA256SUMS`` in that folder checks them too)."""
+    f = reference_root() / REFERENCE_SUMS
+    if not f.is_file():
+        raise PoolError(f"{f}: missing; the reference pools cannot be verified (reinstall vip_ray or "
+                        f"restore it with git checkout)")
+    sums = {}
+    for n, line in enumerate(f.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, _, rel = line.partition("  ")
+        if len(digest) != 64 or not rel:
+            raise PoolError(f"{f}: line {n} is not '<sha256>  <path>'")
+        sums[rel] = digest
+    return sums
+
+
+def write_reference_sums() -> Path:
+    """Rewrite ``SHA256SUMS`` over every file of every reference pool (after rebuilding one)."""
+    base = reference_root()
+    lines = [f"{_sha256(p)}  {p.relative_to(base).as_posix()}"
+             for pool in reference_pools() for p in sorted(pool.rglob("*")) if p.is_file()]
+    out = base / REFERENCE_SUMS
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def verify_reference(path: str | os.PathLike) -> None:
+    """Check a reference pool's files against the shipped ``SHA256SUMS`` (manifest included,
+    which the manifest's own checksums cannot cover); one-line PoolError naming the file."""
+    path = Path(path)
+    base = reference_root()
+    listed = {rel: d for rel, d in reference_sums().items() if rel.split("/", 1)[0] == path.name}
+    if not listed:
+        raise PoolError(f"{base / REFERENCE_SUMS}: lists no file of reference pool {path.name!r}")
+    restore = (f"restore it (git checkout -- {base.name}/{path.name}, or reinstall vip_ray), or train a "
+               f"local one with vip-sim pools {path.name} --retrain")
+    for rel, digest in listed.items():
+        f = base / rel
+        if not f.is_file():
+            raise PoolError(f"{f}: missing from the shipped reference pool {path.name!r}; {restore}")
+        if _sha256(f) != digest:
+            raise PoolError(f"{f}: does not match its checksum in {base / REFERENCE_SUMS} "
+                            f"(corrupt or modified); {restore}")
 
 
 def _sha256(path: Path) -> str:
@@ -200,22 +311,30 @@ class Pool:
         return self.manifest.members
 
     @classmethod
-    def open(cls, name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> "Pool":
-        """Open by name (under the pool store) or by path."""
-        p = Path(name_or_path)
-        if not p.is_dir():
-            candidate = pools_root(root) / str(name_or_path)
-            if not candidate.is_dir():
-                names = [q.name for q in list_pools(root)]
+    def open(cls, name_or_path: str | os.PathLike, root: str | os.PathLike | None = None) -> Pool:
+        """Open by name — from the pool store, else from the shipped reference pools (verified
+        against ``SHA256SUMS``) — or by path. A name is looked up first, so a folder of the same
+        name in the current directory never decides which pool a command gets."""
+        p = find_pool(str(name_or_path), root) if _is_name(name_or_path) else None
+        if p is None:
+            p = Path(name_or_path)
+            if not p.is_dir():
+                names = sorted({q.name for q in list_pools(root)} | {q.name for q in reference_pools()})
                 raise PoolError(
-                    f"no pool {str(name_or_path)!r} under {pools_root(root)}; "
+                    f"no pool {str(name_or_path)!r} under {pools_root(root)} or among the reference pools; "
                     f"available: {', '.join(names) or '(none — train one with python -m vip_ray.tune)'}"
                 )
-            p = candidate
+        if is_reference(p):
+            verify_reference(p)
         return cls.load(p)
 
+    @property
+    def bank_sha256(self) -> str:
+        """sha256 of the prediction bank file: what a simulation's results depend on."""
+        return self.manifest.checksums[BANK_FILE]
+
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Pool":
+    def load(cls, path: str | os.PathLike) -> Pool:
         path = Path(path)
         mpath = path / MANIFEST_FILE
         if not mpath.is_file():

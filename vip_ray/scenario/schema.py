@@ -554,9 +554,9 @@ class DeviceSpec(_Model):
 class PoolRef(_Model):
     """The trained pool to use.
 
-    * ``name`` — pool name in the store (default ``default``: VP's MobileNetV2 V1..V5 on
-      MNIST-5k, built on first use).
-    * ``root`` — the pool store (default ``$VIP_RAY_POOLS`` or ``results/pools``).
+    * ``name`` — pool name in the store or among the shipped reference pools (default
+      ``default``: VP's MobileNetV2 V1..V5 on MNIST-5k, shipped with vip_ray).
+    * ``root`` — the pool store (default ``$VIP_RAY_POOLS``, else ``$VIP_RAY_HOME/pools``).
     * ``variants`` — member ids to deploy (default: every ``role: variant`` member, manifest order).
     * ``build`` — training overrides (``python -m vip_ray.tune`` style, e.g.
       ``[family=resnet50_slices, shape=homogeneous, diversity=crops]``) that build the pool on

@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vip_ray.class_groups import class_weights, cp_log_probs, group_targets, validation_indices
+from vip_ray.class_groups import (
+    class_weights,
+    cp_log_probs,
+    group_targets,
+    validation_indices,
+)
 from vip_ray.data import DataSplit, load_dataset
 from vip_ray.diversity import Recipe, apply_filters, imbalance_indices
 from vip_ray.models import VariantNet, build_model
@@ -158,6 +165,24 @@ def _calibrate(model: VariantNet, weights: np.ndarray) -> None:
         last[-1].bias -= torch.as_tensor(np.log(weights), dtype=last[-1].bias.dtype, device=last[-1].bias.device)
 
 
+@contextmanager
+def cpu_determinism(threads: int, deterministic: bool = True):
+    """Fix what decides a CPU training's bits on one machine: torch's intra-op thread count and
+    deterministic algorithms (``torch.use_deterministic_algorithms``); the caller's settings
+    come back afterwards. Seeds are the trainer's business (every member, batch stream and
+    filter draw has its own). What this cannot fix is the CPU itself: oneDNN and MKL pick
+    kernels by instruction set, so another machine may round differently (README,
+    "Reproducibility")."""
+    threads_before, deterministic_before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(max(1, int(threads)))
+    torch.use_deterministic_algorithms(bool(deterministic))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.use_deterministic_algorithms(deterministic_before)
+
+
 def train_group(
     config: dict[str, Any],
     *,
@@ -168,9 +193,21 @@ def train_group(
     """Train every member of ``config["members"]``; return final weights, test logits and stats.
 
     ``report(metrics, checkpoint_state)`` is called after every epoch; ``restore`` is such a
-    checkpoint state, to continue an interrupted trial exactly where it stopped.
+    checkpoint state, to continue an interrupted trial exactly where it stopped. Runs with
+    ``config["threads"]`` torch threads (default 1) and, unless ``config["deterministic"]`` is
+    false, deterministic algorithms.
     """
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    with cpu_determinism(int(config.get("threads", 1)), bool(config.get("deterministic", True))):
+        return _train_group(config, report=report, restore=restore, data=data)
+
+
+def _train_group(
+    config: dict[str, Any],
+    *,
+    report: ReportFn | None,
+    restore: dict[str, Any] | None,
+    data: DataSplit | None,
+) -> dict[str, Any]:
     device = torch.device("cuda" if config.get("gpu", 0) and torch.cuda.is_available() else "cpu")
     data = data or load_dataset(config["data"])
     tcfg = config["train"]

@@ -28,7 +28,7 @@ from vip_ray.core.aggregation import softmax
 from vip_ray.class_groups import confusability_groups, soft_confusion
 from vip_ray.data import load_dataset
 from vip_ray.models import model_spec, profile_model
-from vip_ray.pool import Pool, PoolError, pools_root, write_pool
+from vip_ray.pool import Pool, PoolError, pools_root, vip_ray_home, write_pool
 from vip_ray.training.trainer import build_member, train_group
 from vip_ray.tune.plan import ConfigError, Plan, assign_classes, plan_pool
 
@@ -210,7 +210,7 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
         log(f"[vip_ray.tune] pool {plan.name!r} already exists at {final_dir} (pool.overwrite=true retrains it)")
         return final_dir
 
-    exp_root = Path(cfg["tune"]["storage"]).expanduser().resolve() / plan.name
+    exp_root = Path(cfg["tune"]["storage"] or vip_ray_home() / "tune").expanduser().resolve() / plan.name
     _check_resume(exp_root, plan, cfg["tune"].get("resume", "auto"), log)
     started = init_ray(cfg["ray"])
     t0 = time.time()
@@ -223,6 +223,7 @@ def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Pa
         for stage in plan.stages:
             group_cfgs = [{"members": g, "data": data_cfg, "train": cfg["train"], "phases": stage.phases,
                            "teacher": teacher_entry, "threads": max(1, int(cfg["resources"]["cpu"])),
+                           "deterministic": bool(cfg["train"].get("deterministic", True)),
                            "gpu": cfg["resources"]["gpu"]} for g in stage.groups]
             log(f"[vip_ray.tune] stage {stage.name!r}: {len(group_cfgs)} trial(s), "
                 f"{sum(len(g) for g in stage.groups)} member(s)")
