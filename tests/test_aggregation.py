@@ -104,3 +104,52 @@ def test_cp_aggregate_refuses_bad_class_masks():
 def test_cp_reply_carries_the_groups_scores():
     assert [cp_reply_bytes(n) for n in (1, 2, 4)] == [4, 8, 16]
     assert cp_reply_bytes(3, fp_bytes=2) == 6
+
+
+def _member(rho, width, j):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(input_size=rho, width=width, last_conv_factor=j)
+
+
+def test_vp_eq1_on_fig4s_toy_example():
+    """VP Fig. 4: C = 6, k = 2; a reply keeps 0.51 (class 1) and 0.4 (class 3); the master
+    scatters them, softmaxes, scales by eq. 1 and sums. Worked by hand for two variants."""
+    from vip_ray.core.aggregation import AggregationSpec
+
+    a = np.array([0.02, 0.51, 0.03, 0.40, 0.01, 0.03])   # variant 1's prediction vector
+    b = np.array([0.05, 0.10, 0.05, 0.70, 0.05, 0.05])   # variant 2's
+    members = [_member(96, 0.35, 4), _member(160, 0.5, 9)]
+    spec = AggregationSpec.build("vp", 2, 1.0, members, [0, 1], num_classes=6)
+    out = spec(np.stack([a, b])[None], np.array([[0, 1]]), np.ones((1, 2), bool))[0]
+    # by hand: keep top-2, scatter, softmax each; weights (ρ/160)·(d/0.35)^1 = 0.6 and 1·(0.5/0.35)
+    da = np.exp([0, 0.51, 0, 0.40, 0, 0]); da /= da.sum()
+    db = np.exp([0, 0.10, 0, 0.70, 0, 0]); db /= db.sum()
+    s = 0.6 * da + (0.5 / 0.35) * db
+    want = np.exp(s) / np.exp(s).sum()
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    assert spec.width == (0.35, 0.5) and spec.width_min == 0.35 and spec.rho_max == 160
+
+
+def test_vp_eq1_alpha_only_matters_where_depth_multipliers_differ():
+    """On VP's V1–V5 every d_i is 0.35, so α cannot change an answer; on a pool mixing V
+    (d = 0.35) and V_im (d = 0.5) variants it weighs the wider ones up (VP §IV-E)."""
+    from vip_ray.core.aggregation import AggregationSpec
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(10), size=(200, 3))
+    variant, use = np.tile([0, 1, 2], (200, 1)), np.ones((200, 3), bool)
+    same_width = [_member(96 + 32 * i, 0.35, 3 + i) for i in range(1, 4)]
+    outs = [AggregationSpec.build("vp", 2, a, same_width, [0, 1, 2])(probs, variant, use) for a in (0.0, 1.0, 3.0)]
+    np.testing.assert_allclose(outs[0], outs[1])
+    np.testing.assert_allclose(outs[0], outs[2])
+    mixed = [_member(96, 0.35, 4), _member(128, 0.35, 5), _member(96, 0.5, 9)]
+    w = lambda a: np.array([96 / 128 * 1.0, 1.0, 96 / 128 * (0.5 / 0.35) ** a])  # noqa: E731  (eq. 1 by hand)
+    for a in (0.0, 3.0):
+        spec = AggregationSpec.build("vp", None, a, mixed, [0, 1, 2])
+        dense = np.exp(probs) / np.exp(probs).sum(-1, keepdims=True)   # k = None: every class kept
+        s = (dense * w(a)[None, :, None]).sum(1)
+        np.testing.assert_allclose(spec(probs, variant, use), np.exp(s) / np.exp(s).sum(-1, keepdims=True))
+    a0 = AggregationSpec.build("vp", None, 0.0, mixed, [0, 1, 2])(probs, variant, use).argmax(1)
+    a3 = AggregationSpec.build("vp", None, 3.0, mixed, [0, 1, 2])(probs, variant, use).argmax(1)
+    assert (a0 != a3).any()

@@ -14,7 +14,7 @@ from vip_ray.pool import write_pool
 
 def _member(mid, model, role, rho, depth, kd=False, recipe="none"):
     return {"id": mid, "role": role, "model": model, "family": "vp", "segment": 1, "input_size": rho,
-            "nominal_input_size": rho * 4, "width": 0.35, "depth_multiplier": depth, "params": 1, "macs": 1,
+            "nominal_input_size": rho * 4, "width": 0.35, "last_conv_factor": depth, "params": 1, "macs": 1,
             "bytes": 1, "recipe": {"name": recipe}, "seed": 1, "kd": kd, "cut": "relu",
             "build": {"num_classes": 4, "in_channels": 1, "input_size": rho}, "accuracy": 0.0, "top5": 0.0,
             "weights": f"weights/{mid}.pt"}

@@ -54,7 +54,7 @@ def test_predictions_are_the_vp_aggregate_of_the_bank(run_dir, small_pool):
     ids = list(dev[dev["replication"] == 0]["variant"])
     recs = [pool.manifest.member(i) for i in ids]
     probs = softmax(pool.logits(ids).astype(np.float64), axis=-1)[:, req["sample"].to_numpy()].transpose(1, 0, 2)
-    expected = vp_aggregate(probs, k=2, rho=[r.input_size for r in recs], depth=[r.depth_multiplier for r in recs],
+    expected = vp_aggregate(probs, k=2, rho=[r.input_size for r in recs], depth=[r.width for r in recs],
                             alpha=1.0).argmax(1)
     np.testing.assert_array_equal(req["prediction"].to_numpy(), expected)
     assert req["correct_top1"].mean() == pytest.approx((expected == pool.labels[req["sample"]]).mean())

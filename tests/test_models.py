@@ -82,7 +82,7 @@ def test_builds_and_forwards_any_input(name):
     spec, model = model_spec(name), built(name)
     meta = model.meta
     assert (meta["name"], meta["family"], meta["kind"], meta["segment"]) == (name, spec.family, spec.kind, spec.segment)
-    assert (meta["width"], meta["depth_multiplier"]) == (spec.width, spec.depth_multiplier)
+    assert (meta["width"], meta["last_conv_factor"]) == (spec.width, spec.last_conv_factor)
     assert meta["input_size"] == meta["nominal_input_size"] == model.input_size == spec.input_size
     assert meta["num_classes"] == CIFAR10 and meta["pretrained"] is None
     assert meta["cut"] == ("relu" if name in STUDENTS else None)

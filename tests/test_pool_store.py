@@ -13,7 +13,7 @@ from vip_ray.pool.store import MANIFEST_FILE
 
 def _record(mid, model, num_classes=10):
     return {"id": mid, "role": "variant", "model": model, "family": "vp", "segment": 1, "input_size": 24,
-            "nominal_input_size": 96, "width": 0.35, "depth_multiplier": 4.0, "params": 1, "macs": 1,
+            "nominal_input_size": 96, "width": 0.35, "last_conv_factor": 4.0, "params": 1, "macs": 1,
             "bytes": 1, "recipe": {"name": "none"}, "seed": 1, "kd": False, "cut": "relu",
             "build": {"num_classes": num_classes, "in_channels": 1, "input_size": 24}, "accuracy": 0.5,
             "top5": 0.9, "weights": f"weights/{mid}.pt"}

@@ -59,17 +59,17 @@ def topk_decompress(values: np.ndarray, indices: np.ndarray, num_classes: int, k
     return out
 
 
-def vp_weights(rho, depth, alpha: float, *, rho_max: float, depth_min: float) -> np.ndarray:
+def vp_weights(rho, width, alpha: float, *, rho_max: float, width_min: float) -> np.ndarray:
     """VP eq. 1 weights (ρ_i / max P)·(d_i / min D)^α for arrays of any shape, with the
     deployment's max ρ and min d given (e.g. per request when placement changes mid-run)."""
-    return (np.asarray(rho, dtype=np.float64) / rho_max) * (np.asarray(depth, dtype=np.float64) / depth_min) ** alpha
+    return (np.asarray(rho, dtype=np.float64) / rho_max) * (np.asarray(width, dtype=np.float64) / width_min) ** alpha
 
 
 def vp_scale(rho: Sequence[float], depth: Sequence[float], alpha: float) -> np.ndarray:
     """VP eq. 1 weights (ρ_i / max P)·(d_i / min D)^α over the deployed variants."""
     rho = np.asarray(rho, dtype=np.float64)
     depth = np.asarray(depth, dtype=np.float64)
-    return vp_weights(rho, depth, alpha, rho_max=rho.max(), depth_min=depth.min())
+    return vp_weights(rho, depth, alpha, rho_max=rho.max(), width_min=depth.min())
 
 
 def _masked(responded: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
@@ -220,26 +220,28 @@ class AggregationSpec:
     name: str
     k: int | None
     alpha: float
-    rho: tuple[float, ...]          # per selected pool variant
-    depth: tuple[float, ...]
+    rho: tuple[float, ...]          # per selected pool variant: input size ρ_i
+    width: tuple[float, ...]        # per selected pool variant: VP's depth multiplier d_i (channel width)
     rho_max: float
-    depth_min: float
+    width_min: float
     num_classes: int = 0
     classes: tuple[tuple[int, ...], ...] | None = None   # cp: the classes each variant owns
 
     @classmethod
     def build(cls, name: str, k: int | None, alpha: float, variants: Sequence, placed: Sequence[int], *,
               num_classes: int = 0, classes: Sequence[Sequence[int]] | None = None) -> "AggregationSpec":
-        """``variants``: pool member records (``input_size``, ``depth_multiplier``); ``placed``: the
+        """``variants``: pool member records (``input_size``, ``width``); ``placed``: the
         indices of those that some device runs at some time (all of them if none is placed)."""
         get_aggregator(name)  # an unknown rule fails here, naming the allowed ones
         if name == "cp" and classes is None:
             raise ValueError("the cp aggregator needs the classes each variant owns")
         rho = tuple(float(v.input_size) for v in variants)
-        depth = tuple(float(v.depth_multiplier) for v in variants)
+        # VP eq. 1's d_i is the variant's depth multiplier in MobileNet's sense, its channel width
+        # factor (0.35 for V1–V7; 0.5 for the ImageNet variants, VP §IV-E), not the last conv's j
+        width = tuple(float(v.width) for v in variants)
         idx = sorted(set(p for p in placed if p >= 0)) or list(range(len(variants)))
         cl = tuple(tuple(int(c) for c in g) for g in classes) if classes is not None else None
-        return cls(name, k, float(alpha), rho, depth, max(rho[i] for i in idx), min(depth[i] for i in idx),
+        return cls(name, k, float(alpha), rho, width, max(rho[i] for i in idx), min(width[i] for i in idx),
                    int(num_classes), cl)
 
     def reply_bytes(self, variant: int) -> int:
@@ -262,8 +264,8 @@ class AggregationSpec:
         kwargs: dict = {"responded": responded}
         if self.name == "vp":
             v = np.where(responded, variant, 0)
-            kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.depth)[v], self.alpha,
-                                                       rho_max=self.rho_max, depth_min=self.depth_min))
+            kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.width)[v], self.alpha,
+                                                       rho_max=self.rho_max, width_min=self.width_min))
         elif self.name == "cp":
             kwargs.update(classes=self.owners()[np.where(responded, variant, 0)] & np.asarray(responded)[..., None])
         return get_aggregator(self.name)(probs, **kwargs)

@@ -31,7 +31,7 @@ class ModelSpec:
     segment: int | None       # size segment 1..7 within the family; None for teachers and baselines
     input_size: int           # nominal input side ρ
     width: float              # width factor (MobileNetV2 alpha)
-    depth_multiplier: float   # VP: j, the last conv has 64*j filters; 1.0 elsewhere
+    last_conv_factor: float   # VP: j, the last 1x1 conv has 64*j filters; 1.0 elsewhere (not VP eq. 1's d_i)
 
 
 class ModelParts(NamedTuple):
@@ -176,7 +176,7 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, input_size
 
     meta = dict(
         name=name, family=spec.family, kind=spec.kind, segment=spec.segment, input_size=rho,
-        nominal_input_size=spec.input_size, width=spec.width, depth_multiplier=spec.depth_multiplier,
+        nominal_input_size=spec.input_size, width=spec.width, last_conv_factor=spec.last_conv_factor,
         num_classes=num_classes, in_channels=in_channels, cut=cut if entry.sliced else None,
         crop_reduction=crop_reduction, crop_position=crop_position, pretrained=weights_file,
     )

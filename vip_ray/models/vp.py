@@ -68,7 +68,7 @@ def _vp_specs() -> list[ModelSpec]:
 
 @register_model(*_vp_specs())
 def vp_variant(spec: ModelSpec, num_classes: int) -> ModelParts:
-    last_channels = 64 * int(spec.depth_multiplier)
+    last_channels = 64 * int(spec.last_conv_factor)
     classifier = nn.Conv2d(last_channels, num_classes, kernel_size=1)  # VP replaces the FC layer by a 1x1 conv
     nn.init.normal_(classifier.weight, 0.0, 0.01)
     nn.init.zeros_(classifier.bias)

@@ -35,7 +35,7 @@ def ensemble_accuracy(pool: Pool, ids: Sequence[str], *, method: str, k: int | N
     if method == "vp":
         recs = [pool.manifest.member(i) for i in ids]
         agg = vp_aggregate(probs, k=k, rho=[r.input_size for r in recs],
-                           depth=[r.depth_multiplier for r in recs], alpha=alpha)
+                           depth=[r.width for r in recs], alpha=alpha)
     else:
         agg = vip_aggregate(probs)
     m = top_m(pool.num_classes)

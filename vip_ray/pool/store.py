@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -48,6 +48,14 @@ class MemberRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, data: Any) -> Any:
+        # manifests written before the field was named for what it is (VP eq. 1 reads ``width``)
+        if isinstance(data, dict) and "depth_multiplier" in data and "last_conv_factor" not in data:
+            data = {("last_conv_factor" if k == "depth_multiplier" else k): v for k, v in data.items()}
+        return data
+
     id: str
     role: Literal["variant", "baseline", "teacher", "cp_group"]
     model: str                      # registry name (vip_ray.models)
@@ -56,7 +64,7 @@ class MemberRecord(BaseModel):
     input_size: int                 # ρ actually used
     nominal_input_size: int         # ρ of the paper's table
     width: float
-    depth_multiplier: float
+    last_conv_factor: float         # VP: the last 1x1 conv has 64*j filters (manifests before v2: depth_multiplier)
     params: int
     macs: int
     bytes: int

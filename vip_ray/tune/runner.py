@@ -183,7 +183,7 @@ def _member_record(m: dict[str, Any], weights: dict, logits: np.ndarray, labels:
     return {
         "id": m["id"], "role": m["role"], "model": m["model"], "family": spec.family, "segment": spec.segment,
         "input_size": m["build"]["input_size"], "nominal_input_size": spec.input_size, "width": spec.width,
-        "depth_multiplier": spec.depth_multiplier, "params": prof["params"], "macs": prof["macs"],
+        "last_conv_factor": spec.last_conv_factor, "params": prof["params"], "macs": prof["macs"],
         "bytes": prof["bytes"], "recipe": m["recipe"], "seed": m["seed"], "kd": m["kd"], "cut": m["build"]["cut"],
         "build": m["build"], "classes": m.get("classes"), "accuracy": float((logits.argmax(1) == labels).mean()),
         "top5": float((top5 == labels[:, None]).any(1).mean()), "train": stats,
