@@ -50,3 +50,38 @@ def test_registry_unknown_and_pluggable(monkeypatch):
     with pytest.raises(PlacementError, match="invalid assignment"):
         register_placement("broken")(lambda d, v, *, deadline_s: [99] * len(d))
         place("broken", [DeviceInfo("a", 1e9)], V, deadline_s=1)
+
+
+def test_capacity_keeps_the_ensemble_diverse_when_nothing_fits_the_deadline():
+    """At a 10 ms deadline (8 ms budget) nothing fits the Pi, the TV or the TX2: each still gets a
+    variant, the fastest on it among those not yet used, so the ensemble keeps distinct members
+    (worked by hand: fastest device first; V1 = 10 MMACs is the fastest everywhere)."""
+    devices = [DeviceInfo("pi", macs_per_s=0.5e9), DeviceInfo("tx2", macs_per_s=1.2e9),
+               DeviceInfo("tv", macs_per_s=1e9)]
+    out = place("capacity", devices, V, deadline_s=0.010)
+    # tx2 (fastest) takes V1 (8.3 ms > 8 ms), tv the fastest unused: V2; pi then V3
+    assert out == [2, 0, 1] and len(set(out)) == 3
+    # a device with a per-variant latency table: "fastest on it" follows its table, not the MACs
+    npu = DeviceInfo("npu", macs_per_s=0.1e9, latency_s={"vp_v4": 0.02, "vp_v1": 0.5})
+    assert place("capacity", [npu], V, deadline_s=0.010) == [3]
+
+
+def test_a_deadline_nothing_fits_is_said_once_and_recorded(tmp_path):
+    """smart_home at 10 ms on the shipped reference pool: the run says which devices cannot answer
+    in time (one line, before any result) and summary.json records it; they run distinct variants."""
+    import json
+
+    from vip_ray import analysis
+    from vip_ray.experiment.run import run_scenario
+
+    said = []
+    out = run_scenario("scenarios/smart_home.yaml", overrides=["workload.deadline_ms=10", "workload.requests=200",
+                                                               "seeds.replications=1"],
+                       out=tmp_path / "r", plots=False, log=said.append)
+    warnings = [s for s in said if "warning: placement: nothing answers within the 10 ms deadline" in s]
+    assert len(warnings) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["placement_warnings"] and "10 ms" in summary["placement_warnings"][0]
+    dev = analysis.load(out, "devices")
+    placed = dev["variant"].dropna()
+    assert placed.nunique() == len(placed)   # no two devices run the same variant

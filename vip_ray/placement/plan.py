@@ -2,7 +2,7 @@
 deployment and the Serve emulation; imports neither)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ class PlacementPlan:
     k: int | None             # top-k of the replies (None = full vector)
     reply_bytes: int
     input_bytes: int
+    warnings: list[str] = field(default_factory=list)   # what the placement could not honour
 
     @property
     def initial(self) -> list[int]:
@@ -115,7 +116,12 @@ def plan_placement(scenario: Scenario, pool: Pool, *, variants: Sequence[MemberR
                 now[i] = v
             if not timeline or now != timeline[-1][1]:
                 timeline.append((t, now))
-    return PlacementPlan(variants, service, timeline, k, rbytes, in_bytes)
+    late = sorted({scenario.devices[i].name for _, a in timeline for i, v in enumerate(a)
+                   if v >= 0 and infos[i].compute_s(vinfos[v]) + infos[i].network_s > deadline})
+    notes = [f"placement: nothing answers within the {deadline * 1e3:g} ms deadline on {', '.join(late)}; "
+             f"each runs the fastest variant on it that the others do not run (it answers only when "
+             f"idle enough)"] if late else []
+    return PlacementPlan(variants, service, timeline, k, rbytes, in_bytes, notes)
 
 
 def device_slots(plan: PlacementPlan, device: int) -> list[tuple[float, int, float]]:

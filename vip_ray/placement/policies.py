@@ -15,20 +15,24 @@ def capacity_aware(devices: Sequence[DeviceInfo], variants: Sequence[VariantInfo
                    margin: float = 0.8, distinct: bool = True) -> Placement:
     """Heterogeneous devices (VP): fastest device first, each gets the most accurate variant that
     fits its memory and answers within ``margin`` × deadline; variants are used once each before
-    any repeats (``distinct``). A device where nothing fits gets the smallest variant anyway —
-    it may still answer when it is idle — unless even that exceeds its memory."""
+    any repeats (``distinct``). A device where nothing fits the deadline still gets a variant —
+    it may answer when it is idle — the fastest one on it among the least used so far (so the
+    ensemble keeps its diversity), unless nothing fits its memory."""
     order = sorted(range(len(devices)), key=lambda i: -devices[i].macs_per_s)
     by_quality = sorted(variants, key=lambda v: (-v.accuracy, -v.macs, v.index))
-    smallest = min(variants, key=lambda v: (v.macs, v.index))
     used: dict[int, int] = {}
     out = [-1] * len(devices)
     for i in order:
         d = devices[i]
         fitting = [v for v in by_quality if _fits(d, v, deadline_s, margin)]
+        late = not fitting
+        if late:  # nothing answers in time here: by expected latency, among those that fit in memory
+            fitting = sorted((v for v in variants if v.bytes / 2**20 <= d.memory_mb),
+                             key=lambda v: (d.compute_s(v) + d.network_s, v.macs, v.index))
         if distinct and fitting:
             fewest = min(used.get(v.index, 0) for v in fitting)
             fitting = [v for v in fitting if used.get(v.index, 0) == fewest]
-        choice = fitting[0] if fitting else (smallest if smallest.bytes / 2**20 <= d.memory_mb else None)
+        choice = fitting[0] if fitting else None
         if choice is not None:
             out[i] = choice.index
             used[choice.index] = used.get(choice.index, 0) + 1

@@ -54,6 +54,8 @@ class FanOutStrategy(Strategy):
         key = ("plan", self.name)
         if key not in ctx.cache:  # placement is deterministic: once per run
             scenario, plan = self.scenario_of(ctx), self.plan(ctx)
+            for note in plan.warnings:  # said once per run, before any result
+                ctx.log(f"[vip_ray] warning: {note}")
             if not self.multicast_to_idle:
                 scenario, plan = only_devices(scenario, plan, placed_devices(plan))
             ctx.cache[key] = scenario, plan, self.aggregation(ctx, plan)
@@ -64,7 +66,8 @@ class FanOutStrategy(Strategy):
         pool = self.pool_of(ctx)
         return FanOut(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=pool,
                       top_m=top_m(pool.num_classes), world=world(scenario, plan, agg, seed=seed),
-                      variants=tuple(plan.variants), probs=self.bank_probs(ctx, plan), aggregation=agg)
+                      variants=tuple(plan.variants), probs=self.bank_probs(ctx, plan), aggregation=agg,
+                      meta={"placement_warnings": list(plan.warnings)} if plan.warnings else {})
 
 
 def only_devices(scenario: Scenario, plan: PlacementPlan, keep: list[int]) -> tuple[Scenario, PlacementPlan]:
