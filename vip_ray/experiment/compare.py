@@ -15,7 +15,6 @@ Output directory::
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 import uuid
@@ -25,6 +24,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
+from vip_ray.atomic import atomic_directory
 from vip_ray.experiment.run import RunError, _versions, fail_devices, open_pool, simulate
 from vip_ray.experiment.strategies import get_strategy, with_strategy
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
@@ -88,12 +88,9 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     pool = open_pool(base, log)
     check_pool(base, pool, file=file)
     engine = engine or base.sim_engine
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    try:
+    with atomic_directory(out_dir) as tmp:  # removed on an error, Ctrl-C or SIGTERM
         n_req = base.workload.requests or 0
         total = n_req * base.seeds.replications * len(conditions) * len(strategies)
         progress = progress_factory(total or None) if progress_factory else None
@@ -125,10 +122,6 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
         from vip_ray.coach.report import end_cloud_tables
 
         end_cloud_tables(tmp, base, strategies)  # end_cloud.csv (+ phases, png) when end–cloud strategies ran
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

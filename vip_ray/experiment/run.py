@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from vip_ray.atomic import atomic_directory
 from vip_ray.experiment.strategies import Context, Strategy, get_strategy
 from vip_ray.placement import PlacementError, get_placement
 from vip_ray.pool import Pool, pools_root
@@ -190,11 +189,8 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
         raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
     pool = open_pool(scenario, log)
     check_pool(scenario, pool, file=str(path))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
     t0 = time.time()
-    try:
+    with atomic_directory(out_dir) as tmp:  # removed on an error, Ctrl-C or SIGTERM
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
         if live:
@@ -222,8 +218,4 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
             from vip_ray.experiment.plots import run_plots
 
             run_plots(tmp)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any, Callable
 
+from vip_ray.interrupts import start_ray
 from vip_ray.scenario import ScenarioError
 from vip_ray.serve.config import DeployError, EmulationConfig
 from vip_ray.serve.device import DeviceGroup
@@ -113,7 +114,7 @@ class ServeEmulation:
                 kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
             _reachable(opt.address)
             try:
-                ctx = ray.init(**kwargs)
+                ctx = start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
             except Exception as e:  # a bad --address, an unreachable head node
                 raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
                                   f"{e}") from None

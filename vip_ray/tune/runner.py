@@ -27,6 +27,7 @@ import torch
 from vip_ray.aggregation import softmax
 from vip_ray.class_groups import confusability_groups, soft_confusion
 from vip_ray.data import load_dataset
+from vip_ray.interrupts import start_ray
 from vip_ray.models import model_spec, profile_model
 from vip_ray.pool import Pool, PoolError, pools_root, write_pool
 from vip_ray.training.trainer import build_member, train_group
@@ -106,7 +107,7 @@ def init_ray(ray_cfg: dict[str, Any]) -> bool:
         if ray_cfg.get("temp_dir"):
             kwargs["_temp_dir"] = str(ray_cfg["temp_dir"])
     try:
-        ray.init(**kwargs)
+        start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise TrainingError(f"ray.address={ray_cfg.get('address')!r}: cannot start or join a Ray cluster ({e})") from None
     return True
