@@ -21,6 +21,11 @@ from pathlib import Path
 from rich.console import Console
 
 
+JSON_HELP = "print the result as JSON on stdout (progress and log lines go to stderr)"
+#: Console width when stdout is not a terminal: tables keep their natural width in a pipe or file.
+PIPE_WIDTH = 512
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vip-sim", description="Variant-parallelism simulator and pool tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -28,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     psub = pools.add_subparsers(dest="pools_command", required=True)
     ls = psub.add_parser("list", help="list the pools in the store")
     ls.add_argument("--root", default=None, help="pool store (default: $VIP_RAY_POOLS or results/pools)")
+    ls.add_argument("--json", action="store_true", help=JSON_HELP)
     show = psub.add_parser("show", help="a pool's variants and report; writes the plots")
     show.add_argument("names", nargs="+", metavar="NAME", help="pool name(s) or path(s)")
     show.add_argument("--root", default=None)
@@ -47,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve: live on Ray Serve; sim (the scenario's sim_engine), fast or reference: the "
                             "SimPy simulator (default: the scenario's engine)")
         _serve_arguments(r, "--engine serve: ")
+        r.add_argument("--json", action="store_true", help=JSON_HELP)
         if name == "run":
             r.add_argument("--failed-devices", type=int, default=None, metavar="N",
                            help="crash the N most capable workers at t=0")
@@ -66,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a scenario key (repeatable)")
     cmp.add_argument("--engine", choices=["fast", "reference"], default=None, help="simulation engine (fan-out)")
-    sub.add_parser("strategies", help="list the registered strategies")
+    cmp.add_argument("--json", action="store_true", help=JSON_HELP)
+    strat = sub.add_parser("strategies", help="list the registered strategies")
+    strat.add_argument("--json", action="store_true", help=JSON_HELP)
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
     live.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     live.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -90,17 +99,9 @@ def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
 
 
 def _counts(text: str | None) -> list[int] | None:
-    from vip_ray.scenario import ScenarioError
+    from vip_ray.experiment.sweep import parse_int_range
 
-    if text is None:
-        return None
-    try:
-        if ".." in text:
-            lo, hi = (int(x) for x in text.split(".."))
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise ScenarioError(f"--failed {text!r}: expected a range like 0..4 or a list like 0,2,4") from None
+    return None if text is None else parse_int_range(text, "--failed")
 
 
 def _steal(text: str) -> tuple[float, float] | None:
@@ -117,31 +118,39 @@ def _steal(text: str) -> tuple[float, float] | None:
     return busy, free
 
 
-def _compare(args, console: Console) -> int:
+def _compare(args, console: Console, log) -> int:
     import pandas as pd
 
     from vip_ray.experiment.compare import mean_table, run_compare
 
-    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests else [])
+    # every argument is checked here, before a pool is opened or trained
+    failed, steal = _counts(args.failed), _steal(args.stealing)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests is not None else [])
     factory, stop = _progress(console)
     try:
-        out = run_compare(args.file, [s.strip() for s in args.strategies.split(",") if s.strip()],
-                          overrides=overrides, out=args.out, failed=_counts(args.failed), steal=_steal(args.stealing),
-                          engine=args.engine, log=console.print, progress_factory=factory)
+        out = run_compare(args.file, strategies, overrides=overrides, out=args.out, failed=failed, steal=steal,
+                          engine=args.engine, log=log, progress_factory=factory)
     finally:
         stop()
     table = mean_table(pd.read_parquet(out / "compare.parquet"))
+    if args.json:
+        _print_json({"compare_dir": str(out), "table": table.reset_index().to_dict(orient="records")})
+        return 0
     cols = ["answered", "deadline_met", "accuracy_top1", "latency_p50_ms", "latency_p99_ms", "bytes_per_request",
             "macs_per_device"]
-    with pd.option_context("display.width", 200, "display.max_rows", 200):
-        console.print(table[cols].round(4).to_string(), soft_wrap=True, highlight=False)
-    console.print(f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_columns", 50):
+        _plain(console, table[cols].round(4).to_string())
+    _plain(console, f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
     return 0
 
 
-def _strategies(console: Console) -> int:
+def _strategies(args, console: Console) -> int:
     from vip_ray.experiment.strategies import STRATEGIES
 
+    if args.json:
+        _print_json({name: STRATEGIES[name].summary for name in sorted(STRATEGIES)})
+        return 0
     for name in sorted(STRATEGIES):
         console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
     return 0
@@ -167,10 +176,12 @@ def _show(args, console: Console) -> int:
 
 def _list(args, console: Console) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from vip_ray.pool import Pool, PoolError, list_pools, pools_root
     from vip_ray.pool.report import cp_ensemble_accuracy
 
+    rows = []
     t = Table(title=f"pools in {pools_root(args.root)}")
     for col in ("name", "family", "shape", "diversity", "data", "members", "best top-1", "status"):
         t.add_column(col)
@@ -181,10 +192,17 @@ def _list(args, console: Console) -> int:
             # a class-parallel group model alone answers for its classes only: its pool's figure is CP's
             best = max([x.accuracy for x in m.members if x.role != "cp_group"] +
                        ([cp_ensemble_accuracy(pool)["top1"]] if m.ids("cp_group") else []))
+            rows.append({"name": m.name, "family": m.family, "shape": m.shape, "diversity": m.diversity,
+                         "data": m.data["name"], "members": len(m.members), "best_top1": best, "status": "ok",
+                         "path": str(path)})
             t.add_row(m.name, m.family, m.shape, m.diversity, m.data["name"], str(len(m.members)),
                       f"{best:.2%}", "ok")
         except PoolError as e:
-            t.add_row(path.name, "", "", "", "", "", "", f"[red]refused: {e}[/]")
+            rows.append({"name": path.name, "status": f"refused: {e}", "path": str(path)})
+            t.add_row(path.name, "", "", "", "", "", "", Text(f"refused: {e}", style="red"))
+    if args.json:
+        _print_json({"root": str(pools_root(args.root)), "pools": rows})
+        return 0
     console.print(t)
     return 0
 
@@ -242,9 +260,86 @@ def _print_summary(run_dir: Path, console: Console) -> None:
     console.print(f"run directory: {run_dir}  (vip_ray.analysis.load(path) reads it)")
 
 
+#: What `--set KEY=...` users reach for that is a flag of the command instead.
+FLAG_NOT_KEY = {
+    "failed_devices": {"run": "--failed-devices N", "sweep": "--grid failed_devices=0..4",
+                       "compare": "--failed 0..4",
+                       "serve": "devices.N.availability={kind: crash, at_s: 0} (serve has no failed-device flag)"},
+}
+
+
+def _check_overrides(args) -> None:
+    """Refuse a ``--set`` of a key that is a flag of this command, naming the flag."""
+    from vip_ray.scenario import ScenarioError
+
+    for text in getattr(args, "overrides", None) or []:
+        key = text.partition("=")[0].strip().replace("-", "_")
+        if key in FLAG_NOT_KEY:
+            flag = FLAG_NOT_KEY[key][args.command]
+            raise ScenarioError(f"--set {text!r}: {key} is not a scenario key; use {flag}")
+
+
+def _plain(console: Console, text: str) -> None:
+    """Print text as it is: no markup (brackets stay), no highlighting, no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_json(obj) -> None:
+    """Strict JSON on stdout (NaN, e.g. the latency of a run that answered nothing, becomes null)."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    print(json.dumps(clean(obj), indent=2, default=str))
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal keeps its width; a pipe or file gets wide lines (tables unsqueezed, nothing wrapped)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
+
+
+def error_line(message: str) -> None:
+    """One ``error: ...`` line on stderr (several lines only when there are several problems)."""
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True, highlight=False).print(Text.assemble(("error: ", "bold red"), str(message)))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from vip_ray import interrupts
+
     args = _parser().parse_args(argv)
-    console = Console()
+    try:
+        with interrupts.sigterm_raises():  # SIGTERM runs the finally blocks too: no temp folder, no Ray left behind
+            return _dispatch(args)
+    except KeyboardInterrupt:
+        error_line("interrupted (Ctrl-C); nothing half-written was kept")
+        return interrupts.EXIT_INTERRUPTED
+    except interrupts.Terminated:
+        error_line("terminated (SIGTERM); nothing half-written was kept")
+        return interrupts.EXIT_TERMINATED
+    except BrokenPipeError:  # `vip-sim ... | head`: the reader has gone; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        return 128 + 13
+
+
+def _dispatch(args) -> int:
+    as_json = getattr(args, "json", False)
+    console = _console(stderr=as_json)  # with --json, stdout carries the JSON only
+
+    def log(message) -> None:
+        _plain(console, str(message))
+
     from vip_ray.data import DataError
     from vip_ray.experiment.run import RunError
     from vip_ray.placement import PlacementError
@@ -256,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     from vip_ray.tune.runner import TrainingError
 
     try:
+        _check_overrides(args)
         if args.command == "pools":
             if args.pools_command == "list":
                 return _list(args, console)
@@ -264,53 +360,64 @@ def main(argv: list[str] | None = None) -> int:
             if args.pools_command == "default":
                 from vip_ray.pool.default import ensure_default_pool
 
-                pool = ensure_default_pool(args.root, log=console.print)
+                pool = ensure_default_pool(args.root, log=log)
                 args.names, args.json, args.alpha, args.plots = [str(pool.path)], False, 1.0, None
                 return _show(args, console)
         if args.command == "compare":
-            return _compare(args, console)
+            return _compare(args, console, log)
         if args.command == "strategies":
-            return _strategies(console)
+            return _strategies(args, console)
         if args.command == "serve":
             from vip_ray.experiment.run import serve_scenario
 
             health = serve_scenario(args.file, overrides=args.overrides, options=_serve_options(args),
-                                    duration_s=args.duration, log=console.print)
-            console.print(f"stopped; last health: {health['available']} of {len(health['devices'])} devices available")
+                                    duration_s=args.duration, log=log)
+            log(f"stopped; last health: {health['available']} of {len(health['devices'])} devices available")
             return 0
         if args.command in ("run", "sweep"):
+            serve_options = _serve_options(args)
             factory, stop = _progress(console, "emulating" if args.engine == "serve" else "simulating")
             try:
-                serve_options = _serve_options(args)
                 if args.command == "run":
                     from vip_ray.experiment.run import run_scenario
 
                     out = run_scenario(args.file, overrides=args.overrides, out=args.out, engine=args.engine,
-                                       failed_devices=args.failed_devices, log=console.print,
+                                       failed_devices=args.failed_devices, log=log,
                                        progress_factory=factory, serve_options=serve_options)
                     stop()
-                    _print_summary(out, console)
+                    if as_json:
+                        _print_json({"run_dir": str(out), **json.loads((out / "summary.json").read_text())})
+                    else:
+                        _print_summary(out, console)
                 else:
                     from vip_ray.experiment.sweep import run_sweep
 
                     out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
-                                    log=console.print, progress_factory=factory, serve_options=serve_options)
+                                    log=log, progress_factory=factory, serve_options=serve_options)
                     stop()
-                    import pandas as pd
-
-                    table = pd.read_parquet(out / "sweep.parquet")
-                    keys = [c for c in table.columns if c not in ("point", "replication")][: len(args.grid)]
-                    console.print(table.groupby(keys)[["answered", "deadline_met", "accuracy_top1",
-                                                       "latency_p50_s"]].mean().round(4).to_string())
-                    console.print(f"sweep directory: {out}")
+                    _print_sweep(out, len(args.grid), console, as_json)
             finally:
                 stop()
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
             TrainingError, DeployError) as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}")
+        error_line(str(e))
         return 2
     return 1
+
+
+def _print_sweep(out: Path, n_keys: int, console: Console, as_json: bool) -> None:
+    import pandas as pd
+
+    table = pd.read_parquet(out / "sweep.parquet")
+    keys = [c for c in table.columns if c not in ("point", "replication")][:n_keys]
+    means = table.groupby(keys, sort=False)[["answered", "deadline_met", "accuracy_top1", "latency_p50_s"]].mean()
+    if as_json:
+        _print_json({"sweep_dir": str(out), "table": means.reset_index().to_dict(orient="records")})
+        return
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
+        _plain(console, means.round(4).to_string())
+    _plain(console, f"sweep directory: {out}")
 
 
 if __name__ == "__main__":

@@ -29,13 +29,15 @@ def parse_int_range(text: str, what: str, example: str = "0..4") -> list[int]:
     try:
         if ".." in text:
             lo, hi = (int(x) for x in text.split(".."))
-            if lo > hi:
-                raise ScenarioError(f"{what} {text!r}: the range is empty (A..B counts up from A to B); "
-                                    f"did you mean {hi}..{lo}?")
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",")]
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(x) for x in text.split(",")]
     except ValueError:
-        raise ScenarioError(f"{what} {text!r}: expected a range like {example} or a list like 0,2,4") from None
+        raise ScenarioError(f"{what}: {text!r} is not a range like {example} or a list like 0,2,4") from None
+    if not values:
+        raise ScenarioError(f"{what}: {text!r} is an empty range (A..B counts up from A to B); "
+                            f"did you mean {hi}..{lo}?")
+    return values
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
@@ -49,9 +51,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         if key in grid:
             raise ScenarioError(f"--grid {item!r}: {key} is already a grid axis; give all its values in one --grid")
         if key in SPECIAL_KEYS:
-            grid[key] = parse_int_range(values, f"--grid {key}=")
+            grid[key] = parse_int_range(values, f"--grid {key}")
         elif ".." in values and "," not in values:
-            grid[key] = parse_int_range(values, f"--grid {key}=", example="1..3")
+            grid[key] = parse_int_range(values, f"--grid {key}", example="1..3")
         else:
             grid[key] = [yaml.safe_load(v) for v in values.split(",")]
     return grid

@@ -15,6 +15,7 @@ Extension hooks (override in a subclass):
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Generator, Iterator
 
@@ -113,7 +114,10 @@ def get_strategy(name: str, *, file: str | None = None) -> type[Strategy]:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise ScenarioError(f"{file or '<scenario>'}: strategy.name: unknown strategy {name!r}; allowed: "
+        near = difflib.get_close_matches(str(name), STRATEGIES, 1)
+        hint = (f" (names are lowercase: did you mean {str(name).lower()!r}?)" if str(name).lower() in STRATEGIES
+                else f" (did you mean {near[0]!r}?)" if near else "")
+        raise ScenarioError(f"{file or '<scenario>'}: strategy.name: unknown strategy {name!r}{hint}; allowed: "
                             f"{', '.join(sorted(STRATEGIES))}", file=file,
                             problems=[("strategy.name", f"unknown strategy {name!r}")]) from None
 
