@@ -62,25 +62,23 @@ CASES = [
     (["sweep", SMART_HOME, "--grid", "failed_devices=0..x"], "'0..x' is not a range like 0..4"),
     (["sweep", SMART_HOME, "--grid", "strategy.k=1,0"], "strategy.k: expected an integer >= 1 or 'all', got 0"),
     (["sweep", SMART_HOME, "--grid", "strategy.k=1", "--grid", "strategy.k=2"], "strategy.k is already a grid axis"),
-    (["compare", SMART_HOME, "--failed", "4..0"], "--failed: '4..0' is an empty range (A..B counts up from A to B); "
-                                                  "did you mean 0..4?"),
+    (["compare", SMART_HOME, "--failed", "4..0"],
+     "--failed: '4..0' is an empty range (A..B counts up from A to B); did you mean 0..4?"),
     (["compare", SMART_HOME, "--failed", "0..7"], "--failed: [5, 6, 7] out of range; allowed: 0..4"),
     (["compare", SMART_HOME, "--failed", "two"], "--failed: 'two' is not a range like 0..4 or a list like 0,2,4"),
     (["compare", SMART_HOME, "--stealing", "0:30"], "--stealing '0:30': expected BUSY:FREE mean seconds > 0"),
     (["compare", SMART_HOME, "--requests", "0"], "workload.requests: must be >= 1, got 0"),
-    (["compare", SMART_HOME, "--strategies", "vp,VIP"], "unknown strategy 'VIP' (names are lowercase: did you mean "
-                                                        "'vip'?); allowed: "),
+    (["compare", SMART_HOME, "--strategies", "vp,VIP"],
+     "unknown strategy 'VIP' (names are lowercase: did you mean 'vip'?); allowed: "),
     (["run", SMART_HOME, "--set", "failed_devices=2"], "failed_devices is not a scenario key; use --failed-devices N"),
     (["sweep", SMART_HOME, "--set", "failed_devices=2", "--grid", "strategy.k=1,2"],
      "failed_devices is not a scenario key; use --grid failed_devices=0..4"),
     (["compare", SMART_HOME, "--set", "failed-devices=2"], "failed_devices is not a scenario key; use --failed 0..4"),
-    (["run", SMART_HOME, "--set", "strategy.name=VP"], "unknown strategy 'VP' (names are lowercase: did you mean "
-                                                       "'vp'?); allowed: "),
+    (["run", SMART_HOME, "--set", "strategy.name=VP"],
+     "unknown strategy 'VP' (names are lowercase: did you mean 'vp'?); allowed: "),
     (["run", SMART_HOME, "--set", "strategy.name=Bad-Name"], "strategy.name: 'Bad-Name' is not a strategy name"),
-    (["run", SMART_HOME, "--set", "devices[2].profile=nope"], "devices[2].profile: unknown device profile 'nope'; "
-                                                              "available: "),
-    (["run", SMART_HOME, "--set", "devices.2.profile=nope"], "devices[2].profile: unknown device profile 'nope'; "
-                                                             "available: "),
+    (["run", SMART_HOME, "--set", "devices[2].profile=nope"], "devices[2].profile: unknown device profile 'nope'"),
+    (["run", SMART_HOME, "--set", "devices.2.profile=nope"], "devices[2].profile: unknown device profile 'nope'"),
     (["run", SMART_HOME, "--failed-devices", "5"], "failed_devices: 5 is out of range; allowed: 0..4"),
     (["run", SMART_HOME, "--engine", "serve", "--devices-per-replica", "0"], "serve options:"),
 ]
@@ -118,13 +116,13 @@ def test_pools_list_json_and_unsqueezed_table_in_a_pipe(hand_pool, tmp_path):
 
     root = hand_pool[0].split("=", 1)[1]
     r = subprocess.run([sys.executable, "-m", "vip_ray.cli", "pools", "list", "--root", root, "--json"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)
     assert listed["root"] == root and [p["name"] for p in listed["pools"]] == ["hand"]
     assert listed["pools"][0]["members"] == 3 and listed["pools"][0]["status"] == "ok"
     r = subprocess.run([sys.executable, "-m", "vip_ray.cli", "pools", "list", "--root", root],
-                       capture_output=True, text=True, timeout=300)  # stdout is a pipe here
+                       capture_output=True, text=True, timeout=300, check=False)  # stdout is a pipe here
     row = next(line for line in r.stdout.splitlines() if "hand" in line and "heterogeneous" in line)
     for cell in ("hand", "vp", "heterogeneous", "none", "toy", "3", "ok"):  # every column on one line
         assert cell in row
@@ -149,7 +147,7 @@ TUNE_CASES = [
 def test_tune_bad_input_is_one_line_before_ray(args, line, tmp_path):
     r = subprocess.run([sys.executable, "-m", "vip_ray.tune", *args, f"pool.root={tmp_path}/pools",
                         f"tune.storage={tmp_path}/tune", "ray.dashboard=false"],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert line in r.stderr and "Traceback" not in r.stderr + r.stdout
@@ -205,10 +203,9 @@ def test_atomic_directory_publishes_whole_or_nothing(tmp_path):
         (tmp / "a.txt").write_text("a")
     assert (final / "a.txt").read_text() == "a" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
-    with pytest.raises(RuntimeError, match="half way"):
-        with atomic_directory(tmp_path / "other") as tmp:
-            (tmp / "b.txt").write_text("b")
-            raise RuntimeError("half way")
+    with pytest.raises(RuntimeError, match="half way"), atomic_directory(tmp_path / "other") as tmp:
+        (tmp / "b.txt").write_text("b")
+        raise RuntimeError("half way")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
     with atomic_directory(final, replace=True, durable=True) as tmp:
