@@ -225,6 +225,8 @@ def _progress(console: Console, what: str = "simulating"):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     bars = []
+    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
+        return None, lambda: None
 
     def factory(total):
         prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

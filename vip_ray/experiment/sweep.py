@@ -135,14 +135,23 @@ def axis_label(key: str) -> str:
     return key
 
 
-def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path, *, deadline_ms: float | None = None):
-    """Three panels against the first grid key, mean ± 95 % CI over replications (and over the
-    other grid keys, which the title names): the share of requests answered and answered by the
-    deadline; top-1 accuracy on an axis fitted to its range; p50 and p99 latency with the
-    deadline. Returns the figure's path."""
+def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path, *, deadline_ms: float | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = sweep_figure(table, keys, deadline_ms=deadline_ms)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(table: pd.DataFrame, keys: list[str], *, deadline_ms: float | None = None):
+    """Three panels against the first grid key, mean ± 95 % CI over replications (and over the
+    other grid keys, which the title names): the share of requests answered and answered by the
+    deadline; top-1 accuracy on an axis fitted to its range; p50 and p99 latency with the
+    deadline."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -173,7 +182,7 @@ def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path, *, deadline_ms:
     m, ci = band("accuracy_top1", 100)
     ax.errorbar(xs, m, yerr=ci, marker="o", capsize=3, color="tab:green")
     for x, v in zip(xs, m):
-        ax.annotate(f"{v:.1f}", (x, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+        ax.annotate(f"{v:.1f}", (x, v), textcoords="offset points", xytext=(6, 4), ha="left", fontsize=7)
     lo, hi = np.nanmin(m - ci), np.nanmax(m + ci)
     pad = max(1.0, 0.15 * (hi - lo))
     ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad) + 2)  # fitted, so a change of a few points shows
@@ -200,6 +209,4 @@ def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path, *, deadline_ms:
     others = f"; mean over {', '.join(keys[1:])}" if len(keys) > 1 else ""
     fig.suptitle(f"sweep over {key}: mean ± 95 % CI of {reps} replication(s){others}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return fig
