@@ -63,7 +63,7 @@ def _reduce(run_dir: Path, deadline: float, names: list[str]) -> dict:
             hits[i] += np.bincount(which, weights=member[codes], minlength=TIME_BINS)
     return {"lat_edges": lat_edges, "lat_hist": lat_hist, "n_rep": n_rep, "late": late, "unanswered": unanswered,
             "by_resp_n": by_resp_n, "by_resp_ok": by_resp_ok, "timeline": hits / np.maximum(per_bin, 1),
-            "t_bins": t_bins, "replications": len(n_rep)}
+            "per_bin": per_bin, "t_bins": t_bins, "replications": len(n_rep)}
 
 
 def latency_cdf_figure(red: dict, deadline: float, scenario: str):
