@@ -231,3 +231,48 @@ def test_atomic_directory_is_removed_on_sigterm(tmp_path):
             proc.communicate()
     assert "Terminated" in stderr and proc.returncode == 1   # the uncaught exception ends the script
     assert not any(tmp_path.iterdir())
+
+
+# --- Ctrl-C while Ray starts ----------------------------------------------------------------------------------
+
+_START_RAY = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from vip_ray.interrupts import start_ray
+
+temp = sys.argv[1]
+
+def ctrl_c_once_ray_is_starting():
+    end = time.monotonic() + 300
+    while not any(Path(temp).glob("session_*")) and time.monotonic() < end:  # ray.init has begun its processes
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=ctrl_c_once_ray_is_starting, daemon=True).start()
+try:
+    start_ray(num_cpus=1, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    print("started", flush=True)
+    time.sleep(600)
+except KeyboardInterrupt:
+    import ray
+    print("interrupted", "up" if ray.is_initialized() else "down", flush=True)
+"""
+
+
+def _processes_using(path: str) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if path in line and "ps -eo" not in line]
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_ray_starts_leaves_no_ray_process():
+    import tempfile
+
+    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # Ray puts Unix sockets here: keep it short
+    r = subprocess.run([sys.executable, "-c", _START_RAY, temp], capture_output=True, text=True, timeout=300,
+                       check=False, env={**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"})
+    assert r.stdout.split() == ["interrupted", "down"], r.stdout + r.stderr  # raised after Ray was shut down
+    end = time.monotonic() + 120  # processes exit asynchronously once killed: a bounded wait
+    while _processes_using(temp) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert _processes_using(temp) == []
