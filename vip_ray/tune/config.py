@@ -93,9 +93,17 @@ def _section_keys(cdir: Path, overrides: Sequence[str], path: list[str]) -> list
     return list(node) if isinstance(node, dict) else None
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it (shorter error lines)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _explain(message: str, cdir: Path, overrides: Sequence[str]) -> str:
     """One line for Hydra's multi-line answers: the key (or group option), what is allowed."""
-    root = cdir / "config.yaml"
+    root = _shown(cdir / "config.yaml")
     m = re.search(r"Could not override '([^']+)'", message)
     if m:
         key = m.group(1)
@@ -109,7 +117,7 @@ def _explain(message: str, cdir: Path, overrides: Sequence[str]) -> str:
     if m:
         group, option = m.groups()
         options = sorted(p.stem for p in (cdir / group).glob("*.yaml")) if (cdir / group).is_dir() else []
-        return (f"{root}: {group}={option}: no such option; allowed (the files in {cdir / group}): "
+        return (f"{root}: {group}={option}: no such option; allowed (the files in {_shown(cdir / group)}): "
                 f"{', '.join(options)}")
     first = message.strip().splitlines()[0] if message.strip() else message
     return f"{root}: {first}"
@@ -120,8 +128,8 @@ def _check_known_keys(cfg: dict[str, Any], cdir: Path, overrides: Sequence[str])
     would be accepted by Hydra and ignored by the trainer)."""
     import yaml
 
-    root = cdir / "config.yaml"
-    base = yaml.safe_load(root.read_text()) or {}
+    base = yaml.safe_load((cdir / "config.yaml").read_text()) or {}
+    root = _shown(cdir / "config.yaml")
     unknown_top = [k for k in cfg if k not in base and k not in GROUPS and k != "defaults"]
     if unknown_top:
         key = unknown_top[0]
