@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
+                       help="override a scenario key, e.g. --set workload.deadline_ms=20 or --set "
+                            "devices.2.profile=jetson_nx (devices[2].profile too) (repeatable)")
         r.add_argument("--engine", choices=["sim", "fast", "reference", "serve"], default=None,
                        help="serve: live on Ray Serve; sim (the scenario's sim_engine), fast or reference: the "
                             "SimPy simulator (default: the scenario's engine)")
