@@ -21,8 +21,9 @@ def test_sigint_then_rerun_resumes_without_retraining(ray_session, tmp_path):
                  f"pool.root={tmp_path}/pools", f"tune.storage={tmp_path}/tune", "tune.verbose=0",
                  "ray.dashboard=false", f"ray.temp_dir={tempfile.mkdtemp(prefix='vr', dir='/tmp')}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    err = open(tmp_path / "stderr.txt", "w+")  # noqa: SIM115 - read back after the process ended
     proc = subprocess.Popen([sys.executable, "-m", "vip_ray.tune", *overrides], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=err)
     exp = tmp_path / "tune" / "vp-heterogeneous-none-digits" / "members"
     try:
         deadline = time.time() + 240
@@ -31,12 +32,19 @@ def test_sigint_then_rerun_resumes_without_retraining(ray_session, tmp_path):
             assert time.time() < deadline, "first trial did not finish in time"
             time.sleep(0.5)
         interrupted_at = time.time()
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        err.close()
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == ("error: interrupted (Ctrl-C); run the same command again to resume: "
+                                               "finished variants are kept, running ones continue from their last "
+                                               "epoch")
+    assert "Tuner.restore" not in stderr and "Traceback" not in stderr
     assert not (tmp_path / "pools" / "vp-heterogeneous-none-digits").exists()  # nothing half-written
 
     logs = []

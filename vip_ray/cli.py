@@ -21,6 +21,11 @@ from pathlib import Path
 from rich.console import Console
 
 
+JSON_HELP = "print the result as JSON on stdout (progress and log lines go to stderr)"
+#: Console width when stdout is not a terminal: tables keep their natural width in a pipe or file.
+PIPE_WIDTH = 512
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vip-sim", description="Variant-parallelism simulator and pool tools.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -53,11 +58,13 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a scenario key, e.g. --set workload.deadline_ms=20 (repeatable)")
+                       help="override a scenario key, e.g. --set workload.deadline_ms=20 or --set "
+                            "devices.2.profile=jetson_nx (devices[2].profile too) (repeatable)")
         r.add_argument("--engine", choices=_engine_choices(), default=None,
                        help="serve: live on Ray Serve; sim (the scenario's sim_engine) or a simulator kernel "
                             "(default: the scenario's engine)")
         _serve_arguments(r, "--engine serve: ")
+        r.add_argument("--json", action="store_true", help=JSON_HELP)
         if name == "run":
             r.add_argument("--failed-devices", type=int, default=None, metavar="N",
                            help="crash the N most capable workers at t=0")
@@ -79,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--engine", choices=_engine_choices(), default=None,
                      help="serve: live on Ray Serve (every strategy must run there); else a simulator kernel")
     _serve_arguments(cmp, "--engine serve: ")
-    sub.add_parser("strategies", help="list the registered strategies")
+    cmp.add_argument("--json", action="store_true", help=JSON_HELP)
+    strat = sub.add_parser("strategies", help="list the registered strategies")
+    strat.add_argument("--json", action="store_true", help=JSON_HELP)
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
     live.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     live.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -109,17 +118,9 @@ def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
 
 
 def _counts(text: str | None) -> list[int] | None:
-    from vip_ray.scenario import ScenarioError
+    from vip_ray.experiment.sweep import parse_int_range
 
-    if text is None:
-        return None
-    try:
-        if ".." in text:
-            lo, hi = (int(x) for x in text.split(".."))
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise ScenarioError(f"--failed {text!r}: expected a range like 0..4 or a list like 0,2,4") from None
+    return None if text is None else parse_int_range(text, "--failed")
 
 
 def _steal(text: str) -> tuple[float, float] | None:
@@ -136,32 +137,40 @@ def _steal(text: str) -> tuple[float, float] | None:
     return busy, free
 
 
-def _compare(args, console: Console) -> int:
+def _compare(args, console: Console, log) -> int:
     import pandas as pd
 
     from vip_ray.experiment.compare import mean_table, run_compare
 
-    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests else [])
+    # every argument is checked here, before a pool is opened or trained
+    failed, steal = _counts(args.failed), _steal(args.stealing)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests is not None else [])
     factory, stop = _progress(console)
     try:
-        out = run_compare(args.file, [s.strip() for s in args.strategies.split(",") if s.strip()],
-                          overrides=overrides, out=args.out, failed=_counts(args.failed), steal=_steal(args.stealing),
-                          engine=args.engine, log=console.print, progress_factory=factory,
+        out = run_compare(args.file, strategies, overrides=overrides, out=args.out, failed=failed, steal=steal,
+                          engine=args.engine, log=log, progress_factory=factory,
                           engine_options=_serve_options(args) if args.engine == "serve" else None)
     finally:
         stop()
     table = mean_table(pd.read_parquet(out / "compare.parquet"))
+    if args.json:
+        _print_json({"compare_dir": str(out), "table": table.reset_index().to_dict(orient="records")})
+        return 0
     cols = ["answered", "deadline_met", "accuracy_top1", "latency_p50_ms", "latency_p99_ms", "bytes_per_request",
             "macs_per_device"]
-    with pd.option_context("display.width", 200, "display.max_rows", 200):
-        console.print(table[cols].round(4).to_string(), soft_wrap=True, highlight=False)
-    console.print(f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_columns", 50):
+        _plain(console, table[cols].round(4).to_string())
+    _plain(console, f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
     return 0
 
 
-def _strategies(console: Console) -> int:
+def _strategies(args, console: Console) -> int:
     from vip_ray.strategies import STRATEGIES
 
+    if args.json:
+        _print_json({name: STRATEGIES[name].summary for name in sorted(STRATEGIES)})
+        return 0
     for name in sorted(STRATEGIES):
         console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
     return 0
@@ -305,6 +314,8 @@ def _progress(console: Console, what: str = "simulating"):
     )
 
     bars = []
+    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
+        return None, lambda: None
 
     def factory(total):
         prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -340,9 +351,86 @@ def _print_summary(run_dir: Path, console: Console) -> None:
     console.print(f"run directory: {run_dir}  (vip_ray.analysis.load(path) reads it)")
 
 
+#: What `--set KEY=...` users reach for that is a flag of the command instead.
+FLAG_NOT_KEY = {
+    "failed_devices": {"run": "--failed-devices N", "sweep": "--grid failed_devices=0..4",
+                       "compare": "--failed 0..4",
+                       "serve": "devices.N.availability={kind: crash, at_s: 0} (serve has no failed-device flag)"},
+}
+
+
+def _check_overrides(args) -> None:
+    """Refuse a ``--set`` of a key that is a flag of this command, naming the flag."""
+    from vip_ray.scenario import ScenarioError
+
+    for text in getattr(args, "overrides", None) or []:
+        key = text.partition("=")[0].strip().replace("-", "_")
+        if key in FLAG_NOT_KEY:
+            flag = FLAG_NOT_KEY[key][args.command]
+            raise ScenarioError(f"--set {text!r}: {key} is not a scenario key; use {flag}")
+
+
+def _plain(console: Console, text: str) -> None:
+    """Print text as it is: no markup (brackets stay), no highlighting, no wrapping."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_json(obj) -> None:
+    """Strict JSON on stdout (NaN, e.g. the latency of a run that answered nothing, becomes null)."""
+    import math
+
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    print(json.dumps(clean(obj), indent=2, default=str))
+
+
+def _console(stderr: bool = False) -> Console:
+    """A terminal keeps its width; a pipe or file gets wide lines (tables unsqueezed, nothing wrapped)."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
+
+
+def error_line(message: str) -> None:
+    """One ``error: ...`` line on stderr (several lines only when there are several problems)."""
+    from rich.text import Text
+
+    Console(stderr=True, soft_wrap=True, highlight=False).print(Text.assemble(("error: ", "bold red"), str(message)))
+
+
 def main(argv: list[str] | None = None) -> int:
+    from vip_ray import interrupts
+
     args = _parser().parse_args(argv)
-    console = Console()
+    try:
+        with interrupts.sigterm_raises():  # SIGTERM runs the finally blocks too: no temp folder, no Ray left behind
+            return _dispatch(args)
+    except KeyboardInterrupt:
+        error_line("interrupted (Ctrl-C); nothing half-written was kept")
+        return interrupts.EXIT_INTERRUPTED
+    except interrupts.Terminated:
+        error_line("terminated (SIGTERM); nothing half-written was kept")
+        return interrupts.EXIT_TERMINATED
+    except BrokenPipeError:  # `vip-sim ... | head`: the reader has gone; say nothing more
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        return 128 + 13
+
+
+def _dispatch(args) -> int:
+    as_json = getattr(args, "json", False)
+    console = _console(stderr=as_json)  # with --json, stdout carries the JSON only
+
+    def log(message) -> None:
+        _plain(console, str(message))
+
     from vip_ray.data import DataError
     from vip_ray.experiment.run import RunError
     from vip_ray.placement import PlacementError
@@ -354,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     from vip_ray.tune.runner import TrainingError
 
     try:
+        _check_overrides(args)
         if args.command == "pools":
             if args.pools_command == "list":
                 return _list(args, console)
@@ -362,17 +451,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.pools_command == "default":
                 return _default(args, console)
         if args.command == "compare":
-            return _compare(args, console)
+            return _compare(args, console, log)
         if args.command == "strategies":
-            return _strategies(console)
+            return _strategies(args, console)
         if args.command == "serve":
             from vip_ray.experiment.run import serve_scenario
 
             health = serve_scenario(args.file, overrides=args.overrides, options=_serve_options(args),
-                                    duration_s=args.duration, log=console.print)
-            console.print(f"stopped; last health: {health['available']} of {len(health['devices'])} devices available")
+                                    duration_s=args.duration, log=log)
+            log(f"stopped; last health: {health['available']} of {len(health['devices'])} devices available")
             return 0
         if args.command in ("run", "sweep"):
+            serve_options = _serve_options(args)
             factory, stop = _progress(console, "emulating" if args.engine == "serve" else "simulating")
             try:
                 serve_options = _serve_options(args) if args.engine == "serve" else None
@@ -380,34 +470,42 @@ def main(argv: list[str] | None = None) -> int:
                     from vip_ray.experiment.run import run_scenario
 
                     out = run_scenario(args.file, overrides=args.overrides, out=args.out, engine=args.engine,
-                                       failed_devices=args.failed_devices, log=console.print,
+                                       failed_devices=args.failed_devices, log=log,
                                        progress_factory=factory, serve_options=serve_options)
                     stop()
-                    _print_summary(out, console)
+                    if as_json:
+                        _print_json({"run_dir": str(out), **json.loads((out / "summary.json").read_text())})
+                    else:
+                        _print_summary(out, console)
                 else:
                     from vip_ray.experiment.sweep import run_sweep
 
                     out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
-                                    log=console.print, progress_factory=factory, serve_options=serve_options)
+                                    log=log, progress_factory=factory, serve_options=serve_options)
                     stop()
-                    import pandas as pd
-
-                    table = pd.read_parquet(out / "sweep.parquet")
-                    keys = [c for c in table.columns if c not in ("point", "replication")][: len(args.grid)]
-                    console.print(table.groupby(keys)[["answered", "deadline_met", "accuracy_top1",
-                                                       "latency_p50_s"]].mean().round(4).to_string())
-                    console.print(f"sweep directory: {out}")
+                    _print_sweep(out, len(args.grid), console, as_json)
             finally:
                 stop()
             return 0
     except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
             TrainingError, DeployError) as e:
-        from rich.markup import escape
-
-        # one line whatever the terminal's width (a pipe or a log is 80 columns to rich)
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True, highlight=False)
+        error_line(str(e))
         return 2
     return 1
+
+
+def _print_sweep(out: Path, n_keys: int, console: Console, as_json: bool) -> None:
+    import pandas as pd
+
+    table = pd.read_parquet(out / "sweep.parquet")
+    keys = [c for c in table.columns if c not in ("point", "replication")][:n_keys]
+    means = table.groupby(keys, sort=False)[["answered", "deadline_met", "accuracy_top1", "latency_p50_s"]].mean()
+    if as_json:
+        _print_json({"sweep_dir": str(out), "table": means.reset_index().to_dict(orient="records")})
+        return
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_columns", 50):
+        _plain(console, means.round(4).to_string())
+    _plain(console, f"sweep directory: {out}")
 
 
 if __name__ == "__main__":

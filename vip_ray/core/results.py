@@ -1,9 +1,9 @@
 """One atomic result-directory writer and one provenance record, for runs, comparisons, sweeps
 and the pool store alike.
 
-:func:`atomic_dir` hands out a hidden temporary folder next to the target and renames it into
-place only when the block finishes; on an exception, Ctrl-C or SIGTERM the temporary folder is
-removed, so a reader never sees a half-written result (and nothing hidden is left behind).
+:func:`atomic_directory` hands out a hidden temporary folder next to the target and renames it
+into place only when the block finishes; on an exception, Ctrl-C or SIGTERM the temporary folder
+is removed, so a reader never sees a half-written result (and nothing hidden is left behind).
 """
 from __future__ import annotations
 
@@ -11,50 +11,76 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import sys
-import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from vip_ray.interrupts import signals_held, sigterm_raises
 
 
 class ResultExists(FileExistsError):
     """The target folder exists already (nothing is overwritten)."""
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM unwinds like Ctrl-C, so the ``finally`` cleans up
-    raise KeyboardInterrupt(f"signal {signum}")
+def _fsync_tree(path: Path) -> None:
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb+") as f:
+                os.fsync(f.fileno())
+    fsync_dir(path)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_sibling(final: Path, tag: str = "tmp") -> Path:
+    """The hidden name a folder is written under before it is renamed to ``final``."""
+    return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, *, exist_ok: bool = False) -> Iterator[Path]:
-    """``with atomic_dir(out) as tmp: write into tmp`` — ``tmp`` becomes ``out`` on success.
-    ``exist_ok``: replace an existing ``out`` (the pool store's retrain)."""
-    target = Path(target)
-    if target.exists() and not exist_ok:
-        raise ResultExists(f"{target} already exists; pick another output folder (nothing was overwritten)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield tmp
-        if target.exists():
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:6]}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable: bool = False) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``final``; when the body ends normally it is renamed
+    to ``final``, otherwise (an exception, Ctrl-C, SIGTERM) it is removed.
+
+    ``replace``: an existing ``final`` is swapped out (and deleted) after the new one is complete;
+    otherwise the rename fails if ``final`` appeared meanwhile (callers check first, to answer
+    before any work). ``durable``: fsync every file and the folders before the rename.
+    """
+    final = Path(final)
+    if final.exists() and not replace:
+        raise ResultExists(f"{final} already exists; pick another output folder (nothing was overwritten)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    with sigterm_raises():
+        tmp.mkdir()
+        try:
+            yield tmp
+            if durable:
+                _fsync_tree(tmp)
+            if replace and final.exists():
+                trash = temporary_sibling(final, "old")
+                final.rename(trash)
+                tmp.rename(final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                tmp.rename(final)
+            if durable:
+                fsync_dir(final.parent)
+        except BaseException:
+            with signals_held():  # a second Ctrl-C must not leave half a folder behind
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
 
 
 def versions(*extra: str) -> dict[str, str]:

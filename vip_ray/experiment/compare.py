@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from vip_ray.core.engine import make_engine
-from vip_ray.core.results import atomic_dir
+from vip_ray.core.results import atomic_directory
 from vip_ray.experiment.run import (RunError, checked_strategy, context, engine_name, fail_devices, json_safe,
                                     open_pool, replicate, run_config)
 from vip_ray.strategies import get_strategy, with_strategy
@@ -92,7 +92,7 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     check_pool(base, pool, file=file, uses_variants=any(i.uses_variants for i in instances.values()))
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    with atomic_dir(out_dir) as tmp, make_engine(name, engine_options) as eng:  # one engine for every point
+    with atomic_directory(out_dir) as tmp, make_engine(name, engine_options) as eng:  # one engine for every point
         n_req = base.workload.requests or 0
         total = n_req * base.seeds.replications * len(conditions) * len(strategies)
         progress = progress_factory(total or None) if progress_factory else None
@@ -149,48 +149,100 @@ def mean_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby(["strategy", "condition"], sort=False)[cols].mean()
 
 
-def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
+#: Markers and line styles cycled over strategies, so lines that coincide stay apart (with a small x offset).
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+_LINES = ("-", "--", "-.", ":")
+
+
+def strategy_styles(strategies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One colour, marker and line style per strategy, the same in every panel of compare.png."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    colors = matplotlib.colormaps["tab10"].colors
+    return {s: {"color": colors[i % len(colors)], "marker": _MARKERS[i % len(_MARKERS)],
+                "linestyle": _LINES[i % len(_LINES)]} for i, s in enumerate(strategies)}
+
+
+def _bar_keys(solid: str, hatched: str) -> list:
+    """Legend keys in grey: the bars' colours are the strategies', the fill says which measure."""
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor="0.45", label=solid), Patch(facecolor="0.45", alpha=0.45, hatch="//", label=hatched)]
+
+
+def compare_figure(table: pd.DataFrame, *, title: str):
+    """Six panels; one legend for the strategies above them all (each strategy has its own colour,
+    marker and line style everywhere), and each panel's own keys (p50/p99, the two bars) in it."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     means = mean_table(table).reset_index()
     fail = means[means["condition"].str.startswith("failed=")].copy()
     fail["n"] = fail["condition"].str.slice(len("failed=")).astype(int)
     strategies = list(dict.fromkeys(means["strategy"]))
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
-    for s in strategies:
+    style = strategy_styles(strategies)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.6))
+    spread = 0.08  # x offset between strategies, so identical points are all visible
+    for i, s in enumerate(strategies):
         f = fail[fail["strategy"] == s].sort_values("n")
-        axes[0, 0].plot(f["n"], 100 * f["accuracy_top1"], marker="o", label=s)
-        axes[0, 1].plot(f["n"], 100 * f["answered"], marker="o", label=s)
-        axes[0, 2].plot(f["n"], f["latency_p50_ms"], marker="o", label=f"{s} p50")
-        axes[0, 2].plot(f["n"], f["latency_p99_ms"], marker="x", linestyle=":", color=axes[0, 2].lines[-1].get_color())
-    for ax, label in ((axes[0, 0], "top-1 accuracy of all requests (%)"), (axes[0, 1], "answered (%)"),
-                      (axes[0, 2], "latency (ms; o p50, x p99)")):
+        x = f["n"] + (i - (len(strategies) - 1) / 2) * spread
+        st = style[s]
+        axes[0, 0].plot(x, 100 * f["accuracy_top1"], ms=5, **st)
+        axes[0, 1].plot(x, 100 * f["answered"], ms=5, **st)
+        axes[0, 2].plot(x, f["latency_p50_ms"], ms=5, **st)
+        axes[0, 2].plot(x, f["latency_p99_ms"], ms=5, color=st["color"], marker=st["marker"], mfc="none",
+                        linestyle=":", alpha=0.6)
+    for ax, label in ((axes[0, 0], "top-1 accuracy of all requests (%)"), (axes[0, 1], "answered (% of requests)"),
+                      (axes[0, 2], "latency of answered requests (ms, log)")):
         ax.set_xlabel("failed devices (most capable first)")
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
     axes[0, 2].set_yscale("log")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 2].legend(handles=[Line2D([], [], color="0.3", marker="o", label="p50 (filled, solid)"),
+                               Line2D([], [], color="0.3", marker="o", mfc="none", linestyle=":", alpha=0.6,
+                                      label="p99 (hollow, dotted)")], fontsize=7, loc="best")
     base = means[means["condition"] == "failed=0"].set_index("strategy").reindex(strategies)
     x = np.arange(len(strategies))
-    axes[1, 0].bar(x, base["bytes_per_request"])
+    colors = [style[s]["color"] for s in strategies]
+    axes[1, 0].bar(x, base["bytes_per_request"], color=colors)
     axes[1, 0].set_yscale("log")
-    axes[1, 0].set_ylabel("bytes on the wire per request")
-    axes[1, 1].bar(x - 0.2, base["macs_per_device"] / 1e6, width=0.4, label="busiest device")
-    axes[1, 1].bar(x + 0.2, base["macs_total"] / 1e6, width=0.4, label="all devices")
+    axes[1, 0].set_ylabel("bytes on the wire per request (log)")
+    axes[1, 1].bar(x - 0.2, base["macs_per_device"] / 1e6, width=0.4, color=colors, label="busiest device")
+    axes[1, 1].bar(x + 0.2, base["macs_total"] / 1e6, width=0.4, color=colors, alpha=0.45, hatch="//",
+                   label="all devices")
     axes[1, 1].set_ylabel("MMACs per request")
-    axes[1, 1].legend(fontsize=8)
+    axes[1, 1].legend(handles=_bar_keys("busiest device", "all devices"), fontsize=7)
     steal = means[means["condition"] == "stealing"].set_index("strategy").reindex(strategies)
     if steal["answered"].notna().any():
-        axes[1, 2].bar(x - 0.2, 100 * steal["deadline_met"], width=0.4, label="deadline met")
-        axes[1, 2].bar(x + 0.2, 100 * steal["accuracy_top1"], width=0.4, label="top-1 accuracy")
-        axes[1, 2].set_ylabel("% under cycle stealing")
-        axes[1, 2].legend(fontsize=8)
-    for ax in axes[1]:
+        axes[1, 2].bar(x - 0.2, 100 * steal["deadline_met"], width=0.4, color=colors, label="deadline met")
+        axes[1, 2].bar(x + 0.2, 100 * steal["accuracy_top1"], width=0.4, color=colors, alpha=0.45, hatch="//",
+                       label="top-1 accuracy")
+        axes[1, 2].set_ylabel("% of requests under cycle stealing")
+        axes[1, 2].legend(handles=_bar_keys("deadline met", "top-1 accuracy"), fontsize=7)
+    else:
+        axes[1, 2].text(0.5, 0.5, "no cycle-stealing condition\n(--stealing none)", ha="center", va="center",
+                        transform=axes[1, 2].transAxes, fontsize=8, color="0.4")
+    for ax, what in zip(axes[1], ("no failures", "no failures", "cycle stealing")):
         ax.set_xticks(x, strategies)
+        ax.set_title(what, fontsize=8, color="0.3")
+    handles = [Line2D([], [], **style[s], label=s) for s in strategies]
+    fig.legend(handles=handles, loc="upper center", ncol=len(strategies), bbox_to_anchor=(0.5, 0.955),
+               title="strategy (same colour, marker and line in every panel)", fontsize=8, title_fontsize=8,
+               frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.915))
+    return fig
+
+
+def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = compare_figure(table, title=title)
     fig.savefig(path, dpi=110)
     plt.close(fig)

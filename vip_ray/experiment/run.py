@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
-from vip_ray.core.results import atomic_dir, provenance
+from vip_ray.core.results import atomic_directory, provenance
 from vip_ray.core.tables import ReplicationStats, requests_arrow, summarize
 from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
@@ -188,7 +188,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     import time
 
     t0 = time.time()
-    with atomic_dir(out_dir) as tmp, make_engine(name, engine_options or serve_options) as eng:
+    with atomic_directory(out_dir) as tmp, make_engine(name, engine_options or serve_options) as eng:
         total = expected_requests(scenario)
         progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
         summary = replicate(eng, strategy, context(scenario, pool, file=file, log=log), tmp, progress=progress)

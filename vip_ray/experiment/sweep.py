@@ -4,58 +4,105 @@ from __future__ import annotations
 import itertools
 import json
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import yaml
 
-from vip_ray.core.results import atomic_dir
-from vip_ray.experiment.run import RunError, run_scenario
-from vip_ray.scenario import ScenarioError
+from vip_ray.core.results import atomic_directory
+from vip_ray.experiment.run import (
+    RunError,
+    checked_strategy,
+    engine_name,
+    fail_devices,
+    run_scenario,
+)
+from vip_ray.scenario import ScenarioError, load_scenario
 
 SPECIAL_KEYS = {"failed_devices"}  # not scenario keys: applied to the loaded scenario
+
+
+def parse_int_range(text: str, what: str, example: str = "0..4") -> list[int]:
+    """``A..B`` (both ends included, A <= B) or ``N,M,...`` as a list of integers; a ScenarioError
+    naming ``what`` (the flag or key) otherwise — an empty range would run nothing without a word."""
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split(".."))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ScenarioError(f"{what}: {text!r} is not a range like {example} or a list like 0,2,4") from None
+    if not values:
+        raise ScenarioError(f"{what}: {text!r} is an empty range (A..B counts up from A to B); "
+                            f"did you mean {hi}..{lo}?")
+    return values
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, sep, values = item.partition("=")
+        key = key.strip()
         if not sep or not key or not values:
             raise ScenarioError(f"--grid {item!r}: expected key=v1,v2,... (e.g. workload.deadline_ms=20,50,100 "
                                 f"or failed_devices=0..4)")
-        if ".." in values and "," not in values:
-            try:
-                lo, hi = (int(x) for x in values.split(".."))
-            except ValueError:
-                raise ScenarioError(f"--grid {item!r}: a range is two integers, e.g. failed_devices=0..4") from None
-            grid[key] = list(range(lo, hi + 1))
+        if key in grid:
+            raise ScenarioError(f"--grid {item!r}: {key} is already a grid axis; give all its values in one --grid")
+        if key in SPECIAL_KEYS:
+            grid[key] = parse_int_range(values, f"--grid {key}")
+        elif ".." in values and "," not in values:
+            grid[key] = parse_int_range(values, f"--grid {key}", example="1..3")
         else:
             grid[key] = [yaml.safe_load(v) for v in values.split(",")]
-        if key == "failed_devices" and not all(isinstance(v, int) for v in grid[key]):
-            raise ScenarioError(f"--grid {item!r}: failed_devices takes integers, e.g. failed_devices=0..4")
     return grid
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def check_points(path: str | Path, points: Sequence[dict[str, Any]], overrides: Sequence[str],
+                 engine: str | None) -> None:
+    """Load every point's scenario and check its strategy and failed-device count, so a bad value
+    is refused before the first point runs (or a pool is trained)."""
+    for point in points:
+        sets = [f"{k}={v}" for k, v in point.items() if k not in SPECIAL_KEYS]
+        try:
+            scenario = load_scenario(path, [*overrides, *sets])
+            checked_strategy(scenario, str(path), engine_name(scenario, engine))
+            if "failed_devices" in point:
+                fail_devices(scenario, point["failed_devices"])
+        except ScenarioError as e:
+            where = ", ".join(f"{k}={v}" for k, v in point.items())
+            raise ScenarioError(f"{e} (--grid point {where})", file=e.file, problems=e.problems) from None
 
 
 def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequence[str] = (),
               out: str | Path | None = None, engine: str | None = None,
               log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
     grid = parse_grid(grid_items)
+    points = grid_points(grid)
+    check_points(path, points, overrides, engine)
     out_dir = Path(out) if out else Path("results/sweeps") / f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
     if out_dir.exists():
         raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
     rows = []
-    with atomic_dir(out_dir) as tmp:
+    keys = list(grid)
+    deadline_ms: set[float] = set()
+    with atomic_directory(out_dir) as tmp:  # removed on an error, Ctrl-C or SIGTERM
         (tmp / "points").mkdir()
-        keys = list(grid)
-        for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
-            point = dict(zip(keys, values))
+        for i, point in enumerate(points):
             sets = [f"{k}={v}" for k, v in point.items() if k not in SPECIAL_KEYS]
             log(f"[sweep] point {i}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
             run_dir = run_scenario(path, overrides=[*overrides, *sets], out=tmp / "points" / f"{i:03d}",
                                    engine=engine, failed_devices=point.get("failed_devices"), plots=False,
                                    log=log, progress_factory=progress_factory, serve_options=serve_options)
             summary = json.loads((run_dir / "summary.json").read_text())
+            deadline_ms.add(1e3 * summary["deadline_s"])
             for rep in range(summary["replications"]):
                 row = {"point": i, **point, "replication": rep}
                 row.update({m: v["per_replication"][rep] for m, v in summary["metrics"].items()})
@@ -67,31 +114,99 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
         table.to_parquet(tmp / "sweep.parquet", index=False)
         (tmp / "grid.json").write_text(json.dumps({"grid": grid, "overrides": list(overrides), "source": str(path)},
                                                   indent=2, default=str))
-        _plot(table, keys, tmp)
+        plot_sweep(table, keys, tmp / f"sweep_{keys[0].replace('.', '_')}.png",
+                   deadline_ms=deadline_ms.pop() if len(deadline_ms) == 1 else None)
     return out_dir
 
 
-def _plot(table: pd.DataFrame, keys: list[str], out: Path) -> None:
-    """Accuracy and response rate against the first grid key (mean ± 95 % CI over replications)."""
+#: Axis labels of grid keys whose unit is not in their name.
+AXIS_LABELS = {"failed_devices": "failed devices (the most capable crash at t = 0)",
+               "strategy.k": "top-k of each reply (VP §III-C)", "seeds.replications": "replications"}
+_UNITS = {"_ms": "ms", "_s": "s", "_mbps": "Mbps", "_hz": "Hz", "_bytes": "B"}
+
+
+def axis_label(key: str) -> str:
+    """``workload.deadline_ms`` -> ``workload.deadline (ms)``; known keys get their own words."""
+    if key in AXIS_LABELS:
+        return AXIS_LABELS[key]
+    for suffix, unit in _UNITS.items():
+        if key.endswith(suffix):
+            return f"{key[: -len(suffix)]} ({unit})"
+    return key
+
+
+def plot_sweep(table: pd.DataFrame, keys: list[str], path: Path, *, deadline_ms: float | None = None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig = sweep_figure(table, keys, deadline_ms=deadline_ms)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_figure(table: pd.DataFrame, keys: list[str], *, deadline_ms: float | None = None):
+    """Three panels against the first grid key, mean ± 95 % CI over replications (and over the
+    other grid keys, which the title names): the share of requests answered and answered by the
+    deadline; top-1 accuracy on an axis fitted to its range; p50 and p99 latency with the
+    deadline."""
+    import matplotlib.pyplot as plt
     import numpy as np
 
     key = keys[0]
-    g = table.groupby(key)
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    for metric, label in (("accuracy_top1", "top-1 accuracy"), ("answered", "answered"),
-                          ("deadline_met", "deadline met")):
-        mean = g[metric].mean()
-        ci = 1.96 * g[metric].std(ddof=1).fillna(0) / np.sqrt(g[metric].count())
-        ax.errorbar([str(x) for x in mean.index], 100 * mean, yerr=100 * ci, marker="o", capsize=3, label=label)
-    ax.set_xlabel(key)
-    ax.set_ylabel("%")
-    ax.set_ylim(0, 105)
-    ax.legend(fontsize=7)
-    ax.set_title(f"sweep over {key}", fontsize=10)
+    g = table.groupby(key, sort=False)
+    xs = np.arange(g.ngroups)
+    labels = [str(x) for x in g[key].first()]
+
+    def band(metric, scale=1.0):
+        mean = g[metric].mean() * scale
+        ci = 1.96 * g[metric].std(ddof=1).fillna(0) / np.sqrt(g[metric].count()) * scale
+        return mean.to_numpy(), ci.to_numpy()
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    m, ci = band("answered", 100)
+    ax.errorbar(xs, m, yerr=ci, marker="o", ms=9, mfc="none", mew=1.5, lw=2.5, alpha=0.6, capsize=3,
+                label="answered (in time or late)", zorder=2)
+    m, ci = band("deadline_met", 100)
+    ax.errorbar(xs, m, yerr=ci, marker="x", ms=6, ls="--", lw=1.2, capsize=3, label="answered by the deadline",
+                zorder=3)
+    ax.set_ylabel("% of all requests")
+    ax.set_ylim(-3, 103)
+    ax.set_title("requests answered", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+
+    ax = axes[1]
+    m, ci = band("accuracy_top1", 100)
+    ax.errorbar(xs, m, yerr=ci, marker="o", capsize=3, color="tab:green")
+    for x, v in zip(xs, m):
+        ax.annotate(f"{v:.1f}", (x, v), textcoords="offset points", xytext=(6, 4), ha="left", fontsize=7)
+    lo, hi = np.nanmin(m - ci), np.nanmax(m + ci)
+    pad = max(1.0, 0.15 * (hi - lo))
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad) + 2)  # fitted, so a change of a few points shows
+    ax.set_ylabel("top-1 accuracy (% of all requests)")
+    ax.set_title("accuracy (axis fitted to the data)", fontsize=10)
+
+    ax = axes[2]
+    m, ci = band("latency_p50_s", 1e3)
+    ax.errorbar(xs, m, yerr=ci, marker="o", capsize=3, color="tab:purple", label="p50")
+    m99, _ = band("latency_p99_s", 1e3)
+    ax.plot(xs, m99, marker="^", ls=":", color="tab:purple", alpha=0.7, label="p99")
+    if deadline_ms is not None:
+        ax.axhline(deadline_ms, color="k", ls="--", lw=0.8, label=f"deadline {deadline_ms:g} ms")
+    ax.set_ylabel("latency of answered requests (ms)")
+    ax.set_ylim(bottom=0)
+    ax.set_title("latency", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+
+    for ax in axes:
+        ax.set_xticks(xs, labels)
+        ax.set_xlabel(axis_label(key))
+        ax.grid(alpha=0.3)
+    reps = int(table["replication"].nunique()) if "replication" in table else 1
+    others = f"; mean over {', '.join(keys[1:])}" if len(keys) > 1 else ""
+    fig.suptitle(f"sweep over {key}: mean ± 95 % CI of {reps} replication(s){others}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / f"sweep_{key.replace('.', '_')}.png", dpi=120)
-    plt.close(fig)
+    return fig

@@ -25,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vip_ray.core.results import atomic_directory
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -231,14 +231,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_pool(
     root: str | os.PathLike,
     manifest: dict[str, Any],
@@ -261,9 +253,8 @@ def write_pool(
     final = root / manifest["name"]
     if final.exists() and not overwrite:
         raise PoolError(f"{final}: pool already exists (set pool.overwrite=true to replace it)")
-    tmp = root / f".{manifest['name']}.tmp-{uuid.uuid4().hex[:8]}"
-    (tmp / WEIGHTS_DIR).mkdir(parents=True)
-    try:
+    with atomic_directory(final, replace=overwrite, durable=True) as tmp:
+        (tmp / WEIGHTS_DIR).mkdir()
         ids = [m["id"] for m in manifest["members"]]
         checksums = {}
         for mid in ids:
@@ -276,23 +267,7 @@ def write_pool(
         checksums[BANK_FILE] = _sha256(tmp / BANK_FILE)
         body = PoolManifest(schema_version=SCHEMA_VERSION, checksums=checksums, **manifest)
         (tmp / MANIFEST_FILE).write_text(body.model_dump_json(indent=2))
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                with open(p, "rb+") as f:
-                    os.fsync(f.fileno())
-        _fsync_dir(tmp)
         Pool.load(tmp)  # never publish a pool our own reader would refuse
-        if final.exists():
-            trash = root / f".{manifest['name']}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(trash)
-            tmp.rename(final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -12,6 +12,7 @@ problem with the file, the key path (``devices[2].availability.kind``) and what 
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -687,11 +688,20 @@ class StrategySpec(_Model):
       ``vip-sim compare`` runs several strategies from one scenario.
     """
 
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "vp"
+    name: str = "vp"
     aggregator: str | None = None
     k: int | Literal["all"] = 2
     alpha: Annotated[float, Field(allow_inf_nan=False)] = 1.0
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        # the registry checks the name when the scenario runs (its answer lists the strategies)
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", v):
+            raise _custom("bad_strategy_name", f"{v!r} is not a strategy name; names are lowercase letters, "
+                                               f"digits and _ (e.g. vp, vip, single); `vip-sim strategies` lists them")
+        return v
 
     @field_validator("k", mode="before")
     @classmethod

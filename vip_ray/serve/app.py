@@ -106,7 +106,7 @@ class ServeEmulation:
             self.handle = serve.run(app, name=self.cfg.app, _local_testing_mode=True)
             return
         if not ray.is_initialized():
-            self.dashboard_url = start_ray(opt)
+            self.dashboard_url = start_ray_for(opt)
             self.own_ray = True
         check_resources(self.cfg)
         self.http_port = start_serve(opt)
@@ -182,17 +182,17 @@ class ServeEmulation:
         raise KeyError(f"no device {device!r}; devices: {', '.join(self.cfg.device_names)}")
 
 
-def start_ray(opt) -> str | None:
+def start_ray_for(opt) -> str | None:
     """Join ``opt.address`` or start a local Ray (with the dashboard unless turned off); return
     the dashboard's address."""
-    import ray
+    from vip_ray.interrupts import start_ray
 
     kwargs: dict[str, Any] = {"address": opt.address, "log_to_driver": False}
     if opt.address is None:
         kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
     _reachable(opt.address)
     try:
-        ctx = ray.init(**kwargs)
+        ctx = start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
     except Exception as e:  # a bad --address, an unreachable head node
         raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
                           f"{e}") from None

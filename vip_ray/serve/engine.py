@@ -26,7 +26,7 @@ import pandas as pd
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
-from vip_ray.serve.app import ServeEmulation, start_ray
+from vip_ray.serve.app import ServeEmulation, start_ray_for
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
 from vip_ray.serve.loadgen import Replay
 
@@ -82,7 +82,7 @@ class ServeEngine(Engine):
             import ray
 
             if not ray.is_initialized():
-                self.dashboard_url = start_ray(self.options)
+                self.dashboard_url = start_ray_for(self.options)
                 self.own_ray = True
         return self
 

@@ -19,6 +19,7 @@ What a strategy declares and gives (override in a subclass):
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -100,8 +101,12 @@ def register_strategy(name: str):
 def get_strategy(name: str, *, file: str | None = None) -> type[Strategy]:
     try:
         return STRATEGIES.get(name)
-    except UnknownName as e:
-        raise ScenarioError(f"{file or '<scenario>'}: strategy.name: {e}", file=file,
+    except UnknownName:
+        near = difflib.get_close_matches(str(name), STRATEGIES.names(), 1)
+        hint = (f" (names are lowercase: did you mean {str(name).lower()!r}?)" if str(name).lower() in STRATEGIES
+                else f" (did you mean {near[0]!r}?)" if near else "")
+        raise ScenarioError(f"{file or '<scenario>'}: strategy.name: unknown strategy {name!r}{hint}; allowed: "
+                            f"{', '.join(STRATEGIES.names())}", file=file,
                             problems=[("strategy.name", f"unknown strategy {name!r}")]) from None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,9 @@ SCHEDULES = ("constant", "cosine")
 
 
 def _check_phases(phases: Any) -> None:
+    if not isinstance(phases, list) or not all(isinstance(ph, dict) for ph in phases):
+        raise ConfigError(f"family.phases: {phases!r} is not a list of phases; e.g. "
+                          f"[{{name: scratch, epochs: 5, lr: 3e-3, schedule: cosine}}]")
     if not phases:
         raise ConfigError("family.phases: at least one phase is needed, e.g. [{name: scratch, epochs: 5, lr: 3e-3}]")
     for i, ph in enumerate(phases):
@@ -138,15 +142,61 @@ def _check_phases(phases: Any) -> None:
         unknown = set(ph) - PHASE_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(PHASE_KEYS)}")
-        if not isinstance(ph.get("epochs"), int) or ph["epochs"] < 0:
+        if not _is_int(ph.get("epochs")) or ph["epochs"] < 0:
             raise ConfigError(f"{where}.epochs: {ph.get('epochs')!r} must be an integer >= 0")
-        if not isinstance(ph.get("lr"), (int, float)) or ph["lr"] <= 0:
+        if not _is_number(ph.get("lr")) or ph["lr"] <= 0:
             raise ConfigError(f"{where}.lr: {ph.get('lr')!r} must be a number > 0")
         if ph.get("schedule", "constant") not in SCHEDULES:
             raise ConfigError(f"{where}.schedule: {ph['schedule']!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: key -> (test, what is allowed); checked before any data is loaded or Ray started.
+_SETTINGS: dict[str, tuple[Any, str]] = {
+    "seed": (_is_int, "an integer"),
+    "train.batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "train.alpha": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "train.temperature": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "train.kd": (lambda v: v in (True, False, "both"), "true, false, both"),
+    "train.mode": (lambda v: v in ("per_variant", "joint"), "per_variant, joint"),
+    "train.group_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = all variants in one trial)"),
+    "train.eval_every": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "train.teacher_epochs": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "train.teacher_lr": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "resources.cpu": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "resources.gpu": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (fractions share a GPU)"),
+    "tune.max_concurrent": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = as many as resources allow)"),
+    "tune.verbose": (lambda v: _is_int(v) and 0 <= v <= 3, "0, 1, 2, 3"),
+    "tune.resume": (lambda v: v in ("auto", "never"), "auto, never"),
+    "pool.overwrite": (lambda v: isinstance(v, bool), "true, false"),
+    "pool.name": (lambda v: v is None or (isinstance(v, str) and v not in ("", ".", "..") and "/" not in v),
+                  "null (the default name) or a name without /"),
+    "ray.dashboard": (lambda v: isinstance(v, bool), "true, false"),
+}
+
+
+def check_settings(cfg: dict[str, Any]) -> None:
+    """The plain settings (train, resources, tune, pool, ray) and the family's phases, each
+    refused with its key and what is allowed — before data are loaded or Ray starts."""
+    for key, (ok, allowed) in _SETTINGS.items():
+        section, _, leaf = key.rpartition(".")
+        node = cfg.get(section) if section else cfg
+        if not isinstance(node, dict) or leaf not in node:
+            continue  # a key the config tree does not set keeps its default
+        if not ok(node[leaf]):
+            raise ConfigError(f"{key}: {node[leaf]!r} is not allowed; allowed: {allowed}")
+    _check_phases((cfg.get("family") or {}).get("phases"))
+
+
 def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
+    check_settings(cfg)
     family, shape, train = cfg["family"], cfg["shape"], cfg["train"]
     known = set(list_models())
     for key in ("variants", "baselines"):
@@ -154,13 +204,7 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
             if name not in known:
                 raise ConfigError(f"family.{key}: unknown model {name!r}; allowed: {', '.join(sorted(known))}")
     kd_opt = train.get("kd", False)
-    if kd_opt not in (True, False, "both"):
-        raise ConfigError(f"train.kd: {kd_opt!r} is not allowed; allowed: true, false, both")
     kd_modes = [True, False] if kd_opt == "both" else [bool(kd_opt)]
-    if str(train.get("mode")) not in ("per_variant", "joint"):
-        raise ConfigError(f"train.mode: {train.get('mode')!r} is not allowed; allowed: per_variant, joint")
-
-    _check_phases(family.get("phases"))
     recipes = build_recipes(cfg["diversity"])
     variants: list[str] = list(family["variants"])
     segments = {model_spec(v).segment: v for v in variants}

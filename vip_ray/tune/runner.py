@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -27,10 +28,11 @@ import torch
 from vip_ray.core.aggregation import softmax
 from vip_ray.class_groups import confusability_groups, soft_confusion
 from vip_ray.data import load_dataset
+from vip_ray.interrupts import start_ray
 from vip_ray.models import model_spec, profile_model
 from vip_ray.pool import Pool, PoolError, pools_root, vip_ray_home, write_pool
 from vip_ray.training.trainer import build_member, train_group
-from vip_ray.tune.plan import ConfigError, Plan, assign_classes, plan_pool
+from vip_ray.tune.plan import ConfigError, Plan, assign_classes, check_settings, plan_pool
 
 STATE_FILE = "state.pt"
 FINAL_FILE = "final.pt"
@@ -39,6 +41,21 @@ PLAN_FILE = "plan.json"
 
 class TrainingError(RuntimeError):
     pass
+
+
+#: What an interrupted training run says (the README's advice; Tune's own hint names its API).
+RESUME_HINT = ("run the same command again to resume: finished variants are kept, running ones continue "
+               "from their last epoch")
+
+
+class _DropTuneRestoreHint(logging.Filter):
+    """Tune ends an interrupted run with ``Resume experiment with: Tuner.restore(...)``; our
+    answer is :data:`RESUME_HINT`, printed once by the command line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not ("Resume experiment with" in text or "has been interrupted" in text
+                    or "Trials did not complete" in text)
 
 
 def versions() -> dict[str, str]:
@@ -106,7 +123,7 @@ def init_ray(ray_cfg: dict[str, Any]) -> bool:
         if ray_cfg.get("temp_dir"):
             kwargs["_temp_dir"] = str(ray_cfg["temp_dir"])
     try:
-        ray.init(**kwargs)
+        start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise TrainingError(f"ray.address={ray_cfg.get('address')!r}: cannot start or join a Ray cluster ({e})") from None
     return True
@@ -152,7 +169,16 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
                 verbose=int(cfg["tune"].get("verbose", 1)),
             ),
         )
-    grid = tuner.fit()
+    hint_filter = _DropTuneRestoreHint()
+    tune_logger = logging.getLogger("ray.tune.tune")
+    tune_logger.addFilter(hint_filter)
+    try:
+        grid = tuner.fit()  # Ctrl-C: Tune saves the experiment state, stops the trials and returns
+    finally:
+        tune_logger.removeFilter(hint_filter)
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")]
+    if unfinished:
+        raise KeyboardInterrupt(f"stage {name!r}: {len(unfinished)} trial(s) stopped before the end")
     out: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}, "val": {}, "teacher_seconds": 0.0,
                            "fingerprints": set()}
     for r in grid:
@@ -193,6 +219,7 @@ def _member_record(m: dict[str, Any], weights: dict, logits: np.ndarray, labels:
 
 def train_pool(cfg: dict[str, Any], *, log: Callable[[str], None] = print) -> Path:
     """Train the pool that ``cfg`` (a resolved Hydra config as a dict) describes; return its path."""
+    check_settings(cfg)  # a bad setting is refused before data are loaded or Ray starts
     root = pools_root(cfg["pool"]["root"])
     data_cfg = dict(cfg["data"])
     if data_cfg.get("root"):
