@@ -113,14 +113,16 @@ def test_json_output_for_scripts(capsys):
 
 def test_pools_list_json_and_unsqueezed_table_in_a_pipe(hand_pool, tmp_path):
     import json
+    import pathlib
 
     root = hand_pool[0].split("=", 1)[1]
     r = subprocess.run([sys.executable, "-m", "vip_ray.cli", "pools", "list", "--root", root, "--json"],
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     listed = json.loads(r.stdout)
-    assert listed["root"] == root and [p["name"] for p in listed["pools"]] == ["hand"]
-    assert listed["pools"][0]["members"] == 3 and listed["pools"][0]["status"] == "ok"
+    store = [p for p in listed["pools"] if p["source"] == "store"]
+    assert listed["locations"]["store"] == str(pathlib.Path(root).resolve()) and [p["name"] for p in store] == ["hand"]
+    assert store[0]["members"] == 3 and store[0]["status"] == "ok"
     r = subprocess.run([sys.executable, "-m", "vip_ray.cli", "pools", "list", "--root", root],
                        capture_output=True, text=True, timeout=300, check=False)  # stdout is a pipe here
     row = next(line for line in r.stdout.splitlines() if "hand" in line and "heterogeneous" in line)
