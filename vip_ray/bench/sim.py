@@ -14,7 +14,8 @@ Prints and writes (JSON):
      1,000 devices;
   2. requests/s and device-jobs/s of the engines without an event loop (``loop``: per-device
      recursions; ``numpy``: all devices at once; ``jit``: the recursions compiled with numba) at
-     10, 100 and 1,000 devices, and whether ``jit`` meets the 10M device-jobs/s goal (issue 17);
+     10, 100 and 1,000 devices, whether ``jit`` meets the 10M device-jobs/s goal (issue 17), and
+     the rate of ``jit``'s random draws alone (the floor under it);
   3. the cost slope: CPU time vs requests (D = 10) and vs devices (fixed R), least squares;
   (2 and 3 keep the best of ``--repeat`` runs, 3 by default, for every engine alike.)
   4. (--long) a 10M-request run streamed in chunks (``fast`` and ``jit``): time and peak RSS.
@@ -105,13 +106,34 @@ def ratio(console, sizes) -> list:
     return rows
 
 
-def throughput(console, sizes, engines=("loop", "numpy", "jit"), repeat=3, quick=False) -> list:
+def _draws_only(spec, chunk=20_000):
+    """(wall s, CPU s) of drawing, chunk by chunk, every per-request random number the ``jit``
+    kernel reads (its generators, its fills, its device blocks) and nothing else: the floor of any
+    engine on these streams."""
+    from vip_ray.sim.engines.jit import DRAW_BLOCK_VALUES, _Draws, _Generators
+    w0, c0 = time.perf_counter(), time.process_time()
+    D = len(spec.devices)
+    rng = _Generators(spec.seed, D)
+    draws = [_Draws(dev, d, rng) for d, dev in enumerate(spec.devices)]
+    total = spec.workload.n_requests
+    for i0 in range(0, total, chunk):
+        n = min(chunk, total - i0)
+        B = max(1, min(D, DRAW_BLOCK_VALUES // n))
+        mult, down_u, up_u, strag_u = (np.empty((B, n)) for _ in range(4))
+        for d, dr in enumerate(draws):
+            r = d % B
+            dr.fill(mult[r], down_u[r], up_u[r], strag_u[r])
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def throughput(console, sizes, engines=("loop", "numpy", "jit", "jit draws only"), repeat=3, quick=False) -> list:
     rows = []
     for D, n in sizes:
         spec = bench_spec(D, n)
         for eng in engines:
             # best of `repeat` runs for every engine: other engineers' jobs share this machine
-            runs = [_timed(spec, eng) for _ in range(repeat)]
+            timed = (lambda: _draws_only(spec)) if eng == "jit draws only" else (lambda: _timed(spec, eng))
+            runs = [timed() for _ in range(repeat)]
             wall, cpu = min(runs, key=lambda r: r[1])
             rows.append(dict(engine=eng, devices=D, requests=n, wall_s=wall, cpu_s=cpu, req_per_s=n / cpu,
                              jobs_per_s=n * D / cpu, req_per_s_wall=n / wall, jobs_per_s_wall=n * D / wall,
@@ -127,6 +149,8 @@ def throughput(console, sizes, engines=("loop", "numpy", "jit"), repeat=3, quick
                   f"{x['req_per_s']:,.0f} ({x['req_per_s_wall']:,.0f})",
                   f"{x['jobs_per_s']:,.0f} ({x['jobs_per_s_wall']:,.0f})", vs)
     console.print(t)
+    console.print("(jit draws only: the jit engine's per-request random numbers alone — numpy's generators, "
+                  "shared by every engine — the floor under the kernel)")
     jit = [x for x in rows if x["engine"] == "jit"]
     if jit:
         met = all(x["jobs_per_s"] >= JOBS_GOAL for x in jit)
