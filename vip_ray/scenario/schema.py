@@ -770,7 +770,8 @@ class Scenario(_Model):
     * ``workload`` — :class:`Workload`.  * ``strategy`` — :class:`StrategySpec`.
     * ``placement`` — :class:`Placement`.  * ``seeds`` — :class:`Seeds`.
     * ``engine`` — ``sim`` (SimPy discrete-event simulation) | ``serve`` (live on Ray Serve).
-    * ``sim_engine`` — ``fast`` | ``reference`` (the one-process-per-job oracle).
+    * ``sim_engine`` — a simulator kernel of ``vip_ray.core.engine.FAMILIES["sim"]``: ``fast``
+      (default), ``jit`` (numba), ``loop``, ``numpy``, ``reference`` (the one-process-per-job oracle).
     """
 
     name: str = "scenario"
@@ -783,7 +784,16 @@ class Scenario(_Model):
     placement: Placement = Field(default_factory=Placement)
     seeds: Seeds = Field(default_factory=Seeds)
     engine: Literal["sim", "serve"] = "sim"
-    sim_engine: Literal["fast", "reference"] = "fast"
+    sim_engine: str = "fast"
+
+    @field_validator("sim_engine")
+    @classmethod
+    def _known_kernel(cls, v: str) -> str:
+        from vip_ray.core.engine import FAMILIES  # the one engine registry names the kernels
+
+        if v not in FAMILIES["sim"]:
+            raise _custom("unknown_engine", f"{v!r} is not a simulator kernel; allowed: {', '.join(FAMILIES['sim'])}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
