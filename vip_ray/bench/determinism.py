@@ -8,8 +8,9 @@
    run to run (1 thread, twice); 1 vs 2 torch threads; ``torch.use_deterministic_algorithms``
    on vs off; and "another machine" — the same training with ATen, oneDNN and MKL held to AVX2
    (``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``) on a CPU that
-   has AVX-512. Each training runs in its own process (threads and flags are process-wide, as
-   in a Ray Tune trial).
+   has AVX-512; and, on the full schedule, the 1-thread training here against the shipped
+   reference pool's bank (trained in Ray Tune trials). Each training runs in its own process
+   (threads and flags are process-wide, as in a Ray Tune trial).
 2. **Spread** (``--pools``). Trains whole default pools with the project's own training command
    (``train_pool``, as ``vip-sim pools default --retrain`` does) under other settings —
    ``seed=1``: another global seed; ``cpu=2``: two torch threads per trial — and sets each beside
@@ -95,7 +96,22 @@ def _compare(a: dict, b: dict) -> dict:
     return rows
 
 
-def _bits(console, members: list[str], epochs: int) -> dict:
+def _reference_run(members: list[str]) -> dict:
+    """The shipped reference pool's rows for ``members``, shaped like a training run."""
+    from vip_ray.pool import Pool, reference_root
+
+    ref = Pool.open(reference_root() / "default")
+    meta = {}
+    for mid in members:
+        weights = hashlib.sha256()
+        for k, v in sorted(ref.state_dict(mid).items()):
+            weights.update(k.encode())
+            weights.update(v.detach().cpu().contiguous().numpy().tobytes())
+        meta[mid] = {"weights_sha256": weights.hexdigest(), "top1": ref.manifest.member(mid).accuracy}
+    return {"logits": {mid: ref.logits([mid])[0] for mid in members}, "meta": meta}
+
+
+def _bits(console, members: list[str], epochs: int, only: list[str] | None) -> dict:
     from rich.table import Table
 
     base = {"members": members, "epochs": epochs, "seed": 0, "threads": 1, "deterministic": True}
@@ -110,8 +126,17 @@ def _bits(console, members: list[str], epochs: int) -> dict:
              ("deterministic vs default algorithms (1 thread)", "t1", "t1_default_algorithms"),
              ("1 vs 2 torch threads", "t1", "t2"),
              ("AVX-512 vs AVX2 kernels (1 thread)", "t1", "t1_avx2")]
+    if not epochs:  # the full schedule is what the reference pool ran: in-process here vs its Ray Tune trial
+        pairs.append(("here in-process vs the shipped reference (1 thread)", "t1", "reference"))
+    unknown = sorted(set(only or ()) - set(settings))
+    if unknown:
+        raise SystemExit(f"--settings {','.join(unknown)}: unknown; allowed: {', '.join(settings)}")
     with tempfile.TemporaryDirectory(prefix="vrdet") as tmp:
-        runs = {name: _train({**s, "name": name}, Path(tmp)) for name, s in settings.items()}
+        runs = {name: _train({**s, "name": name}, Path(tmp)) for name, s in settings.items()
+                if not only or name in only}
+    if not epochs:
+        runs["reference"] = _reference_run(members)
+    pairs = [p for p in pairs if p[1] in runs and p[2] in runs]
     out = {}
     t = Table(title=f"1. CPU training bits: {', '.join(members)}, {epochs or 'full'} epoch(s), default pool config")
     for col in ("comparison", "member", "bank identical", "weights identical", "max |Δ logit|", "same prediction",
@@ -126,7 +151,7 @@ def _bits(console, members: list[str], epochs: int) -> dict:
                       f"{r['top1'][0]:.2%} / {r['top1'][1]:.2%}")
     console.print(t)
     return {"members": members, "epochs": epochs, "pairs": out,
-            "seconds_per_training": {k: round(v["meta"]["_seconds"], 1) for k, v in runs.items()}}
+            "seconds_per_training": {k: round(v["meta"]["_seconds"], 1) for k, v in runs.items() if k != "reference"}}
 
 
 def _smart_home(pool_root: str | None, pool_name: str, out: Path) -> dict:
@@ -192,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--members", default="vp_v1", help="part 1: comma-separated default-pool member ids (default vp_v1)")
     p.add_argument("--epochs", type=int, default=0, help="part 1: epochs per training (0 = the pool's own schedule)")
+    p.add_argument("--settings", default="", help="part 1: only these settings (t1, t1_again, t2, "
+                                                   "t1_default_algorithms, t1_avx2; default: all)")
     p.add_argument("--skip-bits", action="store_true", help="skip part 1")
     p.add_argument("--pools", default="", help="part 2: pools to train, e.g. seed=1,cpu=2 (default: none)")
     p.add_argument("--out", default="results/bench/determinism.json")
@@ -217,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps(result, indent=2))
 
     if not args.skip_bits:
-        result["bits"] = _bits(console, [m.strip() for m in args.members.split(",") if m.strip()], args.epochs)
+        result["bits"] = _bits(console, [m.strip() for m in args.members.split(",") if m.strip()], args.epochs,
+                               [x.strip() for x in args.settings.split(",") if x.strip()])
         save()
     specs = [s.strip() for s in args.pools.split(",") if s.strip()]
     if specs:
