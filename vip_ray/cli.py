@@ -431,15 +431,7 @@ def _dispatch(args) -> int:
     def log(message) -> None:
         _plain(console, str(message))
 
-    from vip_ray.data import DataError
-    from vip_ray.experiment.run import RunError
-    from vip_ray.placement import PlacementError
-    from vip_ray.pool import PoolError
-    from vip_ray.scenario import ScenarioError
-    from vip_ray.serve.config import DeployError
-    from vip_ray.tune.config import ConfigCompositionError
-    from vip_ray.tune.plan import ConfigError
-    from vip_ray.tune.runner import TrainingError
+    from vip_ray.errors import UserError  # every error a user can cause derives from it (imports nothing heavy)
 
     try:
         _check_overrides(args)
@@ -487,8 +479,7 @@ def _dispatch(args) -> int:
             finally:
                 stop()
             return 0
-    except (PoolError, DataError, ScenarioError, RunError, PlacementError, ConfigCompositionError, ConfigError,
-            TrainingError, DeployError) as e:
+    except UserError as e:
         error_line(str(e))
         return 2
     return 1

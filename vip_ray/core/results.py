@@ -7,6 +7,8 @@ is removed, so a reader never sees a half-written result (and nothing hidden is 
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import contextlib
 import os
 import platform
@@ -21,7 +23,7 @@ from typing import Any
 from vip_ray.interrupts import signals_held, sigterm_raises
 
 
-class ResultExists(FileExistsError):
+class ResultExists(UserError, FileExistsError):
     """The target folder exists already (nothing is overwritten)."""
 
 

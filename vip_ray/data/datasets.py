@@ -11,6 +11,8 @@ official test batch; imagefolder = ImageFolder's order (sorted class folders, so
 
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import torch
 Split = Literal["train", "test"]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data set cannot be loaded as configured; the message says what is wrong and what to do."""
 
 

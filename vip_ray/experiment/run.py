@@ -7,6 +7,8 @@ replicates it, :func:`replicate` streams the tables to disk.
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import json
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from vip_ray.strategies import Context, Strategy, get_strategy, runs_on
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
 
-class RunError(RuntimeError):
+class RunError(UserError, RuntimeError):
     pass
 
 

@@ -1,11 +1,13 @@
 """Placement contract and registry."""
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 
-class PlacementError(ValueError):
+class PlacementError(UserError, ValueError):
     pass
 
 

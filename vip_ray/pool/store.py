@@ -22,6 +22,8 @@ shape, so a pool damaged afterwards is refused with the path and the reason.
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import hashlib
 import json
 import os
@@ -39,7 +41,7 @@ BANK_FILE = "bank.npz"
 WEIGHTS_DIR = "weights"
 
 
-class PoolError(RuntimeError):
+class PoolError(UserError, RuntimeError):
     """A pool that is missing, partial, corrupt or does not match what was asked."""
 
 

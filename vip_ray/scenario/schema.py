@@ -12,6 +12,8 @@ problem with the file, the key path (``devices[2].availability.kind``) and what 
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -46,7 +48,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
-class ScenarioError(ValueError):
+class ScenarioError(UserError, ValueError):
     """A scenario, catalog entry, trace or override that cannot be used.
 
     ``file`` is the offending file (or ``None``), ``problems`` a list of ``(key_path, message)``.

@@ -1,6 +1,8 @@
 """Traces (bandwidth, availability, arrivals) and where the shipped data lives (``sim/``): below
 the schema and the catalog, which both read them."""
 from __future__ import annotations
+
+from vip_ray.errors import UserError
 import csv
 import math
 import os
@@ -15,7 +17,7 @@ TRACE_COLUMNS = {
 }
 
 
-class TraceError(ValueError):
+class TraceError(UserError, ValueError):
     """A trace file that is missing or malformed (the message names the file and the line)."""
 
 

@@ -9,6 +9,8 @@ draws (:mod:`vip_ray.core.streams`).
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,7 +20,7 @@ from vip_ray.core.aggregation import AggregationSpec
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.world import DeviceSpec, WorkloadSpec
 
-class DeployError(RuntimeError):
+class DeployError(UserError, RuntimeError):
     """The emulation could not be started on Ray / Serve (the message says why)."""
 
 

@@ -7,6 +7,8 @@ where), and a ``+key`` the pool factory would ignore is refused the same way.
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import os
 import re
 from collections.abc import Sequence
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-class ConfigCompositionError(ValueError):
+class ConfigCompositionError(UserError, ValueError):
     pass
 
 

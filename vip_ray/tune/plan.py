@@ -4,6 +4,8 @@ Pure functions over plain dicts (no Ray here), so a plan can be tested and print
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import hashlib
 import json
 import math
@@ -15,7 +17,7 @@ from vip_ray.diversity import Recipe, build_recipes, variant_seed
 from vip_ray.models import list_models, model_spec
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A training config that cannot be planned; the message names the key."""
 
 

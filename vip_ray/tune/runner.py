@@ -9,6 +9,8 @@ trials are not retrained, running ones continue from their last epoch checkpoint
 """
 from __future__ import annotations
 
+from vip_ray.errors import UserError
+
 import hashlib
 import json
 import logging
@@ -39,7 +41,7 @@ FINAL_FILE = "final.pt"
 PLAN_FILE = "plan.json"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     pass
 
 
