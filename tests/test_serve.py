@@ -247,7 +247,7 @@ def serve_up(ray_session):
 @pytest.mark.slow
 def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     """Same scenario and seed: same tables (columns, dtypes), same arrivals and inputs, the same
-    predictions where the same devices answered, latency p50 within 15 % (emulated delays ≥ 40 ms)."""
+    predictions where the same devices answered, and the same emulated latency where the same devices answered."""
     sim_dir = run_scenario(DEVICES, overrides=sets, out=tmp_path / "sim", plots=False, log=lambda s: None)
     serve_dir = run_scenario(DEVICES, overrides=sets, out=tmp_path / "serve", engine="serve", log=lambda s: None,
                              serve_options=ServeOptions(isolate=("slow",)))
@@ -266,8 +266,11 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     cfg = build_config(deployment(DEVICES, sets, pool), input_shape=(1, 8, 8))
     expected = [bank_prediction(cfg, pool, s, r.split(",")) for s, r in zip(live["sample"], live["responders"].astype(str))]
     assert (live["prediction"].to_numpy() == expected).mean() >= 0.99  # live logits vs the bank's: float noise only
-    p_sim, p_live = sim["latency_s"].median(), live["latency_s"].median()
-    assert abs(p_live - p_sim) <= 0.15 * p_sim, (p_sim, p_live)
+    # latency on the emulated timeline is the simulator's, bit for bit, wherever the same devices
+    # answered (what the harness adds on top depends on the host's load: serve_timing.parquet)
+    timing = pd.read_parquet(serve_dir / "serve_timing.parquet")
+    emulated = (timing["emulated_finish_s"] - timing["arrival_s"]).to_numpy()
+    np.testing.assert_array_equal(emulated[same], sim["latency_s"].to_numpy()[same])
     assert live["deadline_met"].all() and (ldev["served"] > 0).all()
     cfg_yaml = yaml.safe_load((serve_dir / "config.yaml").read_text())
     summary = json.loads((serve_dir / "summary.json").read_text())
@@ -275,7 +278,6 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     assert "ray" in cfg_yaml["engine"] and "ray" in cfg_yaml["versions"]
     assert summary["engine"] == "serve" and summary["serve"]["harness_overhead_p50_ms"] is not None
     assert set(summary["serve"]["groups"]) == {"devices-0", "dev-slow"}
-    timing = pd.read_parquet(serve_dir / "serve_timing.parquet")
     assert len(timing) == len(live) and (timing["overhead_s"] > -0.002).all()
 
 
