@@ -131,11 +131,8 @@ class ServeEmulation:
                 self.log(f"[vip_ray] could not delete Serve app {self.cfg.app!r}: {e}")
         self.handle = None
         if self.own_ray:
-            try:
-                serve.shutdown()
-            finally:
-                ray.shutdown()
-                self.own_ray = False
+            self.own_ray = False
+            stop_ray()
 
     # -- use ----------------------------------------------------------------------------------------------
     @property
@@ -197,6 +194,17 @@ def start_ray_for(opt) -> str | None:
         raise DeployError(f"cannot {'join Ray at ' + repr(opt.address) if opt.address else 'start Ray'}: "
                           f"{e}") from None
     return getattr(ctx, "dashboard_url", None) or None
+
+
+def stop_ray() -> None:
+    """Take down Serve, then the Ray this process started."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
 
 
 def start_serve(opt) -> int | None:

@@ -26,7 +26,7 @@ import pandas as pd
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
-from vip_ray.serve.app import ServeEmulation, start_ray_for
+from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
 from vip_ray.serve.loadgen import Replay
 
@@ -93,14 +93,8 @@ class ServeEngine(Engine):
         finally:
             self.emulation = self.deployment = None
             if self.own_ray:
-                import ray
-                from ray import serve
-
-                try:
-                    serve.shutdown()
-                finally:
-                    ray.shutdown()
-                    self.own_ray = False
+                self.own_ray = False
+                stop_ray()
 
     def up(self, dep: FanOut) -> ServeEmulation:
         """The running emulation of ``dep`` (deployed now unless the running one has its world)."""
