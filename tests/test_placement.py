@@ -85,3 +85,22 @@ def test_a_deadline_nothing_fits_is_said_once_and_recorded(tmp_path):
     dev = analysis.load(out, "devices")
     placed = dev["variant"].dropna()
     assert placed.nunique() == len(placed)   # no two devices run the same variant
+
+
+def test_dynamic_placement_stops_the_master_waiting_for_crashed_devices(tmp_path):
+    """smart_home with its two most capable workers crashed at t = 0: with placement.dynamic the
+    master re-places among the devices that are up and no longer waits for the crashed ones, so a
+    request ends with the last reply it waits for (the deadline only when that one is late);
+    without it, every request waits the whole deadline for them."""
+    from vip_ray import analysis
+    from vip_ray.experiment.run import run_scenario
+
+    sets = ["workload.requests=300", "seeds.replications=1"]
+    runs = {dyn: analysis.load(run_scenario("scenarios/smart_home.yaml", overrides=[*sets, f"placement.dynamic={dyn}"],
+                                            failed_devices=2, out=tmp_path / str(dyn), plots=False,
+                                            log=lambda s: None)) for dyn in ("true", "false")}
+    deadline = 0.050
+    static, dynamic = runs["false"], runs["true"]
+    assert (static["latency_s"] >= deadline - 1e-9).all()            # waits for the crashed ones
+    assert dynamic["latency_s"].median() < deadline / 2
+    assert (dynamic["n_responders"] == 3).mean() > 0.9                # the three devices still up answer

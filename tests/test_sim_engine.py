@@ -550,3 +550,26 @@ def test_jit_generators_are_make_rngs(seed):
             assert gens(purpose, d).bit_generator.state == make_rng(seed, purpose, d).bit_generator.state
     np.testing.assert_array_equal(gens(Purpose.SERVICE, 5).standard_normal(100),
                                   make_rng(seed, Purpose.SERVICE, 5).standard_normal(100))
+
+
+def test_the_master_waits_only_for_devices_its_placement_runs():
+    """VP §III: the master waits for the deadline or the last reply — of the devices that were
+    sent a job to run. Worked by hand: deadline 0.1 s; device 1 runs nothing until t = 1 s."""
+    from types import SimpleNamespace
+
+    from vip_ray.core.master import expected
+
+    devices = (DeviceSpec("a", (VariantSlot(0.0, 0, 0.01),), link=LinkSpec(0.002, 1e6)),
+               DeviceSpec("b", (VariantSlot(1.0, 0, 0.01),), link=LinkSpec(0.002, 1e6)),
+               DeviceSpec("c", (VariantSlot(0.0, 0, 0.01), VariantSlot(2.0, -1, float("inf"))), link=LinkSpec(0.002, 1e6)))
+    arrival = np.array([0.5, 1.5, 2.5])
+    inf = np.inf
+    timing = SimpleNamespace(arrival=arrival, reply_at=np.array([[0.52, inf, 0.55],     # b unplaced: not waited for
+                                                                 [1.53, 1.58, 1.54],    # all three: the last reply
+                                                                 [2.51, 2.56, inf]]))   # c taken out at 2 s
+    wait = expected(devices, arrival)
+    assert wait.tolist() == [[True, False, True], [True, True, True], [True, True, False]]
+    finish, responded = finish_times(timing, 0.1, wait)
+    np.testing.assert_array_equal(finish, [0.55, 1.58, 2.56])
+    finish_all, _ = finish_times(timing, 0.1)           # waiting for every device: the deadline
+    np.testing.assert_array_equal(finish_all, [0.6, 1.58, 2.6])

@@ -18,13 +18,30 @@ from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
 
-def finish_times(timing: Any, deadline_s: float) -> Tuple[np.ndarray, np.ndarray]:
+def expected(devices, arrival: np.ndarray) -> np.ndarray:
+    """(R, D) bool: the devices the master waits for — those its own placement has running a
+    variant when the request leaves it. That is what a real master knows for sure (it placed
+    them); the simulator's schedule of failures is not (a crashed device is still waited for).
+    """
+    out = np.zeros((len(arrival), len(devices)), dtype=bool)
+    for d, dev in enumerate(devices):
+        starts = np.array([s.start_s for s in dev.slots])
+        placed = np.array([s.placed for s in dev.slots] + [False])   # index -1: before the first slot
+        out[:, d] = placed[np.searchsorted(starts, arrival, side="right") - 1]
+    return out
+
+
+def finish_times(timing: Any, deadline_s: float, waits_for: np.ndarray | None = None) -> Tuple[np.ndarray, np.ndarray]:
     """``responded = reply_at <= arrival + deadline_s``; ``finish = arrival + deadline_s`` unless
-    every device replied in time, then the last reply's time."""
+    every device the master waits for (``waits_for`` (R, D), default: all) replied in time, then
+    the last of their replies (the arrival itself when it waits for nobody)."""
     due = timing.arrival + deadline_s
     responded = timing.reply_at <= due[:, None]
-    all_in = responded.all(axis=1)
-    last = timing.reply_at.max(axis=1, initial=-np.inf) if timing.reply_at.size else np.full(len(due), -np.inf)
+    wait = np.ones_like(responded) if waits_for is None else waits_for
+    all_in = (responded | ~wait).all(axis=1)
+    last = np.where(wait, timing.reply_at, -np.inf).max(axis=1, initial=-np.inf) if timing.reply_at.size \
+        else np.full(len(due), -np.inf)
+    last = np.maximum(last, timing.arrival)
     finish = np.where(all_in, last, due)
     return finish, responded
 
@@ -43,7 +60,7 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     r, d = timing.reply_at.shape
     c = probs.shape[-1]
     samples = sample_rng.integers(0, len(labels), size=r)
-    finish, responded = finish_times(timing, deadline)
+    finish, responded = finish_times(timing, deadline, expected(dep.devices, timing.arrival))
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
     fb = np.zeros(r, dtype=bool)

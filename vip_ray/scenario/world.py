@@ -39,13 +39,16 @@ def workload(scenario: Any, input_bytes: int) -> W.WorkloadSpec:
 
 
 def slots(plan: Any, i: int) -> tuple[W.VariantSlot, ...]:
-    """Device ``i``'s steps of ``plan.timeline`` (consecutive repeats merged; nothing placed: the
-    unplaced slot)."""
+    """Device ``i``'s steps of ``plan.timeline`` (consecutive repeats merged); a device taken out
+    of the placement (dynamic placement, after a crash) gets an unplaced step, so the master
+    stops waiting for it; nothing placed at all: the unplaced slot."""
     own: list[W.VariantSlot] = []
     for t, assignment in plan.timeline:
         v = assignment[i]
         if v >= 0 and (not own or own[-1].variant != v):
             own.append(W.VariantSlot(t, v, float(plan.service_s[i, v])))
+        elif v < 0 and own and own[-1].placed:
+            own.append(W.VariantSlot(t, -1, float("inf")))
     return tuple(own) or (W.UNPLACED_SLOT,)
 
 

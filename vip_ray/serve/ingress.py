@@ -260,10 +260,12 @@ class Ingress:
             if fb is not None:
                 used, fallback = {fb[0]: fb}, True
         answered = bool(used)
+        # the master waits for the devices its placement has running a variant (vip_ray.core.master.expected)
+        waits_for = [d for d, dev in enumerate(self.cfg.devices) if dev.slot_at(t_a) is not None]
         if fallback:
             ideal = next(iter(used.values()))[1]
-        elif len(used) == self.D:
-            ideal = max(r[1] for r in used.values())
+        elif all(d in used for d in waits_for):
+            ideal = max([t_a] + [used[d][1] for d in waits_for])
         else:
             ideal = deadline
         out = None
