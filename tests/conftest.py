@@ -54,3 +54,14 @@ def small_cp_pool(ray_session, tmp_path_factory):
                    "family.phases=[{name:scratch,epochs:4,lr:3e-3,schedule:cosine}]", "train.batch_size=32",
                    f"pool.root={tmp}/pools", f"tune.storage={tmp}/tune", "tune.verbose=0"])
     return cfg, train_pool(cfg, log=lambda s: None)
+
+
+#: fixtures that start Ray or train a pool: a test that uses one (directly or through another
+#: fixture) is marked ``ray`` automatically, so ``pytest -m "not ray and not slow"`` is the fast lane
+RAY_FIXTURES = {"ray_session", "small_pool", "small_cp_pool"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.ray)
