@@ -140,36 +140,92 @@ def run_job(job: Job, cache: Path) -> Path:
     return path
 
 
-def run_jobs(jobs: list[Job], cache: Path, workers: int, log: Callable[[str], None]) -> None:
-    """Run every job not cached yet; a seed's students start once its teacher is cached."""
+def _claim(cache: Path, key: str) -> bool:
+    """Take ``key`` for this process (a lock file holding our pid), so that several runs of the
+    benchmark on one cache share the work; a lock whose process is gone is taken over."""
+    lock = cache / f"{key}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return False  # another live run trains it
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # its run is gone
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def run_jobs(jobs: list[Job], cache: Path, workers: int, log: Callable[[str], None],
+             poll_s: float = 10.0) -> None:
+    """Run every job not cached yet, seed by seed (a run cut short leaves whole seeds); a seed's
+    students start once its teacher is cached. Jobs another live run of this benchmark has taken
+    are waited for, not repeated."""
     cache.mkdir(parents=True, exist_ok=True)
-    todo = [j for j in jobs if not (cache / f"{j.key}.pt").exists()]
+
+    def cached(key: str | None) -> bool:
+        return key is None or (cache / f"{key}.pt").exists()
+
+    todo = [j for j in jobs if not cached(j.key)]
     log(f"[vip_table] {len(jobs) - len(todo)} of {len(jobs)} trainings cached in {cache}; {len(todo)} to run "
         f"in {workers} process(es)")
-    if not todo:
-        return
-    if workers == 1:  # in this process: the smoke test, and debugging
-        for j in todo:
-            t0 = time.perf_counter()
-            run_job(j, cache)
-            log(f"[vip_table] done {j.key} ({time.perf_counter() - t0:.0f} s)")
-        return
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        running: dict[Any, Job] = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) if workers > 1 else None
+    running: dict[Any, Job] = {}
+    try:
         while todo or running:
-            ready = [j for j in todo if j.teacher_key is None or (cache / f"{j.teacher_key}.pt").exists()]
-            ready.sort(key=lambda j: (j.seed, j.kind != "teacher"))  # seed by seed: a cut-short run has whole seeds
-            for j in ready[: max(0, workers + 1 - len(running))]:  # one queued ahead keeps workers busy
-                running[pool.submit(run_job, j, cache)] = j
+            todo = [j for j in todo if not cached(j.key)]
+            ready = sorted((j for j in todo if cached(j.teacher_key)), key=lambda j: (j.seed, j.kind != "teacher"))
+            for j in ready:
+                if len(running) >= workers:
+                    break
+                if not _claim(cache, j.key):
+                    continue
                 todo.remove(j)
+                if pool is None:  # in this process: the smoke test, and debugging
+                    try:
+                        run_job(j, cache)
+                    finally:
+                        (cache / f"{j.key}.lock").unlink(missing_ok=True)
+                    log(f"[vip_table] done {j.key} ({time.perf_counter() - started:.0f} s since start)")
+                else:
+                    running[pool.submit(run_job, j, cache)] = j
+            if pool is None and any(cached(j.teacher_key) and _claimable(cache, j.key) for j in todo):
+                continue
             if not running:
-                raise RuntimeError("students wait for a teacher that no job trains")  # plan_jobs prevents it
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+                if todo:  # what is left is being trained by another run, or waits for its teacher there
+                    time.sleep(poll_s)
+                continue
+            done, _ = wait(running, timeout=poll_s, return_when=FIRST_COMPLETED)
             for f in done:
                 j = running.pop(f)
+                (cache / f"{j.key}.lock").unlink(missing_ok=True)
                 f.result()  # a failed training stops the benchmark with its error
                 log(f"[vip_table] done {j.key} ({time.perf_counter() - started:.0f} s since start)")
+    finally:
+        for j in running.values():
+            (cache / f"{j.key}.lock").unlink(missing_ok=True)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+
+
+def _claimable(cache: Path, key: str) -> bool:
+    lock = cache / f"{key}.lock"
+    if not lock.exists():
+        return True
+    try:
+        os.kill(int(lock.read_text() or 0), 0)
+        return False
+    except (ProcessLookupError, ValueError):
+        return True
+    except PermissionError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,25 +351,25 @@ def _cell(rows, row, strategy="", kd="") -> str:
     return f"{r['mean']:.2f} ± {r['ci95']:.2f}" if np.isfinite(r["ci95"]) else f"{r['mean']:.2f}"
 
 
-def markdown(rows: list[dict], strategies: list[str]) -> str:
+def markdown(rows: list[dict], strategies: list[str], student: str = "s3") -> str:
     lines = [("| models | KD | single student (mean) | best student | ensemble E | E − B (points) | "
               "B→T gap closed by E | KD gain of E (points) |"),
              "|---|---|---|---|---|---|---|---|",
              f"| T (ResNet50 teacher) | – | {_cell(rows, 'T')} | | | | | |"]
     for kd in ("yes", "no"):
-        lines.append(f"| B (plain s3) | {kd} | {_cell(rows, 'B', kd=kd)} | | | | | "
+        lines.append(f"| B (plain {student}) | {kd} | {_cell(rows, 'B', kd=kd)} | | | | | "
                      f"{_cell(rows, 'kd_gain_B') if kd == 'yes' else ''} |")
     for s in strategies:
         n = next(r["members"] for r in rows if r["row"] == "E" and r["strategy"] == s)
         for kd in ("yes", "no"):
-            lines.append(f"| {s} ({n} × s3) | {kd} | {_cell(rows, 'single', s, kd)} | {_cell(rows, 'best_single', s, kd)} "
+            lines.append(f"| {s} ({n} × {student}) | {kd} | {_cell(rows, 'single', s, kd)} | {_cell(rows, 'best_single', s, kd)} "
                          f"| {_cell(rows, 'E', s, kd)} | {_cell(rows, 'E_minus_B', s, kd)} "
                          f"| {_cell(rows, 'gap_closed', s, kd)} % | "
                          f"{_cell(rows, 'kd_gain_E', s) if kd == 'yes' else ''} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], strategies: list[str], path: Path, title: str) -> None:
+def plot(rows: list[dict], strategies: list[str], path: Path, title: str, student: str = "s3") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -323,7 +379,7 @@ def plot(rows: list[dict], strategies: list[str], path: Path, title: str) -> Non
         r = next(r for r in rows if r["row"] == row and r["strategy"] == strategy and r["kd"] == kd)
         return r["mean"], (r["ci95"] if np.isfinite(r["ci95"]) else 0.0)
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    fig, ax = plt.subplots(figsize=(10, 4.8))
     bars = [("single", "no", "single student, no KD", "#9ecae1"), ("single", "yes", "single student, KD", "#3182bd"),
             ("E", "no", "ensemble E, no KD", "#fdae6b"), ("E", "yes", "ensemble E, KD", "#e6550d")]
     width = 0.2
@@ -334,18 +390,18 @@ def plot(rows: list[dict], strategies: list[str], path: Path, title: str) -> Non
         ax.bar(x + (i - 1.5) * width, [v[0] for v in vals], width, yerr=[v[1] for v in vals], capsize=3,
                label=label, color=color)
         lows += [v[0] - v[1] for v in vals]
-    for row, kd, label, style in (("T", "", "T (ResNet50 teacher)", "-"), ("B", "yes", "B (plain s3), KD", "--"),
-                                  ("B", "no", "B (plain s3), no KD", ":")):
+    for row, kd, label, style in (("T", "", "T (ResNet50 teacher)", "-"), ("B", "yes", f"B (plain {student}), KD", "--"),
+                                  ("B", "no", f"B (plain {student}), no KD", ":")):
         mean, half = get(row, kd=kd)
         ax.axhline(mean, color="black", linestyle=style, linewidth=1.2, label=f"{label}: {mean:.2f} %")
         ax.axhspan(mean - half, mean + half, color="grey", alpha=0.12)
         lows.append(mean - half)
     ax.set_xticks(x, strategies)
-    ax.set_xlabel("diversity strategy (homogeneous ensemble of s3 students)")
+    ax.set_xlabel(f"diversity strategy (homogeneous ensemble of {student} students)")
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_ylim(max(0.0, min(lows) - 1.0), 100.0)
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -414,11 +470,13 @@ def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> i
     write_csv(out / "vip_table.csv", rows, TABLE_COLUMNS)
     write_csv(out / "vip_table_members.csv", members, MEMBER_COLUMNS)
     write_csv(out / "vip_table_teacher.csv", checks, TEACHER_COLUMNS)
-    (out / "vip_table.md").write_text(markdown(rows, args.strategies))
+    student = next(m["model"] for j in jobs if j.kind == "students" for m in j.group["members"])
+    student = student.removeprefix("resnet50_")
+    (out / "vip_table.md").write_text(markdown(rows, args.strategies, student))
     title = (f"VIP on {data.name} ({len(data.train_y)} train / {len(data.test_y)} test), "
              f"{len(args.seeds)} seeds, mean ± 95 % CI" + (" — QUICK smoke test" if args.quick else ""))
-    plot(rows, args.strategies, out / "vip_table.png", title)
-    log(markdown(rows, args.strategies))
+    plot(rows, args.strategies, out / "vip_table.png", title, student)
+    log(markdown(rows, args.strategies, student))
     beaten = sum(r["teacher_beats_all"] for r in checks)
     log(f"[vip_table] teacher beats every student on {beaten} of {len(checks)} seed(s); margins (points): "
         + ", ".join(f"seed {r['seed']}: {r['margin_points']:+.2f} vs {r['best_student']}" for r in checks))
