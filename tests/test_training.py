@@ -94,3 +94,17 @@ def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypat
     batches = math.ceil(len(data.train_y) / int(cfg["train"]["batch_size"]))
     assert len(calls) == forwards_per_batch * 2 * batches
     assert result["teacher_seconds"] > 0
+
+
+def test_start_from_continues_a_trained_model(digits_setup, tmp_path):
+    """A member with start_from begins with those weights, head included (a teacher's next cosine cycle)."""
+    cfg, data, plan = digits_setup
+    member = plan.members[0]
+    first = train_group({**_group(cfg, plan, [{"name": "a", "epochs": 1, "lr": 3e-3}]), "members": [member]}, data=data)
+    torch.save(first["weights"][member["id"]], tmp_path / "w.pt")
+    zero_lr = [{"name": "b", "epochs": 1, "lr": 1e-30}]  # a step this small leaves every weight as it was
+    again = train_group({**_group(cfg, plan, zero_lr), "members": [{**member, "start_from": str(tmp_path / "w.pt")}]},
+                        data=data)
+    w0, w1 = first["weights"][member["id"]], again["weights"][member["id"]]
+    head = [k for k in w0 if k.startswith("head.")]
+    assert head and all(torch.allclose(w0[k], w1[k]) for k in head)

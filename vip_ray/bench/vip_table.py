@@ -56,11 +56,12 @@ class Job:
 
     key: str
     seed: int
-    kind: str                  # "teacher" | "students"
+    kind: str                  # "teacher_cycle" (not the last), "teacher" (the last cycle) | "students"
     strategy: str | None
     kd: bool | None
     group: dict[str, Any]      # train_group's config, less the teacher entry
-    teacher_key: str | None    # the job whose weights teach (students)
+    after: str | None          # the job whose weights this one needs: the teacher (students), the
+                               # previous cycle (a teacher cycle continues from it)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,10 +95,18 @@ def plan_jobs(seeds: list[int], strategies: list[str], overrides: list[str]) -> 
             plan = plan_pool(cfg, data.num_classes, data.channels)
             common = {"data": cfg["data"], "train": cfg["train"], "threads": 1}
             if teacher_job is None:
+                # one job per cosine cycle (train.teacher_cycles), each from the previous one's weights,
+                # so that a finished cycle is cached; the trainer starts a new optimizer per phase anyway
                 teacher = plan.stages[0].groups[0][0]
-                group = {**common, "members": [teacher], "phases": plan.stages[0].phases}
-                teacher_job = Job(f"seed{seed}-teacher-{_digest(group)}", seed, "teacher", None, None, group, None)
-                jobs.append(teacher_job)
+                phases = plan.stages[0].phases
+                for c, phase in enumerate(phases):
+                    member = teacher if c == 0 else {**teacher, "seed": teacher["seed"] + 7919 * c}
+                    group = {**common, "members": [member], "phases": [phase]}
+                    after = teacher_job.key if teacher_job else None
+                    key = f"seed{seed}-teacher" + (f"-c{c + 1}" if c else "") + f"-{_digest([group, after])}"
+                    teacher_job = Job(key, seed, "teacher" if c == len(phases) - 1 else "teacher_cycle", None, None,
+                                      group, after)
+                    jobs.append(teacher_job)
             students = plan.stages[-1].groups
             members = [m for g in students for m in g]
             for kd in (True, False):
@@ -121,16 +130,18 @@ def run_job(job: Job, cache: Path) -> Path:
     from vip_ray.training.trainer import train_group
 
     group = dict(job.group)
-    if job.teacher_key:
-        teacher = torch.load(cache / f"{job.teacher_key}.pt", weights_only=False)
+    if job.after and job.kind == "students":
+        teacher = torch.load(cache / f"{job.after}.pt", weights_only=False)
         group["teacher"] = {"model": teacher["model"], "build": teacher["build"],
-                            "weights_path": str(cache / f"{job.teacher_key}.weights.pt")}
+                            "weights_path": str(cache / f"{job.after}.weights.pt")}
+    elif job.after:  # the next cosine cycle of the teacher starts from the previous one's weights
+        group["members"] = [{**m, "start_from": str(cache / f"{job.after}.weights.pt")} for m in group["members"]]
     t0 = time.perf_counter()
     result = train_group(group)
     out = {"logits": result["logits"], "roles": {m["id"]: m["role"] for m in job.group["members"]},
            "kd": {m["id"]: bool(m["kd"]) for m in job.group["members"]}, "stats": result["stats"],
            "wall_s": time.perf_counter() - t0, "fingerprint": result["fingerprint"]}
-    if job.kind == "teacher":
+    if job.kind != "students":
         member = job.group["members"][0]
         torch.save(result["weights"][member["id"]], cache / f"{job.key}.weights.pt")
         out.update(model=member["model"], build=member["build"])
@@ -181,7 +192,7 @@ def run_jobs(jobs: list[Job], cache: Path, workers: int, log: Callable[[str], No
     try:
         while todo or running:
             todo = [j for j in todo if not cached(j.key)]
-            ready = sorted((j for j in todo if cached(j.teacher_key)), key=lambda j: (j.seed, j.kind != "teacher"))
+            ready = sorted((j for j in todo if cached(j.after)), key=lambda j: (j.seed, j.kind == "students"))
             for j in ready:
                 if len(running) >= workers:
                     break
@@ -196,7 +207,7 @@ def run_jobs(jobs: list[Job], cache: Path, workers: int, log: Callable[[str], No
                     log(f"[vip_table] done {j.key} ({time.perf_counter() - started:.0f} s since start)")
                 else:
                     running[pool.submit(run_job, j, cache)] = j
-            if pool is None and any(cached(j.teacher_key) and _claimable(cache, j.key) for j in todo):
+            if pool is None and any(cached(j.after) and _claimable(cache, j.key) for j in todo):
                 continue
             if not running:
                 if todo:  # what is left is being trained by another run, or waits for its teacher there
@@ -257,6 +268,8 @@ def collect(jobs: list[Job], cache: Path, labels: np.ndarray) -> tuple[list[dict
 
     members, ensembles = [], {}
     for j in jobs:
+        if j.kind == "teacher_cycle":
+            continue  # T is the teacher after its last cycle
         out = torch.load(cache / f"{j.key}.pt", weights_only=False)
         students = []
         for mid, lg in out["logits"].items():

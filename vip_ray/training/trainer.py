@@ -188,6 +188,8 @@ def train_group(
     for m in members:
         if m.get("init_from"):
             _init_from(models[m["id"]], m["init_from"])
+        if m.get("start_from"):  # continue a model trained before (all weights, head included)
+            models[m["id"]].load_state_dict(torch.load(m["start_from"], map_location="cpu", weights_only=True))
 
     labels = data.train_y.numpy()
     pipelines: dict[Any, _Pipeline] = {}

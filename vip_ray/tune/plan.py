@@ -252,7 +252,12 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     stages: list[Stage] = []
     rest = members
     if teacher_id:
-        teacher_phases = [_teacher_phase(train)]
+        cycles = train.get("teacher_cycles", 1)
+        if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+            raise ConfigError(f"train.teacher_cycles: {cycles!r} is not allowed; allowed: an integer >= 1")
+        # cosine with warm restarts: each cycle is a phase, and each phase anneals from teacher_lr again
+        teacher_phases = [{**_teacher_phase(train), "name": "teacher" if c == 0 else f"teacher{c + 1}"}
+                          for c in range(cycles)]
         if model_spec(teacher_id).kind != "teacher":  # a baseline that teaches trains like the family
             teacher_phases = list(family["phases"])
         stages.append(Stage("teacher", [[members[0]]], teacher_phases))
