@@ -38,6 +38,14 @@ def test_vip_homogeneous_crops_pool_trains_teacher_first():
     assert all(m["build"]["input_size"] == 32 for m in p.members)
 
 
+def test_vip_teacher_phase_comes_from_train_teacher_keys():
+    p = plan("family=resnet50_slices", "shape=homogeneous", "diversity=crops", "train.kd=true",
+             "train.teacher_epochs=7", "train.teacher_lr=0.002", "train.teacher_schedule=cosine",
+             "train.teacher_shift_px=3", "train.teacher_cycles=2")
+    cycle = {"epochs": 7, "lr": 0.002, "freeze_backbone": False, "schedule": "cosine", "shift_px": 3}
+    assert p.stages[0].phases == [{"name": "teacher", **cycle}, {"name": "teacher2", **cycle}]
+
+
 def test_kd_both_trains_every_variant_twice():
     p = plan("family=resnet50_slices", "shape=homogeneous", "diversity=imbalance", "train.kd=both")
     ids = [m["id"] for m in p.members if m["role"] == "variant"]
@@ -58,6 +66,12 @@ def test_vp_kd_uses_the_baseline_as_teacher():
     (["family.phases=[{name:a,epochs:2,lr:0.1,schedule:step}]"],
      "family.phases[0].schedule: 'step' is not allowed; allowed: constant, cosine"),
     (["family.phases=[{name:a,epochs:2,lr:0.1,lrr:3}]"], "family.phases[0]: unknown key(s) ['lrr']"),
+    (["family.phases=[{name:a,epochs:2,lr:0.1,shift_px:-1}]"], "family.phases[0].shift_px: -1 must be an integer >= 0"),
+    (["train.kd=true", "train.teacher_schedule=step"],
+     "train.teacher_schedule: 'step' is not allowed; allowed: constant, cosine"),
+    (["train.kd=true", "train.teacher_shift_px=1.5"], "train.teacher_shift_px: 1.5 is not allowed; allowed: an integer"),
+    (["train.kd=true", "train.teacher_epochs=0"], "train.teacher_epochs: 0 is not allowed; allowed: an integer >= 1"),
+    (["train.kd=true", "train.teacher_cycles=0"], "train.teacher_cycles: 0 is not allowed; allowed: an integer >= 1"),
 ])
 def test_bad_config_names_key_and_allowed_values(overrides, message):
     with pytest.raises(ConfigError) as e:

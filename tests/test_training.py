@@ -63,9 +63,11 @@ def test_cosine_schedule_is_a_function_of_the_epoch():
     assert _phase_lr(phases, 5) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(0.75 * math.pi)))
 
 
-@pytest.mark.parametrize("diversity,forwards_per_batch", [("none", 1), ("filters", 2)])
+@pytest.mark.parametrize("diversity,forwards_per_batch", [("none", 0.5), ("filters", 2)])
 def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypatch, diversity, forwards_per_batch):
-    """Students that see the same batch share the teacher's forward; filtered inputs need their own."""
+    """Over 2 epochs: students on plain images share the teacher's forward, and only the first epoch
+    needs one (the frozen teacher's logits are kept per image): 1 forward per batch of epoch 1, i.e.
+    0.5 per batch per epoch; filtered inputs are drawn anew: 2 (one per student) per batch per epoch."""
     from vip_ray.models import build_model
     from vip_ray.training import trainer
 
@@ -86,11 +88,11 @@ def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypat
 
     monkeypatch.setattr(trainer, "load_teacher", counting)
     group = {"members": [{**m, "kd": True} for m in students], "data": cfg["data"], "train": cfg["train"],
-             "phases": [{"name": "a", "epochs": 1, "lr": 1e-3}], "threads": 1,
+             "phases": [{"name": "a", "epochs": 2, "lr": 1e-3}], "threads": 1,
              "teacher": {"model": "vp_v1", "build": teacher_build, "weights_path": str(tmp_path / "t.pt")}}
     result = train_group(group, data=data)
     batches = math.ceil(len(data.train_y) / int(cfg["train"]["batch_size"]))
-    assert len(calls) == forwards_per_batch * batches
+    assert len(calls) == forwards_per_batch * 2 * batches
     assert result["teacher_seconds"] > 0
 
 
@@ -103,3 +105,17 @@ def test_training_runs_deterministic_with_its_thread_count_and_gives_the_callers
         (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())))
     assert seen == [(1, True)]
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_start_from_continues_a_trained_model(digits_setup, tmp_path):
+    """A member with start_from begins with those weights, head included (a teacher's next cosine cycle)."""
+    cfg, data, plan = digits_setup
+    member = plan.members[0]
+    first = train_group({**_group(cfg, plan, [{"name": "a", "epochs": 1, "lr": 3e-3}]), "members": [member]}, data=data)
+    torch.save(first["weights"][member["id"]], tmp_path / "w.pt")
+    zero_lr = [{"name": "b", "epochs": 1, "lr": 1e-30}]  # a step this small leaves every weight as it was
+    again = train_group({**_group(cfg, plan, zero_lr), "members": [{**member, "start_from": str(tmp_path / "w.pt")}]},
+                        data=data)
+    w0, w1 = first["weights"][member["id"]], again["weights"][member["id"]]
+    head = [k for k in w0 if k.startswith("head.")]
+    assert head and all(torch.allclose(w0[k], w1[k]) for k in head)

@@ -31,6 +31,7 @@ from vip_ray.class_groups import (
 from vip_ray.data import DataSplit, load_dataset
 from vip_ray.diversity import Recipe, apply_filters, imbalance_indices
 from vip_ray.models import VariantNet, build_model
+from vip_ray.training.augment import random_shift
 from vip_ray.training.losses import kd_loss
 
 ReportFn = Callable[[dict[str, Any], dict[str, Any] | None], None]
@@ -224,6 +225,8 @@ def _train_group(
     for m in members:
         if m.get("init_from"):
             _init_from(models[m["id"]], m["init_from"])
+        if m.get("start_from"):  # continue a model trained before (all weights, head included)
+            models[m["id"]].load_state_dict(torch.load(m["start_from"], map_location="cpu", weights_only=True))
 
     labels = data.train_y.numpy()
     pipelines: dict[Any, _Pipeline] = {}
@@ -271,6 +274,8 @@ def _train_group(
                 opts[mid].load_state_dict(sd)
 
     batch_size = int(tcfg["batch_size"])
+    teacher_logits = torch.zeros(len(labels), data.num_classes)  # by training-image position
+    teacher_known = torch.zeros(len(labels), dtype=torch.bool)
     last_logits: dict[str, np.ndarray] = {}  # the final epoch's evaluation is the prediction bank
     while state.epoch < total_epochs:
         pidx, phase = _phase_at(phases, state.epoch)
@@ -281,28 +286,37 @@ def _train_group(
             for group in opt.param_groups:
                 group["lr"] = _phase_lr(phases, state.epoch)
         losses = {mid: [] for mid in models}
+        shift_px = int(phase.get("shift_px", 0))
         for pipe in pipelines.values():
-            for x, y in data.batches("train", batch_size, shuffle=True, generator=pipe.generator,
-                                     indices=pipe.indices):
+            # the same permutation DataSplit.batches(shuffle=True) draws, kept to know each batch's samples
+            order = torch.as_tensor(pipe.indices, dtype=torch.long)[
+                torch.randperm(len(pipe.indices), generator=pipe.generator)]
+            batches = data.batches("train", batch_size, shuffle=False, indices=order)
+            for start, (x, y) in zip(range(0, len(order), batch_size), batches):
                 x, y = x.to(device), y.to(device)
-                teacher_cache: dict[str, torch.Tensor] = {}
+                batch_idx = order[start:start + batch_size]
                 for mid in pipe.member_ids:
                     r = recipes[mid]
                     t0 = time.perf_counter()
                     xin = apply_filters(x, r.filters, filter_gens[mid]) if r.filters else x
+                    if shift_px:
+                        xin = random_shift(xin, shift_px, filter_gens[mid])
+                    augmented = bool(r.filters) or shift_px > 0
                     t_logits = None
                     if teacher is not None and uses_kd[mid]:
-                        # members on the plain batch share one teacher forward; filtered inputs are
-                        # drawn per member, so each needs its own
-                        if r.filters or "plain" not in teacher_cache:
+                        # the frozen teacher (eval mode) answers each plain training image the same way
+                        # every time, so its logits are computed once per image for all members and
+                        # epochs; filtered or shifted inputs are drawn per member and need their own
+                        if augmented or not bool(teacher_known[batch_idx].all()):
                             tt = time.perf_counter()
                             with torch.no_grad():
                                 t_logits = teacher(xin)
                             state.teacher_seconds += time.perf_counter() - tt
-                            if not r.filters:
-                                teacher_cache["plain"] = t_logits
+                            if not augmented:
+                                teacher_logits[batch_idx] = t_logits.float().cpu()
+                                teacher_known[batch_idx] = True
                         else:
-                            t_logits = teacher_cache["plain"]
+                            t_logits = teacher_logits[batch_idx].to(device)
                     if mid in tasks:
                         loss = tasks[mid].loss(models[mid](xin), y)
                     else:

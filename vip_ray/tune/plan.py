@@ -129,7 +129,7 @@ def assign_classes(plan: "Plan", groups: list[list[int]]) -> None:
         m["classes"] = [int(c) for c in g]
 
 
-PHASE_KEYS = {"name", "epochs", "lr", "freeze_backbone", "schedule"}
+PHASE_KEYS = {"name", "epochs", "lr", "freeze_backbone", "schedule", "shift_px"}
 SCHEDULES = ("constant", "cosine")
 
 
@@ -139,6 +139,9 @@ def _check_phases(phases: Any) -> None:
                           f"[{{name: scratch, epochs: 5, lr: 3e-3, schedule: cosine}}]")
     if not phases:
         raise ConfigError("family.phases: at least one phase is needed, e.g. [{name: scratch, epochs: 5, lr: 3e-3}]")
+    if not isinstance(phases, list) or not all(isinstance(ph, dict) for ph in phases):
+        raise ConfigError(f"family.phases: {phases!r} is not allowed; allowed: a list of phases, "
+                          f"e.g. [{{name: scratch, epochs: 5, lr: 3e-3}}]")
     for i, ph in enumerate(phases):
         where = f"family.phases[{i}]"
         unknown = set(ph) - PHASE_KEYS
@@ -148,6 +151,9 @@ def _check_phases(phases: Any) -> None:
             raise ConfigError(f"{where}.epochs: {ph.get('epochs')!r} must be an integer >= 0")
         if not _is_number(ph.get("lr")) or ph["lr"] <= 0:
             raise ConfigError(f"{where}.lr: {ph.get('lr')!r} must be a number > 0")
+        shift = ph.get("shift_px", 0)
+        if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
+            raise ConfigError(f"{where}.shift_px: {shift!r} must be an integer >= 0 (random translation in pixels)")
         if ph.get("schedule", "constant") not in SCHEDULES:
             raise ConfigError(f"{where}.schedule: {ph['schedule']!r} is not allowed; allowed: {', '.join(SCHEDULES)}")
 
@@ -195,6 +201,23 @@ def check_settings(cfg: dict[str, Any]) -> None:
         if not ok(node[leaf]):
             raise ConfigError(f"{key}: {node[leaf]!r} is not allowed; allowed: {allowed}")
     _check_phases((cfg.get("family") or {}).get("phases"))
+
+
+def _teacher_phase(train: dict[str, Any]) -> dict[str, Any]:
+    """The teacher's one end-to-end phase, from ``train.teacher_*``: VIP trains its teacher "until
+    achieving competitive accuracy" (VIP §IV-A), so it gets its own epochs, schedule and augmentation."""
+    phase = {"name": "teacher", "epochs": train.get("teacher_epochs", 3), "lr": train.get("teacher_lr", 1e-3),
+             "freeze_backbone": False, "schedule": train.get("teacher_schedule", "constant"),
+             "shift_px": train.get("teacher_shift_px", 0)}
+    for key, ok, allowed in (
+            ("epochs", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+            ("lr", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0"),
+            ("schedule", lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
+            ("shift_px", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+             "an integer >= 0 (random translation in pixels)")):
+        if not ok(phase[key]):
+            raise ConfigError(f"train.teacher_{key}: {phase[key]!r} is not allowed; allowed: {allowed}")
+    return phase
 
 
 def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
@@ -275,8 +298,12 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     stages: list[Stage] = []
     rest = members
     if teacher_id:
-        teacher_phases = [{"name": "teacher", "epochs": int(train.get("teacher_epochs", 3)),
-                           "lr": float(train.get("teacher_lr", 1e-3)), "freeze_backbone": False}]
+        cycles = train.get("teacher_cycles", 1)
+        if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+            raise ConfigError(f"train.teacher_cycles: {cycles!r} is not allowed; allowed: an integer >= 1")
+        # cosine with warm restarts: each cycle is a phase, and each phase anneals from teacher_lr again
+        teacher_phases = [{**_teacher_phase(train), "name": "teacher" if c == 0 else f"teacher{c + 1}"}
+                          for c in range(cycles)]
         if model_spec(teacher_id).kind != "teacher":  # a baseline that teaches trains like the family
             teacher_phases = list(family["phases"])
         stages.append(Stage("teacher", [[members[0]]], teacher_phases))
