@@ -256,7 +256,7 @@ def ci95(values: list[float]) -> tuple[float, float]:
 
 def ensemble_accuracy(logits: list[np.ndarray], labels: np.ndarray) -> float:
     """VIP §III-D: the class of highest average probability over the students."""
-    from vip_ray.aggregation import softmax, vip_aggregate
+    from vip_ray.core.aggregation import softmax, vip_aggregate
 
     probs = np.stack([softmax(np.asarray(lg, dtype=np.float64), axis=-1) for lg in logits], axis=1)
     return float((vip_aggregate(probs).argmax(1) == labels).mean())

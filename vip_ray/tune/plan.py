@@ -324,7 +324,9 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
     stages.append(Stage("members", groups, list(family["phases"])))
     name = cfg["pool"].get("name") or default_pool_name(cfg)
     settings = {"data": {k: v for k, v in cfg["data"].items() if k != "root"}, "seed": seed,
-                "train": {k: v for k, v in train.items() if k not in ("mode", "group_size", "eval_every")}}
+                # the teacher's settings decide the result only where the pool has a teacher
+                "train": {k: v for k, v in train.items() if k not in ("mode", "group_size", "eval_every")
+                          and not (teacher_id is None and k.startswith("teacher_"))}}
     if cp:
         settings["class_parallel"] = {k: v for k, v in cp.items() if k != "classes"}
     return Plan(name=name, members=members, stages=stages, teacher_id=teacher_id, settings=settings)
