@@ -86,10 +86,12 @@ def test_summary_gap_closed_and_kd_gain_by_hand():
                  (1, "crops", True): (95.5, 2), (1, "crops", False): (94.5, 2)}
     rows = {(r["row"], r["strategy"], r["kd"]): r for r in vip_table.summarize(_members(), ensembles, ["crops"])}
     assert set(vip_table.TABLE_COLUMNS) == set(next(iter(rows.values())))
-    # seed 0: (98 - 97) / (99 - 97) = 50 %; seed 1: (95.5 - 95) / (96 - 95) = 50 %
+    # ratio of means: E 96.75, B 96.0, T 97.5 -> 0.75 / 1.5 = 50 %; per seed (98-97)/(99-97), (95.5-95)/(96-95)
+    assert rows[("gap_closed", "crops", "yes")]["mean"] == pytest.approx(50.0)
     assert rows[("gap_closed", "crops", "yes")]["per_seed"] == "50.000;50.000"
-    # no KD: seed 0 (97 - 96) / (99 - 96) = 33.3 %; seed 1 (94.5 - 94) / (96 - 94) = 25 %
-    assert rows[("gap_closed", "crops", "no")]["mean"] == pytest.approx((100 / 3 + 25) / 2, abs=1e-3)
+    # no KD: E 95.75, B 95.0, T 97.5 -> 0.75 / 2.5 = 30 % (per seed 33.3 % and 25 %)
+    assert rows[("gap_closed", "crops", "no")]["mean"] == pytest.approx(30.0)
+    assert rows[("gap_closed", "crops", "no")]["per_seed"] == "33.333;25.000"
     assert rows[("kd_gain_E", "crops", "")]["per_seed"] == "1.000;1.000"
     assert rows[("kd_gain_single", "crops", "")]["per_seed"] == "1.500;1.000"  # 97.75-96.25, 95.75-94.75
     assert rows[("kd_gain_B", "", "")]["mean"] == pytest.approx(1.0)

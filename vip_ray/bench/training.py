@@ -128,7 +128,7 @@ def _tune_wall(overrides: list[str], tmp: Path, tag: str, dashboard: bool = True
 
 def tune_joint_vs_per_trial(console: Console, limit: int, tmp: Path) -> dict:
     common = ["data=mnist5k", f"data.limit={limit}", "family=resnet50_slices", "shape.segments=[1,2,3,4]",
-              "train.kd=true", "family.pretrained=never", "train.teacher_epochs=1",
+              "train.kd=true", "family.pretrained=never", "train.teacher_epochs=1", "train.teacher_cycles=1",
               "family.phases=[{name:finetune,epochs:1,lr:1e-3}]"]
     per = _tune_wall(common + ["train.mode=per_variant"], tmp, "per")["fit_s"]
     joint = _tune_wall(common + ["train.mode=joint", "resources.cpu=2"], tmp, "joint")["fit_s"]
