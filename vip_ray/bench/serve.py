@@ -104,7 +104,8 @@ def main(argv=None) -> int:
     from vip_ray.experiment.pools import ensure_default_pool
     from vip_ray.serve import ServeOptions
     from vip_ray.serve.app import free_port
-    from vip_ray.serve.engine import bank_inputs, versions
+    from vip_ray.core.results import versions
+    from vip_ray.serve.engine import bank_inputs
     from vip_ray.serve.metrics import system_memory_gb
 
     log = print

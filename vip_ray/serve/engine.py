@@ -17,7 +17,6 @@ Table semantics, where the emulation differs from the simulator:
 """
 from __future__ import annotations
 
-import platform
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -25,6 +24,7 @@ import pandas as pd
 
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.engine import Engine, Replication
+from vip_ray.core.results import versions
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
@@ -189,13 +189,6 @@ def _quantile_ms(parts: list, q: float) -> float | None:
 
 def _ms(x: float) -> float:
     return round(1e3 * float(x), 3)
-
-
-def versions() -> dict[str, str]:
-    import ray
-    import torch
-
-    return {"ray": str(ray.__version__), "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 class ReplayTables(NamedTuple):

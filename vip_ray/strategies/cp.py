@@ -10,9 +10,9 @@ from vip_ray.strategies.base import Context, register_strategy
 from vip_ray.strategies.fanout import FanOutStrategy
 from vip_ray.placement.plan import PlacementPlan, plan_placement
 from vip_ray.pool import Pool, PoolError
+from vip_ray.pool.default import DEFAULT_CP_POOL
 from vip_ray.scenario import ScenarioError
 
-DEFAULT_CP_POOL = "default-cp"
 
 
 class CPOptions(BaseModel):
