@@ -210,6 +210,34 @@ def test_emulated_devices_follow_the_simulators_semantics(sets, pool, images, tm
     assert dev.set_index("device").loc["drop", "dropped"] >= 1 and dev.set_index("device").loc["flaky", "crashed"] >= 1
 
 
+def test_a_dilated_replay_keeps_the_emulated_timeline_and_stretches_wall_time(sets, pool, images):
+    """X = 3: every job's outcome and emulated reply time are the simulator's (the device model
+    is unchanged in emulated time), arrivals are the simulator's, and the replay lasts at least
+    3 × its emulated span of wall time; measured latencies are de-dilated (never below the
+    emulated ones by more than clock noise)."""
+    from dataclasses import replace
+
+    from vip_ray.serve.app import ServeEmulation
+    from vip_ray.serve.engine import replay_tables
+    from vip_ray.sim import run
+
+    extra = ["workload.requests=12"]
+    ref = run(deployment(DEVICES, sets, pool, extra).world, "reference")
+    cfg, weights = emulation(DEVICES, sets, pool, images, extra=extra)
+    cfg = replace(cfg, dilation=3.0)
+    with ServeEmulation(cfg, weights, local_testing=True) as emu:
+        replay = emu.replicate(cfg.base_seed, images=images)
+    req, _, tim, jobs, _ = replay_tables(cfg, replay, pool.labels, replication=0)
+    np.testing.assert_array_equal(req["arrival_s"], ref.arrival)
+    for d, name in enumerate(cfg.device_names):
+        j = jobs[jobs["device"] == name]
+        np.testing.assert_array_equal(j["outcome"], ref.outcome[:, d])
+        np.testing.assert_array_equal(j["reply_at_s"], ref.reply_at[:, d])
+    assert replay.wall_s >= 3.0 * float(ref.arrival[-1])
+    ok = req["answered"].to_numpy()
+    assert (req["latency_s"].to_numpy()[ok] >= req["emulated_latency_s"].to_numpy()[ok] - 2e-3).all()
+
+
 def test_all_devices_down_is_a_clear_no_responders_result(sets, pool, images):
     from vip_ray.serve.app import ServeEmulation
     from vip_ray.serve.engine import replay_tables
@@ -253,7 +281,7 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
                              serve_options=ServeOptions(isolate=("slow",)))
     sim, live = analysis.load(sim_dir), analysis.load(serve_dir)
     kinds = lambda df: [(c, str(t)) for c, t in df.dtypes.items()]  # noqa: E731  (categories differ by run)
-    assert kinds(live) == kinds(sim)
+    assert kinds(live) == kinds(sim) + [("emulated_latency_s", "float64")]   # live adds its emulated clock
     sdev, ldev = analysis.load(sim_dir, "devices"), analysis.load(serve_dir, "devices")
     assert kinds(ldev) == kinds(sdev)
     assert set(sim["engine"]) == {"sim"} and set(live["engine"]) == {"serve"}
@@ -273,12 +301,18 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     timing = pd.read_parquet(serve_dir / "serve_timing.parquet")
     emulated = (timing["emulated_finish_s"] - timing["arrival_s"]).to_numpy()
     np.testing.assert_array_equal(emulated[same], sim["latency_s"].to_numpy()[same])
+    np.testing.assert_array_equal(live["emulated_latency_s"].to_numpy()[same], sim["latency_s"].to_numpy()[same])
+    # honest clocks: the deadline is judged on the latency the master measured
+    deadline = 0.001 * load_scenario(DEVICES, sets).workload.deadline_ms
+    np.testing.assert_array_equal(live["deadline_met"], live["answered"] & (live["latency_s"] <= deadline + 1e-9))
     assert (ldev["served"] > 0).all()
     cfg_yaml = yaml.safe_load((serve_dir / "config.yaml").read_text())
     summary = json.loads((serve_dir / "summary.json").read_text())
     assert cfg_yaml["engine"]["name"] == "serve" and cfg_yaml["engine"]["options"]["isolate"] == ["slow"]
     assert "ray" in cfg_yaml["engine"] and "ray" in cfg_yaml["versions"]
     assert summary["engine"] == "serve" and summary["serve"]["harness_overhead_p50_ms"] is not None
+    assert summary["serve"]["time_dilation"] == 1.0 and cfg_yaml["engine"]["time_dilation"] == 1.0
+    assert summary["serve"]["calibration"]["minimum"] > 0 and summary["serve"]["harness_overhead_share"] is not None
     assert set(summary["serve"]["groups"]) == {"devices-0", "dev-slow"}
     assert len(timing) == len(live) and (timing["overhead_s"] > -0.002).all()
 

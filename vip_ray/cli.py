@@ -87,6 +87,19 @@ def _parser() -> argparse.ArgumentParser:
                      help="serve: live on Ray Serve (every strategy must run there); else a simulator kernel")
     _serve_arguments(cmp, "--engine serve: ")
     cmp.add_argument("--json", action="store_true", help=JSON_HELP)
+    val = sub.add_parser("validate", help="the same scenario and seed on the simulator and live on Ray Serve: "
+                                          "the error table (exit 1 above the thresholds)")
+    val.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
+    val.add_argument("--requests", type=int, default=300, help="requests of the one replication (default 300)")
+    val.add_argument("--out", default=None, help="output directory (must not exist; default under results/validate)")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key (repeatable)")
+    val.add_argument("--latency-tol", type=float, default=0.05,
+                     help="largest relative error of p50 / p99 / mean latency (default 0.05)")
+    val.add_argument("--rate-tol", type=float, default=0.5,
+                     help="largest difference of deadline met / answered / top-1, in points (default 0.5)")
+    _serve_arguments(val, "", dilation="auto")
+    val.add_argument("--json", action="store_true", help=JSON_HELP)
     strat = sub.add_parser("strategies", help="list the registered strategies")
     strat.add_argument("--json", action="store_true", help=JSON_HELP)
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
@@ -105,13 +118,17 @@ def _engine_choices() -> list[str]:
     return ["sim", *ENGINES.names()]
 
 
-def _serve_arguments(parser: argparse.ArgumentParser, when: str) -> None:
+def _serve_arguments(parser: argparse.ArgumentParser, when: str, dilation: str = "1") -> None:
     parser.add_argument("--address", default=None, help=f"{when}Ray cluster to join (auto, host:6379, "
                                                         "ray://host:10001); default: start a local one")
     parser.add_argument("--http-port", type=int, default=0, help=f"{when}HTTP port (default: a free one)")
     parser.add_argument("--route-prefix", default="/", help=f"{when}the app's HTTP route prefix (default /)")
     parser.add_argument("--devices-per-replica", type=int, default=16,
                         help=f"{when}emulated devices per device-group replica (default 16)")
+    parser.add_argument("--time-dilation", default=dilation, metavar="X|auto",
+                        help=f"{when}run the emulated world X times slower than wall time so that this host's real "
+                             "forward passes fit the emulated device times (auto: calibrated; 1: real time; "
+                             f"default {dilation})")
     parser.add_argument("--failures", choices=["kill", "in_place"], default="kill",
                         help=f"{when}a crash / MTBF failure kills the device's replica (Serve restarts it; "
                              "default) or happens in place (the simulator's timeline exactly)")
@@ -295,12 +312,23 @@ def _serve_options(args):
     from vip_ray.serve.config import ServeOptions
 
     try:
+        x = args.time_dilation
         return ServeOptions(address=args.address, http_port=args.http_port, route_prefix=args.route_prefix,
-                            devices_per_replica=args.devices_per_replica, failures=args.failures)
+                            devices_per_replica=args.devices_per_replica, failures=args.failures,
+                            time_dilation=x if x == "auto" else _positive(x))
     except ValueError as e:
         from vip_ray.experiment.run import RunError
 
+        if "time_dilation" in str(e):
+            raise RunError(f"--time-dilation: expected a number > 0 or 'auto', got {args.time_dilation!r}") from None
         raise RunError(f"serve options: {e}") from None
+
+
+def _positive(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")   # refused by ServeOptions with the flag's name
 
 
 def _progress(console: Console, what: str = "simulating"):
@@ -446,6 +474,8 @@ def _dispatch(args) -> int:
             return _compare(args, console, log)
         if args.command == "strategies":
             return _strategies(args, console)
+        if args.command == "validate":
+            return _validate(args, console, log)
         if args.command == "serve":
             from vip_ray.experiment.run import serve_scenario
 
@@ -485,6 +515,44 @@ def _dispatch(args) -> int:
     return 1
 
 
+def _validate(args, console: Console, log) -> int:
+    from vip_ray.experiment.validate import LATENCY_KEYS, RATE_KEYS, validate_scenario
+
+    options = _serve_options(args)
+    factory, stop = _progress(console, "validating")
+    try:
+        report = validate_scenario(args.file, requests=args.requests, overrides=args.overrides, out=args.out,
+                                   serve_options=options, latency_tol=args.latency_tol, rate_tol=args.rate_tol,
+                                   log=log, progress_factory=factory)
+    finally:
+        stop()
+    if args.json:
+        _print_json(report)
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"{report['scenario']}: live (Serve, X = {report['time_dilation']:g}) vs simulator, "
+                        f"{report['requests']} requests")
+        for c in ("measure", "simulator", "live", "error", "limit"):
+            t.add_column(c, justify="right")
+        for k, q in zip(LATENCY_KEYS, ("p50", "p99", "mean")):
+            sim_v = report.get(f"sim_{q}_ms")
+            live_v = report.get(f"live_{q}_ms")
+            t.add_row(f"latency {q}", f"{sim_v:.2f} ms" if sim_v is not None else "",
+                      f"{live_v:.2f} ms" if live_v is not None else "", f"{100 * report[k]:.1f} %",
+                      f"{100 * args.latency_tol:g} %")
+        for k, col in zip(RATE_KEYS, ("deadline_met", "answered", "correct_top1")):
+            sim_v, live_v = report.get(f"sim_{col}"), report.get(f"live_{col}")
+            t.add_row(col.replace("correct_", "").replace("_", " "), f"{sim_v:.2f} %" if sim_v is not None else "",
+                      f"{live_v:.2f} %" if live_v is not None else "", f"{report[k]:+.2f} pts", f"±{args.rate_tol:g}")
+        t.add_row("same responders", "", "", f"{100 * report['responders_agree']:.1f} %", "")
+        t.add_row("same prediction", "", "", f"{100 * report['predictions_agree']:.1f} %", "")
+        console.print(t)
+        _plain(console, ("PASSED" if report["passed"] else "FAILED: " + "; ".join(report["exceeded"]))
+               + f"  ({report['out']})")
+    return 0 if report["passed"] else 1
+
+
 def _print_sweep(out: Path, n_keys: int, console: Console, as_json: bool) -> None:
     import pandas as pd
 
@@ -507,7 +575,8 @@ def entry() -> int:
 
     code = main()
     sys.stdout.flush()
-    gc.freeze()
+    if "triton" not in sys.modules:  # triton's bindings report objects left at exit as leaks (torch imports it)
+        gc.freeze()
     return code
 
 

@@ -96,7 +96,14 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer requests per point (a smoke run)")
     p.add_argument("--out", default="results/bench/serve.json")
     p.add_argument("--rates", default="25,50,100,150,200,300,400", help="request rates to try for the sustained rate")
+    p.add_argument("--devices", default="3,5,10", help="device counts of the overhead measurement")
+    p.add_argument("--parts", default="overhead,naive,rate,memory",
+                   help="which measurements to run (comma-separated: overhead, naive, rate, memory)")
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - {"overhead", "naive", "rate", "memory"}:
+        p.error(f"--parts: unknown {sorted(parts - {'overhead', 'naive', 'rate', 'memory'})}; "
+                "allowed: overhead, naive, rate, memory")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -121,66 +128,71 @@ def main(argv=None) -> int:
         opts = ServeOptions()
 
         # 1. overhead at 3, 5, 10 devices (one device-group replica), and 5 with a replica each
-        out["overhead"] = {}
-        for d in (3, 5, 10):
-            def body(cfg, emu, started):
-                return {"replicas": len(cfg.groups), "deploy_s": round(started, 1),
-                        **figures(cfg, emu.replicate(0, images=images), pool.labels)}
-            out["overhead"][str(d)] = run_app(scenario(d, requests=n_req), pool, images, opts, log, body)
-            log(f"[bench] {d} devices: {out['overhead'][str(d)]}")
+        if "overhead" in parts:
+            out["overhead"] = {}
+            for d in (int(x) for x in args.devices.split(",")):
+                def body(cfg, emu, started):
+                    return {"replicas": len(cfg.groups), "deploy_s": round(started, 1),
+                            **figures(cfg, emu.replicate(0, images=images), pool.labels)}
+                out["overhead"][str(d)] = run_app(scenario(d, requests=n_req), pool, images, opts, log, body)
+                log(f"[bench] {d} devices: {out['overhead'][str(d)]}")
 
-        def naive(cfg, emu, started):
-            return {"replicas": len(cfg.groups), **figures(cfg, emu.replicate(0, images=images), pool.labels)}
-        out["overhead_one_replica_per_device"] = {
-            "5": run_app(scenario(5, requests=n_req), pool, images, replace(opts, devices_per_replica=1), log, naive)}
-        log(f"[bench] 5 devices, a replica each: {out['overhead_one_replica_per_device']['5']}")
+        if "naive" in parts:
+            def naive(cfg, emu, started):
+                return {"replicas": len(cfg.groups), **figures(cfg, emu.replicate(0, images=images), pool.labels)}
+            out["overhead_one_replica_per_device"] = {
+                "5": run_app(scenario(5, requests=n_req), pool, images, replace(opts, devices_per_replica=1), log,
+                             naive)}
+            log(f"[bench] 5 devices, a replica each: {out['overhead_one_replica_per_device']['5']}")
 
-        # 2. highest sustained rate, 10 devices
-        def ramp(cfg, emu, started):
-            points, best = [], None
-            for rate in [float(r) for r in args.rates.split(",")]:
-                n = int(rate * (3 if args.quick else 6))
-                wl = replace(cfg.workload, rate_hz=rate, n_requests=n)
-                f = {"rate_hz": rate, **figures(cfg, emu.replicate(1, images=images, workload=wl), pool.labels)}
-                f["sustained"] = bool(f["overhead_p50_ms"] <= 5 and f["overhead_p95_ms"] <= 25
-                                      and f["send_lag_p95_ms"] <= 10 and f["replies_used_as_emulated"] >= 0.99)
-                points.append(f)
-                log(f"[bench] 10 devices at {rate:g}/s: {f}")
-                if not f["sustained"]:
-                    break
-                best = rate
-            return {"max_sustained_rate_hz": best, "points": points}
-        out["rate"] = run_app(scenario(10, compute_ms=2.0, rtt_ms=40.0), pool, images, opts, log, ramp)
-
-        # 3. memory with 50 devices, and a replica's replacement time
-        def memory(cfg, emu, started):
-            f = figures(cfg, emu.replicate(2, images=images, workload=replace(cfg.workload, rate_hz=10.0,
-                                                                              n_requests=100)), pool.labels)
-            mem = emu.health()["memory_mb"]
-            groups = {g.name: mem[g.name] for g in cfg.groups}
-            victim = cfg.groups[-1]
-            before = emu.group_info(cfg.devices[victim.devices[0]].name)["incarnation"]
-            t0 = time.perf_counter()
-            emu.kill_device(cfg.devices[victim.devices[0]].name)
-            while True:
-                try:
-                    if emu.group_info(cfg.devices[victim.devices[0]].name)["incarnation"] != before:
+        if "rate" in parts:
+            # 2. highest sustained rate, 10 devices
+            def ramp(cfg, emu, started):
+                points, best = [], None
+                for rate in [float(r) for r in args.rates.split(",")]:
+                    n = int(rate * (3 if args.quick else 6))
+                    wl = replace(cfg.workload, rate_hz=rate, n_requests=n)
+                    f = {"rate_hz": rate, **figures(cfg, emu.replicate(1, images=images, workload=wl), pool.labels)}
+                    f["sustained"] = bool(f["overhead_p50_ms"] <= 5 and f["overhead_p95_ms"] <= 25
+                                          and f["send_lag_p95_ms"] <= 10 and f["replies_used_as_emulated"] >= 0.99)
+                    points.append(f)
+                    log(f"[bench] 10 devices at {rate:g}/s: {f}")
+                    if not f["sustained"]:
                         break
-                except Exception:
-                    pass
-                time.sleep(0.1)
-            rss = sum(g["rss_mb"] for g in groups.values())
-            pss = sum(g["pss_mb"] for g in groups.values())
-            d = len(cfg.devices)
-            return {"devices": d, "replicas": len(cfg.groups), "deploy_s": round(started, 1),
-                    "memory_mb": {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in mem.items()},
-                    "rss_per_emulated_device_mb": round(rss / d, 1),
-                    "pss_per_emulated_device_mb": round(pss / d, 1),
-                    "rss_per_emulated_device_with_master_mb": round((rss + mem["master"]["rss_mb"]) / d, 1),
-                    "system_memory": system_memory_gb(),
-                    "killed_replica_back_s": round(time.perf_counter() - t0, 2), **f}
-        out["memory_50"] = run_app(scenario(50, requests=100), pool, images, opts, log, memory)
-        log(f"[bench] 50 devices: {out['memory_50']}")
+                    best = rate
+                return {"max_sustained_rate_hz": best, "points": points}
+            out["rate"] = run_app(scenario(10, compute_ms=2.0, rtt_ms=40.0), pool, images, opts, log, ramp)
+
+        if "memory" in parts:
+            # 3. memory with 50 devices, and a replica's replacement time
+            def memory(cfg, emu, started):
+                f = figures(cfg, emu.replicate(2, images=images, workload=replace(cfg.workload, rate_hz=10.0,
+                                                                                  n_requests=100)), pool.labels)
+                mem = emu.health()["memory_mb"]
+                groups = {g.name: mem[g.name] for g in cfg.groups}
+                victim = cfg.groups[-1]
+                before = emu.group_info(cfg.devices[victim.devices[0]].name)["incarnation"]
+                t0 = time.perf_counter()
+                emu.kill_device(cfg.devices[victim.devices[0]].name)
+                while True:
+                    try:
+                        if emu.group_info(cfg.devices[victim.devices[0]].name)["incarnation"] != before:
+                            break
+                    except Exception:
+                        pass
+                    time.sleep(0.1)
+                rss = sum(g["rss_mb"] for g in groups.values())
+                pss = sum(g["pss_mb"] for g in groups.values())
+                d = len(cfg.devices)
+                return {"devices": d, "replicas": len(cfg.groups), "deploy_s": round(started, 1),
+                        "memory_mb": {k: {kk: round(vv, 1) for kk, vv in v.items()} for k, v in mem.items()},
+                        "rss_per_emulated_device_mb": round(rss / d, 1),
+                        "pss_per_emulated_device_mb": round(pss / d, 1),
+                        "rss_per_emulated_device_with_master_mb": round((rss + mem["master"]["rss_mb"]) / d, 1),
+                        "system_memory": system_memory_gb(),
+                        "killed_replica_back_s": round(time.perf_counter() - t0, 2), **f}
+            out["memory_50"] = run_app(scenario(50, requests=100), pool, images, opts, log, memory)
+            log(f"[bench] 50 devices: {out['memory_50']}")
     finally:
         try:
             serve.shutdown()
@@ -201,15 +213,18 @@ def _print(out: dict) -> None:
     t = Table(title="Serve emulation: harness overhead (measured − emulated latency)")
     for c in ("devices", "replicas", "overhead p50 ms", "overhead p99 ms", "all answered", "latency p50 ms"):
         t.add_column(c, justify="right")
-    rows = [(d, f) for d, f in out["overhead"].items()] + \
-           [(f"{d} (naive)", f) for d, f in out["overhead_one_replica_per_device"].items()]
+    rows = [(d, f) for d, f in out.get("overhead", {}).items()] + \
+           [(f"{d} (naive)", f) for d, f in out.get("overhead_one_replica_per_device", {}).items()]
     for d, f in rows:
         t.add_row(d, str(f["replicas"]), f"{f['overhead_p50_ms']:.2f}", f"{f['overhead_p99_ms']:.2f}",
                   f"{100 * f['all_devices_answered']:.1f} %", f"{f['latency_p50_ms']:.1f}")
     Console().print(t)
+    if "rate" in out:
+        print(f"max sustained rate (10 devices): {out['rate']['max_sustained_rate_hz']} requests/s")
+    if "memory_50" not in out:
+        return
     m = out["memory_50"]
-    print(f"max sustained rate (10 devices): {out['rate']['max_sustained_rate_hz']} requests/s; "
-          f"50 devices in {m['replicas']} replicas: {m['rss_per_emulated_device_mb']} MB RSS "
+    print(f"50 devices in {m['replicas']} replicas: {m['rss_per_emulated_device_mb']} MB RSS "
           f"({m['pss_per_emulated_device_mb']} MB PSS) per emulated device, "
           f"{m['rss_per_emulated_device_with_master_mb']} MB RSS with the master's share; killed replica back in "
           f"{m['killed_replica_back_s']} s")

@@ -48,6 +48,13 @@ class ServeOptions:
     * ``inference_threads`` — torch worker threads per device-group replica.
     * ``max_body_bytes`` — larger HTTP bodies are refused with 413.
     * ``deploy_timeout_s`` — give up (with the deployments' status) if the app is not running by then.
+    * ``time_dilation`` — X: the emulated world runs X times slower than wall time (device
+      times, RTTs, transfers, deadline, arrivals), so that the host's real work fits inside the
+      emulated device times; measured latencies are divided by X. ``auto`` picks X from a short
+      calibration of the host's forward passes (:mod:`vip_ray.serve.dilation`).
+    * ``harness_ms`` — what ``auto`` allows for the harness's own round trip (Serve handle calls,
+      the event loops; wall ms): X is large enough that it is ≤ ``tolerance`` of the emulated latency.
+    * ``tolerance`` — the share of the emulated latency ``auto`` lets the harness take (0.05: 5 %).
     """
 
     address: str | None = None
@@ -65,6 +72,9 @@ class ServeOptions:
     max_body_bytes: int = 4 << 20
     deploy_timeout_s: float = 180.0
     ray_temp_dir: str | None = None
+    time_dilation: float | str = 1.0
+    harness_ms: float = 3.0
+    tolerance: float = 0.05
 
     def __post_init__(self):
         if int(self.devices_per_replica) < 1:
@@ -80,6 +90,15 @@ class ServeOptions:
             raise ValueError(f"failures must be 'kill' or 'in_place', got {self.failures!r}")
         if self.inference not in ("jit", "eager"):
             raise ValueError(f"inference must be 'jit' or 'eager', got {self.inference!r}")
+        if self.time_dilation != "auto":
+            try:
+                x = float(self.time_dilation)
+            except (TypeError, ValueError):
+                x = float("nan")
+            if not (x > 0 and math.isfinite(x)):
+                raise ValueError(f"time_dilation must be a number > 0 or 'auto', got {self.time_dilation!r}")
+        if not (0 < float(self.tolerance) < 1):
+            raise ValueError(f"tolerance must be in (0, 1), got {self.tolerance!r}")
         if int(self.inference_threads) < 1:
             raise ValueError(f"inference_threads must be >= 1, got {self.inference_threads!r}")
 
@@ -122,6 +141,7 @@ class EmulationConfig:
     base_seed: int
     strategy: str
     options: ServeOptions
+    dilation: float = 1.0               # X resolved (time_dilation 'auto' calibrated): wall s per emulated s
 
     @property
     def device_names(self) -> list[str]:
@@ -168,7 +188,7 @@ def plan_groups(devices: Sequence[DeviceSpec], options: ServeOptions) -> tuple[G
 
 
 def build_config(dep: FanOut, *, input_shape: tuple[int, int, int], options: ServeOptions | None = None,
-                 app: str | None = None) -> EmulationConfig:
+                 app: str | None = None, dilation: float = 1.0) -> EmulationConfig:
     """The emulation of a fan-out deployment (the very world the simulator runs); ``input_shape``
     is (C, H, W) of the pool's test images."""
     options = options or ServeOptions()
@@ -184,4 +204,4 @@ def build_config(dep: FanOut, *, input_shape: tuple[int, int, int], options: Ser
         variants=variants, groups=plan_groups(dep.world.devices, options), aggregation=agg,
         workload=dep.world.workload, shared_medium=dep.world.shared_medium, num_classes=c, class_names=names,
         top_m=dep.top_m, input_shape=tuple(int(x) for x in input_shape), base_seed=dep.seed,
-        strategy=dep.strategy, options=options)
+        strategy=dep.strategy, options=options, dilation=float(dilation))

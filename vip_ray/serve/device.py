@@ -235,7 +235,7 @@ class DeviceGroup:
     def _sync(self, token: str, seed: int, epoch: float) -> None:
         if token != self.token:
             loop = asyncio.get_running_loop()
-            clock = Clock(epoch, loop)
+            clock = Clock(epoch, loop, self.cfg.dilation)
             for p in self.pending.values():   # a new replication: the old one's waiters give up
                 if not p.timed.done():
                     p.timed.set_result(None)
@@ -272,11 +272,11 @@ class DeviceGroup:
             else:
                 dev.offer(job)
         clock = self.clock
-        wait = deadline - clock.now()
+        wait = clock.wall_s(deadline - clock.now())
         if wait > 0 and not p.timed.done():
             await asyncio.wait([p.timed], timeout=wait)
-        # real outputs may take until the deadline (and a share of the grace after it)
-        wait = max(0.0, deadline - clock.now()) + PAYLOAD_SHARE * grace
+        # real outputs may take until the deadline (and a share of the grace after it: wall time)
+        wait = clock.wall_s(max(0.0, deadline - clock.now())) + PAYLOAD_SHARE * grace
         return await self._payload([r for r in p.replies if r[1] <= deadline], p, wait)
 
     async def _payload(self, replies: list, p: Pending, grace: float) -> list:
@@ -293,8 +293,8 @@ class DeviceGroup:
 
     async def late(self, token: str, rid: int, stream: str, devices: Sequence[int], wait_s: float,
                    grace: float) -> list:
-        """Fallback: wait (up to ``wait_s``) for the first reply of one of ``devices`` to request
-        ``rid``, however late; ``[]`` when none of them will reply."""
+        """Fallback: wait (up to ``wait_s`` wall seconds) for the first reply of one of ``devices``
+        to request ``rid``, however late; ``[]`` when none of them will reply."""
         p = self.pending.get((stream, rid)) if token == self.token else None
         if p is None:
             return []

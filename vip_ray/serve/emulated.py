@@ -37,19 +37,25 @@ log = logging.getLogger("ray.serve")
 
 class Clock:
     """Virtual time of one replication: seconds since its epoch (a wall-clock instant), mapped
-    onto the event loop's monotonic clock once (the same mapping for every device of a replica)."""
+    onto the event loop's monotonic clock once (the same mapping for every device of a replica).
 
-    def __init__(self, epoch: float, loop: asyncio.AbstractEventLoop):
+    ``dilation`` X (time-warped emulation, as in Gupta et al., NSDI 2006): one emulated second
+    lasts X wall seconds, so that the host's real forward passes fit inside emulated device
+    times that are shorter than the host's (X > 1), or a slow world runs faster than real time
+    (X < 1). Everything on the emulated timeline is in emulated seconds."""
+
+    def __init__(self, epoch: float, loop: asyncio.AbstractEventLoop, dilation: float = 1.0):
         self.epoch = epoch
         self.loop = loop
+        self.dilation = float(dilation)
         self.zero = loop.time() - (time.time() - epoch)  # loop time of virtual 0
         self.errors: list[str] = []  # failures inside timer callbacks (reported by check_health)
 
     def now(self) -> float:
-        return self.loop.time() - self.zero
+        return (self.loop.time() - self.zero) / self.dilation
 
     def at(self, v: float, fn: Callable, *args) -> asyncio.TimerHandle:
-        return self.loop.call_at(self.zero + v, self._guarded, fn, args)
+        return self.loop.call_at(self.zero + v * self.dilation, self._guarded, fn, args)
 
     def _guarded(self, fn: Callable, args: tuple) -> None:
         try:
@@ -59,7 +65,15 @@ class Clock:
             self.errors.append(f"{getattr(fn, '__qualname__', fn)}: {e!r}")
 
     def loop_time(self, v: float) -> float:
-        return self.zero + v
+        return self.zero + v * self.dilation
+
+    def wall_s(self, v: float) -> float:
+        """Wall seconds that ``v`` emulated seconds last."""
+        return v * self.dilation
+
+    def emulated(self, wall: float) -> float:
+        """The emulated instant of wall-clock instant ``wall`` (``time.time()`` scale)."""
+        return (wall - self.epoch) / self.dilation
 
 
 class Job:
@@ -156,7 +170,7 @@ class EmulatedDevice:
         self.seed = seed
         v0 = max(clock.now(), 0.0)
         self._reset_state(v0)
-        self.born = v0 if alive_since is None else min(v0, max(0.0, alive_since - clock.epoch))
+        self.born = v0 if alive_since is None else min(v0, max(0.0, clock.emulated(alive_since)))
         self._changes = self._availability_changes(seed)
         nxt = next(self._changes, None)
         while nxt is not None and nxt[0] <= v0:

@@ -6,10 +6,14 @@ simulator's tables (``requests.parquet``, ``devices.parquet``; :mod:`vip_ray.cor
 Table semantics, where the emulation differs from the simulator:
 
 * ``finish_s`` / ``latency_s`` are *measured* at the master (wall clock since the replication's
-  epoch); they include the harness overhead, which ``serve_timing.parquet`` gives per request
-  (``overhead_s`` = measured − emulated finish).
-* ``deadline_met``: the answer was formed by the deadline on the emulated timeline (so the
-  harness's last millisecond does not turn answered-at-the-deadline requests into misses).
+  epoch, divided by the time dilation X); they include the harness overhead, which
+  ``serve_timing.parquet`` gives per request (``overhead_s`` = measured − emulated finish).
+  ``emulated_latency_s`` (an extra column) is the latency on the emulated timeline alone — what
+  the simulator would report for the same replies.
+* ``deadline_met``: the *measured* latency is within the deadline (a reply the harness
+  delivered late is late). When the harness overhead is a large share of the latency
+  (``harness_overhead_share`` in ``summary.json`` above ``ServeOptions.tolerance``), the run
+  warns: raise ``--time-dilation`` (or use ``auto``).
 * ``responders``: the devices whose replies reached the master — emulated arrival by the
   deadline, and the message itself at most ``grace_ms`` late.
 * ``devices.parquet`` counters are what the emulated devices counted; a killed replica's last
@@ -76,15 +80,18 @@ class ServeEngine(Engine):
         self.cfg: EmulationConfig | None = None
         self.images: np.ndarray | None = None
         self.extras: list[dict] = []
+        self.calibration = None
 
     def open(self) -> "ServeEngine":
+        return self   # Ray starts with the first deployment, once its inputs are checked (time dilation)
+
+    def _ensure_ray(self) -> None:
         if not self.local_testing:
             import ray
 
             if not ray.is_initialized():
                 self.dashboard_url = start_ray_for(self.options)
                 self.own_ray = True
-        return self
 
     def close(self) -> None:
         try:
@@ -108,7 +115,10 @@ class ServeEngine(Engine):
             self.emulation = None
         self.images = bank_inputs(dep.pool)
         cfg = build_config(dep, input_shape=self.images.shape[1:], options=self.options)
-        emu = ServeEmulation(cfg, pool_weights(dep.pool, cfg), local_testing=self.local_testing, log=self.log)
+        weights = pool_weights(dep.pool, cfg)
+        cfg = self._dilate(cfg, weights)
+        self._ensure_ray()
+        emu = ServeEmulation(cfg, weights, local_testing=self.local_testing, log=self.log)
         emu.start()
         emu.dashboard_url = emu.dashboard_url or self.dashboard_url
         self.emulation, self.deployment, self.cfg = emu, dep, cfg
@@ -117,11 +127,36 @@ class ServeEngine(Engine):
                  + (f"; dashboard {emu.dashboard_url}" if emu.dashboard_url else ""))
         return emu
 
+    def _dilate(self, cfg: EmulationConfig, weights: dict[int, bytes]) -> EmulationConfig:
+        """``cfg`` at its time dilation (calibrated on this host's forward passes)."""
+        from dataclasses import replace
+
+        from vip_ray.serve.dilation import resolve
+
+        x, cal = resolve(cfg, weights)
+        self.calibration = cal
+        how = "auto" if cfg.options.time_dilation == "auto" else "given"
+        self.log(f"[vip_ray] time dilation X = {x:g} ({how}; host forward passes "
+                 + ", ".join(f"{k} {v:.2f} ms" for k, v in cal.forward_ms.items())
+                 + f"; the host needs X >= {cal.minimum:g}, auto picks {cal.auto:g})")
+        if x < cal.minimum:
+            self.log(f"[vip_ray] warning: at X = {x:g} the host's forward passes do not fit the emulated device "
+                     f"times: replies will be late and latencies too long; use --time-dilation auto "
+                     f"(X = {cal.auto:g})")
+        return replace(cfg, dilation=x)
+
     def replicate(self, dep, *, replication: int, chunk_requests: int = 200_000) -> Replication:
         return Replication(self._replicate(dep, replication))
 
     def _replicate(self, dep: FanOut, replication: int):
+        from vip_ray.serve.dilation import wall_estimate_s
+        from vip_ray.serve.loadgen import arrival_times
+
         emu = self.up(dep)
+        times = arrival_times(self.cfg.workload, dep.seed)
+        span = (float(times[-1]) if len(times) else 0.0) + self.cfg.workload.deadline_s
+        self.log(f"[vip_ray] replication {replication}: {len(times)} requests over {span:.1f} emulated s "
+                 f"≈ {wall_estimate_s(self.cfg, span):.0f} s wall at X = {self.cfg.dilation:g}")
         replay = emu.replicate(dep.seed, images=self.images)
         t = replay_tables(self.cfg, replay, dep.labels, replication=replication)
         yield t.requests
@@ -134,6 +169,7 @@ class ServeEngine(Engine):
 
         return {"name": self.name, "family": self.family, **versions(),
                 "options": {k: v for k, v in dataclasses.asdict(self.options).items()},
+                "time_dilation": self.cfg.dilation if self.cfg else None,
                 "app": self.cfg.app if self.cfg else None,
                 "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
                 if self.cfg else {}}
@@ -141,14 +177,27 @@ class ServeEngine(Engine):
     def run_summary(self) -> dict:
         emu, extras = self.emulation, self.extras
         self.extras = []
-        return {"serve": {"app": self.cfg.app if self.cfg else None, "http_url": emu.http_url if emu else None,
+        over50 = _quantile_ms([e["overhead_s"] for e in extras], 0.5)
+        lat50 = _quantile_ms([e["latency_s"] for e in extras], 0.5)
+        share = round(over50 / lat50, 4) if over50 is not None and lat50 else None
+        tol = self.options.tolerance
+        warning = None
+        if share is not None and share > tol:
+            warning = (f"the harness overhead is {100 * share:.1f} % of the p50 latency (more than "
+                       f"{100 * tol:g} %): the measured latencies are the harness's as much as the world's; "
+                       f"raise --time-dilation (auto picks {self.calibration.auto:g})" if self.calibration else "")
+            self.log(f"[vip_ray] warning: {warning}")
+        return {"serve": {"time_dilation": self.cfg.dilation if self.cfg else None,
+                          "calibration": self.calibration.as_dict() if self.calibration else None,
+                          "harness_overhead_share": share, "fidelity_warning": warning,"app": self.cfg.app if self.cfg else None, "http_url": emu.http_url if emu else None,
                           "dashboard_url": emu.dashboard_url if emu else None,
                           "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
                           if self.cfg else {},
                           "harness_overhead_p50_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.5),
                           "harness_overhead_p99_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.99),
                           "send_lag_p50_ms": _quantile_ms([e["send_lag_s"] for e in extras], 0.5),
-                          "per_replication": [{k: v for k, v in e.items() if k not in ("overhead_s", "send_lag_s")}
+                          "per_replication": [{k: v for k, v in e.items()
+                                               if k not in ("overhead_s", "send_lag_s", "latency_s")}
                                               for e in extras], "versions": versions()}}
 
     def keep_serving(self, dep: FanOut, *, duration_s: float | None = None,
@@ -219,13 +268,14 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
     req = request_frame(
         replication=replication, seed=replay.seed, request_id=np.arange(r), arrival_s=arrival,
         finish_s=np.where(answered, finish, np.nan), latency_s=np.where(answered, finish - arrival, np.nan),
-        answered=answered, deadline_met=answered & (ideal - arrival <= deadline + 1e-9),
+        answered=answered, deadline_met=answered & (finish - arrival <= deadline + 1e-9),
         fallback=np.array([x["fallback"] for x in res], dtype=bool), responders=mask,
         device_names=cfg.device_names, sample=replay.samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=answered & (top == label[:, None]).any(axis=1),
         m=cfg.top_m, bytes_down=np.array([x["bytes_down"] for x in res], dtype=np.int64),
         bytes_up=np.array([bytes_up.get(i, 0) for i in range(r)], dtype=np.int64), strategy=cfg.strategy,
         engine="serve")
+    req["emulated_latency_s"] = np.where(answered, ideal - arrival, np.nan)
     timing = pd.DataFrame({"replication": np.full(r, replication, dtype=np.int32), "request_id": np.arange(r),
                            "arrival_s": arrival, "send_lag_s": replay.send_lag_s,
                            "received_s": np.array([x["received_s"] for x in res], dtype=np.float64),
@@ -246,7 +296,8 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
              "group_timeouts": replay.final.get("timeouts", {}), "group_errors": replay.final.get("errors", {}),
              "unresolved_jobs": replay.final.get("unresolved", 0),
              "send_lag_max_ms": _ms(replay.send_lag_s.max()) if r else None,
-             "overhead_s": finish - ideal, "send_lag_s": replay.send_lag_s}
+             "overhead_s": finish - ideal, "send_lag_s": replay.send_lag_s,
+             "latency_s": (finish - arrival)[answered]}
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)
 
 

@@ -43,9 +43,18 @@ class BadInput(ValueError):
         self.status = status
 
 
-def decode_input(body: bytes, channels: int) -> np.ndarray:
+#: What the top-k ``score`` of each aggregation rule is (VP's eq. 1 output sums to 1 but is a
+#: softmax of scaled top-k scores, not a calibrated probability).
+SCORE_KIND = {"vip": "probability", "first": "probability", "vp": "vp_scaled_score", "majority": "vote_share",
+              "cp": "owner_probability"}
+
+
+def decode_input(body: bytes, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """A PNG / JPEG image or a ``.npy`` uint8 array → (C, H, W) uint8 (C = ``channels`` for
-    images; arrays keep their 1 or 3 channels: the variants' input adapter takes either)."""
+    images; arrays keep their 1 or 3 channels: the variants' input adapter takes either).
+
+    ``size`` (H, W): larger inputs are resized to it (the pool's input) before the multicast,
+    as a real master would before sending them to its devices."""
     if not body:
         raise BadInput(400, "empty body: send a PNG or JPEG image, or a .npy uint8 array of shape (H, W) or (C, H, W)")
     if body[:6] == b"\x93NUMPY":
@@ -75,6 +84,9 @@ def decode_input(body: bytes, channels: int) -> np.ndarray:
             raise
         except Exception as e:
             raise BadInput(400, f"not a valid {kind} image ({e})") from None
+        if size is not None and (img.size[1] > size[0] or img.size[0] > size[1]):
+            img.draft(img.mode, (size[1], size[0]))   # JPEG: decode at a reduced scale
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
         arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
     else:
@@ -83,6 +95,11 @@ def decode_input(body: bytes, channels: int) -> np.ndarray:
     if min(arr.shape[1:]) < 1 or max(arr.shape[1:]) > MAX_SIDE:
         raise BadInput(413 if max(arr.shape[1:]) > MAX_SIDE else 400,
                        f"image of {arr.shape[2]}x{arr.shape[1]} pixels: each side must be 1..{MAX_SIDE}")
+    if size is not None and (arr.shape[1] > size[0] or arr.shape[2] > size[1]):
+        from PIL import Image
+
+        arr = np.stack([np.asarray(Image.fromarray(ch).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+                        for ch in arr])
     return np.ascontiguousarray(arr)
 
 
@@ -122,9 +139,15 @@ class Session:
     seed: int
     epoch: float
     downlinks: Downlinks
+    dilation: float = 1.0
 
     def now(self) -> float:
-        return time.time() - self.epoch
+        """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
+        return (time.time() - self.epoch) / self.dilation
+
+    def wall(self, v: float) -> float:
+        """The wall-clock instant of emulated instant ``v``."""
+        return self.epoch + v * self.dilation
 
 
 class Ingress:
@@ -161,7 +184,7 @@ class Ingress:
     # -- replications -----------------------------------------------------------------------------
     async def start(self, token: str, seed: int, epoch: float) -> list[dict]:
         """Begin replication ``token`` (emulated time 0 at wall-clock ``epoch``)."""
-        self.session = Session(token, seed, epoch, Downlinks(self.cfg))
+        self.session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation)
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
@@ -233,7 +256,7 @@ class Ingress:
             self.issued[token] += 1
             return res
 
-        results, lags = await send_on_schedule(times, epoch, send)
+        results, lags = await send_on_schedule(times, epoch, send, self.cfg.dilation)
         return {"results": results, "send_lag_s": lags}
 
     async def progress(self, token: str) -> int:
@@ -252,7 +275,7 @@ class Ingress:
         deadline = t_a + self.deadline
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace)
                  for g, m in zip(self.groups, self.members)]
-        replies = await self._collect(calls, s.epoch + deadline)
+        replies = await self._collect(calls, s.wall(deadline))
         used = {r[0]: r for r in replies}
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
@@ -277,7 +300,7 @@ class Ingress:
                 mask[0, d], variant[0, d] = True, v
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
-        hold = s.epoch + ideal - time.time()
+        hold = s.wall(ideal) - time.time()
         if hold > 0:  # the emulated network still carries the last reply (or the deadline is ahead)
             await asyncio.sleep(hold)
         finish = s.now()
@@ -323,7 +346,7 @@ class Ingress:
         else:
             want = list(range(self.D))
         gis = sorted({self.group_of[d] for d in want})
-        wait_s = self.cfg.options.fallback_wait_s
+        wait_s = self.cfg.options.fallback_wait_s * self.cfg.dilation  # a late reply comes X times later
         calls = [self.groups[gi].late.remote(s.token, rid, stream, [d for d in want if self.group_of[d] == gi],
                                              wait_s, self.grace) for gi in gis]
         call_of = {asyncio.ensure_future(_awaitable(c)): c for c in calls}
@@ -349,7 +372,7 @@ class Ingress:
         m, tags = self.metrics, self.tags
         outcome = "fallback" if res["fallback"] else "answered" if res["answered"] else "unanswered"
         m.requests.inc(tags={**tags, "outcome": outcome})
-        if not res["answered"] or res["ideal_finish_s"] - res["arrival_s"] > self.deadline + 1e-9:
+        if not res["answered"] or res["finish_s"] - res["arrival_s"] > self.deadline + 1e-9:
             m.deadline_misses.inc(tags=tags)
         m.responders.observe(len(res["responders"]), tags=tags)
         if res["answered"]:
@@ -394,13 +417,21 @@ class Ingress:
             return JSONResponse({"error": f"{path} takes {routes[path]}, got {request.method}"}, status_code=405)
         if path == "/health":
             return JSONResponse(await self.health())
+        c, h, w = self.cfg.input_shape
         try:
-            x = decode_input(await self._body(request), self.cfg.input_shape[0])
+            body = await self._body(request)
+            t0 = time.perf_counter()
+            # off the event loop (a large image takes milliseconds the other requests' timers need);
+            # the request's deadline starts once its input is decoded and resized
+            x = await asyncio.to_thread(decode_input, body, c, (h, w))
+            decode_ms = 1e3 * (time.perf_counter() - t0)
         except BadInput as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         s = await self._session()
         res = await self._handle(s, next(self.http_ids), x, s.now(), "http")
-        return JSONResponse(*self._http_answer(res))
+        answer, status = self._http_answer(res)
+        answer["decode_ms"] = round(decode_ms, 3)
+        return JSONResponse(answer, status_code=status)
 
     async def _body(self, request) -> bytes:
         limit = self.cfg.options.max_body_bytes
@@ -417,11 +448,13 @@ class Ingress:
 
     def _http_answer(self, res: dict) -> tuple[dict, int]:
         names = self.cfg.class_names
-        latency_ms = round(1e3 * (res["finish_s"] - res["arrival_s"]), 3)
+        latency = res["finish_s"] - res["arrival_s"]   # measured (÷ the time dilation)
         body = {"request_id": res["request_id"], "responders": [self.cfg.devices[d].name for d in res["responders"]],
-                "n_devices": self.D, "latency_ms": latency_ms, "deadline_ms": 1e3 * self.deadline,
-                "deadline_met": res["answered"] and res["ideal_finish_s"] - res["arrival_s"] <= self.deadline + 1e-9,
-                "fallback": res["fallback"]}
+                "n_devices": self.D, "latency_ms": round(1e3 * latency, 3),
+                "emulated_latency_ms": round(1e3 * (res["ideal_finish_s"] - res["arrival_s"]), 3),
+                "deadline_ms": 1e3 * self.deadline,
+                "deadline_met": bool(res["answered"] and latency <= self.deadline + 1e-9),
+                "fallback": res["fallback"], "time_dilation": self.cfg.dilation}
         if not res["answered"]:
             fb = self.cfg.workload.fallback
             body["error"] = (f"no responders: none of the {self.D} devices answered within the "
@@ -429,7 +462,8 @@ class Ingress:
                                                                         f", and the {fb} fallback got no reply"))
             return body, 503
         body.update(label=res["prediction"], class_name=names[res["prediction"]],
-                    top_k=[{"label": c, "class_name": names[c], "probability": round(p, 6)}
+                    score_kind=SCORE_KIND.get(self.cfg.aggregation.name, "score"),
+                    top_k=[{"label": c, "class_name": names[c], "score": round(p, 6)}
                            for c, p in zip(res["top"], res["top_probs"])])
         return body, 200
 

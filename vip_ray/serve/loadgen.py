@@ -52,8 +52,10 @@ def arrival_times(workload: WorkloadSpec, seed: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-async def send_on_schedule(times: np.ndarray, epoch: float, send: Callable[[int], Awaitable[Any]]) -> tuple[list, np.ndarray]:
-    """Issue ``send(i)`` at wall-clock ``epoch + times[i]``; return every result and each send's lag."""
+async def send_on_schedule(times: np.ndarray, epoch: float, send: Callable[[int], Awaitable[Any]],
+                           dilation: float = 1.0) -> tuple[list, np.ndarray]:
+    """Issue ``send(i)`` at wall-clock ``epoch + dilation * times[i]``; return every result and
+    each send's lag (emulated seconds: wall lag / dilation)."""
     results: list[Any] = [None] * len(times)
     lags = np.zeros(len(times))
 
@@ -62,10 +64,11 @@ async def send_on_schedule(times: np.ndarray, epoch: float, send: Callable[[int]
 
     tasks = []
     for i, t in enumerate(times.tolist()):
-        delay = epoch + t - time.time()
+        due = epoch + dilation * t
+        delay = due - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        lags[i] = time.time() - (epoch + t)
+        lags[i] = (time.time() - due) / dilation
         tasks.append(asyncio.ensure_future(one(i)))
     await asyncio.gather(*tasks)
     return results, lags
@@ -104,7 +107,7 @@ class LoadGenerator:
         if progress and len(times) > done:
             progress(len(times) - done)
         if drain_s is None:  # jobs still queued behind busy periods may finish after the last answer
-            drain_s = max(5.0, 10 * self.cfg.workload.deadline_s)
+            drain_s = max(5.0, 10 * self.cfg.workload.deadline_s * self.cfg.dilation)
         final = await self.handle.finish.remote(token, drain_s)
         return Replay(token, seed, epoch, times, samples, out["results"], out["send_lag_s"], final, time.time() - t0)
 
