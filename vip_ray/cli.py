@@ -100,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="largest difference of deadline met / answered / top-1, in points (default 0.5)")
     _serve_arguments(val, "", dilation="auto")
     val.add_argument("--json", action="store_true", help=JSON_HELP)
+    prof = sub.add_parser("profile", help="measure a node's forward-pass latency for a pool's members and write a "
+                                          "device profile (catalog YAML)")
+    prof.add_argument("--pool", required=True, help="pool name (vip-sim pools list) or folder")
+    prof.add_argument("--out", required=True, help="profile to write, e.g. sim/devices/my_board.yaml (must not exist)")
+    prof.add_argument("--name", default=None, help="the profile's name (default: the file's stem)")
+    prof.add_argument("--resources", default=None, metavar="JSON",
+                      help='the node to measure: Ray resources it offers, e.g. \'{"edge_board_1": 1}\' (default: any)')
+    prof.add_argument("--address", default=None, help="Ray cluster to join (default: start a local one)")
+    prof.add_argument("--members", default=None, help="comma-separated member ids (default: all)")
+    prof.add_argument("--repeats", type=int, default=50, help="timed passes per member (default 50)")
+    prof.add_argument("--warmup", type=int, default=5, help="untimed passes first (default 5)")
+    prof.add_argument("--threads", type=int, default=None, help="torch threads on the node (default: torch's)")
+    prof.add_argument("--inference", choices=["jit", "eager"], default="jit",
+                      help="as the Serve engine runs the variants (default jit)")
+    prof.add_argument("--root", default=None, help="pool store folder (default: VIP_RAY_POOLS or the project's)")
+    prof.add_argument("--json", action="store_true", help=JSON_HELP)
     strat = sub.add_parser("strategies", help="list the registered strategies")
     strat.add_argument("--json", action="store_true", help=JSON_HELP)
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
@@ -476,6 +492,8 @@ def _dispatch(args) -> int:
             return _strategies(args, console)
         if args.command == "validate":
             return _validate(args, console, log)
+        if args.command == "profile":
+            return _profile(args, console, log)
         if args.command == "serve":
             from vip_ray.experiment.run import serve_scenario
 
@@ -513,6 +531,37 @@ def _dispatch(args) -> int:
         error_line(str(e))
         return 2
     return 1
+
+
+def _profile(args, console: Console, log) -> int:
+    from vip_ray.experiment.device_profile import ProfileError, profile_device
+
+    try:
+        resources = json.loads(args.resources) if args.resources else None
+        if resources is not None and not isinstance(resources, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise ProfileError(f"--resources: expected a JSON object like '{{\"edge_board_1\": 1}}', got "
+                           f"{args.resources!r} ({e})") from None
+    report = profile_device(args.pool, args.out, name=args.name, resources=resources, address=args.address,
+                            members=args.members.split(",") if args.members else None, repeats=args.repeats,
+                            warmup=args.warmup, threads=args.threads, inference=args.inference, root=args.root,
+                            log=log)
+    if args.json:
+        _print_json(report)
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{report['name']}: {report['host']} ({report['cpu']}), torch {report['torch']}, "
+                    f"{report['threads']} thread(s)")
+    for c in ("member", "p50 ms", "p90 ms", "mean ms", "cv"):
+        t.add_column(c, justify="right")
+    for m, s in report["members"].items():
+        t.add_row(m, f"{s['p50_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['mean_ms']:.3f}", f"{s['cv']:.3f}")
+    console.print(t)
+    _plain(console, f"device profile written to {report['out']} (jitter_cv {report['jitter_cv']:g}); use it as "
+                    f"`profile: {report['name']}` with the file in sim/devices/")
+    return 0
 
 
 def _validate(args, console: Console, log) -> int:

@@ -13,7 +13,13 @@ On the default pool (VP V1–V5 on MNIST-5k; trained on first use), a local Ray 
    < 99 % of the requests answered by exactly the devices whose replies arrived in time on the
    emulated timeline (real inference included: every request runs up to 5 variants);
 3. memory: 50 emulated devices (4 device-group replicas of ≤ 16 devices) answering requests — RSS
-   of every replica and per emulated device — and how long Serve takes to replace a killed replica.
+   of every replica and per emulated device — and how long Serve takes to replace a killed replica;
+4. validate: ``vip-sim validate`` (time dilation ``auto``) on smart_home, cycle_stealing,
+   homogeneous_office and degrading_network — the live engine's error against the simulator and
+   the dilation factor X chosen for this host.
+
+Parts 1–3 run in real time (X = 1): their overhead is the harness's own, in wall ms.
+``--parts`` picks some (e.g. ``--parts overhead --devices 10``).
 
 Writes the figures to ``results/bench/serve.json`` (with the machine's load average: timings on
 a shared machine are noisy).
@@ -30,6 +36,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+
+VALIDATE_SCENARIOS = ("scenarios/smart_home.yaml", "scenarios/cycle_stealing.yaml",
+                      "scenarios/homogeneous_office.yaml", "scenarios/degrading_network.yaml")
 
 
 def scenario(n_devices: int, *, rate_hz: float = 20.0, requests: int = 300, compute_ms: float = 20.0,
@@ -97,13 +107,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="results/bench/serve.json")
     p.add_argument("--rates", default="25,50,100,150,200,300,400", help="request rates to try for the sustained rate")
     p.add_argument("--devices", default="3,5,10", help="device counts of the overhead measurement")
-    p.add_argument("--parts", default="overhead,naive,rate,memory",
-                   help="which measurements to run (comma-separated: overhead, naive, rate, memory)")
+    p.add_argument("--parts", default="overhead,naive,rate,memory,validate",
+                   help="which measurements to run (comma-separated: overhead, naive, rate, memory, validate)")
+    p.add_argument("--validate", default=",".join(VALIDATE_SCENARIOS),
+                   help="scenarios of the validate part (vip-sim validate, time dilation auto)")
+    p.add_argument("--validate-requests", type=int, default=300, help="requests per validated scenario")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
-    if parts - {"overhead", "naive", "rate", "memory"}:
-        p.error(f"--parts: unknown {sorted(parts - {'overhead', 'naive', 'rate', 'memory'})}; "
-                "allowed: overhead, naive, rate, memory")
+    allowed = {"overhead", "naive", "rate", "memory", "validate"}
+    if parts - allowed:
+        p.error(f"--parts: unknown {sorted(parts - allowed)}; allowed: {', '.join(sorted(allowed))}")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray import serve
@@ -122,6 +135,9 @@ def main(argv=None) -> int:
     out: dict = {"machine": {"cpus": os.cpu_count(), **system_memory_gb(), "load_average_start": os.getloadavg()},
                  "versions": {**versions(), "platform": platform.platform()}, "quick": args.quick}
     temp = tempfile.mkdtemp(prefix="vrb", dir="/tmp")
+    if not parts - {"validate"}:
+        out["validate"] = validate_all(args, log)
+        return finish(out, args, log)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
@@ -198,6 +214,25 @@ def main(argv=None) -> int:
             serve.shutdown()
         finally:
             ray.shutdown()
+    if "validate" in parts:
+        out["validate"] = validate_all(args, log)
+    return finish(out, args, log)
+
+
+def validate_all(args, log) -> dict:
+    """``vip-sim validate`` (time dilation auto) on each scenario: the error table and the X chosen."""
+    from vip_ray.experiment.validate import validate_scenario
+
+    res = {}
+    for path in args.validate.split(","):
+        with tempfile.TemporaryDirectory(prefix="vrv", dir="/tmp") as tmp:
+            r = validate_scenario(path, requests=args.validate_requests, out=Path(tmp) / "v", log=log)
+        res[Path(path).stem] = {k: v for k, v in r.items() if k != "out"}
+        log(f"[bench] validate {path}: {res[Path(path).stem]}")
+    return res
+
+
+def finish(out: dict, args, log) -> int:
     out["machine"]["load_average_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
@@ -218,7 +253,19 @@ def _print(out: dict) -> None:
     for d, f in rows:
         t.add_row(d, str(f["replicas"]), f"{f['overhead_p50_ms']:.2f}", f"{f['overhead_p99_ms']:.2f}",
                   f"{100 * f['all_devices_answered']:.1f} %", f"{f['latency_p50_ms']:.1f}")
-    Console().print(t)
+    if rows:
+        Console().print(t)
+    if "validate" in out:
+        v = Table(title="vip-sim validate: live (time dilation auto) vs simulator")
+        for c in ("scenario", "X", "p50 err", "p99 err", "mean err", "deadline met Δ", "top-1 Δ", "same responders",
+                  "passed"):
+            v.add_column(c, justify="right")
+        for name, r in out["validate"].items():
+            v.add_row(name, f"{r['time_dilation']:g}", f"{100 * r['p50_rel_err']:.1f} %",
+                      f"{100 * r['p99_rel_err']:.1f} %", f"{100 * r['mean_rel_err']:.1f} %",
+                      f"{r['deadline_met_diff']:+.2f}", f"{r['top1_diff']:+.2f}",
+                      f"{100 * r['responders_agree']:.1f} %", "yes" if r["passed"] else "no")
+        Console().print(v)
     if "rate" in out:
         print(f"max sustained rate (10 devices): {out['rate']['max_sustained_rate_hz']} requests/s")
     if "memory_50" not in out:

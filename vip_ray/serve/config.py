@@ -55,6 +55,8 @@ class ServeOptions:
     * ``harness_ms`` — what ``auto`` allows for the harness's own round trip (Serve handle calls,
       the event loops; wall ms): X is large enough that it is ≤ ``tolerance`` of the emulated latency.
     * ``tolerance`` — the share of the emulated latency ``auto`` lets the harness take (0.05: 5 %).
+    * ``access_log`` — Serve's access log line per call of every replica (off: it costs the
+      event loops time on every request; the custom metrics count the requests).
     """
 
     address: str | None = None
@@ -75,6 +77,7 @@ class ServeOptions:
     time_dilation: float | str = 1.0
     harness_ms: float = 3.0
     tolerance: float = 0.05
+    access_log: bool = False
 
     def __post_init__(self):
         if int(self.devices_per_replica) < 1:

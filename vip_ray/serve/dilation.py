@@ -75,18 +75,24 @@ def budgets(cfg: EmulationConfig) -> dict[int, float]:
     return out
 
 
-def forward_times(cfg: EmulationConfig, weights: dict[int, bytes], repeats: int = 15) -> dict[int, float]:
+def forward_times(cfg: EmulationConfig, weights: dict[int, bytes], repeats: int = 15,
+                  cache: dict | None = None) -> dict[int, float]:
     """Variant index -> median wall seconds of the host's batch-1 forward pass, run as the device
-    groups run it (one torch thread, ``options.inference``)."""
+    groups run it (one torch thread, ``options.inference``). ``cache`` keeps them across
+    deployments of one engine (keyed by the variant's identity and the input shape)."""
     import numpy as np
     import torch
 
     from vip_ray.serve.device import load_models
 
+    placed = sorted({v for d in cfg.devices for v in d.placed_variants()})
+    key = {v: (cfg.variants[v].id, cfg.variants[v].model, repr(sorted(cfg.variants[v].build.items())),
+               tuple(cfg.input_shape), cfg.options.inference) for v in placed}
+    if cache is not None and all(key[v] in cache for v in placed):
+        return {v: cache[key[v]] for v in placed}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        placed = sorted({v for d in cfg.devices for v in d.placed_variants()})
         models = load_models(cfg, placed, weights)
         x = torch.zeros((1,) + tuple(cfg.input_shape))
         out = {}
@@ -98,6 +104,8 @@ def forward_times(cfg: EmulationConfig, weights: dict[int, bytes], repeats: int 
                     model(x)
                     times.append(time.perf_counter() - t0)
                 out[v] = float(np.median(times))
+                if cache is not None:
+                    cache[key[v]] = out[v]
         return out
     finally:
         torch.set_num_threads(threads)
@@ -135,11 +143,11 @@ def calibrate(cfg: EmulationConfig, forward_s: dict[int, float]) -> Calibration:
                        harness_min=_round_up(harness), auto=auto)
 
 
-def resolve(cfg: EmulationConfig, weights: dict[int, bytes], *,
-            source: str = "--time-dilation") -> tuple[float, Calibration]:
+def resolve(cfg: EmulationConfig, weights: dict[int, bytes], *, source: str = "--time-dilation",
+            cache: dict | None = None) -> tuple[float, Calibration]:
     """X for ``cfg.options.time_dilation`` (a number, or ``auto``), and the calibration it rests on.
     An explicit X below what the host can honour raises :class:`DilationError`."""
-    cal = calibrate(cfg, forward_times(cfg, weights))
+    cal = calibrate(cfg, forward_times(cfg, weights, cache=cache))
     return choose(cfg.options.time_dilation, cal, source), cal
 
 

@@ -81,6 +81,7 @@ class ServeEngine(Engine):
         self.images: np.ndarray | None = None
         self.extras: list[dict] = []
         self.calibration = None
+        self.forward_cache: dict = {}   # the host's forward-pass times, measured once per variant
 
     def open(self) -> "ServeEngine":
         return self   # Ray starts with the first deployment, once its inputs are checked (time dilation)
@@ -133,7 +134,7 @@ class ServeEngine(Engine):
 
         from vip_ray.serve.dilation import resolve
 
-        x, cal = resolve(cfg, weights)
+        x, cal = resolve(cfg, weights, cache=self.forward_cache)
         self.calibration = cal
         how = "auto" if cfg.options.time_dilation == "auto" else "given"
         self.log(f"[vip_ray] time dilation X = {x:g} ({how}; host forward passes "
