@@ -17,6 +17,7 @@ from vip_ray.core.streams import AvailabilityParams
 AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
 DISTRIBUTIONS = ("exponential", "weibull")
 PREEMPT_MODES = ("resume", "drop")
+TIMINGS = ("emulated", "measured")
 SERVICE_DISTS = ("deterministic", "exponential", "lognormal")
 ARRIVALS = ("poisson", "periodic", "trace")
 FALLBACKS = ("none", "local", "best_effort")
@@ -222,6 +223,7 @@ class DeviceSpec:
     role: str = "worker"                  # master | worker (the master multicasts and aggregates)
     group: str = ""                       # the scenario's device group ("" = its own name)
     ray_resources: tuple = ()             # ((resource, amount), ...) a live replica asks Ray for
+    timing: str = "emulated"              # live: emulated (the profile's times) | measured (the node's real passes)
 
     def __post_init__(self):
         c = f"DeviceSpec({self.name!r})"
@@ -264,6 +266,10 @@ class DeviceSpec:
         _choice(c, "role", self.role, ("master", "worker"))
         _set(self, "group", str(self.group or self.name))
         _set(self, "ray_resources", tuple((str(k), float(v)) for k, v in dict(self.ray_resources).items()))
+        _choice(c, "timing", self.timing, TIMINGS)
+        if self.timing == "measured" and self.availability.kind in ("onoff", "trace"):
+            raise _err(c, "timing", f"'measured' needs availability always, crash or mtbf: a real forward pass "
+                                    f"is not paused by the owner's work (got {self.availability.kind!r})")
 
     def slot_at(self, t: float) -> tuple[int, float] | None:
         """``(variant, mean service s)`` in force at ``t``; ``None`` when nothing is placed then."""

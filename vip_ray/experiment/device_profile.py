@@ -69,7 +69,10 @@ def measure(members: Sequence[dict], weights: dict[str, bytes], input_shape: Seq
                 model(x)
                 ts.append(time.perf_counter() - t0)
             times[m["id"]] = ts
-    return {"times_s": times, "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
+    import ray
+
+    node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    return {"times_s": times, "node_id": node, "host": platform.node(), "cpu": _cpu_model(), "cores": os.cpu_count(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "inference": inference}
 

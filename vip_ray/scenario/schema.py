@@ -436,6 +436,9 @@ class DeviceSpec(_Model):
     * ``link`` — per-device overrides of the network fields (after validation: the complete link).
     * ``ray_resources`` — Ray custom resources the Serve engine asks for this device's replica,
       e.g. ``{edge_board_1: 1}`` pins it to the node that advertises them (the simulator ignores it).
+    * ``timing`` — ``emulated`` (default: the profile's service times, on an emulated clock) or
+      ``measured`` (Serve engine: the device runs its variant for real on its node — pin it with
+      ``ray_resources`` — and the pass's elapsed time is its compute; the simulator uses the profile).
     """
 
     name: str | None = None
@@ -454,6 +457,7 @@ class DeviceSpec(_Model):
     straggler: Straggler = Field(default_factory=Straggler)
     link: LinkSpec | None = None
     ray_resources: dict[str, PositiveFloat] | None = None
+    timing: Literal["emulated", "measured"] = "emulated"
 
     @model_validator(mode="before")
     @classmethod
@@ -494,6 +498,10 @@ class DeviceSpec(_Model):
         if self.macs_per_s is None and not self.macs_per_s_by_family and not self.latency_ms:
             raise _custom("no_compute", "no compute speed: set macs_per_s, macs_per_s_by_family or "
                                         "latency_ms, or a profile that has one")
+        if self.timing == "measured" and self.availability.kind in ("onoff", "trace"):
+            raise _custom("bad_timing", f"timing 'measured' needs availability always, crash or mtbf (a real "
+                                        f"forward pass is not paused by the owner's work), got "
+                                        f"{self.availability.kind!r}", sub="timing")
         cv, dist = self.jitter_cv, self.service_dist
         if dist is None:
             dist = "lognormal" if cv else "deterministic"

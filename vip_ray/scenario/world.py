@@ -27,7 +27,8 @@ def device(d: Any, slots: tuple, reply_bytes: int) -> W.DeviceSpec:
                         straggler_prob=d.straggler.prob, straggler_factor=d.straggler.factor,
                         availability=availability(d.availability),
                         link=None if d.role == "master" else link(d.link), reply_bytes=reply_bytes,
-                        role=d.role, group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()))
+                        role=d.role, group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()),
+                        timing=d.timing)
 
 
 def workload(scenario: Any, input_bytes: int) -> W.WorkloadSpec:

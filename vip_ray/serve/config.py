@@ -161,7 +161,7 @@ def _safe(name: str) -> str:
 
 
 def plan_groups(devices: Sequence[DeviceSpec], options: ServeOptions) -> tuple[GroupConfig, ...]:
-    """Device-group deployments: pinned devices by resource set, failure-prone and isolated
+    """Device-group deployments: pinned devices by resource set, failure-prone, measured and isolated
     devices alone (a crash kills its replica, and only its own devices may go with it), the
     rest packed into balanced groups of at most ``devices_per_replica``, by placed variant."""
     unknown = sorted(set(options.isolate) - {d.name for d in devices})
@@ -172,7 +172,8 @@ def plan_groups(devices: Sequence[DeviceSpec], options: ServeOptions) -> tuple[G
     pinned: dict[tuple, list[int]] = {}
     rest: list[int] = []
     for i, d in enumerate(devices):
-        alone = (d.availability.failure and options.failures == "kill") or d.name in options.isolate
+        alone = ((d.availability.failure and options.failures == "kill") or d.name in options.isolate
+                 or d.timing == "measured")   # a measured device's passes must not share its replica's threads
         if d.ray_resources and not alone:
             pinned.setdefault(tuple(sorted(d.ray_resources)), []).append(i)
         elif alone:

@@ -68,9 +68,11 @@ class Inference:
         for w in self.workers:
             w.start()
 
-    def submit(self, fut: asyncio.Future, variant: int, x: np.ndarray, need_by: float) -> None:
+    def submit(self, fut: asyncio.Future, variant: int, x: np.ndarray, need_by: float, timed: bool = False) -> None:
+        """``timed``: run alone (batch 1) and set ``fut`` to ``(row, elapsed s)`` — a device whose
+        timing is measured takes the pass's own elapsed time as its compute."""
         with self.cv:
-            heapq.heappush(self.heap, (need_by, next(self.seq), variant, x, fut))
+            heapq.heappush(self.heap, (need_by, next(self.seq), variant, x, fut, timed))
             self.cv.notify()
 
     def alive(self) -> bool:
@@ -83,9 +85,10 @@ class Inference:
             first = heapq.heappop(self.heap)
             batch = [first]
             rest = []
-            while self.heap and len(batch) < self.max_batch:
+            while self.heap and len(batch) < self.max_batch and not first[5]:
                 item = heapq.heappop(self.heap)
-                (batch if item[2] == first[2] and item[3].shape == first[3].shape else rest).append(item)
+                same = item[2] == first[2] and item[3].shape == first[3].shape and not item[5]
+                (batch if same else rest).append(item)
             for item in rest:
                 heapq.heappush(self.heap, item)
             return batch
@@ -100,7 +103,9 @@ class Inference:
                 xs = torch.from_numpy(np.stack([item[3] for item in batch]))
                 with torch.inference_mode():
                     # as the prediction bank was computed: uint8 -> float in [0, 1] -> the variant
+                    t0 = time.perf_counter()
                     logits = self.models[batch[0][2]](xs.float().div_(255.0)).float().numpy()
+                    elapsed = time.perf_counter() - t0
                 if batch[0][2] in self.post:
                     logits = self.post[batch[0][2]](logits)
             except BaseException as e:  # reported by check_health; the futures fail loudly
@@ -111,7 +116,7 @@ class Inference:
                 continue
             for item, row in zip(batch, logits):
                 fut = item[4]
-                fut.get_loop().call_soon_threadsafe(_set, fut, row)
+                fut.get_loop().call_soon_threadsafe(_set, fut, (row, elapsed) if item[5] else row)
 
 
 def _set(fut: asyncio.Future, value: Any) -> None:
@@ -206,7 +211,8 @@ class DeviceGroup:
 
         self.metrics = metrics.device_metrics()
         self.devices = [EmulatedDevice(d, i, infer=self._infer, kill=kill if d.availability.failure else None,
-                                       on_state=self._gauge(d.name)) for i, d in zip(self.gcfg.devices, devs)]
+                                       on_state=self._gauge(d.name), measure=self._measure)
+                        for i, d in zip(self.gcfg.devices, devs)]
         self.token: str | None = None
         self.pending: dict[tuple, Pending] = {}
         self.live_keys: deque = deque()  # requests of other streams than the replay, oldest first
@@ -231,6 +237,27 @@ class DeviceGroup:
             fut = asyncio.get_running_loop().create_future()
             p.infer[variant] = fut
             self.inference.submit(fut, variant, p.x, need_by)
+
+    def _measure(self, p: Pending, variant: int, done: Callable[[float], None]) -> None:
+        """A measured device starts a job: its real forward pass, alone and now; ``done(elapsed)``
+        once it has run (the output also serves the reply's payload)."""
+        loop = asyncio.get_running_loop()
+        timed = loop.create_future()
+        row = None
+        if variant not in p.infer:
+            row = p.infer[variant] = loop.create_future()
+        self.inference.submit(timed, variant, p.x, -INF, timed=True)
+
+        def finished(f: asyncio.Future) -> None:
+            if f.cancelled() or f.exception() is not None:
+                if row is not None and not row.done():
+                    row.set_exception(f.exception() or asyncio.CancelledError())
+                return                  # the replica turns unhealthy (check_health): its job never ends
+            out, elapsed = f.result()
+            if row is not None and not row.done():
+                row.set_result(out)
+            done(elapsed)
+        timed.add_done_callback(finished)
 
     def _sync(self, token: str, seed: int, epoch: float) -> None:
         if token != self.token:
@@ -339,8 +366,10 @@ class DeviceGroup:
 
         from vip_ray.serve.metrics import process_memory_mb
 
-        name = ray.get_runtime_context().get_actor_name() if in_replica() else None
+        ctx = ray.get_runtime_context() if in_replica() else None
+        name = ctx.get_actor_name() if ctx else None
         return {"incarnation": self.incarnation, "group": self.gcfg.name, "actor": name,
+                "node_id": ctx.get_node_id() if ctx else None,
                 "devices": [d.cfg.name for d in self.devices], "started": self.started, **process_memory_mb()}
 
     async def state(self) -> dict:

@@ -132,11 +132,14 @@ class EmulatedDevice:
     (the semantics of the simulator's device, ``vip_ray.sim``)."""
 
     def __init__(self, cfg: DeviceSpec, index: int, *, infer: Callable[[Pending, int, float], None],
-                 kill: Callable[[], None] | None = None, on_state: Callable[[bool], None] | None = None):
+                 kill: Callable[[], None] | None = None, on_state: Callable[[bool], None] | None = None,
+                 measure: Callable[[Pending, int, Callable[[float], None]], None] | None = None):
         self.cfg = cfg
         self.index = index
         self.av = cfg.availability
         self.infer = infer
+        # timing 'measured': the job's compute is the real forward pass's elapsed time on this node
+        self.measure = measure if cfg.timing == "measured" else None
         self.kill = kill
         self.on_state = on_state
         self.clock: Clock | None = None
@@ -295,7 +298,7 @@ class EmulatedDevice:
             self._resolve(job, Outcome.CRASHED)
             return
         slot = self.cfg.slot_at(job.arrive)
-        if slot is not None:  # start the real forward pass now; the emulated compute needs it later
+        if slot is not None and self.measure is None:  # start the real pass now; the emulated compute needs it later
             self.infer(job.pending, slot[0], job.arrive + slot[1] * job.mult)
         heapq.heappush(self.incoming, (job.arrive, next(self.offered), job))
         h = self.clock.at(job.arrive, self._arrive, job)
@@ -335,11 +338,25 @@ class EmulatedDevice:
                 self._resolve(job, Outcome.UNPLACED)
                 continue
             job.variant, svc = slot
+            if self.measure is not None:   # its end is known once the real pass has run
+                job.rem, job.seg, job.end = INF, s, INF
+                self.current = job
+                self.measure(job.pending, job.variant, lambda elapsed, job=job: self._measured(job, elapsed))
+                continue
             job.rem = svc * job.mult
             job.seg, job.end = s, s + job.rem
             self.infer(job.pending, job.variant, job.end)
             job.timer = self.clock.at(job.end, self._finish)
             self.current = job
+
+    def _measured(self, job: Job, elapsed: float) -> None:
+        """The real forward pass of ``job`` took ``elapsed`` s on this node: that is its compute
+        (no padding, no jitter draw); it ends then on the emulated timeline."""
+        if self.current is not job:
+            return                      # lost meanwhile (the device failed)
+        job.rem = elapsed
+        job.end = job.seg + elapsed
+        job.timer = self.clock.at(job.end, self._finish)
 
     def _finish(self) -> None:
         job = self.current
