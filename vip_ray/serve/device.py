@@ -25,6 +25,7 @@ import itertools
 import logging
 import math
 import threading
+import sys
 import time
 import uuid
 import warnings
@@ -40,6 +41,7 @@ from vip_ray.core.tables import Outcome
 log = logging.getLogger("ray.serve")
 INF = math.inf
 LIVE_KEEP = 10_000          # HTTP requests a group remembers
+GIL_SWITCH_S = 0.0005      # the replicas' GIL switch interval (s)
 PAYLOAD_SHARE = 0.6         # of the master's grace, spent waiting for real outputs (the rest: transport)
 
 
@@ -218,6 +220,9 @@ class DeviceGroup:
         self.live_keys: deque = deque()  # requests of other streams than the replay, oldest first
         if in_replica():
             gc.freeze()  # torch's many long-lived objects out of the collector's way (full collections stall timers)
+            # a timer due while the inference threads run Python waits for the GIL up to the switch
+            # interval (5 ms by default): a finer one keeps the emulated instants on time
+            sys.setswitchinterval(GIL_SWITCH_S)
         self.started = time.time()       # up from here (models loaded)
 
     # -- plumbing ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import gc
 import io
 import itertools
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -175,10 +176,13 @@ class Ingress:
         self.prefix = config.options.route_prefix.rstrip("/")
         self._poller: asyncio.Task | None = None
         self.issued: dict[str, int] = {}
-        from vip_ray.serve.device import in_replica
+        from vip_ray.serve.device import GIL_SWITCH_S, in_replica
 
         if in_replica():
             gc.freeze()  # long-lived objects out of the collector's way (full collections stall the deadlines)
+            # a timer due while the inference threads run Python waits for the GIL up to the switch
+            # interval (5 ms by default): a finer one keeps the emulated instants on time
+            sys.setswitchinterval(GIL_SWITCH_S)
         self._starting: asyncio.Lock | None = None
 
     # -- replications -----------------------------------------------------------------------------
