@@ -108,7 +108,7 @@ _TWO_NODES = textwrap.dedent('''
     pool_root, scenario, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     temp = tempfile.mkdtemp(prefix="vrh", dir="/tmp")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False,
-                                                            "_temp_dir": temp})
+                                                            "temp_dir": temp})
     board = cluster.add_node(num_cpus=1, resources={"test_board": 1})
     try:
         ray.init(address=cluster.address, log_to_driver=False)

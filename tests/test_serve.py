@@ -294,8 +294,10 @@ def test_serve_matches_the_simulator(serve_up, sets, pool, tmp_path):
     assert same.sum() >= 20, same.mean()
     np.testing.assert_array_equal(live["prediction"][same], sim["prediction"][same])
     cfg = build_config(deployment(DEVICES, sets, pool), input_shape=(1, 8, 8))
-    expected = [bank_prediction(cfg, pool, s, r.split(",")) for s, r in zip(live["sample"], live["responders"].astype(str))]
-    assert (live["prediction"].to_numpy() == expected).mean() >= 0.99  # live logits vs the bank's: float noise only
+    ok = live["answered"].to_numpy()   # (under load some requests get no reply at all: nothing to compare)
+    expected = [bank_prediction(cfg, pool, s, r.split(",")) for s, r in
+                zip(live["sample"][ok], live["responders"].astype(str)[ok])]
+    assert ok.sum() >= 20 and (live["prediction"].to_numpy()[ok] == expected).mean() >= 0.99  # float noise only
     # latency on the emulated timeline is the simulator's, bit for bit, wherever the same devices
     # answered (what the harness adds on top depends on the host's load: serve_timing.parquet)
     timing = pd.read_parquet(serve_dir / "serve_timing.parquet")
