@@ -8,6 +8,7 @@ stored predictions of the variants whose replies arrived in time.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Tuple
 
 import numpy as np
@@ -18,16 +19,80 @@ from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
 
-def expected(devices, arrival: np.ndarray) -> np.ndarray:
+class Knowledge:
+    """What the master knows of its devices' failures: a heartbeat every ``heartbeat_s``. A device
+    that fails (crash / MTBF failure — not an owner's preemption, which a device survives) at τ
+    misses the next heartbeat: the master knows it is down from τ + ``heartbeat_s`` until one
+    period after its repair. ``heartbeat_s`` None: the master never learns (it waits for a crashed
+    device until the deadline). The simulator's schedule itself is *not* knowledge a real master
+    has; a missed heartbeat is. Failure times come from the replication's availability streams,
+    the same the devices run (:func:`vip_ray.core.streams.availability_durations`)."""
+
+    def __init__(self, devices, seed: int, heartbeat_s: float | None):
+        from vip_ray.core.streams import availability_durations
+
+        self.h = heartbeat_s
+        self._gen = {}
+        self._down: dict[int, list[tuple[float, float]]] = {}
+        self._seen: dict[int, float] = {}
+        if heartbeat_s is None:
+            return
+        for d, dev in enumerate(devices):
+            if dev.availability.failure:
+                self._gen[d] = availability_durations(dev.availability, d, seed)
+                self._down[d], self._seen[d] = [], 0.0
+        self._t = {d: 0.0 for d in self._gen}
+        self._up = {d: True for d in self._gen}
+
+    def _extend(self, d: int, until: float) -> None:
+        """Failure intervals of device ``d`` up to emulated time ``until`` (sequential float adds, as
+        the simulator's windows)."""
+        gen, down = self._gen[d], self._down[d]
+        while self._seen[d] <= until:
+            dur = next(gen, math.inf)
+            t = self._t[d]
+            if dur == math.inf:
+                if not self._up[d]:
+                    down[-1] = (down[-1][0], math.inf)
+                self._seen[d] = math.inf
+                return
+            end = t + dur
+            if self._up[d]:
+                down.append((end, math.inf))     # fails at ``end``; the repair fills the upper bound
+            else:
+                down[-1] = (down[-1][0], end)
+            self._t[d], self._up[d], self._seen[d] = end, not self._up[d], end
+
+    def known_down(self, d: int, t: float) -> bool:
+        """Whether the master knows device ``d`` is down at ``t``."""
+        if d not in self._gen:
+            return False
+        self._extend(d, t)
+        h = self.h
+        return any(a + h <= t < b + h for a, b in self._down[d])
+
+    def mask(self, n_devices: int, arrival: np.ndarray) -> np.ndarray:
+        """(R, D) bool: known down at each arrival."""
+        out = np.zeros((len(arrival), n_devices), dtype=bool)
+        if len(arrival):
+            for d in self._gen:
+                self._extend(d, float(arrival[-1]))
+                for a, b in self._down[d]:
+                    out[:, d] |= (arrival >= a + self.h) & (arrival < b + self.h)
+        return out
+
+
+def expected(devices, arrival: np.ndarray, knowledge: Knowledge | None = None) -> np.ndarray:
     """(R, D) bool: the devices the master waits for — those its own placement has running a
-    variant when the request leaves it. That is what a real master knows for sure (it placed
-    them); the simulator's schedule of failures is not (a crashed device is still waited for).
-    """
+    variant when the request leaves it (a real master knows that: it placed them), less those
+    ``knowledge`` says are down (a missed heartbeat)."""
     out = np.zeros((len(arrival), len(devices)), dtype=bool)
     for d, dev in enumerate(devices):
         starts = np.array([s.start_s for s in dev.slots])
         placed = np.array([s.placed for s in dev.slots] + [False])   # index -1: before the first slot
         out[:, d] = placed[np.searchsorted(starts, arrival, side="right") - 1]
+    if knowledge is not None:
+        out &= ~knowledge.mask(len(devices), np.asarray(arrival, dtype=np.float64))
     return out
 
 
@@ -60,7 +125,8 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     r, d = timing.reply_at.shape
     c = probs.shape[-1]
     samples = sample_rng.integers(0, len(labels), size=r)
-    finish, responded = finish_times(timing, deadline, expected(dep.devices, timing.arrival))
+    knows = Knowledge(dep.devices, dep.world.seed, w.heartbeat_s)
+    finish, responded = finish_times(timing, deadline, expected(dep.devices, timing.arrival, knows))
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
     fb = np.zeros(r, dtype=bool)

@@ -311,6 +311,9 @@ class WorkloadSpec:
     deadline_s: float = 0.1
     input_bytes: int = 3072
     fallback: str = "none"     # when nobody answers by the deadline: none | local | best_effort
+    # the master's heartbeat: a device that fails is known down one period later (until one period
+    # after its repair), and the master stops waiting for it; None: it never learns (waits to the deadline)
+    heartbeat_s: Optional[float] = None
 
     def __post_init__(self):
         c = "WorkloadSpec"
@@ -341,6 +344,8 @@ class WorkloadSpec:
             raise _err(c, "input_bytes", f"must be an int >= 0, got {self.input_bytes!r}")
         _set(self, "input_bytes", int(self.input_bytes))
         _choice(c, "fallback", self.fallback, FALLBACKS)
+        if self.heartbeat_s is not None:
+            _set(self, "heartbeat_s", _finite_nonneg(c, "heartbeat_s", self.heartbeat_s))
 
 
 @dataclass(frozen=True)

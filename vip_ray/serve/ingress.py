@@ -141,6 +141,7 @@ class Session:
     epoch: float
     downlinks: Downlinks
     dilation: float = 1.0
+    knows: Any = None      # vip_ray.core.master.Knowledge: devices the master knows are down
 
     def now(self) -> float:
         """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
@@ -188,7 +189,10 @@ class Ingress:
     # -- replications -----------------------------------------------------------------------------
     async def start(self, token: str, seed: int, epoch: float) -> list[dict]:
         """Begin replication ``token`` (emulated time 0 at wall-clock ``epoch``)."""
-        self.session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation)
+        from vip_ray.core.master import Knowledge
+
+        self.session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation,
+                               Knowledge(self.cfg.devices, seed, self.cfg.workload.heartbeat_s))
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
@@ -287,8 +291,10 @@ class Ingress:
             if fb is not None:
                 used, fallback = {fb[0]: fb}, True
         answered = bool(used)
-        # the master waits for the devices its placement has running a variant (vip_ray.core.master.expected)
-        waits_for = [d for d, dev in enumerate(self.cfg.devices) if dev.slot_at(t_a) is not None]
+        # the master waits for the devices its placement has running a variant, less those a missed
+        # heartbeat says are down (vip_ray.core.master.expected)
+        waits_for = [d for d, dev in enumerate(self.cfg.devices)
+                     if dev.slot_at(t_a) is not None and not s.knows.known_down(d, t_a)]
         if fallback:
             ideal = next(iter(used.values()))[1]
         elif all(d in used for d in waits_for):
