@@ -41,6 +41,7 @@ from typing import Any
 
 from vip_ray.core.cluster import (
     ClusterError,
+    check_reachable,
     cluster_cpus,
     join_or_start,
     local_cpus,
@@ -108,7 +109,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def _differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [k for k in sorted(set(stored) | set(now)) if stored.get(k) != now.get(k)]
+    """The fields of ``now`` that ``stored`` has otherwise (``now`` may lack the ones only known
+    later, such as the pools' banks)."""
+    return [k for k in now if stored.get(k) != now.get(k)]
 
 
 def _refuse_other_study(folder: Path, identity: dict[str, Any]) -> None:
@@ -178,6 +181,7 @@ def plan_cluster(opts: StudyOptions, engine_names: Sequence[str], log: Log) -> C
         return None
     import ray
 
+    check_reachable(opts.address)  # even when this process is connected already: a typo is named
     if opts.address is None and not ray.is_initialized():
         cpus = local_cpus()
         _check_workers(w, cpus, "CPUs of this machine")
