@@ -116,8 +116,10 @@ def test_sweep_on_two_nodes_with_a_worker_killed_equals_the_in_process_run(two_n
             time.sleep(0.02)
     log = _finish(proc)
     assert killed is not None, f"no study task was seen running:\n{log[-3000:]}"
+    print(f"killed the worker running {killed!r}; the study's log:\n{log}")
     assert proc.returncode == 0, log[-3000:]
     assert "4 points × replications = 4 Ray tasks, 2 at a time" in log
+    assert "will be retried" in log  # Ray's own word that the killed worker's task ran again
     # nothing lost, nothing duplicated: every point once, each table equal to the in-process run's
     table = pd.read_parquet(out / "sweep.parquet")
     assert table["point"].tolist() == [0, 1, 2, 3] and table["replication"].tolist() == [0, 0, 0, 0]
