@@ -73,8 +73,9 @@ def join_or_start(address: str | None = None, *, num_cpus: int | None = None, da
         ctx = start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
     except Exception as e:  # noqa: BLE001 (ray.init raises many kinds: no cluster at "auto", a head that is not Ray)
         where = f"join Ray at {address!r}" if address else "start a local Ray cluster"
-        raise ClusterError(f"--address {address!r}: cannot {where}: {e}" if address else f"cannot {where}: {e}") \
-            from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]  # Ray's messages run to many lines
+        raise ClusterError(f"--address {address!r}: cannot {where}: {first}" if address else
+                           f"cannot {where}: {first}") from None
     return True, getattr(ctx, "dashboard_url", None) or None
 
 

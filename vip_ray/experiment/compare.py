@@ -118,7 +118,8 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     try:
         pool = open_pool(base, log)
         check_pool(base, pool, file=file, uses_variants=any(i.uses_variants for i in instances.values()))
-        pools, extra = open_pools(points, log, opened={(base.pool.root, base.pool.name): pool})
+        pools, extra = open_pools(points, log, opened={(base.pool.root, base.pool.name): pool},
+                                  probe=plan is not None)
         identity["pools"] = {p.name: p.bank_sha256 for p in pools.values()}
         if opts.resume:
             check_folders(out_dir, identity, True, log)  # the pool too: a retrained one is another study
@@ -128,7 +129,7 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
         raise
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    with study_folder(out_dir, identity, points) as tmp:  # kept on a failure once it holds finished points
+    with study_folder(out_dir, identity, points, log=log) as tmp:  # kept on a failure once it holds finished points
         engines = run_study(points, tmp, pools, extra, plan, opts, kind="compare", log=log,
                             progress_factory=progress_factory, engine_options=engine_options)
         for p, (s, (cond, n_failed, _)) in zip(points, [(s, c) for s in strategies for c in conditions]):

@@ -213,7 +213,7 @@ def start_cluster(plan: ClusterPlan, opts: StudyOptions, log: Log) -> None:
     t0 = time.time()
     plan.started, plan.dashboard_url = join_or_start(None, num_cpus=plan.cpus, dashboard=opts.dashboard)
     log(f"[study] local Ray cluster up in {time.time() - t0:.1f} s ({plan.cpus} CPUs)"
-        + (f"; dashboard {plan.dashboard_url} shows the tasks" if plan.dashboard_url else ""))
+        + (f"; its dashboard, http://{plan.dashboard_url}, shows the tasks" if plan.dashboard_url else ""))
 
 
 # --- the task -------------------------------------------------------------------------------------
@@ -297,20 +297,30 @@ def point_done(folder: Path, point: StudyPoint) -> bool:
 
 
 @contextlib.contextmanager
-def study_folder(out_dir: Path, identity: dict[str, Any], points: Sequence[StudyPoint]) -> Iterator[Path]:
-    """The study's resumable folder (``.<name>.partial`` until complete), ``study.json`` in it."""
+def study_folder(out_dir: Path, identity: dict[str, Any], points: Sequence[StudyPoint], *,
+                 log: Log = print) -> Iterator[Path]:
+    """The study's resumable folder (``.<name>.partial`` until complete), ``study.json`` in it;
+    on a failure or an interrupt it is kept if it holds finished points, and the log says so."""
     with atomic_directory(out_dir, keep_partial=lambda tmp: any(point_done(tmp, p) for p in points)) as tmp:
         f = tmp / STUDY_FILE
         if not f.exists():
             f.write_text(json.dumps(json_safe(identity), indent=2))
-        yield tmp
+        try:
+            yield tmp
+        except BaseException:
+            done = sum(point_done(tmp, p) for p in points)
+            if done:
+                log(f"[study] {done} of {len(points)} points are finished and kept in {tmp}; the same command "
+                    f"with --resume runs only the other {len(points) - done}")
+            raise
 
 
-def open_pools(points: Sequence[StudyPoint], log: Log,
-               opened: dict[tuple, Pool] | None = None) -> tuple[dict[tuple, Pool], dict[str, Pool]]:
+def open_pools(points: Sequence[StudyPoint], log: Log, opened: dict[tuple, Pool] | None = None, *,
+               probe: bool = True) -> tuple[dict[tuple, Pool], dict[str, Pool]]:
     """Every pool the points read, opened (trained on first use) once: the scenarios' pools by
     (root, name), and the extra pools strategies open in ``prepare`` (found by preparing one
-    copy of each strategy here, before any task runs). ``opened``: pools the caller has open."""
+    copy of each strategy here, before any task runs; only with ``probe``: the in-process path
+    opens them as it goes). ``opened``: pools the caller has open."""
     pools: dict[tuple, Pool] = dict(opened or {})
     extra: dict[str, Pool] = {}
     probed: set[tuple] = set()
@@ -318,7 +328,7 @@ def open_pools(points: Sequence[StudyPoint], log: Log,
         if p.pool_key not in pools:
             pools[p.pool_key] = open_pool(p.scenario, log)
         key = (p.strategy.name, p.pool_key)
-        if key in probed:
+        if not probe or key in probed:
             continue
         probed.add(key)
 
@@ -399,7 +409,12 @@ def _run_on_ray(todo: Sequence[StudyPoint], folder: Path, pools: dict[tuple, Poo
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 p, rep = pending.pop(ref)
-                r = ray.get(ref)
+                try:
+                    r = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:  # a bad value found by a task: its one line
+                    if isinstance(e.cause, UserError):
+                        raise e.cause from None
+                    raise
                 for line in r.logs:
                     if line not in seen_logs:
                         seen_logs.add(line)

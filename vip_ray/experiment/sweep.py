@@ -30,6 +30,7 @@ from vip_ray.experiment.study import (
     study_folder,
 )
 from vip_ray.scenario import ScenarioError, load_scenario
+from vip_ray.scenario.load import check_pool
 
 SPECIAL_KEYS = {"failed_devices"}  # not scenario keys: applied to the loaded scenario
 
@@ -117,7 +118,9 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
         return out_dir
     plan = plan_cluster(opts, sorted({p.engine for p in planned}), log)
     try:
-        pools, extra = open_pools(planned, log)
+        pools, extra = open_pools(planned, log, probe=plan is not None)
+        for p in planned:
+            check_pool(p.scenario, pools[p.pool_key], file=p.file, uses_variants=p.strategy.uses_variants)
         identity["pools"] = {p.name: p.bank_sha256 for p in pools.values()}
         if opts.resume:
             check_folders(out_dir, identity, True, log)  # the pools too: a retrained one is another study
@@ -126,7 +129,7 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
             stop()
         raise
     keys = list(grid)
-    with study_folder(out_dir, identity, planned) as tmp:  # kept on a failure once it holds finished points
+    with study_folder(out_dir, identity, planned, log=log) as tmp:  # kept on a failure once it holds finished points
         run_study(planned, tmp, pools, extra, plan, opts, kind="sweep", log=log, progress_factory=progress_factory,
                   engine_options=serve_options)
         rows = []
