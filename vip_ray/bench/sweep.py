@@ -12,10 +12,11 @@ about a CPU-second of simulation) run twice:
 
 Prints and writes (JSON, default ``results/bench/sweep.json``): wall and CPU seconds of each run,
 the speedup (goal ≥ 1.8× with 2 workers on a quiet 2-core machine, issue 17), the per-task
-overhead ``(N × wall_N − wall_1) / tasks`` (CPU capacity not spent simulating, per task), the
-mean time a task spends beyond the same point in-process, whether every table (``sweep.parquet``
-and each point's ``requests``/``devices``) is identical, and the machine's load average before and
-after (other jobs on the machine slow the parallel run more than the sequential one).
+overhead ``(N × wall_N − wall_1) / tasks`` (capacity not spent simulating, per task), the mean
+wall and CPU time a task spends beyond the same point in-process, the cores each run got (its
+points' CPU seconds over its wall time: on a machine other jobs load, fewer than asked for),
+whether every table (``sweep.parquet`` and each point's ``requests``/``devices``) is identical, and
+the machine's load average before and after.
 """
 from __future__ import annotations
 
@@ -55,8 +56,9 @@ def identical(a: Path, b: Path) -> bool:
     return True
 
 
-def point_walls(folder: Path) -> list[float]:
-    return [json.loads(p.read_text())["wall_s"] for p in sorted((folder / "points").glob("*/summary.json"))]
+def point_times(folder: Path, key: str) -> list[float]:
+    """Each point's ``wall_s`` or ``cpu_s`` (in-process: the point's; on Ray: its tasks', summed)."""
+    return [json.loads(p.read_text())[key] for p in sorted((folder / "points").glob("*/summary.json"))]
 
 
 def timed_sweep(out: Path, overrides: list[str], workers: int) -> dict:
@@ -96,33 +98,39 @@ def main(argv: list[str] | None = None) -> dict:
             if started:
                 stop()
         tasks = 32
-        in_process = point_walls(tmp / "seq")
+        in_process, in_process_cpu = point_times(tmp / "seq", "wall_s"), point_times(tmp / "seq", "cpu_s")
+        seq["cores_used"] = round(sum(in_process_cpu) / seq["wall_s"], 3)
         for name, run in (("cold", cold), ("warm", warm)):
             run["speedup"] = round(seq["wall_s"] / run["wall_s"], 3)
             run["overhead_per_task_s"] = round((args.workers * run["wall_s"] - seq["wall_s"]) / tasks, 4)
-            task_walls = point_walls(tmp / name)
+            task_walls, task_cpu = point_times(tmp / name, "wall_s"), point_times(tmp / name, "cpu_s")
             run["task_extra_s_mean"] = round(sum(t - s for t, s in zip(task_walls, in_process)) / tasks, 4)
+            run["task_extra_cpu_s_mean"] = round(sum(t - s for t, s in zip(task_cpu, in_process_cpu)) / tasks, 4)
+            run["cores_used"] = round(sum(task_cpu) / run["wall_s"], 3)  # what the machine gave the tasks
             run["identical_tables"] = identical(tmp / "seq", tmp / name)
         result.update(sequential=seq, cold=cold, warm=warm,
-                      point_wall_s_mean=round(sum(in_process) / len(in_process), 4))
+                      point_wall_s_mean=round(sum(in_process) / len(in_process), 4),
+                      point_cpu_s_mean=round(sum(in_process_cpu) / len(in_process_cpu), 4))
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     result["goal"] = {"speedup": SPEEDUP_GOAL, "met_warm": result["warm"]["speedup"] >= SPEEDUP_GOAL}
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     t = Table(title=f"32-point sweep, --workers 1 vs --workers {args.workers} (load before "
                     f"{result['load_before'][0]}, after {result['load_after'][0]} on {result['cpus']} CPUs)")
-    for col in ("run", "wall s", "driver CPU s", "speedup", "overhead / task s", "task − in-process s",
-                "tables identical"):
+    for col in ("run", "wall s", "driver CPU s", "cores used", "speedup", "overhead / task s",
+                "task − in-process s (CPU s)", "tables identical"):
         t.add_column(col, justify="right")
-    t.add_row("--workers 1", f"{seq['wall_s']:.2f}", f"{seq['driver_cpu_s']:.2f}", "1.00", "—", "—", "—")
+    t.add_row("--workers 1", f"{seq['wall_s']:.2f}", f"{seq['driver_cpu_s']:.2f}", f"{seq['cores_used']:.2f}", "1.00",
+              "—", "—", "—")
     for name in ("cold", "warm"):
         r = result[name]
         t.add_row(f"--workers {args.workers} ({name})", f"{r['wall_s']:.2f}", f"{r['driver_cpu_s']:.2f}",
-                  f"{r['speedup']:.2f}", f"{r['overhead_per_task_s']:.3f}", f"{r['task_extra_s_mean']:.3f}",
+                  f"{r['cores_used']:.2f}", f"{r['speedup']:.2f}", f"{r['overhead_per_task_s']:.3f}",
+                  f"{r['task_extra_s_mean']:.3f} ({r['task_extra_cpu_s_mean']:.3f})",
                   "yes" if r["identical_tables"] else "NO")
     console.print(t)
     console.print(f"Ray start-up (local, {args.workers} CPUs, no dashboard): {result['ray_start_s']} s; "
-                  f"mean point in-process: {result['point_wall_s_mean']} s; goal ≥ {SPEEDUP_GOAL}× "
+                  f"mean point in-process: {result['point_wall_s_mean']} s ({result['point_cpu_s_mean']} CPU s); goal ≥ {SPEEDUP_GOAL}× "
                   f"{'met' if result['goal']['met_warm'] else 'NOT met'} (warm)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -247,10 +247,11 @@ def run_point(eng: Engine, strategy: Strategy, scenario: Scenario, pool: Pool, o
     ``wall_s`` counted from ``started``, default now)."""
     import time
 
-    t0 = time.time() if started is None else started
+    t0, c0 = time.time() if started is None else started, time.process_time()
     with atomic_directory(out_dir) as tmp:
         summary = replicate(eng, strategy, context(scenario, pool, file=file, log=log), tmp, progress=progress)
         summary["wall_s"] = round(time.time() - t0, 3)
+        summary["cpu_s"] = round(time.process_time() - c0, 3)  # this process's CPU seconds (not Serve's actors)
         write_point_records(tmp, summary, scenario, pool, eng, source=file, overrides=overrides, **config)
         if plots:
             from vip_ray.experiment.plots import run_plots

@@ -240,6 +240,7 @@ class ReplicationResult:
     run_summary: dict[str, Any]
     logs: list[str]
     wall_s: float
+    cpu_s: float                  # CPU seconds of the task's process (its own work, whatever the load)
 
 
 def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationTask) -> ReplicationResult:
@@ -248,7 +249,7 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
     deterministic, so each replication gets the same deployment for its seed."""
     from vip_ray.core.tables import ReplicationStats, requests_arrow
 
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     p, rep = task.point, task.replication
     logs: list[str] = []
 
@@ -266,7 +267,7 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
             stats.add(rows)
             chunks.append(requests_arrow(rows))
         return ReplicationResult(rep, chunks, stats.figures(), out.devices, out.tables, out.meta, eng.run_summary(),
-                                 logs, time.time() - t0)
+                                 logs, time.time() - t0, time.process_time() - c0)
 
 
 def write_point_from(folder: Path, point: StudyPoint, results: dict[int, ReplicationResult], pool: Pool) -> dict:
@@ -283,6 +284,7 @@ def write_point_from(folder: Path, point: StudyPoint, results: dict[int, Replica
             tables.close()
         summary = tables.finish(point.scenario, pool.name, point.engine, results[max(results)].run_summary)
         summary["wall_s"] = round(sum(r.wall_s for r in results.values()), 3)  # task time, summed
+        summary["cpu_s"] = round(sum(r.cpu_s for r in results.values()), 3)
         eng = make_engine(point.engine)  # not opened: only describes itself in config.yaml
         write_point_records(tmp, summary, point.scenario, pool, eng, source=point.file, overrides=point.overrides,
                             **point.config)
