@@ -59,6 +59,7 @@ from vip_ray.experiment.run import (
     run_point,
     write_point_records,
 )
+from vip_ray.interrupts import Terminated
 from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario
 from vip_ray.strategies import Context, Strategy
@@ -383,6 +384,19 @@ def _run_here(todo: Sequence[StudyPoint], folder: Path, pools: dict[tuple, Pool]
     return engines
 
 
+def _wait_one(ray, refs: list) -> list:
+    """``ray.wait`` for one result. A Ctrl-C or SIGTERM handled while Ray's compiled wait runs
+    comes out as a SystemError around our exception: give the exception itself, so the command
+    ends with its one line (and the finished points are kept)."""
+    try:
+        done, _ = ray.wait(refs, num_returns=1)
+    except SystemError as e:
+        if isinstance(e.__context__, (KeyboardInterrupt, Terminated)):
+            raise e.__context__ from None
+        raise
+    return done
+
+
 def _run_on_ray(todo: Sequence[StudyPoint], folder: Path, pools: dict[tuple, Pool], extra: dict[str, Pool],
                 plan: ClusterPlan, opts: StudyOptions, *, kind: str, log: Log, progress_factory) -> None:
     import ray
@@ -408,7 +422,7 @@ def _run_on_ray(todo: Sequence[StudyPoint], folder: Path, pools: dict[tuple, Poo
                 ref = task.options(name=f"{kind} {p.folder} rep {rep}: {p.label}"[:200]).remote(
                     pool_refs[p.pool_key], extra_ref, ReplicationTask(p, rep))
                 pending[ref] = (p, rep)
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done = _wait_one(ray, list(pending))
             for ref in done:
                 p, rep = pending.pop(ref)
                 try:
