@@ -109,7 +109,8 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
                          strategy=instances[s], engine=name, file=file, overrides=list(overrides),
                          config={"failed_devices": n_failed})
               for s in strategies for cond, n_failed, scenario in conditions]
-    identity = {"kind": "compare", "source": file, "source_sha256": file_sha256(path), "overrides": list(overrides),
+    identity = {"kind": "compare", "source": str(Path(path).resolve()), "source_sha256": file_sha256(path),
+                "overrides": list(overrides),
                 "strategies": strategies, "conditions": [c for c, _, _ in conditions],
                 "stealing": list(steal) if steal else None, "engine": engine}
     if check_folders(out_dir, identity, opts.resume, log):

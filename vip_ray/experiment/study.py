@@ -24,6 +24,12 @@ Layout of the study folder (``.<name>.partial`` while it is written, renamed whe
 
 An interrupted or failed study keeps its ``.partial`` folder when it holds finished points;
 the same command with ``--resume`` runs only the points that folder lacks.
+
+Limits: a task returns its replication's whole request table through the object store (the
+in-process path streams it in chunks), so a replication of many millions of requests wants
+``--workers 1`` or more memory. On a cluster of several machines every node needs vip_ray
+installed; the pools travel in the object store (the scenarios' and those a strategy opens by
+name, found by preparing one copy of each strategy on the driver).
 """
 from __future__ import annotations
 

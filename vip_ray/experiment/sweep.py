@@ -112,7 +112,7 @@ def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequenc
     if opts.resume and not out:
         raise RunError("--resume needs --out DIR: the folder of the study to continue")
     out_dir = Path(out) if out else Path("results/sweeps") / f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
-    identity = {"kind": "sweep", "source": str(path), "source_sha256": file_sha256(path),
+    identity = {"kind": "sweep", "source": str(Path(path).resolve()), "source_sha256": file_sha256(path),
                 "overrides": list(overrides), "grid": grid, "engine": engine}
     if check_folders(out_dir, identity, opts.resume, log):
         return out_dir
