@@ -178,13 +178,15 @@ def test_a_stopped_command_says_one_line_and_leaves_no_folder(hand_pool, tmp_pat
     out = tmp_path / "out"
     # enough requests that the simulation is still going when the signal comes
     sets = _sets([*hand_pool, "workload.requests=10000000", "seeds.replications=1"])
-    extra = {"run": [], "compare": ["--strategies", "vp,vip", "--stealing", "none"],
-             "sweep": ["--grid", "strategy.k=1,2"]}[command]
+    extra = {"run": [], "compare": ["--strategies", "vp,vip", "--stealing", "none", "--workers", "1"],
+             "sweep": ["--grid", "strategy.k=1,2", "--workers", "1"]}[command]
     proc = subprocess.Popen([sys.executable, "-m", "vip_ray.cli", command, SCENARIO, *extra, *sets, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # the hidden temporary folder appears once the inputs are checked and the pool is open
-        _wait_for(lambda: any(p.name.startswith(".out.tmp-") for p in tmp_path.iterdir()), proc, "the run started")
+        # the hidden temporary folder appears once the inputs are checked and the pool is open (a
+        # study's is .out.partial, kept only once it holds finished points: none here)
+        _wait_for(lambda: any(p.name.startswith((".out.tmp-", ".out.partial")) for p in tmp_path.iterdir()), proc,
+                  "the run started")
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=300)
     finally:

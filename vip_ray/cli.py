@@ -9,6 +9,8 @@
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
     vip-sim compare FILE --strategies single,mp,cp,vp,vip [--failed 0..4] [--out DIR]
                                         strategies side by side under failures and cycle stealing
+        sweep and compare: [--workers N] [--address ADDR] [--resume]: each point × replication a Ray
+        task (default: every core of a local cluster; --workers 1: in this process), resumable
     vip-sim strategies                  the registered strategies
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         else:
             r.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
                            help="grid axis, e.g. failed_devices=0..4 or workload.deadline_ms=20,50 (repeatable)")
+            _study_arguments(r)
     cmp = sub.add_parser("compare", help="several strategies on one scenario, under failures and cycle stealing")
     cmp.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     cmp.add_argument("--strategies", default="single,mp,cp,vp,vip",
@@ -86,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--engine", choices=_engine_choices(), default=None,
                      help="serve: live on Ray Serve (every strategy must run there); else a simulator kernel")
     _serve_arguments(cmp, "--engine serve: ")
+    _study_arguments(cmp)
     cmp.add_argument("--json", action="store_true", help=JSON_HELP)
     val = sub.add_parser("validate", help="the same scenario and seed on the simulator and live on Ray Serve: "
                                           "the error table (exit 1 above the thresholds)")
@@ -134,9 +138,29 @@ def _engine_choices() -> list[str]:
     return ["sim", *ENGINES.names()]
 
 
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of a study (sweep, compare): where its points × replications run, and resuming."""
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="Ray tasks at a time, one per point × replication (default: every CPU of the cluster, "
+                             "a local one unless --address); 1: one after another in this process")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the study an interrupted run of the same command left in --out: only the "
+                             "points it lacks run")
+
+
+def _study(args):
+    from vip_ray.experiment.study import StudyOptions
+
+    serve = args.engine == "serve"  # then --address is the Serve engine's cluster
+    return StudyOptions(workers=args.workers, address=None if serve else args.address, resume=args.resume)
+
+
 def _serve_arguments(parser: argparse.ArgumentParser, when: str, dilation: str = "1") -> None:
-    parser.add_argument("--address", default=None, help=f"{when}Ray cluster to join (auto, host:6379, "
-                                                        "ray://host:10001); default: start a local one")
+    study = parser.prog.split()[-1] in ("sweep", "compare")
+    parser.add_argument("--address", default=None, help=(
+        "Ray cluster to join (auto, host:6379, ray://host:10001): the study's tasks run there, or the Serve app "
+        "with --engine serve; default: start a local one" if study else
+        f"{when}Ray cluster to join (auto, host:6379, ray://host:10001); default: start a local one"))
     parser.add_argument("--http-port", type=int, default=0, help=f"{when}HTTP port (default: a free one)")
     parser.add_argument("--route-prefix", default="/", help=f"{when}the app's HTTP route prefix (default /)")
     parser.add_argument("--devices-per-replica", type=int, default=16,
@@ -182,7 +206,7 @@ def _compare(args, console: Console, log) -> int:
     factory, stop = _progress(console)
     try:
         out = run_compare(args.file, strategies, overrides=overrides, out=args.out, failed=failed, steal=steal,
-                          engine=args.engine, log=log, progress_factory=factory,
+                          engine=args.engine, log=log, progress_factory=factory, study=_study(args),
                           engine_options=_serve_options(args) if args.engine == "serve" else None)
     finally:
         stop()
@@ -361,11 +385,11 @@ def _progress(console: Console, what: str = "simulating"):
     if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
         return None, lambda: None
 
-    def factory(total):
-        prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+    def factory(total, label=None):  # label: what is counted, when not requests (a study's tasks)
+        prog = Progress(TextColumn(label or what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=console, transient=True)
         prog.start()
-        task = prog.add_task("requests", total=total)
+        task = prog.add_task(label or "requests", total=total)
         bars.append(prog)
         return lambda n: prog.advance(task, n)
 
@@ -521,7 +545,8 @@ def _dispatch(args) -> int:
                     from vip_ray.experiment.sweep import run_sweep
 
                     out = run_sweep(args.file, args.grid, overrides=args.overrides, out=args.out, engine=args.engine,
-                                    log=log, progress_factory=factory, serve_options=serve_options)
+                                    log=log, progress_factory=factory, serve_options=serve_options,
+                                    study=_study(args))
                     stop()
                     _print_sweep(out, len(args.grid), console, as_json)
             finally:

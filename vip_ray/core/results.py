@@ -4,6 +4,11 @@ and the pool store alike.
 :func:`atomic_directory` hands out a hidden temporary folder next to the target and renames it
 into place only when the block finishes; on an exception, Ctrl-C or SIGTERM the temporary folder
 is removed, so a reader never sees a half-written result (and nothing hidden is left behind).
+
+A study (sweep, comparison) is written *resumably*: its temporary folder has a fixed name,
+``.<name>.partial`` (:func:`partial_sibling`), each finished point is renamed into it whole, and on
+a failure or an interrupt the folder is kept when it holds finished work, so that ``--resume``
+finds it again and runs only the points it lacks.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import platform
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -48,22 +53,34 @@ def temporary_sibling(final: Path, tag: str = "tmp") -> Path:
     return final.parent / f".{final.name}.{tag}-{uuid.uuid4().hex[:8]}"
 
 
+def partial_sibling(final: str | os.PathLike) -> Path:
+    """The fixed hidden name a resumable result is written under (kept after an interrupt)."""
+    final = Path(final)
+    return final.parent / f".{final.name}.partial"
+
+
 @contextlib.contextmanager
-def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable: bool = False) -> Iterator[Path]:
+def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable: bool = False,
+                     keep_partial: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield an empty hidden folder beside ``final``; when the body ends normally it is renamed
     to ``final``, otherwise (an exception, Ctrl-C, SIGTERM) it is removed.
 
     ``replace``: an existing ``final`` is swapped out (and deleted) after the new one is complete;
     otherwise the rename fails if ``final`` appeared meanwhile (callers check first, to answer
     before any work). ``durable``: fsync every file and the folders before the rename.
+
+    ``keep_partial``: the result is resumable. The folder is :func:`partial_sibling` (handed out
+    again, with what it holds, if an earlier attempt left it: the caller checks it belongs to the
+    same work), and on a failure it is kept when ``keep_partial(folder)`` says it holds finished
+    work worth resuming from.
     """
     final = Path(final)
     if final.exists() and not replace:
         raise ResultExists(f"{final} already exists; pick another output folder (nothing was overwritten)")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final)
+    tmp = partial_sibling(final) if keep_partial else temporary_sibling(final)
     with sigterm_raises():
-        tmp.mkdir()
+        tmp.mkdir(exist_ok=keep_partial is not None)
         try:
             yield tmp
             if durable:
@@ -79,7 +96,8 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable
                 fsync_dir(final.parent)
         except BaseException:
             with signals_held():  # a second Ctrl-C must not leave half a folder behind
-                shutil.rmtree(tmp, ignore_errors=True)
+                if keep_partial is None or not keep_partial(tmp):
+                    shutil.rmtree(tmp, ignore_errors=True)
             raise
 
 

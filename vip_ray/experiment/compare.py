@@ -6,7 +6,8 @@ and ``stealing`` (every worker lends only idle cycles: on/off availability, pree
 Output directory::
 
     compare.parquet      one row per strategy × condition × replication (columns: COMPARE_COLUMNS)
-    points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json of each point
+    points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json, config.yaml of each point
+    study.json           what the study is (``--resume`` continues only the same study)
     compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy
     end_cloud.csv, end_cloud_phases.csv, end_cloud.png   with coach/neurosurgeon/dads/spinn/jps: latency,
                          throughput, exit ratio, KB, bits, stage bubbles; throughput per bandwidth step
@@ -24,9 +25,18 @@ import pandas as pd
 import yaml
 
 from vip_ray.core.engine import make_engine
-from vip_ray.core.results import atomic_directory
-from vip_ray.experiment.run import (RunError, checked_strategy, context, engine_name, fail_devices, json_safe,
-                                    open_pool, replicate, run_config)
+from vip_ray.core.cluster import stop
+from vip_ray.experiment.run import RunError, checked_strategy, engine_name, fail_devices, json_safe, open_pool, run_config
+from vip_ray.experiment.study import (
+    StudyOptions,
+    StudyPoint,
+    check_folders,
+    file_sha256,
+    open_pools,
+    plan_cluster,
+    run_study,
+    study_folder,
+)
 from vip_ray.strategies import get_strategy, with_strategy
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
 from vip_ray.scenario.load import check_pool
@@ -74,7 +84,12 @@ def _conditions(scenario: Scenario, failed: Sequence[int] | None, steal: tuple[f
 def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Sequence[str] = (),
                 out: str | Path | None = None, failed: Sequence[int] | None = None,
                 steal: tuple[float, float] | None = (10.0, 30.0), engine: str | None = None, plots: bool = True,
-                log: Callable[[str], None] = print, progress_factory=None, engine_options=None) -> Path:
+                log: Callable[[str], None] = print, progress_factory=None, engine_options=None,
+                study: StudyOptions | None = None) -> Path:
+    """Every strategy × condition × replication into ``compare.parquet`` (strategy, condition,
+    replication order) and ``points/<strategy>/<condition>/``. ``study``: in this process
+    (default) or on Ray, and ``--resume`` (:mod:`vip_ray.experiment.study`)."""
+    opts = study or StudyOptions()
     base = load_scenario(path, overrides)
     file = str(path)
     strategies = list(dict.fromkeys(strategies))
@@ -88,24 +103,40 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     if out_dir.exists():
         raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
     conditions = _conditions(base, failed, steal)
-    pool = open_pool(base, log)
-    check_pool(base, pool, file=file, uses_variants=any(i.uses_variants for i in instances.values()))
+    if opts.resume and not out:
+        raise RunError("--resume needs --out DIR: the folder of the study to continue")
+    points = [StudyPoint(folder=f"points/{s}/{cond}", label=f"{s} {cond}", scenario=with_strategy(scenario, s),
+                         strategy=instances[s], engine=name, file=file, overrides=list(overrides),
+                         config={"failed_devices": n_failed})
+              for s in strategies for cond, n_failed, scenario in conditions]
+    identity = {"kind": "compare", "source": str(Path(path).resolve()), "source_sha256": file_sha256(path),
+                "overrides": list(overrides),
+                "strategies": strategies, "conditions": [c for c, _, _ in conditions],
+                "stealing": list(steal) if steal else None, "engine": engine}
+    if check_folders(out_dir, identity, opts.resume, log):
+        return out_dir
+    plan = plan_cluster(opts, [name], log)
+    try:
+        pool = open_pool(base, log)
+        check_pool(base, pool, file=file, uses_variants=any(i.uses_variants for i in instances.values()))
+        pools, extra = open_pools(points, log, opened={(base.pool.root, base.pool.name): pool},
+                                  probe=plan is not None)
+        identity["pools"] = {p.name: p.bank_sha256 for p in pools.values()}
+        if opts.resume:
+            check_folders(out_dir, identity, True, log)  # the pool too: a retrained one is another study
+    except BaseException:
+        if plan is not None and plan.started:
+            stop()
+        raise
     t0 = time.time()
     rows: list[dict[str, Any]] = []
-    with atomic_directory(out_dir) as tmp, make_engine(name, engine_options) as eng:  # one engine for every point
-        n_req = base.workload.requests or 0
-        total = n_req * base.seeds.replications * len(conditions) * len(strategies)
-        progress = progress_factory(total or None) if progress_factory else None
-        for s in strategies:
-            for cond, n_failed, scenario in conditions:
-                scenario = with_strategy(scenario, s)
-                point = tmp / "points" / s / cond
-                point.mkdir(parents=True)
-                summary = replicate(eng, instances[s], context(scenario, pool, file=file, log=log), point,
-                                    progress=progress)
-                (point / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
-                devices = pd.read_parquet(point / "devices.parquet")
-                rows += _rows(s, cond, n_failed, summary, devices)
+    with study_folder(out_dir, identity, points, log=log) as tmp:  # kept on a failure once it holds finished points
+        engines = run_study(points, tmp, pools, extra, plan, opts, kind="compare", log=log,
+                            progress_factory=progress_factory, engine_options=engine_options)
+        for p, (s, (cond, n_failed, _)) in zip(points, [(s, c) for s in strategies for c in conditions]):
+            summary = json.loads((tmp / p.folder / "summary.json").read_text())
+            devices = pd.read_parquet(tmp / p.folder / "devices.parquet")
+            rows += _rows(s, cond, n_failed, summary, devices)
         table = pd.DataFrame(rows)
         table.to_parquet(tmp / "compare.parquet", index=False)
         summary = {"scenario": base.name, "strategies": strategies, "conditions": [c for c, _, _ in conditions],
@@ -113,8 +144,9 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
                    "columns": COMPARE_COLUMNS, "wall_s": round(time.time() - t0, 3),
                    "table": mean_table(table).reset_index().to_dict(orient="records")}
         (tmp / "summary.json").write_text(json.dumps(json_safe(summary), indent=2))
-        config = run_config(base, pool, eng, source=file, overrides=overrides, strategies=strategies,
-                            failed=[c for _, c, _ in conditions if c is not None], stealing=list(steal) if steal else None)
+        config = run_config(base, pool, engines.get(name) or make_engine(name, engine_options), source=file, overrides=overrides,
+                            strategies=strategies, failed=[c for _, c, _ in conditions if c is not None],
+                            stealing=list(steal) if steal else None)
         (tmp / "config.yaml").write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
         if plots:
             plot_compare(table, tmp / "compare.png", title=f"{base.name}: strategies compared")

@@ -100,18 +100,71 @@ def expected_requests(scenario: Scenario) -> int | None:
     return n
 
 
+class PointTables:
+    """The files of one point (a scenario, all its replications) written as its replications
+    arrive, in replication order: ``requests.parquet`` streamed chunk by chunk, then
+    ``devices.parquet``, the engine's extra tables and the summary. The in-process path feeds it
+    from the engine directly, a distributed study from its tasks' results: same code, same bytes."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.writer = None
+        self.device_rows: list[Any] = []
+        self.figures: list[dict[str, float]] = []
+        self.extra: dict[str, list[Any]] = {}
+        self.meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+
+    def write_chunk(self, table) -> None:
+        """One chunk of the request table, as Arrow (:func:`requests_arrow`)."""
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.out_dir / REQUESTS_FILE, table.schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def end_replication(self, rep: int, figures: dict[str, float], devices, tables: dict[str, Any],
+                        meta: dict[str, Any]) -> None:
+        self.device_rows.append(devices)
+        self.figures.append(figures)
+        for name, frame in tables.items():
+            self.extra.setdefault(name, []).append(frame)
+        self.meta["placement"][rep] = meta.get("placement", {})
+        self.meta["events"] += meta.get("events", 0)
+        self.meta["engine_wall_s"] += meta.get("engine_wall_s", 0.0)
+        self.meta.update({k: v for k, v in meta.items() if k not in ("placement", "events", "engine_wall_s")})
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def finish(self, scenario: Scenario, pool_name: str, engine_name: str,
+               run_summary: dict[str, Any]) -> dict[str, Any]:
+        """Write the device and extra tables; return the point's summary."""
+        import pandas as pd
+
+        self.close()
+        meta = self.meta
+        devices = pd.concat(self.device_rows, ignore_index=True)
+        devices.to_parquet(self.out_dir / DEVICES_FILE, index=False)
+        for name, frames in self.extra.items():
+            pd.concat(frames, ignore_index=True).to_parquet(self.out_dir / f"{name}.parquet", index=False)
+        summary = summarize(self.figures, scenario.workload.deadline_ms / 1e3)
+        summary.update({"scenario": scenario.name, "pool": pool_name, "engine": engine_name,
+                        "strategy": scenario.strategy.name,
+                        "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
+                        **{k: v for k, v in meta.items() if k != "engine_wall_s"},
+                        "engine_wall_s": round(meta["engine_wall_s"], 3), **run_summary})
+        return summary
+
+
 def replicate(engine: Engine, strategy: Strategy, ctx: Context, out_dir: Path, *, progress=None,
               chunk_requests: int = 200_000) -> dict[str, Any]:
     """Every replication of ``ctx.scenario`` on ``engine`` into ``out_dir`` (requests streamed in
     chunks; the engine's extra tables beside them); return the summary."""
-    import pandas as pd
-    import pyarrow.parquet as pq
-
     scenario = ctx.scenario
     strategy.prepare(ctx)
-    writer = None
-    device_rows, figures, extra = [], [], {}
-    meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+    tables = PointTables(out_dir)
     try:
         for rep in range(scenario.seeds.replications):
             seed = scenario.seeds.base + rep
@@ -119,34 +172,13 @@ def replicate(engine: Engine, strategy: Strategy, ctx: Context, out_dir: Path, *
             stats = ReplicationStats()
             for rows in out:
                 stats.add(rows)
-                table = requests_arrow(rows)
-                if writer is None:
-                    writer = pq.ParquetWriter(out_dir / REQUESTS_FILE, table.schema)
-                writer.write_table(table.cast(writer.schema))
+                tables.write_chunk(requests_arrow(rows))
                 if progress:
                     progress(len(rows))
-            device_rows.append(out.devices)
-            figures.append(stats.figures())
-            for name, frame in out.tables.items():
-                extra.setdefault(name, []).append(frame)
-            meta["placement"][rep] = out.meta.get("placement", {})
-            meta["events"] += out.meta.get("events", 0)
-            meta["engine_wall_s"] += out.meta.get("engine_wall_s", 0.0)
-            meta.update({k: v for k, v in out.meta.items() if k not in ("placement", "events", "engine_wall_s")})
+            tables.end_replication(rep, stats.figures(), out.devices, out.tables, out.meta)
     finally:
-        if writer is not None:
-            writer.close()
-    devices = pd.concat(device_rows, ignore_index=True)
-    devices.to_parquet(out_dir / DEVICES_FILE, index=False)
-    for name, frames in extra.items():
-        pd.concat(frames, ignore_index=True).to_parquet(out_dir / f"{name}.parquet", index=False)
-    summary = summarize(figures, scenario.workload.deadline_ms / 1e3)
-    summary.update({"scenario": scenario.name, "pool": ctx.pool.name, "engine": engine.name,
-                    "strategy": scenario.strategy.name,
-                    "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
-                    **{k: v for k, v in meta.items() if k != "engine_wall_s"},
-                    "engine_wall_s": round(meta["engine_wall_s"], 3), **engine.run_summary()})
-    return summary
+        tables.close()
+    return tables.finish(scenario, ctx.pool.name, engine.name, engine.run_summary())
 
 
 def run_config(scenario: Scenario, pool: Pool, engine: Engine, *, source: str, overrides: Sequence[str],
@@ -189,22 +221,53 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
     import time
 
-    t0 = time.time()
-    with atomic_directory(out_dir) as tmp, make_engine(name, engine_options or serve_options) as eng:
-        total = expected_requests(scenario)
-        progress = progress_factory(total * scenario.seeds.replications if total else None) if progress_factory else None
+    t0 = time.time()  # the run's wall time includes the engine's start-up (Serve's)
+    with make_engine(name, engine_options or serve_options) as eng:
+        run_point(eng, strategy, scenario, pool, out_dir, file=file, overrides=overrides, log=log, plots=plots,
+                  progress=_requests_progress(progress_factory, [scenario]), started=t0,
+                  failed_devices=failed_devices)
+    return out_dir
+
+
+def _requests_progress(progress_factory, scenarios: Sequence[Scenario]):
+    """One progress callback over the requests of all ``scenarios``' replications (or None)."""
+    if not progress_factory:
+        return None
+    totals = [expected_requests(s) for s in scenarios]
+    total = None if None in totals else sum(t * s.seeds.replications for t, s in zip(totals, scenarios))
+    return progress_factory(total or None)
+
+
+def run_point(eng: Engine, strategy: Strategy, scenario: Scenario, pool: Pool, out_dir: Path, *, file: str,
+              overrides: Sequence[str], log: Callable[[str], None], progress=None, plots: bool = False,
+              started: float | None = None, **config: Any) -> dict[str, Any]:
+    """All replications of one (resolved) scenario on an open engine into the new folder
+    ``out_dir`` (renamed into place whole): the tables, ``summary.json``, ``config.yaml`` (with
+    ``config``'s extra fields) and, if ``plots``, the run's plots. Returns the summary (its
+    ``wall_s`` counted from ``started``, default now)."""
+    import time
+
+    t0, c0 = time.time() if started is None else started, time.process_time()
+    with atomic_directory(out_dir) as tmp:
         summary = replicate(eng, strategy, context(scenario, pool, file=file, log=log), tmp, progress=progress)
         summary["wall_s"] = round(time.time() - t0, 3)
-        (tmp / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
-        import yaml
-
-        config = run_config(scenario, pool, eng, source=file, overrides=overrides, failed_devices=failed_devices)
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
+        summary["cpu_s"] = round(time.process_time() - c0, 3)  # this process's CPU seconds (not Serve's actors)
+        write_point_records(tmp, summary, scenario, pool, eng, source=file, overrides=overrides, **config)
         if plots:
             from vip_ray.experiment.plots import run_plots
 
             run_plots(tmp)
-    return out_dir
+    return summary
+
+
+def write_point_records(folder: Path, summary: dict[str, Any], scenario: Scenario, pool: Pool, eng: Engine, *,
+                        source: str, overrides: Sequence[str], **config: Any) -> None:
+    """``summary.json`` and ``config.yaml`` of a point."""
+    import yaml
+
+    (folder / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
+    record = run_config(scenario, pool, eng, source=source, overrides=overrides, **config)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(record), sort_keys=False))
 
 
 def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,
@@ -223,5 +286,5 @@ def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=N
         return eng.keep_serving(strategy.deploy(ctx, scenario.seeds.base), duration_s=duration_s, on_ready=on_ready)
 
 
-__all__ = ["RunError", "UnknownName", "checked_strategy", "context", "engine_name", "fail_devices", "open_pool",
-           "replicate", "run_config", "run_scenario", "serve_scenario"]
+__all__ = ["PointTables", "RunError", "UnknownName", "checked_strategy", "context", "engine_name", "fail_devices", "open_pool",
+           "replicate", "run_config", "run_point", "run_scenario", "serve_scenario", "write_point_records"]

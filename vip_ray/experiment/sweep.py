@@ -11,15 +11,26 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from vip_ray.core.results import atomic_directory
+from vip_ray.core.cluster import stop
 from vip_ray.experiment.run import (
+    SUMMARY_FILE,
     RunError,
     checked_strategy,
     engine_name,
     fail_devices,
-    run_scenario,
+)
+from vip_ray.experiment.study import (
+    StudyOptions,
+    StudyPoint,
+    check_folders,
+    file_sha256,
+    open_pools,
+    plan_cluster,
+    run_study,
+    study_folder,
 )
 from vip_ray.scenario import ScenarioError, load_scenario
+from vip_ray.scenario.load import check_pool
 
 SPECIAL_KEYS = {"failed_devices"}  # not scenario keys: applied to the loaded scenario
 
@@ -65,43 +76,66 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def check_points(path: str | Path, points: Sequence[dict[str, Any]], overrides: Sequence[str],
-                 engine: str | None) -> None:
-    """Load every point's scenario and check its strategy and failed-device count, so a bad value
+def study_points(path: str | Path, points: Sequence[dict[str, Any]], overrides: Sequence[str],
+                 engine: str | None) -> list[StudyPoint]:
+    """Every point's scenario loaded and checked (strategy, failed-device count), so a bad value
     is refused before the first point runs (or a pool is trained)."""
-    for point in points:
+    out = []
+    for i, point in enumerate(points):
         sets = [f"{k}={v}" for k, v in point.items() if k not in SPECIAL_KEYS]
+        where = ", ".join(f"{k}={v}" for k, v in point.items())
         try:
             scenario = load_scenario(path, [*overrides, *sets])
-            checked_strategy(scenario, str(path), engine_name(scenario, engine))
-            if "failed_devices" in point:
-                fail_devices(scenario, point["failed_devices"])
+            name = engine_name(scenario, engine)
+            strategy = checked_strategy(scenario, str(path), name)
+            failed = point.get("failed_devices")
+            if failed is not None:
+                scenario = fail_devices(scenario, failed)
         except ScenarioError as e:
-            where = ", ".join(f"{k}={v}" for k, v in point.items())
             raise ScenarioError(f"{e} (--grid point {where})", file=e.file, problems=e.problems) from None
+        out.append(StudyPoint(folder=f"points/{i:03d}", label=where, scenario=scenario, strategy=strategy, engine=name,
+                              file=str(path), overrides=[*overrides, *sets], config={"failed_devices": failed}))
+    return out
 
 
 def run_sweep(path: str | Path, grid_items: Sequence[str], *, overrides: Sequence[str] = (),
               out: str | Path | None = None, engine: str | None = None,
-              log: Callable[[str], None] = print, progress_factory=None, serve_options=None) -> Path:
+              log: Callable[[str], None] = print, progress_factory=None, serve_options=None,
+              study: StudyOptions | None = None) -> Path:
+    """Every grid point × replication into ``sweep.parquet`` (one row each, point then
+    replication order) and ``points/<NNN>/``. ``study``: in this process (default) or on Ray, and
+    ``--resume`` (:mod:`vip_ray.experiment.study`)."""
+    opts = study or StudyOptions()
     grid = parse_grid(grid_items)
     points = grid_points(grid)
-    check_points(path, points, overrides, engine)
+    planned = study_points(path, points, overrides, engine)
+    if opts.resume and not out:
+        raise RunError("--resume needs --out DIR: the folder of the study to continue")
     out_dir = Path(out) if out else Path("results/sweeps") / f"{Path(path).stem}-{uuid.uuid4().hex[:6]}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
-    rows = []
+    identity = {"kind": "sweep", "source": str(Path(path).resolve()), "source_sha256": file_sha256(path),
+                "overrides": list(overrides), "grid": grid, "engine": engine}
+    if check_folders(out_dir, identity, opts.resume, log):
+        return out_dir
+    plan = plan_cluster(opts, sorted({p.engine for p in planned}), log)
+    try:
+        pools, extra = open_pools(planned, log, probe=plan is not None)
+        for p in planned:
+            check_pool(p.scenario, pools[p.pool_key], file=p.file, uses_variants=p.strategy.uses_variants)
+        identity["pools"] = {p.name: p.bank_sha256 for p in pools.values()}
+        if opts.resume:
+            check_folders(out_dir, identity, True, log)  # the pools too: a retrained one is another study
+    except BaseException:
+        if plan is not None and plan.started:
+            stop()
+        raise
     keys = list(grid)
-    deadline_ms: set[float] = set()
-    with atomic_directory(out_dir) as tmp:  # removed on an error, Ctrl-C or SIGTERM
-        (tmp / "points").mkdir()
-        for i, point in enumerate(points):
-            sets = [f"{k}={v}" for k, v in point.items() if k not in SPECIAL_KEYS]
-            log(f"[sweep] point {i}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
-            run_dir = run_scenario(path, overrides=[*overrides, *sets], out=tmp / "points" / f"{i:03d}",
-                                   engine=engine, failed_devices=point.get("failed_devices"), plots=False,
-                                   log=log, progress_factory=progress_factory, serve_options=serve_options)
-            summary = json.loads((run_dir / "summary.json").read_text())
+    with study_folder(out_dir, identity, planned, log=log) as tmp:  # kept on a failure once it holds finished points
+        run_study(planned, tmp, pools, extra, plan, opts, kind="sweep", log=log, progress_factory=progress_factory,
+                  engine_options=serve_options)
+        rows = []
+        deadline_ms: set[float] = set()
+        for i, (point, planned_point) in enumerate(zip(points, planned)):
+            summary = json.loads((tmp / planned_point.folder / SUMMARY_FILE).read_text())
             deadline_ms.add(1e3 * summary["deadline_s"])
             for rep in range(summary["replications"]):
                 row = {"point": i, **point, "replication": rep}
