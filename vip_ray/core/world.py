@@ -222,7 +222,6 @@ class DeviceSpec:
     role: str = "worker"                  # master | worker (the master multicasts and aggregates)
     group: str = ""                       # the scenario's device group ("" = its own name)
     ray_resources: tuple = ()             # ((resource, amount), ...) a live replica asks Ray for
-    power_w: Optional[float] = None       # SCRATCH: a new device attribute
 
     def __post_init__(self):
         c = f"DeviceSpec({self.name!r})"

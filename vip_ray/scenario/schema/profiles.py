@@ -61,7 +61,6 @@ class DeviceAttributes(_Model):
     jitter_cv: NonNegFloat | None = None
     straggler: Straggler | None = None
     link: LinkFields | None = None
-    power_w: NonNegFloat | None = None  # SCRATCH: a new device attribute
 
     _families = field_validator("macs_per_s_by_family")(_check_families)
 
