@@ -194,7 +194,8 @@ def register_aggregator(name: str, doc: str = ""):
     ``fn(probs (B, V, C), *, responded (B, V), **params) -> (B, C)``, NaN rows where nobody answered."""
 
     def wrap(fn):
-        AGGREGATORS.register(name, Aggregator(name, fn, doc or (fn.__doc__ or "").strip().splitlines()[0]))
+        first_line = next(iter((fn.__doc__ or "").strip().splitlines()), "")  # a lambda has no docstring
+        AGGREGATORS.register(name, Aggregator(name, fn, doc or first_line))
         return fn
 
     return wrap
