@@ -38,7 +38,7 @@ def test_diverse_spreads_distinct_members_and_cycles():
 def test_registry_unknown_and_pluggable(monkeypatch):
     import vip_ray.placement.base as base
 
-    monkeypatch.setattr(base, "PLACEMENTS", dict(base.PLACEMENTS))  # keep test policies out of the real registry
+    monkeypatch.setattr(base, "PLACEMENTS", base.PLACEMENTS.copy())  # keep test policies out of the real registry
     with pytest.raises(PlacementError, match="allowed: capacity, diverse, round_robin"):
         place("best", [DeviceInfo("a", 1e9)], V, deadline_s=1)
 

@@ -12,6 +12,7 @@
         sweep and compare: [--workers N] [--address ADDR] [--resume]: each point × replication a Ray
         task (default: every core of a local cluster; --workers 1: in this process), resumable
     vip-sim strategies                  the registered strategies
+    vip-sim names [KIND]                every registered name: strategies, engines, placements, aggregators, models
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         r.add_argument("--out", default=None, help="output directory (must not exist; default under results/)")
         r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a scenario key, e.g. --set workload.deadline_ms=20 or --set "
-                            "devices.2.profile=jetson_nx (devices[2].profile too) (repeatable)")
+                            "devices.2.profile=jetson_nx (devices[2].profile too) (repeatable); `vip-sim names` "
+                            "lists what strategy.name, strategy.aggregator, placement.policy and sim_engine take")
         r.add_argument("--engine", choices=_engine_choices(), default=None,
                        help="serve: live on Ray Serve; sim (the scenario's sim_engine) or a simulator kernel "
                             "(default: the scenario's engine)")
@@ -122,6 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help=JSON_HELP)
     strat = sub.add_parser("strategies", help="list the registered strategies")
     strat.add_argument("--json", action="store_true", help=JSON_HELP)
+    names = sub.add_parser("names", help="every registered name, by kind (what the scenario's name keys take)")
+    names.add_argument("kind", nargs="?", choices=NAME_KINDS, default=None,
+                       help="only this kind (models import torch: a few seconds)")
+    names.add_argument("--json", action="store_true", help=JSON_HELP)
     live = sub.add_parser("serve", help="keep a scenario's emulation up on Ray Serve for HTTP clients (Ctrl-C stops)")
     live.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     live.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -219,6 +225,29 @@ def _compare(args, console: Console, log) -> int:
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_columns", 50):
         _plain(console, table[cols].round(4).to_string())
     _plain(console, f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
+    return 0
+
+
+#: kind -> (module, registry attribute, the scenario key that takes the name)
+NAME_KINDS = {
+    "strategies": ("vip_ray.strategies", "STRATEGIES", "strategy.name"),
+    "engines": ("vip_ray.core.engine", "ENGINES", "engine / sim_engine / --engine"),
+    "placements": ("vip_ray.placement", "PLACEMENTS", "placement.policy"),
+    "aggregators": ("vip_ray.core.aggregation", "AGGREGATORS", "strategy.aggregator"),
+    "models": ("vip_ray.models", "MODELS", "the pool's family.variants / baselines (python -m vip_ray.tune)"),
+}
+
+
+def _names(args, console: Console) -> int:
+    import importlib
+
+    listed = {kind: getattr(importlib.import_module(module), attr).names()
+              for kind, (module, attr, _key) in NAME_KINDS.items() if args.kind in (None, kind)}
+    if args.json:
+        _print_json(listed)
+        return 0
+    for kind, names in listed.items():
+        _plain(console, f"{kind} ({NAME_KINDS[kind][2]}): {', '.join(names)}")
     return 0
 
 
@@ -518,6 +547,8 @@ def _dispatch(args) -> int:
             return _validate(args, console, log)
         if args.command == "profile":
             return _profile(args, console, log)
+        if args.command == "names":
+            return _names(args, console)
         if args.command == "serve":
             from vip_ray.experiment.run import serve_scenario
 

@@ -13,6 +13,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vip_ray.core.registry import Registry
+
 FP_BYTES = 4  # fp32 on the wire
 
 
@@ -183,14 +185,17 @@ class Aggregator:
     doc: str
 
 
-AGGREGATORS: dict[str, Aggregator] = {}
+#: every aggregation rule by name: ``strategy.aggregator`` in a scenario is checked against it
+AGGREGATORS: Registry[Aggregator] = Registry("aggregator")
 
 
 def register_aggregator(name: str, doc: str = ""):
-    """Register an aggregation rule under ``name`` (extension hook for users)."""
+    """Register an aggregation rule under ``name`` (extension hook for users):
+    ``fn(probs (B, V, C), *, responded (B, V), **params) -> (B, C)``, NaN rows where nobody answered."""
 
     def wrap(fn):
-        AGGREGATORS[name] = Aggregator(name, fn, doc or (fn.__doc__ or "").strip().splitlines()[0])
+        first_line = next(iter((fn.__doc__ or "").strip().splitlines()), "")  # a lambda has no docstring
+        AGGREGATORS.register(name, Aggregator(name, fn, doc or first_line))
         return fn
 
     return wrap
@@ -204,10 +209,8 @@ register_aggregator("first")(first_aggregate)
 
 
 def get_aggregator(name: str) -> Callable[..., np.ndarray]:
-    try:
-        return AGGREGATORS[name].fn
-    except KeyError:
-        raise KeyError(f"unknown aggregator {name!r}; allowed: {', '.join(sorted(AGGREGATORS))}") from None
+    """The rule registered as ``name``; :class:`UnknownName` (a KeyError) lists the allowed ones."""
+    return AGGREGATORS.get(name).fn
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,14 @@ class UnknownName(KeyError):
 
 
 class Registry(Generic[T]):
-    """``name -> object`` with a kind for messages (``"strategy"``, ``"engine"`` …)."""
+    """``name -> object`` with a kind for messages (``"strategy"``, ``"engine"`` …).
 
-    def __init__(self, kind: str):
+    ``names()`` are sorted, unless ``ordered``: then they keep the order of registration (the
+    models keep VP's table order)."""
+
+    def __init__(self, kind: str, *, ordered: bool = False):
         self.kind = kind
+        self.ordered = ordered
         self._items: dict[str, T | str] = {}
 
     def register(self, name: str, obj: T | str | None = None) -> Any:
@@ -49,7 +53,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         try:
             obj = self._items[name]
-        except (KeyError, TypeError):
+        except (KeyError, TypeError):  # TypeError: an unhashable name (a list from YAML)
             raise UnknownName(self.kind, name, self.names()) from None
         if isinstance(obj, str):  # lazy entry: import on first use
             module, _, attr = obj.partition(":")
@@ -60,10 +64,25 @@ class Registry(Generic[T]):
     __getitem__ = get
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return list(self._items) if self.ordered else sorted(self._items)
+
+    def copy(self) -> "Registry[T]":
+        """A registry with the same entries (e.g. for a test that registers its own)."""
+        out: Registry[T] = Registry(self.kind, ordered=self.ordered)
+        out._items = dict(self._items)
+        return out
+
+    def check(self, name: Any) -> str:
+        """``name`` if registered, else :class:`UnknownName` (imports nothing, unlike ``get``)."""
+        if name not in self:
+            raise UnknownName(self.kind, name, self.names())
+        return name
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        try:
+            return name in self._items
+        except TypeError:  # unhashable (a list from YAML): not a name
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
+from vip_ray.core.registry import Registry
 from vip_ray.models.adapter import InputAdapter
 
 FAMILIES = ("vp", "vp_imagenet", "resnet50_slices", "baseline")
@@ -50,7 +51,9 @@ class _Entry:
     sliced: bool                  # cut out of a teacher backbone (receives cut= and teacher=)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+#: every model name, in table order (VP Table II, VIP's slices, baselines); filled by the family
+#: modules' ``@register_model`` when :mod:`vip_ray.models` is imported
+MODELS: Registry[_Entry] = Registry("model", ordered=True)
 
 
 def register_model(*specs: ModelSpec, weights: WeightsEnum | None = None, sliced: bool = False):
@@ -58,11 +61,11 @@ def register_model(*specs: ModelSpec, weights: WeightsEnum | None = None, sliced
 
     def register(builder: Callable[..., ModelParts]) -> Callable[..., ModelParts]:
         for spec in specs:
-            if spec.name in _REGISTRY:
+            if spec.name in MODELS:
                 raise ValueError(f"model {spec.name!r} is already registered")
             if spec.family not in FAMILIES or spec.kind not in KINDS:
                 raise ValueError(f"{spec.name}: unknown family {spec.family!r} or kind {spec.kind!r}")
-            _REGISTRY[spec.name] = _Entry(spec, builder, weights, sliced)
+            MODELS.register(spec.name, _Entry(spec, builder, weights, sliced))
         return builder
 
     return register
@@ -72,14 +75,11 @@ def list_models(family: str | None = None) -> list[str]:
     """Registered names in table order, optionally only those of one family."""
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
-    return [name for name, entry in _REGISTRY.items() if family in (None, entry.spec.family)]
+    return [name for name, entry in MODELS.items() if family in (None, entry.spec.family)]
 
 
 def _entry(name: str) -> _Entry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(_REGISTRY)}") from None
+    return MODELS.get(name)  # an unknown name: UnknownName (a KeyError) listing the models
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -161,7 +161,7 @@ def build_model(name: str, num_classes: int, *, in_channels: int = 3, input_size
         raise ValueError(f"pretrained must be one of {PRETRAINED_MODES}, got {pretrained!r}")
     if not entry.sliced and (cut != "relu" or teacher is not None):
         raise ValueError(f"cut= and teacher= only apply to ResNet50 students "
-                         f"({', '.join(n for n, e in _REGISTRY.items() if e.sliced)}), not {name}")
+                         f"({', '.join(MODELS.where(lambda e: e.sliced))}), not {name}")
     rho = input_size if input_size is not None else max(8, round(spec.input_size * input_scale))
     if rho < 1:
         raise ValueError(f"input_size must be positive, got {rho}")

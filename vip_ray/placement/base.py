@@ -1,10 +1,11 @@
 """Placement contract and registry."""
 from __future__ import annotations
 
-from vip_ray.errors import UserError
-
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+from vip_ray.core.registry import Registry, UnknownName
+from vip_ray.errors import UserError
 
 
 class PlacementError(UserError, ValueError):
@@ -45,14 +46,15 @@ class VariantInfo:
 
 Placement = list[int]  # variant index per device (-1: nothing placed)
 PolicyFn = Callable[..., Placement]
-PLACEMENTS: dict[str, PolicyFn] = {}
+#: every placement policy by name; the built-ins register in :mod:`.policies`
+PLACEMENTS: Registry[PolicyFn] = Registry("placement policy")
 
 
 def register_placement(name: str):
     """Register ``fn(devices, variants, *, deadline_s, **params) -> Placement`` under ``name``."""
 
     def wrap(fn: PolicyFn) -> PolicyFn:
-        PLACEMENTS[name] = fn
+        PLACEMENTS.register(name, fn)
         return fn
 
     return wrap
@@ -60,9 +62,9 @@ def register_placement(name: str):
 
 def get_placement(name: str) -> PolicyFn:
     try:
-        return PLACEMENTS[name]
-    except KeyError:
-        raise PlacementError(f"unknown placement policy {name!r}; allowed: {', '.join(sorted(PLACEMENTS))}") from None
+        return PLACEMENTS.get(name)
+    except UnknownName as e:
+        raise PlacementError(str(e)) from None
 
 
 def place(name: str, devices: Sequence[DeviceInfo], variants: Sequence[VariantInfo], *, deadline_s: float,

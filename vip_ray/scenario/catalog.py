@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from vip_ray.scenario import schema
-from vip_ray.scenario.schema import DeviceProfile, NetworkProfile, ScenarioError, validate
+from vip_ray.scenario.schema.errors import ScenarioError, validate
+from vip_ray.scenario.schema.profiles import DeviceProfile, LinkFields, NetworkProfile
 from vip_ray.scenario.traces import SIM_ENV, TRACE_COLUMNS, TraceError, find_trace, list_traces, read_trace, sim_root  # noqa: F401
 
 
@@ -58,18 +58,32 @@ def _load_catalog(kind: str, model: type, root: str | os.PathLike | None) -> dic
 
 
 def device_catalog(root: str | os.PathLike | None = None) -> dict[str, DeviceProfile]:
-    """Every device profile in ``sim/devices``, by name."""
-    return _load_catalog("devices", DeviceProfile, root)
+    """Every device profile in ``sim/devices``, by name. A profile's ``link.profile`` names a
+    network profile, whose fields fill the link's unset ones."""
+    entries = _load_catalog("devices", DeviceProfile, root)
+    for name, entry in entries.items():
+        if entry.link is not None and entry.link.profile is not None:
+            entry.link = _with_network_profile(entry.link, name, root)
+    return entries
+
+
+def _with_network_profile(link: LinkFields, device: str, root: str | os.PathLike | None) -> LinkFields:
+    networks = network_catalog(root)
+    if link.profile not in networks:
+        folder = sim_root(root) / "devices"
+        file = str(next((f for f in (folder / f"{device}.yml",) if f.is_file()), folder / f"{device}.yaml"))
+        raise ScenarioError(f"{file}: link.profile: unknown network profile {link.profile!r}; available: "
+                            f"{', '.join(sorted(networks)) or '(none)'}", file=file)
+    net = networks[link.profile]
+    fill = {f: getattr(net, f) for f in LinkFields.model_fields
+            if f != "profile" and getattr(link, f) is None and getattr(net, f, None) is not None}
+    return link.model_copy(update=fill, deep=True)
 
 
 def network_catalog(root: str | os.PathLike | None = None) -> dict[str, NetworkProfile]:
     """Every network profile in ``sim/networks``, by name."""
     return _load_catalog("networks", NetworkProfile, root)
 
-
-# the schema validates profile names against the catalogs through this hook (it cannot import
-# this module: the catalog's entries are validated by the schema)
-schema.CATALOGS.update(devices=device_catalog, networks=network_catalog)
 
 __all__ = ["SIM_ENV", "TraceError", "device_catalog", "find_trace", "list_traces", "network_catalog",
            "read_trace", "sim_root"]

@@ -1,11 +1,14 @@
 """A scenario as the engines' world (:mod:`vip_ray.core.world`): the one place where a scenario
 device, link and workload become the numbers both the simulator and the Serve engine run on.
 
-A new device attribute touches three files: the scenario schema (``schema.py``), the core world
-(``core/world.py``) and this translation.
+A new device attribute touches two files: the scenario schema (``schema/profiles.py``,
+``DeviceAttributes``; or ``schema/devices.py`` for one a device profile cannot set) and the core
+world (``core/world.py``, ``DeviceSpec``, under the same name): :func:`device` copies every core
+field that the scenario device has under its own name.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from vip_ray.core import world as W
@@ -21,14 +24,21 @@ def link(lk: Any) -> W.LinkSpec:
     return W.LinkSpec(**link_params(lk))
 
 
+#: the core device fields built here from something else; every other one is the scenario
+#: device's field of the same name, as it is (service_dist, jitter_cv, and any new attribute)
+_TRANSLATED = frozenset({"slots", "reply_bytes", "straggler_prob", "straggler_factor", "availability", "link",
+                         "group", "ray_resources"})
+_COPIED = tuple(f.name for f in dataclasses.fields(W.DeviceSpec) if f.name not in _TRANSLATED)
+
+
 def device(d: Any, slots: tuple, reply_bytes: int) -> W.DeviceSpec:
     """A scenario device running ``slots`` (``VariantSlot``s)."""
-    return W.DeviceSpec(name=d.name, slots=slots, service_dist=d.service_dist, jitter_cv=d.jitter_cv,
+    same = {f: getattr(d, f) for f in _COPIED if f in type(d).model_fields}
+    return W.DeviceSpec(**same, slots=slots, reply_bytes=reply_bytes,
                         straggler_prob=d.straggler.prob, straggler_factor=d.straggler.factor,
                         availability=availability(d.availability),
-                        link=None if d.role == "master" else link(d.link), reply_bytes=reply_bytes,
-                        role=d.role, group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()),
-                        timing=d.timing)
+                        link=None if d.role == "master" else link(d.link),
+                        group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()))
 
 
 def workload(scenario: Any, input_bytes: int) -> W.WorkloadSpec:
@@ -36,7 +46,8 @@ def workload(scenario: Any, input_bytes: int) -> W.WorkloadSpec:
     times = tuple(w.trace.times_s) if w.arrival == "trace" else ()
     return W.WorkloadSpec(w.arrival, rate_hz=0.0 if w.arrival == "trace" else w.rate, times=times,
                           n_requests=w.requests, duration_s=w.duration_s, deadline_s=w.deadline_ms / 1e3,
-                          input_bytes=input_bytes, fallback=w.fallback)
+                          input_bytes=input_bytes, fallback=w.fallback,
+                          heartbeat_s=None if w.heartbeat_ms is None else w.heartbeat_ms / 1e3)
 
 
 def slots(plan: Any, i: int) -> tuple[W.VariantSlot, ...]:

@@ -81,11 +81,13 @@ INF = math.inf
 # kernel was written) is refused unless it holds its default value (the feature is off).
 KNOWN_FIELDS = {
     SimSpec: {"devices", "workload", "shared_medium", "seed"},
-    # fallback (the master's rule), role, group and ray_resources do not change the jobs' timing
+    # fallback and heartbeat (the master's rules), role, group, ray_resources and timing (live only) do not
+    # change the jobs' timing
     WorkloadSpec: {"arrival", "rate_hz", "times", "n_requests", "duration_s", "deadline_s", "input_bytes",
-                   "fallback"},
+                   "fallback", "heartbeat_s"},
     DeviceSpec: {"name", "slots", "service_dist", "jitter_cv", "straggler_prob", "straggler_factor",
-                 "availability", "link", "reply_bytes", "drop_expired", "role", "group", "ray_resources"},
+                 "availability", "link", "reply_bytes", "drop_expired", "role", "group", "ray_resources",
+                 "timing"},
     LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace"},
     VariantSlot: {"start_s", "variant", "service_s"},
     Availability: {"kind", "busy_mean_s", "free_mean_s", "distribution", "weibull_shape", "intervals",
