@@ -64,3 +64,26 @@ def test_mtbf_knowledge_is_the_state_one_heartbeat_ago(seed, h):
     np.testing.assert_array_equal(Knowledge(devs, seed, h).mask(2, t)[:, 1], want)
     fresh = Knowledge(devs, seed, h)                     # one instant at a time (the live master's way)
     assert [fresh.known_down(1, x) for x in t] == want.tolist()
+
+
+@pytest.mark.parametrize("heartbeat", ["500", "null"])
+def test_the_simulated_master_stops_waiting_one_heartbeat_after_a_crash(tmp_path, heartbeat):
+    """smart_home with its most capable worker crashed at t = 0 and no cycle stealing: with a
+    500 ms heartbeat, requests that leave before 0.5 s wait the whole 50 ms deadline for it, the
+    later ones only for the devices that answer; with no heartbeat, every request waits 50 ms."""
+    from vip_ray import analysis
+    from vip_ray.experiment.run import run_scenario
+
+    out = run_scenario("scenarios/smart_home.yaml", overrides=[
+        "seeds.replications=1", "workload.requests=200", "devices.1.availability=always",
+        f"workload.heartbeat_ms={heartbeat}"], failed_devices=1, out=tmp_path / "run", plots=False,
+        log=lambda s: None)
+    r = analysis.load(out)
+    early = r["arrival_s"].to_numpy() < 0.5
+    lat = r["latency_s"].to_numpy()
+    assert early.sum() >= 2 and (~early).sum() >= 100
+    np.testing.assert_allclose(lat[early], 0.05, rtol=0, atol=1e-12)
+    if heartbeat == "null":
+        np.testing.assert_allclose(lat, 0.05, rtol=0, atol=1e-12)
+    else:
+        assert (lat[~early] < 0.05).all()

@@ -238,6 +238,25 @@ def test_a_dilated_replay_keeps_the_emulated_timeline_and_stretches_wall_time(se
     assert (req["latency_s"].to_numpy()[ok] >= req["emulated_latency_s"].to_numpy()[ok] - 2e-3).all()
 
 
+def test_the_live_master_stops_waiting_one_heartbeat_after_a_crash(sets, pool, images):
+    """As in the simulator (tests/test_master_knowledge.py): a worker crashed at t = 0, heartbeat
+    500 ms: requests that leave before 0.5 s wait the whole deadline (on the emulated timeline),
+    the later ones only for the others."""
+    from vip_ray.serve.app import ServeEmulation
+    from vip_ray.serve.engine import replay_tables
+
+    extra = ["workload.requests=15", "devices.1.availability={kind: crash, at_s: 0}", "workload.heartbeat_ms=500"]
+    cfg, weights = emulation(DEVICES, sets, pool, images, extra=extra)
+    with ServeEmulation(cfg, weights, local_testing=True) as emu:
+        replay = emu.replicate(cfg.base_seed, images=images)
+    req, *_ = replay_tables(cfg, replay, pool.labels, replication=0)
+    early = req["arrival_s"].to_numpy() < 0.5
+    lat = req["emulated_latency_s"].to_numpy()
+    assert early.sum() >= 2 and (~early).sum() >= 5
+    np.testing.assert_allclose(lat[early], cfg.workload.deadline_s, rtol=0, atol=1e-9)
+    assert (lat[~early] < cfg.workload.deadline_s).all()
+
+
 def test_all_devices_down_is_a_clear_no_responders_result(sets, pool, images):
     from vip_ray.serve.app import ServeEmulation
     from vip_ray.serve.engine import replay_tables
