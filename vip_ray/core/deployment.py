@@ -90,7 +90,8 @@ class Chain(Deployment):
     """Model parallelism: ``world.devices`` are the devices taking part (each one's slot holds its
     slice's mean compute time), ``stages`` the device index of each slice in model order,
     ``stage_bytes[s]`` the tensor entering slice ``s``, ``out_bytes`` the reply; ``probs`` (N, C)
-    the whole model's softmaxed predictions; ``slices`` / ``slice_macs`` name and size them."""
+    the whole model's softmaxed predictions; ``slices`` / ``slice_macs`` name and size them,
+    ``blocks`` says which of the member's blocks each slice runs (a live engine builds them)."""
 
     kind: ClassVar[str] = "chain"
     world: SimSpec = None
@@ -102,6 +103,8 @@ class Chain(Deployment):
     member: str = ""
     slices: tuple = ()
     slice_macs: tuple = ()
+    blocks: tuple = ()          # (start, end) block indices of each slice (vip_ray.models.cuts.block_modules)
+    wire_dtype: str = "float32"  # element type of the activations on the wire
 
     @property
     def master(self) -> int:

@@ -76,6 +76,7 @@ class ServeEngine(Engine):
         self.cfg: EmulationConfig | None = None
         self.images: np.ndarray | None = None
         self.extras: list[dict] = []
+        self.staged = None                  # the running chain / pipeline app (vip_ray.serve.staged)
 
     def open(self) -> "ServeEngine":
         if not self.local_testing:
@@ -88,6 +89,9 @@ class ServeEngine(Engine):
 
     def close(self) -> None:
         try:
+            if self.staged is not None:
+                self.staged.stop()
+                self.staged = None
             if self.emulation is not None:
                 self.emulation.stop()
         finally:
@@ -106,6 +110,9 @@ class ServeEngine(Engine):
         if self.emulation is not None:
             self.emulation.stop()
             self.emulation = None
+        if self.staged is not None:         # a chain / pipeline app of an earlier strategy: down first
+            self.staged.stop()
+            self.staged = None
         self.images = bank_inputs(dep.pool)
         cfg = build_config(dep, input_shape=self.images.shape[1:], options=self.options)
         emu = ServeEmulation(cfg, pool_weights(dep.pool, cfg), local_testing=self.local_testing, log=self.log)
@@ -121,6 +128,9 @@ class ServeEngine(Engine):
         return Replication(self._replicate(dep, replication))
 
     def _replicate(self, dep: FanOut, replication: int):
+        if not isinstance(dep, FanOut):     # a chain (mp) or an end–cloud pipeline: its own app
+            out = yield from self._staged(dep, replication)
+            return out
         emu = self.up(dep)
         replay = emu.replicate(dep.seed, images=self.images)
         t = replay_tables(self.cfg, replay, dep.labels, replication=replication)
@@ -128,6 +138,26 @@ class ServeEngine(Engine):
         self.extras.append(t.extra)
         meta = {"placement": dep.placement(), **dep.meta}
         return t.devices, meta, {"serve_timing": t.timing, "serve_jobs": t.jobs}
+
+    def _staged(self, dep, replication: int):
+        """One replication of a chain or pipeline deployment (:mod:`.chain`, :mod:`.pipeline`)."""
+        from vip_ray.serve.staged import STAGED
+
+        runner = STAGED.get(type(dep).kind)
+        if runner is None:
+            raise DeployError(f"the Serve engine cannot run {type(dep).__name__} deployments "
+                              f"(strategy {dep.strategy!r})")
+        if self.emulation is not None:      # a fan-out app of an earlier strategy: down first
+            self.emulation.stop()
+            self.emulation = self.deployment = None
+        if self.staged is None or not self.staged.same(dep):
+            if self.staged is not None:
+                self.staged.stop()
+            self.staged = runner(dep, self.options, local_testing=self.local_testing, log=self.log).start()
+        t = self.staged.replicate(dep, replication)
+        yield t["requests"]
+        self.extras.append(t["extra"])
+        return t["devices"], t["meta"], t["tables"]
 
     def describe(self) -> dict:
         import dataclasses

@@ -1,6 +1,6 @@
 """The registered end–cloud strategies' common class (``coach``, ``neurosurgeon``, ``dads``,
 ``spinn``, ``jps``, one file each next to this one): options → :func:`setup` → the strategy's
-planner → a :class:`~vip_ray.core.deployment.Pipeline` per replication (the simulator runs it: :mod:`vip_ray.sim.pipeline`)."""
+planner → a :class:`~vip_ray.core.deployment.Pipeline` per replication (the simulator runs it, :mod:`vip_ray.sim.pipeline`; live on Ray Serve, :mod:`vip_ray.serve.pipeline`)."""
 from __future__ import annotations
 
 from typing import Callable, ClassVar
@@ -17,6 +17,7 @@ class EndCloudStrategy(Strategy):
     ``planner(setup, options, top_m, log) -> Planned`` (``vip_ray.coach.planners``)."""
 
     kind = "pipeline"
+    engines = ("sim", "serve")
     Options: ClassVar[type[EndCloudOptions]] = EndCloudOptions
     uses_variants: ClassVar[bool] = False          # partitions one member; no variant pool needed
     planner: ClassVar[Callable[..., Planned]]
