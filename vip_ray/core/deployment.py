@@ -115,11 +115,14 @@ class Chain(Deployment):
 class Pipeline(Deployment):
     """End device → cloud: ``setup`` (the two devices, the link, the member's layer times and
     cost model) and ``planned`` (the partition, the bit widths and the per-task decision rule)
-    from :mod:`vip_ray.coach`; the engine drives the decisions, the strategy made them."""
+    from :mod:`vip_ray.coach`; ``arrivals`` / ``samples`` the seed's tasks and their frames. The
+    engine drives the decisions, the strategy made them."""
 
     kind: ClassVar[str] = "pipeline"
     setup: Any = None
     planned: Any = None
+    arrivals: np.ndarray = None     # the seed's task arrival times (s), the workload's stream
+    samples: np.ndarray = None      # the bank row (test frame) each task carries
 
 
 SHAPES = {c.kind: c for c in (FanOut, Chain, Pipeline)}

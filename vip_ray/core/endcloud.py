@@ -20,10 +20,10 @@ def span(records: dict) -> tuple[float, float]:
     return float(records["arrival_s"].min()), float(np.nanmax(records["finish_s"]))
 
 
-def request_table(st: Any, records: dict, out: Any, samples: np.ndarray, *, strategy: str, seed: int,
-                  replication: int, topm: int, engine: str):
-    """``st``: the run's :class:`vip_ray.coach.runner.Setup`; ``out``: the planner's
-    :class:`~vip_ray.coach.runner.Outputs` (``pred``, ``topm_hit``, ``partition``) per task."""
+def request_table(st: Any, records: dict, pred: np.ndarray, topm_hit: np.ndarray, partition: list,
+                  samples: np.ndarray, *, strategy: str, seed: int, replication: int, topm: int, engine: str):
+    """``st``: the run's :class:`vip_ray.coach.runner.Setup`; per task: the answer, whether the
+    label is in its top M, the partition it ran at."""
     import pandas as pd
 
     r = records
@@ -47,16 +47,16 @@ def request_table(st: Any, records: dict, out: Any, samples: np.ndarray, *, stra
         "responders": responders,
         "sample": samples,
         "label": label,
-        "prediction": out.pred,
-        "correct_top1": out.pred == label,
-        f"correct_top{topm}": out.topm_hit,
+        "prediction": pred,
+        "correct_top1": pred == label,
+        f"correct_top{topm}": topm_hit,
         "bytes_down": r["bytes_down"],
         "bytes_up": r["bytes_up"],
         "strategy": strategy,
         "engine": engine,
         "early_exit": r["early_exit"],
         "bits": r["bits"].astype(np.int16),
-        "partition": pd.Categorical(out.partition),
+        "partition": pd.Categorical(partition),
         "t_end_s": r["t_end_s"],
         "t_tx_s": r["t_tx_s"],
         "t_cloud_s": r["t_cloud_s"],

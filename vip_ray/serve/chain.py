@@ -26,13 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from vip_ray.core import netmodel
 from vip_ray.core.deployment import Chain
-from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, Outcome, device_frame, ranked, request_frame
+from vip_ray.core.tables import (
+    DEVICE_STAT_KEYS,
+    INT_STATS,
+    Outcome,
+    device_frame,
+    ranked,
+    request_frame,
+)
 from vip_ray.core.world import DeviceSpec, WorkloadSpec
 from vip_ray.models.cuts import DTYPE_BYTES
 from vip_ray.serve.config import DeployError, ServeOptions, _safe
-from vip_ray.serve.emulated import Clock, EmulatedDevice, Job, Pending
+from vip_ray.serve.emulated import Clock, EmulatedDevice, Job, Pending, available_time
 
 INF = float("inf")
 HOLD_MARGIN_S = 30.0    # past the deadline, the longest a stage waits for a job's fate (a device down for good)
@@ -308,8 +314,6 @@ def chain_tables(cfg: ChainConfig, dep: Chain, replay: Any, *, replication: int)
     snaps = {s["index"]: s for s in replay.final.get("snapshots", [])}
     last_end = max([s["last_end"] for s in snaps.values()] or [0.0])
     t_end = max(float(arrival[-1]) + w.deadline_s if r else 0.0, last_end)
-    from vip_ray.serve.engine import available_time
-
     d = len(cfg.devices)
     stats = {k: np.zeros(d, dtype=np.int64 if k in INT_STATS else np.float64) for k in DEVICE_STAT_KEYS}
     stats["available_s"][:] = t_end          # devices outside the chain take no part (always there)
@@ -339,11 +343,10 @@ def chain_weights(dep: Chain) -> bytes:
 class ChainRun:
     """The Serve engine's runner for a :class:`Chain` (see :mod:`vip_ray.serve.staged`)."""
 
-    def __init__(self, dep: Chain, options: ServeOptions, *, local_testing: bool = False, log=print):
-        from vip_ray.serve.engine import bank_inputs
-
+    def __init__(self, dep: Chain, options: ServeOptions, *, images: np.ndarray, local_testing: bool = False,
+                 log=print):
         self.dep, self.log = dep, log
-        self.images = bank_inputs(dep.pool)
+        self.images = images                   # the pool's test images, in bank order
         self.cfg = chain_config(dep, input_shape=self.images.shape[1:], options=options)
         self.local_testing = local_testing
 

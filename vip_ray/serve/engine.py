@@ -28,6 +28,7 @@ from vip_ray.core.results import versions
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
+from vip_ray.serve.emulated import available_time  # noqa: F401  (re-exported)
 from vip_ray.serve.loadgen import Replay
 
 
@@ -153,7 +154,8 @@ class ServeEngine(Engine):
         if self.staged is None or not self.staged.same(dep):
             if self.staged is not None:
                 self.staged.stop()
-            self.staged = runner(dep, self.options, local_testing=self.local_testing, log=self.log).start()
+            self.staged = runner(dep, self.options, images=bank_inputs(dep.pool), local_testing=self.local_testing,
+                                 log=self.log).start()
         t = self.staged.replicate(dep, replication)
         yield t["requests"]
         self.extras.append(t["extra"])
@@ -315,12 +317,3 @@ def device_stats(cfg: EmulationConfig, snapshots: list[dict], t_end: float) -> t
             end = t_end if j == len(incs) - 1 else min(seen, incs[j + 1][0]["born"])
             stats["available_s"][i] += available_time(ds["log"], min(end, t_end))
     return stats, restarts
-
-
-def available_time(log: list[tuple[float, bool]], end: float) -> float:
-    """Time available within ``[log[0][0], end)`` of a ``(t, available)`` change log."""
-    total = 0.0
-    for (t, on), nxt in zip(log, [x[0] for x in log[1:]] + [end]):
-        if on:
-            total += max(0.0, min(nxt, end) - min(t, end))
-    return total

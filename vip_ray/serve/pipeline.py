@@ -6,7 +6,7 @@ member's input adapter and its layers up to the cut (``SplitRunner.end``), takes
 per-task decision at the emulated instant the last crossing tensor is ready — COACH's
 semantic-cache exit and bit width, SPINN's exit head, or a fixed fp32 plan, with the very
 ``decide`` the simulator calls — really quantizes each crossing tensor to its planned width
-(:mod:`vip_ray.coach.quant`: integer codes plus scale and zero point on the wire) and calls the
+(:mod:`vip_ray.core.quant`: integer codes plus scale and zero point on the wire) and calls the
 cloud (:class:`CloudStage`), which dequantizes them and really runs the tail (``SplitRunner.cloud``).
 
 Timing is emulated as in the simulator (:mod:`vip_ray.sim.pipeline`): FIFO end device and cloud,
@@ -22,7 +22,7 @@ import asyncio
 import bisect
 import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,10 +36,17 @@ RECORDS = ("arrival_s", "end_start_s", "end_done_s", "tx_start_s", "tx_done_s", 
            "finish_s", "t_end_s", "t_tx_s", "t_cloud_s", "wait_tx_s", "wait_cloud_s", "measured_s")
 
 
+class _Fate(NamedTuple):
+    """A task's fate when no decision is asked (a local plan): the planners' ``Decision`` shape."""
+
+    exit: bool
+    bits: int
+
+
 def encode(t: Any, bits: int, layer: int) -> tuple:
     """One crossing tensor as it goes on the wire: the raw frame as it is, fp32 as it is, else
     UAQ integer codes (uint8 up to 8 bits, uint16 above) with the per-tensor scale and zero point."""
-    from vip_ray.coach.quant import FP32, quantize
+    from vip_ray.core.quant import FP32, quantize
 
     if layer == 0 or bits == FP32:
         return ("f32", t.numpy())
@@ -51,7 +58,7 @@ def encode(t: Any, bits: int, layer: int) -> tuple:
 def decode(msg: tuple) -> Any:
     import torch
 
-    from vip_ray.coach.quant import dequantize
+    from vip_ray.core.quant import dequantize
 
     if msg[0] == "f32":
         return torch.from_numpy(msg[1])
@@ -140,8 +147,7 @@ class EndStage:
 
     async def replay(self, token: str, seed: int, epoch: float, times: np.ndarray, images: np.ndarray,
                      which: np.ndarray, samples: np.ndarray) -> dict:
-        from vip_ray.coach.online import Decision
-        from vip_ray.coach.quant import FP32
+        from vip_ray.core.quant import FP32
         from vip_ray.serve.loadgen import send_on_schedule
 
         st, planned = self.st, self.planned
@@ -191,7 +197,7 @@ class EndStage:
                 head = loop.run_in_executor(None, self._head, p.cut, images[which[i]])
                 n_msgs = len(p.msg_layers)
                 sends, held = [], []
-                decision = Decision(False, 0)
+                decision = _Fate(False, 0)
                 t = start
                 for k in range(n_msgs):
                     t += p.end_s[k]
@@ -205,7 +211,7 @@ class EndStage:
                     sends += [(j, planned.early_bits, t) for j in held]
                     sends.append((k, decision.bits, t))
                 if n_msgs == 0:
-                    decision = Decision(False, FP32)
+                    decision = _Fate(False, FP32)
                 if not decision.exit:
                     t += p.end_s[-1]
                 state["end_free"] = t
@@ -258,11 +264,10 @@ class EndStage:
 class PipelineRun:
     """The Serve engine's runner for a :class:`Pipeline` (see :mod:`vip_ray.serve.staged`)."""
 
-    def __init__(self, dep: Pipeline, options: ServeOptions, *, local_testing: bool = False, log=print):
-        from vip_ray.serve.engine import bank_inputs
-
+    def __init__(self, dep: Pipeline, options: ServeOptions, *, images: np.ndarray, local_testing: bool = False,
+                 log=print):
         self.dep, self.options, self.local_testing, self.log = dep, options, local_testing, log
-        self.images = bank_inputs(dep.pool)
+        self.images = images                   # the pool's test images, in bank order
         self.app = f"vip-{_safe(dep.scenario)}-{dep.strategy}"
 
     def same(self, dep: Any) -> bool:
@@ -291,12 +296,8 @@ class PipelineRun:
     def replicate(self, dep: Pipeline, replication: int) -> dict:
         import pandas as pd
 
-        from vip_ray.coach.runner import Outputs, plain, samples_for, workload_times
-
         st = dep.setup
-        times = workload_times(st.scenario, dep.seed)
-        rows = st.model.evaluation.index                  # frames from the evaluation part, as simulated
-        samples = rows[samples_for(st.scenario, st.pool.labels[rows], len(times), dep.seed)]
+        times, samples = dep.arrivals, dep.samples        # the simulator's tasks and frames for the seed
         used, which = np.unique(samples, return_inverse=True)
         token = f"rep-{dep.seed}-{uuid.uuid4().hex[:8]}"
         t0 = time.time()
@@ -315,14 +316,14 @@ class PipelineRun:
         emulated = rec["finish_s"].copy()
         measured = rec["measured_s"]
         table = endcloud.request_table(st, dict(rec, finish_s=np.maximum(measured, emulated)),
-                                       Outputs(pred, hit, got["partition"]), samples, strategy=dep.strategy,
+                                       pred, hit, got["partition"], samples, strategy=dep.strategy,
                                        seed=dep.seed, replication=replication, topm=dep.top_m, engine="serve")
         table["deadline_met"] = emulated - rec["arrival_s"] <= st.deadline_s + 1e-12   # on the emulated timeline
         devices = endcloud.device_table(st, dep.planned, dict(rec), got["busy"], replication)
         timing = pd.DataFrame({"replication": np.full(n, replication, dtype=np.int32), "request_id": np.arange(n),
                                "arrival_s": rec["arrival_s"], "send_lag_s": got["send_lag_s"],
                                "emulated_finish_s": emulated, "finish_s": measured, "overhead_s": measured - emulated})
-        meta = plain({"placement": endcloud.placement(st), "engine": "end-cloud pipeline (Ray Serve)", **dep.meta})
+        meta = {"placement": endcloud.placement(st), "engine": "end-cloud pipeline (Ray Serve)", **dep.meta}
         extra = {"seed": dep.seed, "wall_s": round(time.time() - t0, 3), "overhead_s": measured - emulated,
                  "send_lag_s": np.asarray(got["send_lag_s"])}
         return {"requests": table, "devices": devices, "meta": meta, "tables": {"serve_timing": timing},

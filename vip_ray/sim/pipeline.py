@@ -19,16 +19,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from vip_ray.coach.offline import StagePlan
 from vip_ray.coach.online import Decision
 from vip_ray.coach.quant import FP32
-from vip_ray.sim.entities.link import Link
 from vip_ray.core import endcloud
 from vip_ray.core.world import LinkSpec
-
+from vip_ray.sim.entities.link import Link
 
 Decide = Callable[[int, float, float, StagePlan], Decision]
 
@@ -209,8 +207,8 @@ def replicate_pipeline(dep, *, replication: int, chunk_requests: int):
     from vip_ray.coach.runner import plain
 
     st, planned = dep.setup, dep.planned
-    table, devices, meta = _replication(st, planned, strategy=dep.strategy, seed=dep.seed,
-                                        replication=replication, topm=dep.top_m)
+    table, devices, meta = _replication(st, planned, dep.arrivals, dep.samples, strategy=dep.strategy,
+                                        seed=dep.seed, replication=replication, topm=dep.top_m)
     for a in range(0, max(len(table), 1), chunk_requests):
         yield table.iloc[a:a + chunk_requests].reset_index(drop=True)
     meta = {**meta, "placement": endcloud.placement(st),
@@ -218,22 +216,14 @@ def replicate_pipeline(dep, *, replication: int, chunk_requests: int):
     return devices, plain(meta)
 
 
-def _replication(st, planned, *, strategy: str, seed: int, replication: int, topm: int):
-    from vip_ray.coach.runner import samples_for, workload_times
-
-    sc = st.scenario
-    arrivals = workload_times(sc, seed)
-    n = len(arrivals)
-    labels = st.pool.labels
-    pool_rows = st.model.evaluation.index                     # frames come from the evaluation part
-    samples = pool_rows[samples_for(sc, labels[pool_rows], n, seed)]
+def _replication(st, planned, arrivals, samples, *, strategy: str, seed: int, replication: int, topm: int):
     decide, answer, *fed_back = planned.decide_factory(samples)
     res = simulate_pipeline(planned.plan_for or planned.plan, arrivals, st.link, decide,
                             result_bytes=st.result_bytes, seed=seed, early_bits=planned.early_bits,
                             hold=planned.hold, answered=fed_back[0] if fed_back else None)
     r = res.records
     out = answer(r, res.plans)
-    table = endcloud.request_table(st, r, out, samples, strategy=strategy, seed=seed, replication=replication,
+    table = endcloud.request_table(st, r, out.pred, out.topm_hit, out.partition, samples, strategy=strategy, seed=seed, replication=replication,
                                    topm=topm, engine="sim")
     devices = endcloud.device_table(st, planned, r, res.busy_s, replication)
     meta = {"events": res.events, "throughput_per_s": res.throughput(), "span_s": res.span}

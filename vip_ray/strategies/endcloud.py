@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable, ClassVar
 
 from vip_ray.coach.planners import plan_local
-from vip_ray.coach.runner import EndCloudOptions, Planned, Setup, plain, setup
+from vip_ray.coach.runner import EndCloudOptions, Planned, Setup, plain, samples_for, setup, workload_times
 from vip_ray.core.deployment import Pipeline
 from vip_ray.core.tables import top_m
 from vip_ray.strategies.base import Context, Strategy
@@ -31,5 +31,10 @@ class EndCloudStrategy(Strategy):
             self.planned = type(self).planner(self.setup, self.options, self.m, ctx.log)
 
     def deploy(self, ctx: Context, seed: int) -> Pipeline:
+        st = self.setup
+        arrivals = workload_times(st.scenario, seed)
+        rows = st.model.evaluation.index                  # frames come from the evaluation part
+        samples = rows[samples_for(st.scenario, st.pool.labels[rows], len(arrivals), seed)]
         return Pipeline(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=ctx.pool, top_m=self.m,
-                        setup=self.setup, planned=self.planned, meta={"end_cloud": plain(self.planned.meta)})
+                        setup=st, planned=self.planned, arrivals=arrivals, samples=samples,
+                        meta={"end_cloud": plain(self.planned.meta)})
