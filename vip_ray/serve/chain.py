@@ -373,5 +373,5 @@ class ChainRun:
         req, dev, timing, extra = chain_tables(self.cfg, dep, replay, replication=replication)
         names = self.cfg.device_names
         meta = {"placement": {names[d]: [f"{dep.member}[{sl}]", 0.0] for d, sl in zip(dep.stages, dep.slices)},
-                "engine": "chain (Ray Serve)", **dep.meta}
+                **dep.meta}
         return {"requests": req, "devices": dev, "meta": meta, "tables": {"serve_timing": timing}, "extra": extra}

@@ -323,7 +323,7 @@ class PipelineRun:
         timing = pd.DataFrame({"replication": np.full(n, replication, dtype=np.int32), "request_id": np.arange(n),
                                "arrival_s": rec["arrival_s"], "send_lag_s": got["send_lag_s"],
                                "emulated_finish_s": emulated, "finish_s": measured, "overhead_s": measured - emulated})
-        meta = {"placement": endcloud.placement(st), "engine": "end-cloud pipeline (Ray Serve)", **dep.meta}
+        meta = {"placement": endcloud.placement(st), **dep.meta}
         extra = {"seed": dep.seed, "wall_s": round(time.time() - t0, 3), "overhead_s": measured - emulated,
                  "send_lag_s": np.asarray(got["send_lag_s"])}
         return {"requests": table, "devices": devices, "meta": meta, "tables": {"serve_timing": timing},
