@@ -202,7 +202,10 @@ class EndStage:
                 for k in range(n_msgs):
                     t += p.end_s[k]
                     if k < n_msgs - 1:
-                        (held if planned.hold else sends).append((k, planned.early_bits, t))
+                        if planned.hold:      # sent only once the decision says the task goes on
+                            held.append(k)
+                        else:
+                            sends.append((k, planned.early_bits, t))
                         continue
                     await until(t)            # the decision falls at its emulated instant, in task order
                     decision = decide(i, t, self._bandwidth(t), p)
