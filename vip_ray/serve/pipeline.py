@@ -305,8 +305,9 @@ class PipelineRun:
         token = f"rep-{dep.seed}-{uuid.uuid4().hex[:8]}"
         t0 = time.time()
         epoch = t0 + 1.0
+        limit = float(times[-1] if len(times) else 0.0) + 60.0 + 10 * st.deadline_s   # a stuck replica fails the run
         got = self.live.handle.replay.remote(token, dep.seed, epoch, times, np.ascontiguousarray(self.images[used]),
-                                             which.ravel(), samples).result()
+                                             which.ravel(), samples).result(timeout_s=limit)
         rec = got["records"]
         n = len(times)
         labels = st.pool.labels[samples]
