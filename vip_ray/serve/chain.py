@@ -356,7 +356,7 @@ class ChainRun:
                 and a.world.workload == b.world.workload and a.stages == b.stages and a.blocks == b.blocks
                 and a.member == b.member and a.pool.path == b.pool.path)
 
-    def start(self) -> "ChainRun":
+    def start(self) -> ChainRun:
         from vip_ray.serve.app import LiveApp
 
         self.live = LiveApp(build_chain_app(self.cfg, chain_weights(self.dep)), self.cfg.app, self.cfg.options,

@@ -277,14 +277,14 @@ class PipelineRun:
         return (type(dep) is Pipeline and dep.strategy == self.dep.strategy and dep.setup is self.dep.setup
                 and dep.planned is self.dep.planned)
 
-    def start(self) -> "PipelineRun":
+    def start(self) -> PipelineRun:
         from ray import serve
 
         from vip_ray.serve.app import MAX_ONGOING, LiveApp
 
         st = self.dep.setup
-        opts = dict(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=MAX_ONGOING,
-                    graceful_shutdown_timeout_s=1.0)
+        opts = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, "max_ongoing_requests": MAX_ONGOING,
+                "graceful_shutdown_timeout_s": 1.0}
         cloud = serve.deployment(CloudStage, name=f"cloud-{_safe(st.cloud_name)}", **opts).bind(
             st.model.runner, st.link, st.result_bytes)
         end = serve.deployment(EndStage, name=f"end-{_safe(st.end_name)}", **opts).bind(st, self.dep.planned, cloud)
