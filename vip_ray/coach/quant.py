@@ -1,6 +1,6 @@
 """COACH's tensor quantization (UAQ): lives in :mod:`vip_ray.core.quant`, shared with the live
 Serve engine (which quantizes the real crossing tensors); re-exported here for the planners."""
-from vip_ray.core.quant import (  # noqa: F401  # noqa: F401
+from vip_ray.core.quant import (  # noqa: F401  (re-exported)
     FP32,
     HEADER_BYTES,
     MAX_BITS,
