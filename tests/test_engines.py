@@ -1,9 +1,12 @@
 """The strategy contract's promise: every registered strategy runs on every engine family it
 declares (``Strategy.engines``), and where it declares both, the live Serve engine and the
-simulator give the same predictions for the same responders on the same seed."""
+simulator give the same predictions for the same responders on the same seed — fan-outs, the
+chain (mp: real slices, activations hop to hop) and the end–cloud pipelines (real head, real
+quantized tensors, real tail) alike, into tables with the same columns."""
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from vip_ray import analysis
@@ -23,8 +26,9 @@ def test_every_registered_strategy_declares_a_shape_and_known_engines():
         cls = get_strategy(name)
         assert cls.kind in ("fanout", "chain", "pipeline") and cls.name == name
         assert cls.engines and set(cls.engines) <= set(FAMILIES), (name, cls.engines)
-    # the fan-outs run live; a chain and the end–cloud pipelines are the simulator's (for now)
-    assert {n for n, f in CASES if f == "serve"} == {"cp", "single", "vip", "vp"}
+    # the fan-outs, the chain (mp) and the end–cloud pipelines all run live
+    assert {n for n, f in CASES if f == "serve"} == set(STRATEGIES.names())
+    assert {"cp", "single", "vip", "vp", "mp", *END_CLOUD} <= set(STRATEGIES.names())
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def run_on(engine, root, strategy, out):
     strat = get_strategy(strategy).from_scenario(sc)
     out.mkdir()
     summary = replicate(engine, strat, context(sc, Pool.open("small", root), file=SCENARIO, log=lambda s: None), out)
-    return summary, analysis.load(out)
+    return summary, analysis.load(out), pd.read_parquet(out / "devices.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +72,7 @@ def sim_runs(root, tmp_path_factory):
 
 @pytest.mark.parametrize("strategy,family", CASES, ids=[f"{s}-{f}" for s, f in CASES])
 def test_every_strategy_runs_on_every_engine_it_declares(strategy, family, root, sim_runs, tmp_path):
-    summary, req = sim_runs(strategy)
+    summary, req, devices = sim_runs(strategy)
     assert len(req) == 30 and set(req["strategy"]) == {strategy} and req["answered"].any()
     assert summary["strategy"] == strategy
     if family == "sim":
@@ -77,8 +81,12 @@ def test_every_strategy_runs_on_every_engine_it_declares(strategy, family, root,
     from vip_ray.serve.engine import ServeEngine
 
     with ServeEngine(options=None, local_testing=True, log=lambda s: None) as engine:
-        live_summary, live = run_on(engine, root, strategy, tmp_path / "live")
+        live_summary, live, live_devices = run_on(engine, root, strategy, tmp_path / "live")
     assert set(live["engine"]) == {"serve"} and live_summary["engine"] == "serve"
+    # the same tables: columns, their order, and one device row per device / stage, in order
+    assert list(live.columns) == list(req.columns)
+    assert list(live_devices.columns) == list(devices.columns)
+    assert list(live_devices["device"]) == list(devices["device"])
     np.testing.assert_array_equal(live["arrival_s"], req["arrival_s"])
     np.testing.assert_array_equal(live["sample"], req["sample"])
     assert (live["answered"].to_numpy() == req["answered"].to_numpy()).mean() >= 0.8
@@ -89,3 +97,15 @@ def test_every_strategy_runs_on_every_engine_it_declares(strategy, family, root,
     # up to float noise, so the answer is the simulator's wherever the same devices answered
     agree = live["prediction"].to_numpy()[same] == req["prediction"].to_numpy()[same]
     assert agree.mean() >= 0.97, agree.mean()
+    kind = get_strategy(strategy).kind
+    if kind == "chain":
+        # mp's default chain: the master, then the workers fastest first (fast 45 ms before slow 60 ms)
+        assert set(live["responders"].astype(str)[live["answered"]]) == {"master,fast,slow"}
+    if kind != "fanout":
+        # the wire carried what the plan sends (the same cut tensors, the same bit widths)
+        rows = same & (live["bits"].to_numpy() == req["bits"].to_numpy()) if "bits" in req.columns else same
+        for col in ("bytes_up", "bytes_down"):
+            np.testing.assert_array_equal(live[col].to_numpy()[rows], req[col].to_numpy()[rows])
+    if kind == "pipeline":
+        for col in ("early_exit", "partition"):
+            assert (live[col].astype(str).to_numpy()[same] == req[col].astype(str).to_numpy()[same]).mean() >= 0.8

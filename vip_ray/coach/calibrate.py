@@ -161,6 +161,15 @@ class EndCloudModel:
         self.forward_s = 0.0
         self.passes = 0
 
+    def __getstate__(self) -> dict:
+        """Without the logger (a console's lock does not pickle): the model travels to the live
+        engine's end and cloud replicas, which log nothing through it."""
+        return {**self.__dict__, "log": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.log = lambda s: None
+
     # -- forward passes, cached -----------------------------------------------------------------
 
     def _end(self, cut: Cut, split: str) -> list[torch.Tensor]:

@@ -90,7 +90,8 @@ class Chain(Deployment):
     """Model parallelism: ``world.devices`` are the devices taking part (each one's slot holds its
     slice's mean compute time), ``stages`` the device index of each slice in model order,
     ``stage_bytes[s]`` the tensor entering slice ``s``, ``out_bytes`` the reply; ``probs`` (N, C)
-    the whole model's softmaxed predictions; ``slices`` / ``slice_macs`` name and size them."""
+    the whole model's softmaxed predictions; ``slices`` / ``slice_macs`` name and size them,
+    ``blocks`` says which of the member's blocks each slice runs (a live engine builds them)."""
 
     kind: ClassVar[str] = "chain"
     world: SimSpec = None
@@ -102,6 +103,8 @@ class Chain(Deployment):
     member: str = ""
     slices: tuple = ()
     slice_macs: tuple = ()
+    blocks: tuple = ()          # (start, end) block indices of each slice (vip_ray.models.cuts.block_modules)
+    wire_dtype: str = "float32"  # element type of the activations on the wire
 
     @property
     def master(self) -> int:
@@ -112,11 +115,14 @@ class Chain(Deployment):
 class Pipeline(Deployment):
     """End device → cloud: ``setup`` (the two devices, the link, the member's layer times and
     cost model) and ``planned`` (the partition, the bit widths and the per-task decision rule)
-    from :mod:`vip_ray.coach`; the engine drives the decisions, the strategy made them."""
+    from :mod:`vip_ray.coach`; ``arrivals`` / ``samples`` the seed's tasks and their frames. The
+    engine drives the decisions, the strategy made them."""
 
     kind: ClassVar[str] = "pipeline"
     setup: Any = None
     planned: Any = None
+    arrivals: np.ndarray = None     # the seed's task arrival times (s), the workload's stream
+    samples: np.ndarray = None      # the bank row (test frame) each task carries
 
 
 SHAPES = {c.kind: c for c in (FanOut, Chain, Pipeline)}

@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # pandas / pyarrow load on first use: the simulator's engines
 
 
 #: Columns every strategy's request table has (strategies may add their own after them).
-REQUEST_COLUMNS = ("replication", "seed", "request_id", "arrival_s", "finish_s", "latency_s", "answered",
+REQUEST_COLUMNS = ("replication", "seed", "request_id", "arrival_s", "finish_s", "latency_s", "emulated_latency_s",
+                   "answered",
                    "deadline_met", "fallback", "n_responders", "responders", "sample", "label", "prediction",
                    "correct_top1", "correct_topM", "bytes_down", "bytes_up", "strategy", "engine")
 #: Columns every strategy's device table has.
@@ -96,8 +97,12 @@ def responder_names(mask: np.ndarray, names: Sequence[str]) -> pd.Categorical:
 def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_s, latency_s, answered,
                   deadline_met, fallback, responders: np.ndarray, device_names: Sequence[str], sample, label,
                   prediction, correct_top1, correct_topm, m: int, bytes_down, bytes_up, strategy: str,
-                  engine: str) -> pd.DataFrame:
-    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were used)."""
+                  engine: str, emulated_latency_s=None) -> pd.DataFrame:
+    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were used).
+
+    ``latency_s`` is what the master measured; ``emulated_latency_s`` the latency on the emulated
+    timeline alone (the live engine's harness left out). In the simulator they are one and the
+    same (the default)."""
     import pandas as pd
 
     r = len(request_id)
@@ -109,6 +114,8 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
         "arrival_s": np.asarray(arrival_s, dtype=np.float64),
         "finish_s": np.asarray(finish_s, dtype=np.float64),
         "latency_s": np.asarray(latency_s, dtype=np.float64),
+        "emulated_latency_s": np.asarray(latency_s if emulated_latency_s is None else emulated_latency_s,
+                                         dtype=np.float64),
         "answered": np.asarray(answered, dtype=bool),
         "deadline_met": np.asarray(deadline_met, dtype=bool),
         "fallback": np.asarray(fallback, dtype=bool),

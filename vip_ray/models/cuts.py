@@ -34,14 +34,26 @@ class Block:
         return self.out_numel * DTYPE_BYTES[dtype]
 
 
+def block_modules(model: VariantNet) -> list[tuple[str, nn.Module]]:
+    """The model's blocks as ``(name, module)`` in forward order: run one after the other they
+    compute the model (the live chain runs a slice of them per device)."""
+    parts: list[tuple[str, nn.Module]] = [("adapter", model.adapter)]
+    parts += [(f"backbone.{n}", m) for n, m in model.backbone.named_children()] or [("backbone", model.backbone)]
+    parts.append(("head", nn.Sequential(model.pool, model.head, nn.Flatten(1))))
+    return parts
+
+
+def slice_module(model: VariantNet, start: int, end: int) -> nn.Module:
+    """Blocks ``start..end-1`` of ``model`` as one module (shares the model's weights)."""
+    return nn.Sequential(*(m for _, m in block_modules(model)[start:end]))
+
+
 @torch.no_grad()
 def block_profile(model: VariantNet, in_channels: int = 1, image_size: int = 28) -> list[Block]:
     """The model's blocks on one ``in_channels × image_size²`` raw image, in forward order."""
     macs: dict[int, int] = {}
     owner: dict[nn.Module, int] = {}
-    parts: list[tuple[str, nn.Module]] = [("adapter", model.adapter)]
-    parts += [(f"backbone.{n}", m) for n, m in model.backbone.named_children()] or [("backbone", model.backbone)]
-    parts.append(("head", nn.Sequential(model.pool, model.head, nn.Flatten(1))))
+    parts = block_modules(model)
     for b, (_, part) in enumerate(parts):
         for m in part.modules():
             owner.setdefault(m, b)

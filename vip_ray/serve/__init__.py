@@ -5,7 +5,9 @@ simulator runs) become emulated edge devices hosted by device-group deployments 
 their state machine in :mod:`.emulated`, tested without Ray), the master is the ingress
 deployment (:mod:`.ingress`; HTTP ``POST /predict``, ``GET /health``), a load generator replays
 the workload in real time (:mod:`.loadgen`), and :class:`ServeEngine` (:mod:`.engine`) turns the
-replay into the simulator's tables. This package imports :mod:`vip_ray.core`, never
+replay into the simulator's tables. A chain (mp) runs as device deployments that call one another
+with the real activations (:mod:`.chain`), an end–cloud pipeline as an end-device and a cloud
+deployment (:mod:`.pipeline`); :mod:`.staged` picks the runner by the deployment's shape. This package imports :mod:`vip_ray.core`, never
 :mod:`vip_ray.sim` (and the simulator never imports it).
 
     from vip_ray.serve import ServeEngine, ServeOptions

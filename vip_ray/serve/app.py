@@ -255,3 +255,46 @@ def _serve_http_port() -> int | None:
         return int(_get_global_client().http_config.port)
     except Exception:
         return None
+
+
+class LiveApp:
+    """A chain or end–cloud app (:mod:`.chain`, :mod:`.pipeline`) deployed through Serve's public
+    API: up on :meth:`start`, deleted on :meth:`stop`; its master speaks the load generator's
+    protocol (``replay`` / ``progress`` / ``finish``). Ray is the engine's (already running), or
+    none at all in Serve's local testing mode."""
+
+    def __init__(self, app: Any, name: str, options: Any, *, local_testing: bool = False):
+        self.app, self.name, self.options, self.local_testing = app, name, options, local_testing
+        self.handle = None
+
+    def start(self) -> "LiveApp":
+        from ray import serve
+
+        if self.local_testing:
+            self.handle = serve.run(self.app, name=self.name, _local_testing_mode=True)
+            return self
+        start_serve(self.options)
+        try:
+            self.handle = serve.run(self.app, blocking=False, name=self.name, route_prefix=None)
+        except Exception as e:
+            cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise DeployError(f"Serve could not deploy app {self.name!r}: {cause}") from None
+        return self
+
+    def stop(self) -> None:
+        import ray
+
+        if self.handle is None or self.local_testing or not ray.is_initialized():
+            self.handle = None
+            return
+        from ray import serve
+
+        try:
+            serve.delete(self.name)
+        finally:
+            self.handle = None
+
+    def replicate(self, cfg: Any, seed: int, images: Any):
+        from vip_ray.serve.loadgen import LoadGenerator
+
+        return asyncio.run(LoadGenerator(self.handle, cfg, images).replication(seed))

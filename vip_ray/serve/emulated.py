@@ -389,3 +389,12 @@ class EmulatedDevice:
     def snapshot(self) -> dict[str, Any]:
         return {"stats": dict(self.stats), "log": list(self.log), "last_end": self.last_end, "born": self.born,
                 "up": self.up, "available": self.available, "queue": len(self.queue) + (self.current is not None)}
+
+
+def available_time(log: list[tuple[float, bool]], end: float) -> float:
+    """Time available within ``[log[0][0], end)`` of a ``(t, available)`` change log."""
+    total = 0.0
+    for (t, on), nxt in zip(log, [x[0] for x in log[1:]] + [end]):
+        if on:
+            total += max(0.0, min(nxt, end) - min(t, end))
+    return total

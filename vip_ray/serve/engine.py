@@ -32,6 +32,7 @@ from vip_ray.core.results import versions
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
+from vip_ray.serve.emulated import available_time  # noqa: F401  (re-exported)
 from vip_ray.serve.loadgen import Replay
 
 
@@ -82,6 +83,7 @@ class ServeEngine(Engine):
         self.extras: list[dict] = []
         self.calibration = None
         self.forward_cache: dict = {}   # the host's forward-pass times, measured once per variant
+        self.staged = None                  # the running chain / pipeline app (vip_ray.serve.staged)
 
     def open(self) -> "ServeEngine":
         return self   # Ray starts with the first deployment, once its inputs are checked (time dilation)
@@ -96,6 +98,9 @@ class ServeEngine(Engine):
 
     def close(self) -> None:
         try:
+            if self.staged is not None:
+                self.staged.stop()
+                self.staged = None
             if self.emulation is not None:
                 self.emulation.stop()
         finally:
@@ -114,6 +119,9 @@ class ServeEngine(Engine):
         if self.emulation is not None:
             self.emulation.stop()
             self.emulation = None
+        if self.staged is not None:         # a chain / pipeline app of an earlier strategy: down first
+            self.staged.stop()
+            self.staged = None
         self.images = bank_inputs(dep.pool)
         cfg = build_config(dep, input_shape=self.images.shape[1:], options=self.options)
         weights = pool_weights(dep.pool, cfg)
@@ -153,6 +161,9 @@ class ServeEngine(Engine):
         from vip_ray.serve.dilation import wall_estimate_s
         from vip_ray.serve.loadgen import arrival_times
 
+        if not isinstance(dep, FanOut):     # a chain (mp) or an end–cloud pipeline: its own app
+            out = yield from self._staged(dep, replication)
+            return out
         emu = self.up(dep)
         times = arrival_times(self.cfg.workload, dep.seed)
         span = (float(times[-1]) if len(times) else 0.0) + self.cfg.workload.deadline_s
@@ -164,6 +175,30 @@ class ServeEngine(Engine):
         self.extras.append(t.extra)
         meta = {"placement": dep.placement(), **dep.meta}
         return t.devices, meta, {"serve_timing": t.timing, "serve_jobs": t.jobs}
+
+    def _staged(self, dep, replication: int):
+        """One replication of a chain or pipeline deployment (:mod:`.chain`, :mod:`.pipeline`)."""
+        from vip_ray.serve.staged import STAGED
+
+        runner = STAGED.get(type(dep).kind)
+        if runner is None:
+            raise DeployError(f"the Serve engine cannot run {type(dep).__name__} deployments "
+                              f"(strategy {dep.strategy!r})")
+        if self.options.time_dilation not in (1, 1.0, "1"):
+            raise DeployError(f"--time-dilation applies to the fan-out strategies ({', '.join(('single', 'cp', 'vp', 'vip'))}); "
+                              f"strategy {dep.strategy!r} ({type(dep).__name__}) runs live in real time (X = 1)")
+        if self.emulation is not None:      # a fan-out app of an earlier strategy: down first
+            self.emulation.stop()
+            self.emulation = self.deployment = None
+        if self.staged is None or not self.staged.same(dep):
+            if self.staged is not None:
+                self.staged.stop()
+            self.staged = runner(dep, self.options, images=bank_inputs(dep.pool), local_testing=self.local_testing,
+                                 log=self.log).start()
+        t = self.staged.replicate(dep, replication)
+        yield t["requests"]
+        self.extras.append(t["extra"])
+        return t["devices"], t["meta"], t["tables"]
 
     def describe(self) -> dict:
         import dataclasses
@@ -179,7 +214,7 @@ class ServeEngine(Engine):
         emu, extras = self.emulation, self.extras
         self.extras = []
         over50 = _quantile_ms([e["overhead_s"] for e in extras], 0.5)
-        lat50 = _quantile_ms([e["latency_s"] for e in extras], 0.5)
+        lat50 = _quantile_ms([e["latency_s"] for e in extras if "latency_s" in e], 0.5)
         share = round(over50 / lat50, 4) if over50 is not None and lat50 else None
         tol = self.options.tolerance
         warning = None
@@ -190,7 +225,8 @@ class ServeEngine(Engine):
             self.log(f"[vip_ray] warning: {warning}")
         return {"serve": {"time_dilation": self.cfg.dilation if self.cfg else None,
                           "calibration": self.calibration.as_dict() if self.calibration else None,
-                          "harness_overhead_share": share, "fidelity_warning": warning,"app": self.cfg.app if self.cfg else None, "http_url": emu.http_url if emu else None,
+                          "harness_overhead_share": share, "fidelity_warning": warning,
+                          "app": self.cfg.app if self.cfg else None, "http_url": emu.http_url if emu else None,
                           "dashboard_url": emu.dashboard_url if emu else None,
                           "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
                           if self.cfg else {},
@@ -275,8 +311,7 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
         correct_top1=answered & (pred == label), correct_topm=answered & (top == label[:, None]).any(axis=1),
         m=cfg.top_m, bytes_down=np.array([x["bytes_down"] for x in res], dtype=np.int64),
         bytes_up=np.array([bytes_up.get(i, 0) for i in range(r)], dtype=np.int64), strategy=cfg.strategy,
-        engine="serve")
-    req["emulated_latency_s"] = np.where(answered, ideal - arrival, np.nan)
+        engine="serve", emulated_latency_s=np.where(answered, ideal - arrival, np.nan))
     timing = pd.DataFrame({"replication": np.full(r, replication, dtype=np.int32), "request_id": np.arange(r),
                            "arrival_s": arrival, "send_lag_s": replay.send_lag_s,
                            "received_s": np.array([x["received_s"] for x in res], dtype=np.float64),
@@ -337,12 +372,3 @@ def device_stats(cfg: EmulationConfig, snapshots: list[dict], t_end: float) -> t
             end = t_end if j == len(incs) - 1 else min(seen, incs[j + 1][0]["born"])
             stats["available_s"][i] += available_time(ds["log"], min(end, t_end))
     return stats, restarts
-
-
-def available_time(log: list[tuple[float, bool]], end: float) -> float:
-    """Time available within ``[log[0][0], end)`` of a ``(t, available)`` change log."""
-    total = 0.0
-    for (t, on), nxt in zip(log, [x[0] for x in log[1:]] + [end]):
-        if on:
-            total += max(0.0, min(nxt, end) - min(t, end))
-    return total

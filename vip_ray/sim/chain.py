@@ -215,8 +215,8 @@ def replicate_chain(dep, *, replication: int, chunk_requests: int):
     table = pd.DataFrame({
         "replication": np.full(r, replication, dtype=np.int32), "seed": np.full(r, dep.seed, dtype=np.int64),
         "request_id": np.arange(r, dtype=np.int64), "arrival_s": res.arrival,
-        "finish_s": np.where(answered, res.finish, np.nan), "latency_s": latency, "answered": answered,
-        "deadline_met": in_time, "fallback": late, "n_responders": mask.sum(axis=1).astype(np.int16),
+        "finish_s": np.where(answered, res.finish, np.nan), "latency_s": latency, "emulated_latency_s": latency,
+        "answered": answered, "deadline_met": in_time, "fallback": late, "n_responders": mask.sum(axis=1).astype(np.int16),
         "responders": responder_names(mask, chain_names), "sample": samples, "label": label,
         "prediction": pred, "correct_top1": answered & (pred == label),
         f"correct_top{m}": answered & (top == label[:, None]).any(axis=1),

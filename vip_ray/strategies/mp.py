@@ -42,6 +42,7 @@ def _s_per_byte(device) -> float:
 @register_strategy("mp")
 class ModelParallel(Strategy):
     kind = "chain"
+    engines = ("sim", "serve")
     summary = "mp: the baseline cut into consecutive slices over devices; activations travel between them"
     Options = MPOptions
 
@@ -78,6 +79,7 @@ class ModelParallel(Strategy):
                              cut_bytes=[b.out_bytes(self.options.dtype) for b in blocks], s_per_byte=per_byte)
         starts = [0] + ends[:-1]
         self.chain = chain
+        self.blocks = list(zip(starts, ends))
         self.slice_macs = [sum(b.macs for b in blocks[a:e]) for a, e in zip(starts, ends)]
         self.slice_s = [service[d] * mm / m.macs for d, mm in zip(chain, self.slice_macs)]
         self.stage_bytes = [in_b] + [blocks[e - 1].out_bytes(self.options.dtype) for e in ends[:-1]]
@@ -106,4 +108,5 @@ class ModelParallel(Strategy):
                      world=w, stages=tuple(pos[d] for d in self.chain), stage_bytes=tuple(self.stage_bytes),
                      out_bytes=self.out_bytes, on_failure=self.options.on_failure, probs=self.probs,
                      member=self.member.id, slices=tuple(self.slices), slice_macs=tuple(self.slice_macs),
+                     blocks=tuple(self.blocks), wire_dtype=self.options.dtype,
                      meta={"cuts": self.cuts(), "cut_table": self.cut_table.to_dict(orient="records")})
