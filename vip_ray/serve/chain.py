@@ -301,7 +301,8 @@ def chain_tables(cfg: ChainConfig, dep: Chain, replay: Any, *, replication: int)
         latency_s=np.where(answered, np.maximum(measured, finish) - arrival, np.nan), answered=answered,
         emulated_latency_s=np.where(answered, finish - arrival, np.nan),
         # judged on the measured latency (a reply the harness delivered late is late)
-        deadline_met=answered & (np.maximum(measured, finish) - arrival <= w.deadline_s + 1e-12), fallback=late, responders=mask, device_names=chain_names, sample=replay.samples,
+        deadline_met=answered & (np.maximum(measured, finish) - arrival <= w.deadline_s + 1e-12), fallback=late,
+        responders=mask, device_names=chain_names, sample=replay.samples,
         label=labels, prediction=pred, correct_top1=answered & (pred == labels),
         correct_topm=answered & (top == labels[:, None]).any(axis=1), m=cfg.top_m,
         bytes_down=[x["bytes_down"] for x in res], bytes_up=[x["bytes_up"] for x in res], strategy=cfg.strategy,

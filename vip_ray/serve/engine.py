@@ -185,7 +185,7 @@ class ServeEngine(Engine):
             raise DeployError(f"the Serve engine cannot run {type(dep).__name__} deployments "
                               f"(strategy {dep.strategy!r})")
         if self.options.time_dilation not in (1, 1.0, "1"):
-            raise DeployError(f"--time-dilation applies to the fan-out strategies ({', '.join(('single', 'cp', 'vp', 'vip'))}); "
+            raise DeployError("--time-dilation applies to the fan-out strategies (single, cp, vp, vip); "
                               f"strategy {dep.strategy!r} ({type(dep).__name__}) runs live in real time (X = 1)")
         if self.emulation is not None:      # a fan-out app of an earlier strategy: down first
             self.emulation.stop()

@@ -320,7 +320,8 @@ class PipelineRun:
         emulated = rec["finish_s"].copy()
         measured = rec["measured_s"]
         # latency and the deadline on the measured finish; emulated_latency_s on the emulated one
-        table = endcloud.request_table(st, dict(rec, finish_s=np.maximum(measured, emulated), emulated_finish_s=emulated),
+        table = endcloud.request_table(st, dict(rec, finish_s=np.maximum(measured, emulated),
+                                                emulated_finish_s=emulated),
                                        pred, hit, got["partition"], samples, strategy=dep.strategy,
                                        seed=dep.seed, replication=replication, topm=dep.top_m, engine="serve")
         devices = endcloud.device_table(st, dep.planned, dict(rec), got["busy"], replication)
