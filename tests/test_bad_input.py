@@ -145,16 +145,38 @@ TUNE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,line", TUNE_CASES, ids=[" ".join(a) for a, _ in TUNE_CASES])
-def test_tune_bad_input_is_one_line_before_ray(args, line, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "vip_ray.tune", *args, f"pool.root={tmp_path}/pools",
-                        f"tune.storage={tmp_path}/tune", "ray.dashboard=false"],
+def _tune_refuses(stdout: str, stderr: str, line: str, tmp_path) -> None:
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert line in stderr and "Traceback" not in stderr + stdout
+    assert "Ray" not in stderr + stdout  # refused before a cluster was started
+    assert not any(tmp_path.iterdir())   # nothing written
+
+
+def _tune_args(args, tmp_path) -> list[str]:
+    return [*args, f"pool.root={tmp_path}/pools", f"tune.storage={tmp_path}/tune", "ray.dashboard=false"]
+
+
+def test_tune_bad_input_is_one_line_before_ray_as_a_command(tmp_path):
+    """``python -m vip_ray.tune`` itself (a process of its own: exit status, nothing on stdout)."""
+    args, line = TUNE_CASES[2]
+    r = subprocess.run([sys.executable, "-m", "vip_ray.tune", *_tune_args(args, tmp_path)],
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert line in r.stderr and "Traceback" not in r.stderr + r.stdout
-    assert "Ray" not in r.stderr + r.stdout  # refused before a cluster was started
-    assert not any(tmp_path.iterdir())       # nothing written
+    _tune_refuses(r.stdout, r.stderr, line, tmp_path)
+
+
+@pytest.mark.parametrize("args,line", TUNE_CASES, ids=[" ".join(a) for a, _ in TUNE_CASES])
+def test_tune_bad_input_is_one_line_before_ray(args, line, tmp_path, capsys):
+    """Every case through the command's ``main`` in this process (a process each costs seconds of
+    imports); an exception it did not turn into the line would fail the test here."""
+    import ray
+
+    from vip_ray.tune.__main__ import main as tune_main
+
+    assert tune_main(_tune_args(args, tmp_path)) == 2
+    out = capsys.readouterr()
+    _tune_refuses(out.out, out.err, line, tmp_path)
+    assert not ray.is_initialized()
 
 
 # --- stops: Ctrl-C and SIGTERM -------------------------------------------------------------------------------
