@@ -305,6 +305,8 @@ def _serve_options(args):
 
 def _progress(console: Console, what: str = "simulating"):
     """A rich progress bar factory for long runs (requests simulated or emulated)."""
+    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
+        return None, lambda: None
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -314,8 +316,6 @@ def _progress(console: Console, what: str = "simulating"):
     )
 
     bars = []
-    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
-        return None, lambda: None
 
     def factory(total):
         prog = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
