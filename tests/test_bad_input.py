@@ -115,15 +115,13 @@ def test_json_output_for_scripts(capsys):
     assert {"vp", "vip", "single", "mp", "cp"} <= set(listed)
 
 
-def test_pools_list_json_and_unsqueezed_table_in_a_pipe(hand_pool, tmp_path):
+def test_pools_list_json_and_unsqueezed_table_in_a_pipe(hand_pool, tmp_path, capsys):
     import json
     import pathlib
 
     root = hand_pool[0].split("=", 1)[1]
-    r = subprocess.run([sys.executable, "-m", "vip_ray.cli", "pools", "list", "--root", root, "--json"],
-                       capture_output=True, text=True, timeout=300, check=False)
-    assert r.returncode == 0, r.stderr
-    listed = json.loads(r.stdout)
+    assert main(["pools", "list", "--root", root, "--json"]) == 0   # in this process: a process costs seconds
+    listed = json.loads(capsys.readouterr().out)
     store = [p for p in listed["pools"] if p["source"] == "store"]
     assert listed["locations"]["store"] == str(pathlib.Path(root).resolve()) and [p["name"] for p in store] == ["hand"]
     assert store[0]["members"] == 3 and store[0]["status"] == "ok"
@@ -149,16 +147,38 @@ TUNE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("args,line", TUNE_CASES, ids=[" ".join(a) for a, _ in TUNE_CASES])
-def test_tune_bad_input_is_one_line_before_ray(args, line, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "vip_ray.tune", *args, f"pool.root={tmp_path}/pools",
-                        f"tune.storage={tmp_path}/tune", "ray.dashboard=false"],
+def _tune_refuses(stdout: str, stderr: str, line: str, tmp_path) -> None:
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert line in stderr and "Traceback" not in stderr + stdout
+    assert "Ray" not in stderr + stdout  # refused before a cluster was started
+    assert not any(tmp_path.iterdir())   # nothing written
+
+
+def _tune_args(args, tmp_path) -> list[str]:
+    return [*args, f"pool.root={tmp_path}/pools", f"tune.storage={tmp_path}/tune", "ray.dashboard=false"]
+
+
+def test_tune_bad_input_is_one_line_before_ray_as_a_command(tmp_path):
+    """``python -m vip_ray.tune`` itself (a process of its own: exit status, nothing on stdout)."""
+    args, line = TUNE_CASES[2]
+    r = subprocess.run([sys.executable, "-m", "vip_ray.tune", *_tune_args(args, tmp_path)],
                        capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
-    assert line in r.stderr and "Traceback" not in r.stderr + r.stdout
-    assert "Ray" not in r.stderr + r.stdout  # refused before a cluster was started
-    assert not any(tmp_path.iterdir())       # nothing written
+    _tune_refuses(r.stdout, r.stderr, line, tmp_path)
+
+
+@pytest.mark.parametrize("args,line", TUNE_CASES, ids=[" ".join(a) for a, _ in TUNE_CASES])
+def test_tune_bad_input_is_one_line_before_ray(args, line, tmp_path, capsys):
+    """Every case through the command's ``main`` in this process (a process each costs seconds of
+    imports); an exception it did not turn into the line would fail the test here."""
+    import ray
+
+    from vip_ray.tune.__main__ import main as tune_main
+
+    assert tune_main(_tune_args(args, tmp_path)) == 2
+    out = capsys.readouterr()
+    _tune_refuses(out.out, out.err, line, tmp_path)
+    assert not ray.is_initialized()
 
 
 # --- stops: Ctrl-C and SIGTERM -------------------------------------------------------------------------------

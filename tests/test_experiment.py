@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from vip_ray import analysis
-from vip_ray.core.aggregation import reply_bytes, softmax, vp_aggregate
+from vip_ray.core.aggregation import reply_bytes, softmax
 from vip_ray.cli import main
 from vip_ray.experiment.run import RunError, run_scenario
 from vip_ray.experiment.sweep import run_sweep
@@ -54,8 +54,13 @@ def test_predictions_are_the_vp_aggregate_of_the_bank(run_dir, small_pool):
     ids = list(dev[dev["replication"] == 0]["variant"])
     recs = [pool.manifest.member(i) for i in ids]
     probs = softmax(pool.logits(ids).astype(np.float64), axis=-1)[:, req["sample"].to_numpy()].transpose(1, 0, 2)
-    expected = vp_aggregate(probs, k=2, rho=[r.input_size for r in recs], depth=[r.width for r in recs],
-                            alpha=1.0).argmax(1)
+    # VP eq. 1 by numpy: keep each reply's top-2, scatter, softmax, weigh by (ρ/max ρ)·(d/min d), sum, argmax
+    top2 = np.argsort(-probs, axis=-1, kind="stable")[..., :2]
+    kept = np.zeros_like(probs)
+    np.put_along_axis(kept, top2, np.take_along_axis(probs, top2, -1), -1)
+    rho, width = np.array([r.input_size for r in recs], float), np.array([r.width for r in recs], float)
+    w = rho / rho.max() * width / width.min()
+    expected = (np.exp(kept) / np.exp(kept).sum(-1, keepdims=True) * w[None, :, None]).sum(1).argmax(1)
     np.testing.assert_array_equal(req["prediction"].to_numpy(), expected)
     assert req["correct_top1"].mean() == pytest.approx((expected == pool.labels[req["sample"]]).mean())
 

@@ -402,6 +402,8 @@ def _positive(text: str) -> float:
 
 def _progress(console: Console, what: str = "simulating"):
     """A rich progress bar factory for long runs (requests simulated or emulated)."""
+    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
+        return None, lambda: None
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -411,8 +413,6 @@ def _progress(console: Console, what: str = "simulating"):
     )
 
     bars = []
-    if not console.is_terminal:  # in a pipe or a file a progress bar is only noise (blank lines)
-        return None, lambda: None
 
     def factory(total, label=None):  # label: what is counted, when not requests (a study's tasks)
         prog = Progress(TextColumn(label or what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
