@@ -122,7 +122,8 @@ def test_vip_predicts_the_average_of_the_responders_probabilities(pools, tmp_pat
 
 def test_compare_runs_cp_beside_vp_and_cp_needs_every_group(pools, tmp_path, capsys):
     out = tmp_path / "cmp"
-    args = ["compare", SCENARIO, "--strategies", "vp,cp", "--failed", "0,1", "--stealing", "none", "--out", str(out),
+    args = ["compare", SCENARIO, "--workers", "1", "--strategies", "vp,cp", "--failed", "0,1", "--stealing", "none",
+            "--out", str(out),
             *_sets(pools, "strategy.options.cp.pool=hand-cp")]
     assert main(args) == 0, capsys.readouterr().err
     table = pd.read_parquet(out / "compare.parquet").set_index(["strategy", "condition"])
@@ -147,13 +148,15 @@ def test_compare_runs_cp_beside_vp_and_cp_needs_every_group(pools, tmp_path, cap
 
 def test_sweep_over_k_writes_one_row_per_point_with_h_k_bytes(pools, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(["sweep", SCENARIO, "--grid", "strategy.k=1,2,all", "--out", str(out), *_sets(pools)]) == 0
+    assert main(["sweep", SCENARIO, "--workers", "1", "--grid", "strategy.k=1,2,all", "--out", str(out),
+                 *_sets(pools)]) == 0
     table = pd.read_parquet(out / "sweep.parquet")
     assert list(table["strategy.k"]) == ["1", "2", "all"] and list(table["point"]) == [0, 1, 2]
     for i, per_worker in enumerate([1, 2 * (4 + 1), 4 * C]):   # VP eq. 3 by hand: h(1)=1, h(2)=10, all = 4·C
         req = analysis.load(out / "points" / f"{i:03d}")
         assert (req["bytes_up"] == 2 * per_worker).all()
-    assert sorted(p.name for p in out.iterdir()) == ["grid.json", "points", "sweep.parquet", "sweep_strategy_k.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["grid.json", "points", "study.json", "sweep.parquet",
+                                                     "sweep_strategy_k.png"]
 
 
 # ----------------------------------------------------------------------------- whole or nothing
@@ -172,8 +175,8 @@ def test_a_command_failing_midway_leaves_no_output_and_no_temporary_folder(pools
     monkeypatch.setattr(target, _boom)
     parent = tmp_path / "results"
     parent.mkdir()
-    extra = {"run": [], "compare": ["--strategies", "vp,vip", "--failed", "0", "--stealing", "none"],
-             "sweep": ["--grid", "strategy.k=1,2"]}[command]
+    extra = {"run": [], "compare": ["--workers", "1", "--strategies", "vp,vip", "--failed", "0", "--stealing", "none"],
+             "sweep": ["--workers", "1", "--grid", "strategy.k=1,2"]}[command]
     with pytest.raises(RuntimeError, match="failed midway"):
         main([command, SCENARIO, *extra, "--out", str(parent / "out"), *_sets(pools)])
     assert list(parent.iterdir()) == []

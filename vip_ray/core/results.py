@@ -71,8 +71,9 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable
 
     ``keep_partial``: the result is resumable. The folder is :func:`partial_sibling` (handed out
     again, with what it holds, if an earlier attempt left it: the caller checks it belongs to the
-    same work), and on a failure it is kept when ``keep_partial(folder)`` says it holds finished
-    work worth resuming from.
+    same work), and when the work is *interrupted* (Ctrl-C, SIGTERM) it is kept if
+    ``keep_partial(folder)`` says it holds finished work worth resuming from. A failure (an
+    exception) removes it like any other: a command that fails leaves nothing behind.
     """
     final = Path(final)
     if final.exists() and not replace:
@@ -94,9 +95,10 @@ def atomic_directory(final: str | os.PathLike, *, replace: bool = False, durable
                 tmp.rename(final)
             if durable:
                 fsync_dir(final.parent)
-        except BaseException:
+        except BaseException as e:
             with signals_held():  # a second Ctrl-C must not leave half a folder behind
-                if keep_partial is None or not keep_partial(tmp):
+                interrupted = not isinstance(e, Exception)   # KeyboardInterrupt, SIGTERM's Terminated
+                if keep_partial is None or not interrupted or not keep_partial(tmp):
                     shutil.rmtree(tmp, ignore_errors=True)
             raise
 

@@ -22,8 +22,9 @@ Layout of the study folder (``.<name>.partial`` while it is written, renamed whe
     points/<...>/     one folder per finished point (renamed into place whole), as ``vip-sim run``
                       writes: requests.parquet, devices.parquet, summary.json, config.yaml
 
-An interrupted or failed study keeps its ``.partial`` folder when it holds finished points;
-the same command with ``--resume`` runs only the points that folder lacks.
+An interrupted study (Ctrl-C, SIGTERM) keeps its ``.partial`` folder when it holds finished
+points; the same command with ``--resume`` runs only the points that folder lacks. A study that
+fails (an error) leaves nothing behind, like every command.
 
 Limits: a task returns its replication's whole request table through the object store (the
 in-process path streams it in chunks), so a replication of many millions of requests wants
@@ -309,16 +310,16 @@ def point_done(folder: Path, point: StudyPoint) -> bool:
 def study_folder(out_dir: Path, identity: dict[str, Any], points: Sequence[StudyPoint], *,
                  log: Log = print) -> Iterator[Path]:
     """The study's resumable folder (``.<name>.partial`` until complete), ``study.json`` in it;
-    on a failure or an interrupt it is kept if it holds finished points, and the log says so."""
+    on an interrupt it is kept if it holds finished points, and the log says so."""
     with atomic_directory(out_dir, keep_partial=lambda tmp: any(point_done(tmp, p) for p in points)) as tmp:
         f = tmp / STUDY_FILE
         if not f.exists():
             f.write_text(json.dumps(json_safe(identity), indent=2))
         try:
             yield tmp
-        except BaseException:
+        except BaseException as e:
             done = sum(point_done(tmp, p) for p in points)
-            if done:
+            if done and not isinstance(e, Exception):   # interrupted (an error removes the folder)
                 log(f"[study] {done} of {len(points)} points are finished and kept in {tmp}; the same command "
                     f"with --resume runs only the other {len(points) - done}")
             raise
