@@ -107,7 +107,7 @@ class LoadGenerator:
         if progress and len(times) > done:
             progress(len(times) - done)
         if drain_s is None:  # jobs still queued behind busy periods may finish after the last answer
-            drain_s = max(5.0, 10 * self.cfg.workload.deadline_s * self.cfg.dilation)
+            drain_s = max(5.0, 10 * self.cfg.workload.deadline_s * getattr(self.cfg, "dilation", 1.0))
         final = await self.handle.finish.remote(token, drain_s)
         return Replay(token, seed, epoch, times, samples, out["results"], out["send_lag_s"], final, time.time() - t0)
 
