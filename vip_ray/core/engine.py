@@ -94,5 +94,10 @@ class Engine:
         return {}
 
 
-def make_engine(name: str, options: Any = None) -> Engine:
-    return ENGINES.get(name)(name, options)
+def make_engine(name: str, options: Any = None, *, log: Any = None) -> Engine:
+    """Engine ``name`` with ``options``; ``log`` (a ``str -> None``) gets what it says while it runs
+    (the command's console: with ``--json`` that is stderr, never stdout)."""
+    eng = ENGINES.get(name)(name, options)
+    if log is not None:
+        eng.log = log
+    return eng

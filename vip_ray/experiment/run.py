@@ -222,7 +222,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     import time
 
     t0 = time.time()  # the run's wall time includes the engine's start-up (Serve's)
-    with make_engine(name, engine_options or serve_options) as eng:
+    with make_engine(name, engine_options or serve_options, log=log) as eng:
         run_point(eng, strategy, scenario, pool, out_dir, file=file, overrides=overrides, log=log, plots=plots,
                   progress=_requests_progress(progress_factory, [scenario]), started=t0,
                   failed_devices=failed_devices)
@@ -282,7 +282,7 @@ def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=N
     check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
     ctx = context(scenario, pool, file=file, log=log)
     strategy.prepare(ctx)
-    with make_engine("serve", options) as eng:
+    with make_engine("serve", options, log=log) as eng:
         return eng.keep_serving(strategy.deploy(ctx, scenario.seeds.base), duration_s=duration_s, on_ready=on_ready)
 
 

@@ -384,7 +384,7 @@ def _run_here(todo: Sequence[StudyPoint], folder: Path, pools: dict[tuple, Pool]
         engines: dict[str, Any] = {}
         for p in todo:
             if p.engine not in engines:  # opened once for the whole study (Serve: one app start)
-                engines[p.engine] = stack.enter_context(make_engine(p.engine, engine_options))
+                engines[p.engine] = stack.enter_context(make_engine(p.engine, engine_options, log=log))
             log(f"[{kind}] point {p.label}")
             run_point(engines[p.engine], p.strategy, p.scenario, pools[p.pool_key], folder / p.folder, file=p.file,
                       overrides=p.overrides, log=log, progress=progress, **p.config)
