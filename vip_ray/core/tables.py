@@ -43,6 +43,7 @@ class Outcome(IntEnum):
     EXPIRED_SKIPPED = 4  # drop_expired: the request's deadline had passed when the job would start
     LOST_UP = 5          # the reply was lost on the uplink (loss)
     UNPLACED = 6         # no variant placed on the device when the job would start (slot variant -1 / inf service)
+    NOT_SENT = 7         # multi-master: the request's master does not reach this device
 
 
 DEVICE_STAT_KEYS = (
