@@ -97,13 +97,14 @@ def responder_names(mask: np.ndarray, names: Sequence[str]) -> pd.Categorical:
 def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_s, latency_s, answered,
                   deadline_met, fallback, responders: np.ndarray, device_names: Sequence[str], sample, label,
                   prediction, correct_top1, correct_topm, m: int, bytes_down, bytes_up, strategy: str,
-                  engine: str) -> pd.DataFrame:
-    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were used)."""
+                  engine: str, master: Any = None) -> pd.DataFrame:
+    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were
+    used; ``master``: a multi-master world's categorical of each request's master, a last column)."""
     import pandas as pd
 
     r = len(request_id)
     responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names))
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "replication": np.full(r, replication, dtype=np.int32),
         "seed": np.full(r, seed, dtype=np.int64),
         "request_id": np.asarray(request_id, dtype=np.int64),
@@ -125,6 +126,24 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
         "strategy": strategy,
         "engine": engine,
     })
+    if master is not None:
+        frame["master"] = master
+    return frame
+
+
+def concat_requests(frames: list) -> pd.DataFrame:
+    """Request frames of several cells as one: their categorical columns (``responders``,
+    ``master``) merged by union of categories, so one Arrow chunk holds them all."""
+    import pandas as pd
+    from pandas.api.types import union_categoricals
+
+    if len(frames) == 1:
+        return frames[0]
+    cats = [c for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)]
+    out = pd.concat([f.drop(columns=cats) for f in frames], ignore_index=True)
+    for c in cats:
+        out[c] = union_categoricals([f[c] for f in frames])
+    return out[list(frames[0].columns)]
 
 
 def requests_arrow(rows: pd.DataFrame) -> pa.Table:
@@ -133,10 +152,14 @@ def requests_arrow(rows: pd.DataFrame) -> pa.Table:
     import pyarrow as pa
 
     table = pa.Table.from_pandas(rows, preserve_index=False)
-    cat = rows["responders"]
-    col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
-                                         pa.array([str(c) for c in cat.cat.categories], pa.string()))
-    return table.set_column(table.schema.get_field_index("responders"), "responders", col)
+    for name in ("responders", "master"):
+        if name not in rows:
+            continue
+        cat = rows[name]
+        col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
+                                             pa.array([str(c) for c in cat.cat.categories], pa.string()))
+        table = table.set_column(table.schema.get_field_index(name), name, col)
+    return table
 
 
 def device_frame(*, replication: int, names: Sequence[str], groups: Sequence[str], roles: Sequence[str],
@@ -147,7 +170,7 @@ def device_frame(*, replication: int, names: Sequence[str], groups: Sequence[str
     import pandas as pd
 
     stats = {k: np.asarray(stats[k], dtype=np.int64 if k in INT_STATS else np.float64) for k in DEVICE_STAT_KEYS}
-    span = max(span_s, 1e-12)
+    span = np.maximum(np.asarray(span_s, dtype=np.float64), 1e-12)
     df = pd.DataFrame({"replication": replication, "device": list(names), "group": list(groups),
                        "role": list(roles), "variant": list(variants),
                        "service_ms": np.asarray(service_ms, dtype=np.float64),

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
 from vip_ray.core.results import atomic_directory, provenance
@@ -85,6 +87,16 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
         raise ScenarioError(f"{file}: strategy.name: {strategy.name!r} runs on the {' and '.join(strategy.engines)} "
                             f"engine only; strategies the {family} engine runs: {', '.join(runs_on(family))}",
                             file=file)
+    if scenario.masters is not None:
+        if family not in strategy.multi_master:
+            where = f"the {' and '.join(strategy.multi_master)} engine only" if strategy.multi_master else "no engine"
+            raise ScenarioError(f"{file}: masters: strategy {strategy.name!r} on the {family} engine runs one master; "
+                                f"with several masters it runs on {where}", file=file)
+        from vip_ray.sim.engine import MULTI_MASTER_ENGINES
+
+        if family == "sim" and engine not in MULTI_MASTER_ENGINES:
+            raise ScenarioError(f"{file}: sim_engine: {engine!r} runs one master; scenarios with masters: run on "
+                                f"{', '.join(MULTI_MASTER_ENGINES)}", file=file)
     try:
         get_placement(scenario.placement.policy)
     except PlacementError as e:
@@ -113,6 +125,7 @@ class PointTables:
         self.figures: list[dict[str, float]] = []
         self.extra: dict[str, list[Any]] = {}
         self.meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+        self.per_master: list[dict[str, dict[str, float]]] = []
 
     def write_chunk(self, table) -> None:
         """One chunk of the request table, as Arrow (:func:`requests_arrow`)."""
@@ -131,7 +144,10 @@ class PointTables:
         self.meta["placement"][rep] = meta.get("placement", {})
         self.meta["events"] += meta.get("events", 0)
         self.meta["engine_wall_s"] += meta.get("engine_wall_s", 0.0)
-        self.meta.update({k: v for k, v in meta.items() if k not in ("placement", "events", "engine_wall_s")})
+        if "masters" in meta:   # a multi-master run: each master's figures, per replication
+            self.per_master.append(meta["masters"])
+        self.meta.update({k: v for k, v in meta.items()
+                          if k not in ("placement", "events", "engine_wall_s", "masters")})
 
     def close(self) -> None:
         if self.writer is not None:
@@ -155,6 +171,11 @@ class PointTables:
                         "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
                         **{k: v for k, v in meta.items() if k != "engine_wall_s"},
                         "engine_wall_s": round(meta["engine_wall_s"], 3), **run_summary})
+        if self.per_master:  # each master's figures, mean over the replications
+            summary["masters"] = {
+                name: {k: float(np.nanmean([rep[name][k] for rep in self.per_master])) if any(
+                    not np.isnan(rep[name][k]) for rep in self.per_master) else float("nan") for k in figs}
+                for name, figs in self.per_master[0].items()}
         return summary
 
 
