@@ -279,7 +279,8 @@ def test_random_specs_exercise_every_outcome():
     for seed in range(12):
         for ties in (False, True):
             seen.update(np.unique(run(rand_spec(seed, ties=ties), "fast").outcome).tolist())
-    assert {int(o) for o in Outcome} <= seen, sorted(seen)
+    # NOT_SENT belongs to multi-master worlds (tests/test_multimaster.py reaches it)
+    assert {int(o) for o in Outcome if o != Outcome.NOT_SENT} <= seen, sorted(seen)
 
 
 @pytest.mark.parametrize("kind", ["always", "onoff", "trace", "crash", "mtbf"])

@@ -313,12 +313,17 @@ class WorkloadSpec:
         c = "WorkloadSpec"
         _choice(c, "arrival", self.arrival, ARRIVALS)
         _set(self, "rate_hz", _finite_nonneg(c, "rate_hz", self.rate_hz))
-        times = tuple(float(t) for t in self.times)
-        for i, t in enumerate(times):
-            _finite_nonneg(c, f"times[{i}]", t)
-            if i and t < times[i - 1]:
-                raise _err(c, f"times[{i}]", "trace times must be sorted (non-decreasing)")
-        _set(self, "times", times)
+        try:
+            arr = np.asarray(self.times, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or not (np.isfinite(arr).all() and (arr >= 0).all()):   # name the first bad one
+            for i, t in enumerate(self.times):
+                _finite_nonneg(c, f"times[{i}]", t)
+        bad = np.flatnonzero(arr[1:] < arr[:-1])
+        if len(bad):
+            raise _err(c, f"times[{bad[0] + 1}]", "trace times must be sorted (non-decreasing)")
+        _set(self, "times", tuple(arr.tolist()))
         if self.n_requests is not None:
             if isinstance(self.n_requests, bool) or int(self.n_requests) != self.n_requests or self.n_requests < 0:
                 raise _err(c, "n_requests", f"must be an int >= 0 or None, got {self.n_requests!r}")

@@ -288,7 +288,7 @@ def write_point_records(folder: Path, summary: dict[str, Any], scenario: Scenari
 
     (folder / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
     record = run_config(scenario, pool, eng, source=source, overrides=overrides, **config)
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(record), sort_keys=False))
+    (folder / CONFIG_FILE).write_text(yaml.dump(json_safe(record), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
 
 
 def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,
