@@ -524,17 +524,17 @@ def test_jit_refuses_unknown_spec_features():
     from vip_ray.sim.engines.jit import check_supported
 
     @dataclasses.dataclass(frozen=True)
-    class MultiMasterSpec(SimSpec):
-        masters: tuple = ()
+    class RelaySpec(SimSpec):   # (masters, the example here before, is now a feature: test_multimaster.py)
+        relays: tuple = ()
 
     @dataclasses.dataclass(frozen=True)
     class EnergyDevice(DeviceSpec):
         battery_j: float = 0.0
 
     wl = WorkloadSpec("trace", times=(0.0, 0.5))
-    check_supported(MultiMasterSpec((dev(),), wl))                 # feature off: fine
-    with pytest.raises(ValueError, match=r"SimSpec\.masters = \('m1',\).*engine 'numpy' or 'reference'"):
-        run(MultiMasterSpec((dev(),), wl, masters=("m1",)), "jit")
+    check_supported(RelaySpec((dev(),), wl))                 # feature off: fine
+    with pytest.raises(ValueError, match=r"SimSpec\.relays = \('r1',\).*engine 'numpy' or 'reference'"):
+        run(RelaySpec((dev(),), wl, relays=("r1",)), "jit")
     with pytest.raises(ValueError, match=r"SimSpec\.devices\[1\]\.battery_j = 5\.0"):
         run_chunks(SimSpec((dev("a"), EnergyDevice("b", (VariantSlot(0.0, 0, 0.1),), battery_j=5.0)), wl), "jit")
 
