@@ -136,3 +136,65 @@ def test_bad_worlds_refused(bad, message):
 def test_single_master_kernels_refuse(engine):
     with pytest.raises(ValueError, match="single-master worlds only"):
         run(two_masters(), engine)
+
+
+# ------------------------------------------------------------------ the scenario: masters:
+
+CITY = "scenarios/smart_city.yaml"
+NO_POOL = ["--set", "pool.name=no-such-pool-guard"]
+REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_city_scales_by_one_key():
+    from vip_ray.scenario import load_scenario
+
+    s = load_scenario(REPO / CITY, ["masters.neighbourhoods=3"])
+    assert len(s.devices) == 30 and len(s.masters.users) == 24          # 10 devices and 8 users each
+    assert [d.name for d in s.devices[10:13]] == ["n1.lamp-0", "n1.lamp-1", "n1.lamp-2"]
+    assert {d.role for d in s.devices} == {"worker"} and s.devices[10].group == "lamp"
+    resident = next(u for u in s.masters.users if u.name == "n2.resident-3")
+    # reaches: group tv (4 devices) + lamp-0, lamp-1, cabinet-0, in device order
+    assert resident.reaches == ["n2.lamp-0", "n2.lamp-1", "n2.cabinet-0", "n2.tv-0", "n2.tv-1", "n2.tv-2", "n2.tv-3"]
+    again = type(s).model_validate(s.resolved())                        # the resolved form re-validates as is
+    assert again == s
+
+
+def test_city_world_and_cells():
+    """Through the scenario → world translation: users become MasterSpecs reaching their device
+    indices, and every neighbourhood is one cell."""
+    from types import SimpleNamespace
+
+    from vip_ray.scenario import load_scenario
+    from vip_ray.scenario.world import masters, workload
+
+    s = load_scenario(REPO / CITY, ["masters.neighbourhoods=2"])
+    app = workload(s, 784)
+    devices = [SimpleNamespace(name=d.name) for d in s.devices]
+    ms = masters(s, devices, app)
+    assert [m.name for m in ms[:2]] == ["n0.pedestrian-0", "n0.pedestrian-1"]
+    assert ms[8].reaches == (10, 11, 12, 13, 14, 15)                   # n1.pedestrian-0: lamps + cabinets
+    assert ms[0].workload.rate_hz == 0.2 and ms[0].workload.duration_s == 600
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--set", "masters.users.0.reaches=[lamp, tram]"],
+     "masters.users[0].reaches[1]: no device or group 'tram' in the neighbourhood"),
+    (["--set", "masters.users.1.name=lamp-0", "--set", "masters.users.1.count=1"],
+     "masters.users[1].name: user name 'lamp-0' is also a device's name"),
+    (["--set", "masters.users.1.name=pedestrian"], "masters.users[1].name: user name 'pedestrian-0' is also another user's"),
+    (["--set", "devices.0.role=master", "--set", "devices.0.count=1"], "devices[0].role: device 'lamp' has role master"),
+    (["--set", "masters.neighbourhoods=0"], "masters.neighbourhoods"),
+    (["--engine", "serve"], "masters: strategy 'vp' on the serve engine runs one master; with several masters it "
+                            "runs on the sim engine only"),
+    (["--set", "sim_engine=jit"], "sim_engine: 'jit' runs one master"),
+    (["--set", "strategy.name=single"], "masters: strategy 'single' on the sim engine runs one master"),
+])
+def test_bad_city_is_one_line_exit_2(args, line, tmp_path, capsys, monkeypatch):
+    from vip_ray.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["run", CITY, *args, "--out", str(tmp_path / "out"), *NO_POOL]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert line in err, err
+    assert "no-such-pool-guard" not in err                                # refused before the pool
