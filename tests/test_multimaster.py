@@ -9,8 +9,17 @@ import numpy as np
 import pytest
 
 from vip_ray.core.tables import Outcome
-from vip_ray.core.world import (Availability, DeviceSpec, LinkSpec, MasterSpec, SimSpec, VariantSlot,
-                                WorkloadSpec, cells, merged_requests)
+from vip_ray.core.world import (
+    Availability,
+    DeviceSpec,
+    LinkSpec,
+    MasterSpec,
+    SimSpec,
+    VariantSlot,
+    WorkloadSpec,
+    cells,
+    merged_requests,
+)
 from vip_ray.sim.engine import MULTI_MASTER_ENGINES, run, run_chunks
 
 INF = math.inf
@@ -122,10 +131,10 @@ def test_cells_split_independent_neighbourhoods():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (dict(masters=(MasterSpec("A", _wl((0.0,)), (0, 5)),)), "out of range"),
-    (dict(masters=(MasterSpec("A", _wl((0.0,)), (0,)), MasterSpec("A", _wl((0.0,)), (1,)))), "duplicate master"),
-    (dict(masters=(MasterSpec("d", _wl((0.0,)), (0, 1)),)), "also a device"),
-    (dict(masters=(MasterSpec("A", _wl((0.0,)), (0,)),)), "reached by no master"),
+    ({"masters": (MasterSpec("A", _wl((0.0,)), (0, 5)),)}, "out of range"),
+    ({"masters": (MasterSpec("A", _wl((0.0,)), (0,)), MasterSpec("A", _wl((0.0,)), (1,)))}, "duplicate master"),
+    ({"masters": (MasterSpec("d", _wl((0.0,)), (0, 1)),)}, "also a device"),
+    ({"masters": (MasterSpec("A", _wl((0.0,)), (0,)),)}, "reached by no master"),
 ])
 def test_bad_worlds_refused(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -184,8 +193,8 @@ def test_city_world_and_cells():
     (["--set", "masters.users.1.name=pedestrian"], "masters.users[1].name: user name 'pedestrian-0' is also another user's"),
     (["--set", "devices.0.role=master", "--set", "devices.0.count=1"], "devices[0].role: device 'lamp' has role master"),
     (["--set", "masters.neighbourhoods=0"], "masters.neighbourhoods"),
-    (["--engine", "serve"], "masters: strategy 'vp' on the serve engine runs one master; with several masters it "
-                            "runs on the sim engine only"),
+    (["--engine", "serve"], ("masters: strategy 'vp' on the serve engine runs one master; with several masters it "
+                             "runs on the sim engine only")),
     (["--set", "sim_engine=jit"], "sim_engine: 'jit' runs one master"),
     (["--set", "strategy.name=single"], "masters: strategy 'single' on the sim engine runs one master"),
 ])

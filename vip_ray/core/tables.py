@@ -89,7 +89,13 @@ def responder_names(mask: np.ndarray, names: Sequence[str]) -> pd.Categorical:
     import pandas as pd
 
     mask = np.asarray(mask, dtype=bool).reshape(len(mask), len(names))
-    patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
+    d = len(names)
+    if 0 < d <= 62:  # rows as integers (column 0 the highest bit): the same lexicographic order, sorted fast
+        keys = mask.astype(np.int64) @ (np.int64(1) << np.arange(d - 1, -1, -1, dtype=np.int64))
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        patterns = mask[first]
+    else:
+        patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
     labels = [",".join(n for n, on in zip(names, row) if on) for row in patterns]  # distinct rows, distinct labels
     return pd.Categorical.from_codes(inverse.ravel(), categories=labels)
 

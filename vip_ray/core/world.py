@@ -461,9 +461,14 @@ def merged_requests(spec: SimSpec) -> tuple:
     times, owner = [], []
     for m, ms in enumerate(spec.masters):
         arr = Arrivals(ms.workload, spec.seed, stream=m)
+        wl = ms.workload
+        # pieces about the expected count (a user's few hundred requests: no 65k-value blocks)
+        piece = 1 << 16
+        if wl.rate_hz > 0 and wl.duration_s is not None:
+            piece = int(min(piece, max(64, 1.1 * wl.rate_hz * wl.duration_s + 32)))
         parts = []
         while not arr.done:
-            parts.append(arr.take(1 << 16)[1])
+            parts.append(arr.take(piece)[1])
         t = np.concatenate(parts) if parts else np.empty(0)
         times.append(t)
         owner.append(np.full(len(t), m, dtype=np.int32))
