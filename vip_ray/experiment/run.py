@@ -26,6 +26,8 @@ from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
 from vip_ray.strategies import Context, Strategy, get_strategy, runs_on
 
+#: scenarios with more devices than this get config.yaml in YAML's flow (JSON) form
+BLOCK_YAML_DEVICES = 500
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
 
@@ -288,7 +290,13 @@ def write_point_records(folder: Path, summary: dict[str, Any], scenario: Scenari
 
     (folder / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
     record = run_config(scenario, pool, eng, source=source, overrides=overrides, **config)
-    (folder / CONFIG_FILE).write_text(yaml.dump(json_safe(record), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
+    record = json_safe(record)
+    if len(scenario.devices) > BLOCK_YAML_DEVICES:
+        # a city: YAML's flow (JSON) form; PyYAML's representer takes seconds per 10,000 devices
+        text = json.dumps(record, indent=1) + "\n"
+    else:
+        text = yaml.dump(record, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    (folder / CONFIG_FILE).write_text(text)
 
 
 def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,
