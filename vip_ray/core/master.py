@@ -59,6 +59,44 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     names it; ``request_offset`` is added to the request ids (cells numbered one after another).
     """
     world = dep.world if world is None else world
+    return request_table_cells([(timing, world, request_offset)], dep, replication=replication,
+                               sample_rng=sample_rng, engine=engine)
+
+
+def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rng: np.random.Generator,
+                        engine: str = "sim"):
+    """:func:`request_table` of several cells at once: ``parts`` are ``(timing, world,
+    request_offset)`` with the same number of devices, their rows stacked in order (one pass
+    over many small cells of a city instead of one per cell; the test samples are drawn once for
+    all the rows)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    if len(parts) == 1:
+        timing, world, offset = parts[0]
+    else:
+        def cat(field):
+            return np.concatenate([getattr(t, field) for t, _, _ in parts])
+
+        timing = SimpleNamespace(arrival=cat("arrival"), reply_at=cat("reply_at"), variant=cat("variant"),
+                                 outcome=cat("outcome"), bytes_down=cat("bytes_down"), bytes_up=cat("bytes_up"),
+                                 request_id=np.concatenate([t.request_id + o for t, _, o in parts]))
+        world, offset = parts[0][1], 0
+    waits, owners, names = [], [], []
+    master_names: list[str] = []
+    for t, wd, _ in parts:
+        wf = expected(wd.devices, t.arrival)
+        if wd.masters:
+            _, owner, reach = merged_requests(wd)
+            owner = owner[t.request_id]
+            wf &= reach[owner]
+            owners.append(owner + len(master_names))
+            master_names += [m.name for m in wd.masters]
+        waits.append(wf)
+        names.append((len(t.arrival), [dv.name for dv in wd.devices]))
+    waits_for = waits[0] if len(waits) == 1 else np.concatenate(waits)
+    master_col = pd.Categorical.from_codes(np.concatenate(owners), categories=master_names) if owners else None
     w = dep.workload
     deadline = w.deadline_s
     labels = dep.labels
@@ -66,15 +104,6 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     r, d = timing.reply_at.shape
     c = probs.shape[-1]
     samples = sample_rng.integers(0, len(labels), size=r)
-    waits_for = expected(world.devices, timing.arrival)
-    master_col = None
-    if world.masters:
-        import pandas as pd
-
-        _, owner, reach = merged_requests(world)
-        owner = owner[timing.request_id]
-        waits_for &= reach[owner]
-        master_col = pd.Categorical.from_codes(owner, categories=[m.name for m in world.masters])
     finish, responded = finish_times(timing, deadline, waits_for)
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
@@ -117,11 +146,11 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     label = labels[samples]
     latency = np.where(answered, finish - timing.arrival, np.nan)
     return request_frame(
-        replication=replication, seed=dep.seed, request_id=timing.request_id + request_offset,
+        replication=replication, seed=dep.seed, request_id=timing.request_id + offset,
         arrival_s=timing.arrival,
         finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
         deadline_met=answered & (latency <= deadline + 1e-12), fallback=fb, responders=use,
-        device_names=[dv.name for dv in world.devices], sample=samples, label=label, prediction=pred,
+        device_names=names[0][1] if len(names) == 1 else names, sample=samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
         bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
 

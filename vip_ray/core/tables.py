@@ -105,11 +105,23 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
                   prediction, correct_top1, correct_topm, m: int, bytes_down, bytes_up, strategy: str,
                   engine: str, master: Any = None) -> pd.DataFrame:
     """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were
-    used; ``master``: a multi-master world's categorical of each request's master, a last column)."""
+    used; ``master``: a multi-master world's categorical of each request's master, a last column).
+    ``device_names``: the D names, or for rows of several stacked cells ``[(rows, names), ...]``."""
     import pandas as pd
 
     r = len(request_id)
-    responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names))
+    if device_names and isinstance(device_names[0], tuple):   # stacked cells: [(rows, names), ...]
+        from pandas.api.types import union_categoricals
+
+        responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names[0][1]))
+        at, labels = 0, []
+        for rows, names in device_names:
+            labels.append(responder_names(responders[at:at + rows], names))
+            at += rows
+        responder_labels = union_categoricals(labels)
+    else:
+        responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names))
+        responder_labels = responder_names(responders, device_names)
     frame = pd.DataFrame({
         "replication": np.full(r, replication, dtype=np.int32),
         "seed": np.full(r, seed, dtype=np.int64),
@@ -121,7 +133,7 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
         "deadline_met": np.asarray(deadline_met, dtype=bool),
         "fallback": np.asarray(fallback, dtype=bool),
         "n_responders": responders.sum(axis=1).astype(np.int16),
-        "responders": responder_names(responders, device_names),
+        "responders": responder_labels,
         "sample": np.asarray(sample, dtype=np.int64),
         "label": np.asarray(label, dtype=np.int64),
         "prediction": np.asarray(prediction, dtype=np.int64),

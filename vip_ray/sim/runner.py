@@ -59,9 +59,10 @@ class SimEngine(Engine):
     def _multi_master(self, dep: FanOut, replication: int, chunk_requests: int):
         """A multi-master world, cell by cell (:func:`vip_ray.core.world.cells`): each cell's
         requests in arrival order, the cells one after another (request ids numbered on across
-        them), rows of several small cells gathered into one chunk; per-master figures in meta."""
-        from vip_ray.core.master import PerMaster
-        from vip_ray.core.tables import concat_requests, empty_device_stats
+        them), the rows of many small cells tabled in one pass (up to ``chunk_requests``); each
+        master's figures in meta."""
+        from vip_ray.core.master import PerMaster, request_table_cells
+        from vip_ray.core.tables import empty_device_stats
         from vip_ray.core.world import cells
         from vip_ray.sim.engine import run_chunks
 
@@ -73,20 +74,25 @@ class SimEngine(Engine):
         events, wall, offset, n_cells = 0, 0.0, 0, 0
         pending: list = []
         held = 0
+        def table():  # the pending cells' rows, in one pass (cells of one size)
+            rows = request_table_cells(pending, dep, replication=replication, sample_rng=samples)
+            per_master.add(rows)
+            return rows
+
         for devs, cell in cells(dep.world):
             n_cells += 1
             idx = np.asarray(devs)
             first = None
             n = 0
             for chunk in run_chunks(cell, self.name, chunk_requests=chunk_requests):
-                rows = request_table(chunk, dep, replication=replication, sample_rng=samples, world=cell,
-                                     request_offset=offset)
-                per_master.add(rows)
-                pending.append(rows)
-                held += len(rows)
-                n += len(rows)
+                if pending and pending[0][0].reply_at.shape[1] != len(devs):
+                    yield table()
+                    pending, held = [], 0
+                pending.append((chunk, cell, offset))
+                held += len(chunk.arrival)
+                n += len(chunk.arrival)
                 if held >= chunk_requests:
-                    yield concat_requests(pending)
+                    yield table()
                     pending, held = [], 0
                 for k, v in chunk.device_stats.items():
                     totals[k][idx] += v
@@ -96,7 +102,7 @@ class SimEngine(Engine):
                 wall += chunk.wall_s
             offset += n
         if pending:
-            yield concat_requests(pending)
+            yield table()
         devices = device_table(dep, totals, span, replication=replication)
         return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, "cells": n_cells,
                          "masters": per_master.figures(), **dep.meta}
