@@ -207,3 +207,42 @@ def test_bad_city_is_one_line_exit_2(args, line, tmp_path, capsys, monkeypatch):
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert line in err, err
     assert "no-such-pool-guard" not in err                                # refused before the pool
+
+
+def test_city_run_tables(tmp_path, monkeypatch):
+    """`vip-sim run` on two neighbourhoods for one simulated minute: the tables agree with the
+    scenario's reach lists and with each other (checked here with pandas, not the product's code)."""
+    import json
+
+    import pandas as pd
+
+    from vip_ray.cli import main
+    from vip_ray.scenario import load_scenario
+
+    monkeypatch.chdir(REPO)
+    sets = ["masters.neighbourhoods=2", "workload.duration_s=60"]
+    out = tmp_path / "run"
+    assert main(["run", CITY, *[a for s in sets for a in ("--set", s)], "--out", str(out)]) == 0
+    req = pd.read_parquet(out / "requests.parquet")
+    dev = pd.read_parquet(out / "devices.parquet").set_index("device")
+    summary = json.loads((out / "summary.json").read_text())
+    sc = load_scenario(CITY, sets)
+    users = {u.name: u.reaches for u in sc.masters.users}
+    assert sorted(req["request_id"]) == list(range(len(req))) and set(req["master"]) <= set(users)
+    assert summary["cells"] == 2 and len(dev) == 20
+    # every device got one job per request of a user reaching it (less the inputs lost on the way)
+    sent = {d.name: 0 for d in sc.devices}
+    for name, n in req["master"].value_counts().items():
+        for d in users[name]:
+            sent[d] += n
+    assert all(dev.loc[d, "jobs"] + dev.loc[d, "lost_down"] == n for d, n in sent.items()), sent
+    # responders are devices the request's master reaches
+    ok = [set(filter(None, str(r).split(","))) <= set(users[m]) for r, m in zip(req["responders"], req["master"])]
+    assert all(ok)
+    # per-master summary = the request rows grouped by master
+    g = req.groupby("master", observed=True)
+    for name, fig in summary["masters"].items():
+        rows = g.get_group(name)
+        assert fig["requests"] == len(rows)
+        assert fig["deadline_met"] == pytest.approx(rows["deadline_met"].mean())
+        assert fig["accuracy_top1"] == pytest.approx(rows["correct_top1"].mean())
