@@ -96,7 +96,7 @@ def test_kernels_equal_reference_on_multi_master(seed, shared):
     spec = _random_world(seed, shared)
     ref = run(spec, "reference")
     assert len(ref.arrival) > 200 and (ref.outcome == Outcome.NOT_SENT).any()
-    for engine in ("loop", "fast"):
+    for engine in ("loop", "fast", "jit"):
         for chunk in (None, 37):  # chunking must not change a thing
             got = run(spec, engine) if chunk is None else \
                 __import__("vip_ray.sim.result", fromlist=["concat_results"]).concat_results(
@@ -141,7 +141,7 @@ def test_bad_worlds_refused(bad, message):
         SimSpec(devices=(_dev("d", 1.0), _dev("e", 0.5)), workload=_wl(arrival="trace", times=(0.0,)), **bad)
 
 
-@pytest.mark.parametrize("engine", ["numpy", "jit"])
+@pytest.mark.parametrize("engine", ["numpy"])
 def test_single_master_kernels_refuse(engine):
     with pytest.raises(ValueError, match="single-master worlds only"):
         run(two_masters(), engine)
@@ -195,7 +195,7 @@ def test_city_world_and_cells():
     (["--set", "masters.neighbourhoods=0"], "masters.neighbourhoods"),
     (["--engine", "serve"], ("masters: strategy 'vp' on the serve engine runs one master; with several masters it "
                              "runs on the sim engine only")),
-    (["--set", "sim_engine=jit"], "sim_engine: 'jit' runs one master"),
+    (["--set", "sim_engine=numpy"], "sim_engine: 'numpy' runs one master"),
     (["--set", "strategy.name=single"], "masters: strategy 'single' on the sim engine runs one master"),
 ])
 def test_bad_city_is_one_line_exit_2(args, line, tmp_path, capsys, monkeypatch):

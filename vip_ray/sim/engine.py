@@ -9,8 +9,8 @@ Engines (all give bit-identical per-request arrays; the tests hold them to ``ref
 * ``numpy``     — the same recursions advanced one request at a time for all devices at once with
   numpy vectors (best from ~50 devices up).
 * ``fast``      — ``loop`` below ``FAST_NUMPY_FROM`` devices, ``numpy`` from there (the default);
-  ``loop`` for a multi-master world (``reference``, ``loop`` and ``fast`` run those; a city runs
-  cell by cell, :func:`vip_ray.core.world.cells`, so each cell is small).
+  ``loop`` for a multi-master world (``reference``, ``loop``, ``fast`` and ``jit`` run those; a
+  city runs cell by cell, :func:`vip_ray.core.world.cells`, so each cell is small).
 * ``jit``       — the ``loop`` recursions compiled with numba (``engines/jit.py``; numba is imported
   on first use, so ``import vip_ray.sim`` stays light).
 
@@ -69,7 +69,7 @@ def _engine(name: str):
 
 
 #: the kernels that run multi-master worlds (``SimSpec.masters``); ``fast`` takes ``loop`` for them
-MULTI_MASTER_ENGINES = ("reference", "loop", "fast")
+MULTI_MASTER_ENGINES = ("reference", "loop", "fast", "jit")
 
 
 def _check(spec, engine: str = "fast"):
