@@ -149,21 +149,6 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
     return frame
 
 
-def concat_requests(frames: list) -> pd.DataFrame:
-    """Request frames of several cells as one: their categorical columns (``responders``,
-    ``master``) merged by union of categories, so one Arrow chunk holds them all."""
-    import pandas as pd
-    from pandas.api.types import union_categoricals
-
-    if len(frames) == 1:
-        return frames[0]
-    cats = [c for c in frames[0].columns if isinstance(frames[0][c].dtype, pd.CategoricalDtype)]
-    out = pd.concat([f.drop(columns=cats) for f in frames], ignore_index=True)
-    for c in cats:
-        out[c] = union_categoricals([f[c] for f in frames])
-    return out[list(frames[0].columns)]
-
-
 def requests_arrow(rows: pd.DataFrame) -> pa.Table:
     """The rows as Arrow, with ``responders`` as dictionary<int32, string> so every chunk
     and replication shares one schema whatever the number of distinct responder sets."""

@@ -108,6 +108,17 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
 
 def expected_requests(scenario: Scenario) -> int | None:
     w = scenario.workload
+    if scenario.masters is not None:   # every user's requests (its own rate, else the workload's)
+        total = 0
+        for u in scenario.masters.users:
+            rate = u.rate_hz or w.rate
+            n = w.requests
+            if w.duration_s and rate:
+                n = min(n or 10**12, int(w.duration_s * rate))
+            if n is None:
+                return None
+            total += n
+        return total
     n = w.requests
     if w.duration_s and w.rate:
         n = min(n or 10**12, int(w.duration_s * w.rate))
