@@ -308,7 +308,7 @@ def multi_master(console, neighbourhoods: int, repeat: int = 3) -> dict:
               f"{city['peak_rss_mb']:,.0f} MB")
     t.add_row("  of which the run (summary)", "", "", "", f"{city['run_cpu_s']:.1f}", f"{city['run_wall_s']:.1f}",
               f"load {load0[0]:.1f} -> {load1[0]:.1f}")
-    console.print(t)
+    Console(width=max(console.width, 150)).print(t)   # readable in a pipe too
     return {"neighbourhood": cell, "city": city}
 
 
