@@ -246,3 +246,25 @@ def test_city_run_tables(tmp_path, monkeypatch):
         assert fig["requests"] == len(rows)
         assert fig["deadline_met"] == pytest.approx(rows["deadline_met"].mean())
         assert fig["accuracy_top1"] == pytest.approx(rows["correct_top1"].mean())
+
+
+def test_city_tables_equal_on_every_kernel(tmp_path, monkeypatch):
+    """The whole product path (cells, tables many cells at a time) gives the same tables on the
+    reference, loop and jit kernels."""
+    import pandas as pd
+
+    from vip_ray.cli import main
+
+    monkeypatch.chdir(REPO)
+    tables = {}
+    for kernel in ("reference", "loop", "jit"):
+        out = tmp_path / kernel
+        assert main(["run", CITY, "--set", "masters.neighbourhoods=3", "--set", "workload.duration_s=60",
+                     "--set", f"sim_engine={kernel}", "--out", str(out)]) == 0
+        tables[kernel] = (pd.read_parquet(out / "requests.parquet").drop(columns=["engine"]),
+                          pd.read_parquet(out / "devices.parquet"))
+    ref_rows, ref_devices = tables["reference"]
+    assert len(ref_rows) > 200
+    for kernel in ("loop", "jit"):
+        pd.testing.assert_frame_equal(tables[kernel][0], ref_rows)
+        pd.testing.assert_frame_equal(tables[kernel][1], ref_devices)
