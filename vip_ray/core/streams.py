@@ -182,7 +182,7 @@ class Arrivals:
     master ``m`` of a multi-master world draws from key ``(ARRIVALS, m)``.
     """
 
-    def __init__(self, wl: Any, seed: int, stream: Optional[int] = None):
+    def __init__(self, wl: Any, seed: int, stream: int | None = None):
         self.wl = wl
         self.remaining = wl.n_requests if wl.n_requests is not None else (
             len(wl.times) if wl.arrival == "trace" else None)

@@ -8,6 +8,7 @@ converted to tuples (so specs stay hashable and immutable).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Optional
@@ -369,7 +370,7 @@ class MasterSpec:
             if isinstance(d, bool) or int(d) != d or d < 0:
                 raise _err(c, f"reaches[{i}]", f"must be a device index >= 0, got {d!r}")
         reach = tuple(int(d) for d in reach)
-        if any(b <= a for a, b in zip(reach, reach[1:])):
+        if any(b <= a for a, b in itertools.pairwise(reach)):
             raise _err(c, "reaches", f"device indices must be strictly increasing, got {reach!r}")
         _set(self, "reaches", reach)
 

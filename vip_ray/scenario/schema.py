@@ -938,7 +938,7 @@ class Scenario(_Model):
         self.devices = expanded
         return self._default_policy()
 
-    def _default_policy(self) -> "Scenario":
+    def _default_policy(self) -> Scenario:
         if self.placement.policy is None:
             homogeneous = len({d.compute_signature() for d in self.devices}) == 1
             self.placement.policy = "diverse" if homogeneous else "capacity"
