@@ -18,7 +18,11 @@ Prints and writes (JSON):
      the rate of ``jit``'s random draws alone (the floor under it);
   3. the cost slope: CPU time vs requests (D = 10) and vs devices (fixed R), least squares;
   (2 and 3 keep the best of ``--repeat`` runs, 3 by default, for every engine alike.)
-  4. (--long) a 10M-request run streamed in chunks (``fast`` and ``jit``): time and peak RSS.
+  4. (--long) a 10M-request run streamed in chunks (``fast`` and ``jit``): time and peak RSS;
+  5. multi-master (issue 17.2): one smart-city neighbourhood, reference vs loop (identical arrays,
+     CPU rates), and ``scenarios/smart_city.yaml`` at ``--neighbourhoods`` × 10 devices (default
+     10,000 devices, 10 simulated minutes) through ``vip-sim run`` in a fresh process: wall, CPU s,
+     peak RSS, load average (``--multi-master-only`` runs this section alone).
 Rates are per CPU second (``time.process_time``: robust when other jobs share the machine);
 wall-clock figures are in the JSON too. ``jit`` is timed warm (its kernels loaded, section 0).
 """
@@ -38,6 +42,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from vip_ray.core.world import MasterSpec
 from vip_ray.sim import (Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec, run,
                          run_chunks)
 
@@ -238,6 +243,75 @@ def long_run(console, n=10_000_000, D=10, engine="fast") -> dict:
     return out
 
 
+def multi_master_spec(seed: int = 0, duration_s: float = 600.0) -> SimSpec:
+    """One smart-city neighbourhood as a core world: 10 devices (4 + 2 always on, 4 with cycle
+    stealing), 8 masters at 0.2 req/s reaching 6 or 7 of them, shared 100 Mbit/s medium."""
+    link = LinkSpec(0.003, 100e6, loss=0.001)
+    devs = []
+    for d in range(10):
+        av = Availability("onoff", busy_mean_s=30.0, free_mean_s=90.0, mode="resume") if d >= 6 else Availability()
+        devs.append(DeviceSpec(f"dev{d}", (VariantSlot(0.0, d % 5, 0.005 + 0.004 * (d % 5)),), availability=av,
+                               link=link, reply_bytes=10))
+    app = WorkloadSpec("trace", times=(0.0,), deadline_s=0.1, input_bytes=784)
+    user = WorkloadSpec("poisson", rate_hz=0.2, duration_s=duration_s, deadline_s=0.1, input_bytes=784)
+    masters = tuple(MasterSpec(f"user{m}", user, (0, 1, 2, 3, 4, 5) if m < 4 else (0, 1, 4, 6, 7, 8, 9))
+                    for m in range(8))
+    return SimSpec(tuple(devs), app, shared_medium=True, seed=seed, masters=masters)
+
+
+def multi_master(console, neighbourhoods: int, repeat: int = 3) -> dict:
+    """5. Multi-master: reference vs loop on one neighbourhood (identical arrays, CPU rates), and
+    the shipped smart city at ``neighbourhoods`` × 10 devices, 10 simulated minutes, through the
+    whole product (``vip-sim run``: scenario, placement, kernel, tables, plots) in a fresh process:
+    wall, CPU seconds and peak RSS of that process, the machine's load average beside them."""
+    spec = multi_master_spec()
+    c0 = time.process_time()
+    ref = run(spec, "reference")
+    c1 = time.process_time()
+    loop = run(spec, "loop")
+    c2 = time.process_time()
+    same = all(np.array_equal(getattr(ref, k), getattr(loop, k)) for k in ARRAYS)
+    jobs = int((ref.outcome != 7).sum())           # jobs sent (Outcome.NOT_SENT excluded)
+    loop_cpu = min([c2 - c1] + [_timed(spec, "loop")[1] for _ in range(repeat - 1)])
+    cell = {"devices": len(spec.devices), "masters": len(spec.masters), "requests": len(ref.arrival),
+            "device_jobs": jobs, "identical": same, "reference_cpu_s": c1 - c0, "loop_cpu_s": loop_cpu,
+            "reference_jobs_per_s": jobs / (c1 - c0), "loop_jobs_per_s": jobs / loop_cpu}
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "smart_city.yaml"
+    with tempfile.TemporaryDirectory() as tmp:
+        load0 = os.getloadavg()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        w0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "vip_ray.cli", "run", str(scenario), "--set",
+                               f"masters.neighbourhoods={neighbourhoods}", "--out", f"{tmp}/run"],
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - w0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load1 = os.getloadavg()
+        if proc.returncode:
+            raise SystemExit(f"smart_city run failed: {proc.stderr.strip()[-2000:]}")
+        summary = json.loads(Path(f"{tmp}/run/summary.json").read_text())
+    city = {"neighbourhoods": neighbourhoods, "devices": 10 * neighbourhoods, "users": 8 * neighbourhoods,
+            "simulated_s": 600.0, "requests": summary["metrics"]["requests"]["mean"], "process_wall_s": wall,
+            "process_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "run_wall_s": summary["wall_s"], "run_cpu_s": summary["cpu_s"], "engine_wall_s": summary["engine_wall_s"],
+            "peak_rss_mb": after.ru_maxrss / 1024, "loadavg_before": load0, "loadavg_after": load1,
+            "goal_wall_s": 20.0, "pureedgesim_wall_s": 72.0, "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    t = Table(title="5. multi-master: one neighbourhood (reference vs loop), and the smart city")
+    for c in ("case", "devices", "requests", "identical", "CPU s", "wall s", "jobs/s or peak RSS"):
+        t.add_column(c, justify="right")
+    t.add_row("neighbourhood, reference", str(cell["devices"]), f"{cell['requests']:,}", str(same),
+              f"{cell['reference_cpu_s']:.3f}", "", f"{cell['reference_jobs_per_s']:,.0f}")
+    t.add_row("neighbourhood, loop", str(cell["devices"]), f"{cell['requests']:,}", str(same),
+              f"{cell['loop_cpu_s']:.3f}", "", f"{cell['loop_jobs_per_s']:,.0f}")
+    t.add_row(f"smart_city x{neighbourhoods} (process)", f"{city['devices']:,}", f"{city['requests']:,.0f}", "",
+              f"{city['process_cpu_s']:.1f}", f"{wall:.1f} (goal 20, PureEdgeSim 72)",
+              f"{city['peak_rss_mb']:,.0f} MB")
+    t.add_row("  of which the run (summary)", "", "", "", f"{city['run_cpu_s']:.1f}", f"{city['run_wall_s']:.1f}",
+              f"load {load0[0]:.1f} -> {load1[0]:.1f}")
+    Console(width=max(console.width, 150)).print(t)   # readable in a pipe too
+    return {"neighbourhood": cell, "city": city}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (a smoke check, not the figures)")
@@ -245,13 +319,22 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3,
                    help="sections 2 and 3: runs per engine and size (the best is kept)")
     p.add_argument("--out", default="results/bench/sim.json")
+    p.add_argument("--neighbourhoods", type=int, default=1000,
+                   help="section 5: smart_city neighbourhoods of 10 devices (default 1000: 10,000 devices)")
+    p.add_argument("--multi-master-only", action="store_true", help="run section 5 only")
     args = p.parse_args(argv)
     if args.repeat < 1:
         print(f"--repeat: must be an int >= 1, got {args.repeat}", file=sys.stderr)
         return 2
+    if args.neighbourhoods < 1:
+        print(f"--neighbourhoods: must be an int >= 1, got {args.neighbourhoods}", file=sys.stderr)
+        return 2
     console = Console()
     q = args.quick
     out = {}
+    if args.multi_master_only:
+        out["multi_master"] = multi_master(console, 10 if q else args.neighbourhoods, repeat=args.repeat)
+        return _write(console, args.out, out)
     out["jit_compile"] = compile_cost(console)
     _timed(bench_spec(3, 100), "jit")   # load the jit kernels here: their one-off cost is section 0
     out["ratio"] = ratio(console, [(10, 300 if q else 3000), (100, 30 if q else 300), (1000, 10 if q else 100)])
@@ -263,16 +346,21 @@ def main(argv=None) -> int:
     if args.long:
         out["long"] = long_run(console)
         out["long_jit"] = long_run(console, engine="jit")
+    out["multi_master"] = multi_master(console, 10 if q else args.neighbourhoods, repeat=args.repeat)
+    return _write(console, args.out, out)
+
+
+def _write(console, path, out) -> int:
     import platform
 
     import numba
     import simpy
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"results": out, "cpus": os.cpu_count(), "python": platform.python_version(),
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"results": out, "cpus": os.cpu_count(), "python": platform.python_version(),
                                           "simpy": simpy.__version__, "numpy": np.__version__,
                                           "numba": numba.__version__, "date": time.strftime("%Y-%m-%d"),
                                           "loadavg_1m": os.getloadavg()[0]}, indent=2))
-    console.print(f"written: {args.out}")
+    console.print(f"written: {path}")
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
+from vip_ray.core.world import SimSpec, merged_requests
 
 _ROW_BUDGET = 4_000_000  # floats of (rows, devices, classes) aggregated at once
 
@@ -112,12 +113,57 @@ def finish_times(timing: Any, deadline_s: float, waits_for: np.ndarray | None = 
 
 
 def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.random.Generator,
-                  engine: str = "sim"):
+                  engine: str = "sim", world: SimSpec | None = None, request_offset: int = 0):
     """One row per request of ``timing`` (a :class:`vip_ray.sim.SimResult`-shaped object).
 
     Fallback when no reply arrived by the deadline: ``local`` waits for the master's own variant,
     ``best_effort`` takes the first reply that arrives at all, ``none`` leaves it unanswered.
+
+    ``world``: the (cell of the) world ``timing`` ran (default ``dep.world``). In a multi-master
+    world each request's master waits only for the devices it reaches, and a ``master`` column
+    names it; ``request_offset`` is added to the request ids (cells numbered one after another).
     """
+    world = dep.world if world is None else world
+    return request_table_cells([(timing, world, request_offset)], dep, replication=replication,
+                               sample_rng=sample_rng, engine=engine)
+
+
+def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rng: np.random.Generator,
+                        engine: str = "sim"):
+    """:func:`request_table` of several cells at once: ``parts`` are ``(timing, world,
+    request_offset)`` with the same number of devices, their rows stacked in order (one pass
+    over many small cells of a city instead of one per cell; the test samples are drawn once for
+    all the rows)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    if len(parts) == 1:
+        timing, world, offset = parts[0]
+    else:
+        def cat(field):
+            return np.concatenate([getattr(t, field) for t, _, _ in parts])
+
+        timing = SimpleNamespace(arrival=cat("arrival"), reply_at=cat("reply_at"), variant=cat("variant"),
+                                 outcome=cat("outcome"), bytes_down=cat("bytes_down"), bytes_up=cat("bytes_up"),
+                                 request_id=np.concatenate([t.request_id + o for t, _, o in parts]))
+        world, offset = parts[0][1], 0
+    waits, owners, names = [], [], []
+    master_names: list[str] = []
+    heartbeat = dep.workload.heartbeat_s
+    for t, wd, _ in parts:
+        # the cell's own seed drives its devices' availability: the master's knowledge follows it
+        wf = expected(wd.devices, t.arrival, Knowledge(wd.devices, wd.seed, heartbeat))
+        if wd.masters:
+            _, owner, reach = merged_requests(wd)
+            owner = owner[t.request_id]
+            wf &= reach[owner]
+            owners.append(owner + len(master_names))
+            master_names += [m.name for m in wd.masters]
+        waits.append(wf)
+        names.append((len(t.arrival), [dv.name for dv in wd.devices]))
+    waits_for = waits[0] if len(waits) == 1 else np.concatenate(waits)
+    master_col = pd.Categorical.from_codes(np.concatenate(owners), categories=master_names) if owners else None
     w = dep.workload
     deadline = w.deadline_s
     labels = dep.labels
@@ -125,8 +171,7 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     r, d = timing.reply_at.shape
     c = probs.shape[-1]
     samples = sample_rng.integers(0, len(labels), size=r)
-    knows = Knowledge(dep.devices, dep.world.seed, w.heartbeat_s)
-    finish, responded = finish_times(timing, deadline, expected(dep.devices, timing.arrival, knows))
+    finish, responded = finish_times(timing, deadline, waits_for)
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
     fb = np.zeros(r, dtype=bool)
@@ -134,7 +179,7 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
         replied = timing.outcome == Outcome.REPLIED
         late = ~answered_in_time & replied.any(axis=1)
         if w.fallback == "local":
-            master = dep.master
+            master = None if world.masters else dep.master   # the users of a city run no variant
             if master is None:  # the strategy left the master out: nothing to fall back on
                 late[:] = False
                 cols = np.zeros(r, dtype=np.int64)
@@ -168,16 +213,52 @@ def request_table(timing: Any, dep: FanOut, *, replication: int, sample_rng: np.
     label = labels[samples]
     latency = np.where(answered, finish - timing.arrival, np.nan)
     return request_frame(
-        replication=replication, seed=dep.seed, request_id=timing.request_id, arrival_s=timing.arrival,
+        replication=replication, seed=dep.seed, request_id=timing.request_id + offset,
+        arrival_s=timing.arrival,
         finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
         deadline_met=answered & (latency <= deadline + 1e-12), fallback=fb, responders=use,
-        device_names=dep.device_names, sample=samples, label=label, prediction=pred,
+        device_names=names[0][1] if len(names) == 1 else names, sample=samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
-        bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine)
+        bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
 
 
-def device_table(dep: FanOut, stats: dict, span_s: float, *, replication: int):
-    """One row per device: what it ran at t = 0 and its counters over ``span_s``."""
+class PerMaster:
+    """Figures per master of a multi-master replication, summed chunk by chunk from the request
+    rows (their ``master`` column): requests, answered, deadline met, top-1 accuracy and mean
+    latency of each master, for ``summary.json``."""
+
+    KEYS = ("requests", "answered", "deadline_met", "correct_top1", "latency_sum_s")
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.sums = {k: np.zeros(len(self.names)) for k in self.KEYS}
+
+    def add(self, rows) -> None:
+        col = rows["master"]
+        g = np.array([self.index[n] for n in col.cat.categories], dtype=np.int64)[col.cat.codes.to_numpy()]
+        m = len(self.names)
+        lat = rows["latency_s"].to_numpy()
+        for key, v in (("requests", np.ones(len(g))), ("answered", rows["answered"].to_numpy()),
+                       ("deadline_met", rows["deadline_met"].to_numpy()),
+                       ("correct_top1", rows["correct_top1"].to_numpy()),
+                       ("latency_sum_s", np.where(np.isnan(lat), 0.0, lat))):
+            self.sums[key] += np.bincount(g, weights=v.astype(np.float64), minlength=m)
+
+    def figures(self) -> dict[str, dict[str, float]]:
+        s = self.sums
+        n = np.maximum(s["requests"], 1)
+        ans = np.maximum(s["answered"], 1)
+        return {name: {"requests": float(s["requests"][i]), "answered": float(s["answered"][i] / n[i]),
+                       "deadline_met": float(s["deadline_met"][i] / n[i]),
+                       "accuracy_top1": float(s["correct_top1"][i] / n[i]),
+                       "latency_mean_s": float(s["latency_sum_s"][i] / ans[i]) if s["answered"][i] else float("nan")}
+                for i, name in enumerate(self.names)}
+
+
+def device_table(dep: FanOut, stats: dict, span_s, *, replication: int):
+    """One row per device: what it ran at t = 0 and its counters over ``span_s`` (one span, or
+    one per device: the cells of a multi-master world each have their own)."""
     slots = [d.first_slot for d in dep.devices]
     return device_frame(
         replication=replication, names=dep.device_names, groups=[d.group for d in dep.devices],

@@ -178,10 +178,11 @@ class Arrivals:
     ``times[i] = times[i-1] + gaps[i]`` (sequential float addition from 0.0, which is what a SimPy
     arrival process that yields ``timeout(gap)`` computes). Poisson: gaps = Exp × (1/rate_hz);
     periodic: first gap 0 (first arrival at t = 0), then 1/rate_hz; trace: gap = t_i − previous.
-    Arrivals at or after ``duration_s`` and beyond ``n_requests`` are not generated.
+    Arrivals at or after ``duration_s`` and beyond ``n_requests`` are not generated. ``stream``:
+    master ``m`` of a multi-master world draws from key ``(ARRIVALS, m)``.
     """
 
-    def __init__(self, wl: Any, seed: int):
+    def __init__(self, wl: Any, seed: int, stream: int | None = None):
         self.wl = wl
         self.remaining = wl.n_requests if wl.n_requests is not None else (
             len(wl.times) if wl.arrival == "trace" else None)
@@ -190,7 +191,7 @@ class Arrivals:
         self.t = 0.0
         self.count = 0
         self.done = self.remaining == 0
-        self._stream = BlockStream(make_rng(seed, Purpose.ARRIVALS), _std_exp) if wl.arrival == "poisson" else None
+        self._stream = BlockStream(make_rng(seed, Purpose.ARRIVALS, stream), _std_exp) if wl.arrival == "poisson" else None
         self._scale = 1.0 / wl.rate_hz if wl.rate_hz > 0 else 0.0
 
     def take(self, n: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ class Outcome(IntEnum):
     EXPIRED_SKIPPED = 4  # drop_expired: the request's deadline had passed when the job would start
     LOST_UP = 5          # the reply was lost on the uplink (loss)
     UNPLACED = 6         # no variant placed on the device when the job would start (slot variant -1 / inf service)
+    NOT_SENT = 7         # multi-master: the request's master does not reach this device
 
 
 DEVICE_STAT_KEYS = (
@@ -89,7 +90,13 @@ def responder_names(mask: np.ndarray, names: Sequence[str]) -> pd.Categorical:
     import pandas as pd
 
     mask = np.asarray(mask, dtype=bool).reshape(len(mask), len(names))
-    patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
+    d = len(names)
+    if 0 < d <= 62:  # rows as integers (column 0 the highest bit): the same lexicographic order, sorted fast
+        keys = mask.astype(np.int64) @ (np.int64(1) << np.arange(d - 1, -1, -1, dtype=np.int64))
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        patterns = mask[first]
+    else:
+        patterns, inverse = np.unique(mask, axis=0, return_inverse=True)
     labels = [",".join(n for n, on in zip(names, row) if on) for row in patterns]  # distinct rows, distinct labels
     return pd.Categorical.from_codes(inverse.ravel(), categories=labels)
 
@@ -97,8 +104,10 @@ def responder_names(mask: np.ndarray, names: Sequence[str]) -> pd.Categorical:
 def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_s, latency_s, answered,
                   deadline_met, fallback, responders: np.ndarray, device_names: Sequence[str], sample, label,
                   prediction, correct_top1, correct_topm, m: int, bytes_down, bytes_up, strategy: str,
-                  engine: str, emulated_latency_s=None) -> pd.DataFrame:
-    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were used).
+                  engine: str, emulated_latency_s=None, master: Any = None) -> pd.DataFrame:
+    """The per-request table (``responders`` is the (R, D) mask of the devices whose replies were
+    used; ``master``: a multi-master world's categorical of each request's master, a last column).
+    ``device_names``: the D names, or for rows of several stacked cells ``[(rows, names), ...]``.
 
     ``latency_s`` is what the master measured; ``emulated_latency_s`` the latency on the emulated
     timeline alone (the live engine's harness left out). In the simulator they are one and the
@@ -106,8 +115,19 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
     import pandas as pd
 
     r = len(request_id)
-    responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names))
-    return pd.DataFrame({
+    if device_names and isinstance(device_names[0], tuple):   # stacked cells: [(rows, names), ...]
+        from pandas.api.types import union_categoricals
+
+        responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names[0][1]))
+        at, labels = 0, []
+        for rows, names in device_names:
+            labels.append(responder_names(responders[at:at + rows], names))
+            at += rows
+        responder_labels = union_categoricals(labels)
+    else:
+        responders = np.asarray(responders, dtype=bool).reshape(r, len(device_names))
+        responder_labels = responder_names(responders, device_names)
+    frame = pd.DataFrame({
         "replication": np.full(r, replication, dtype=np.int32),
         "seed": np.full(r, seed, dtype=np.int64),
         "request_id": np.asarray(request_id, dtype=np.int64),
@@ -120,7 +140,7 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
         "deadline_met": np.asarray(deadline_met, dtype=bool),
         "fallback": np.asarray(fallback, dtype=bool),
         "n_responders": responders.sum(axis=1).astype(np.int16),
-        "responders": responder_names(responders, device_names),
+        "responders": responder_labels,
         "sample": np.asarray(sample, dtype=np.int64),
         "label": np.asarray(label, dtype=np.int64),
         "prediction": np.asarray(prediction, dtype=np.int64),
@@ -131,6 +151,9 @@ def request_frame(*, replication: int, seed: int, request_id, arrival_s, finish_
         "strategy": strategy,
         "engine": engine,
     })
+    if master is not None:
+        frame["master"] = master
+    return frame
 
 
 def requests_arrow(rows: pd.DataFrame) -> pa.Table:
@@ -139,10 +162,14 @@ def requests_arrow(rows: pd.DataFrame) -> pa.Table:
     import pyarrow as pa
 
     table = pa.Table.from_pandas(rows, preserve_index=False)
-    cat = rows["responders"]
-    col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
-                                         pa.array([str(c) for c in cat.cat.categories], pa.string()))
-    return table.set_column(table.schema.get_field_index("responders"), "responders", col)
+    for name in ("responders", "master"):
+        if name not in rows:
+            continue
+        cat = rows[name]
+        col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
+                                             pa.array([str(c) for c in cat.cat.categories], pa.string()))
+        table = table.set_column(table.schema.get_field_index(name), name, col)
+    return table
 
 
 def device_frame(*, replication: int, names: Sequence[str], groups: Sequence[str], roles: Sequence[str],
@@ -153,7 +180,7 @@ def device_frame(*, replication: int, names: Sequence[str], groups: Sequence[str
     import pandas as pd
 
     stats = {k: np.asarray(stats[k], dtype=np.int64 if k in INT_STATS else np.float64) for k in DEVICE_STAT_KEYS}
-    span = max(span_s, 1e-12)
+    span = np.maximum(np.asarray(span_s, dtype=np.float64), 1e-12)
     df = pd.DataFrame({"replication": replication, "device": list(names), "group": list(groups),
                        "role": list(roles), "variant": list(variants),
                        "service_ms": np.asarray(service_ms, dtype=np.float64),

@@ -7,9 +7,13 @@ converted to tuples (so specs stay hashable and immutable).
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Optional
+
+import numpy as np
 
 from vip_ray.core import netmodel
 from vip_ray.core.streams import AvailabilityParams
@@ -319,12 +323,17 @@ class WorkloadSpec:
         c = "WorkloadSpec"
         _choice(c, "arrival", self.arrival, ARRIVALS)
         _set(self, "rate_hz", _finite_nonneg(c, "rate_hz", self.rate_hz))
-        times = tuple(float(t) for t in self.times)
-        for i, t in enumerate(times):
-            _finite_nonneg(c, f"times[{i}]", t)
-            if i and t < times[i - 1]:
-                raise _err(c, f"times[{i}]", "trace times must be sorted (non-decreasing)")
-        _set(self, "times", times)
+        try:
+            arr = np.asarray(self.times, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or not (np.isfinite(arr).all() and (arr >= 0).all()):   # name the first bad one
+            for i, t in enumerate(self.times):
+                _finite_nonneg(c, f"times[{i}]", t)
+        bad = np.flatnonzero(arr[1:] < arr[:-1])
+        if len(bad):
+            raise _err(c, f"times[{bad[0] + 1}]", "trace times must be sorted (non-decreasing)")
+        _set(self, "times", tuple(arr.tolist()))
         if self.n_requests is not None:
             if isinstance(self.n_requests, bool) or int(self.n_requests) != self.n_requests or self.n_requests < 0:
                 raise _err(c, "n_requests", f"must be an int >= 0 or None, got {self.n_requests!r}")
@@ -349,16 +358,54 @@ class WorkloadSpec:
 
 
 @dataclass(frozen=True)
+class MasterSpec:
+    """One master of a multi-master world (a user): its own arrivals (``workload``'s arrival
+    process, rate and length), each request multicast to the devices it ``reaches`` (indices into
+    ``SimSpec.devices``, increasing). Its jobs share those devices' links, queues and the medium
+    with every other master's (FIFO by arrival)."""
+
+    name: str
+    workload: WorkloadSpec
+    reaches: tuple
+
+    def __post_init__(self):
+        c = f"MasterSpec({self.name!r})"
+        if not isinstance(self.name, str) or not self.name:
+            raise _err("MasterSpec", "name", f"must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.workload, WorkloadSpec):
+            raise _err(c, "workload", f"must be a WorkloadSpec, got {type(self.workload).__name__}")
+        reach = tuple(self.reaches)
+        if not reach:
+            raise _err(c, "reaches", "must name at least one device")
+        for i, d in enumerate(reach):
+            if isinstance(d, bool) or int(d) != d or d < 0:
+                raise _err(c, f"reaches[{i}]", f"must be a device index >= 0, got {d!r}")
+        reach = tuple(int(d) for d in reach)
+        if any(b <= a for a, b in itertools.pairwise(reach)):
+            raise _err(c, "reaches", f"device indices must be strictly increasing, got {reach!r}")
+        _set(self, "reaches", reach)
+
+
+@dataclass(frozen=True)
 class SimSpec:
     """A whole run: devices (spec order = column order of every (R, D) result array), workload,
     shared medium (one downlink transmission of each input serves every networked device at once;
     at each instant it runs at the slowest networked link's bandwidth; uplinks stay per link),
-    seed."""
+    seed.
+
+    ``masters`` (a multi-master world, empty for the classic one): several :class:`MasterSpec`
+    users, each multicasting its own arrivals to the devices it reaches. Then ``workload`` is the
+    application all of them run (``deadline_s``, ``input_bytes``, ``fallback``; its arrival fields
+    are not used), every device is networked and none has role ``master``; the shared medium
+    carries every master's inputs, FIFO (one transmission per request, to the devices its master
+    reaches). Requests of all masters are merged in arrival order (ties: master order); see
+    :func:`merged_requests`, :func:`cells`."""
 
     devices: tuple
     workload: WorkloadSpec
     shared_medium: bool = False
     seed: int = 0
+    masters: tuple = ()
 
     def __post_init__(self):
         c = "SimSpec"
@@ -379,9 +426,122 @@ class SimSpec:
         if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
             raise _err(c, "seed", f"must be an int >= 0, got {self.seed!r}")
         _set(self, "seed", int(self.seed))
+        masters = tuple(self.masters)
+        if masters:
+            seen: dict = {}
+            for i, m in enumerate(masters):
+                if not isinstance(m, MasterSpec):
+                    raise _err(c, f"masters[{i}]", f"must be a MasterSpec, got {type(m).__name__}")
+                if m.name in seen:
+                    raise _err(c, f"masters[{i}].name", f"duplicate master name {m.name!r}")
+                if m.name in names:
+                    raise _err(c, f"masters[{i}].name", f"{m.name!r} is also a device's name")
+                seen[m.name] = i
+                if m.reaches[-1] >= len(devs):
+                    raise _err(c, f"masters[{i}].reaches", f"device index {m.reaches[-1]} out of range "
+                                                           f"(the world has {len(devs)} devices)")
+                if (m.workload.deadline_s, m.workload.input_bytes) != (self.workload.deadline_s,
+                                                                       self.workload.input_bytes):
+                    raise _err(c, f"masters[{i}].workload", "deadline_s and input_bytes are the application's: "
+                                                            "equal to SimSpec.workload's")
+            for i, d in enumerate(devs):
+                if d.role == "master" or d.link is None:
+                    raise _err(c, f"devices[{i}]", f"{d.name!r}: in a multi-master world every device is a "
+                                                   "networked worker (the masters are the users)")
+            reached = set().union(*(m.reaches for m in masters))
+            if len(reached) < len(devs):
+                idle = next(d.name for i, d in enumerate(devs) if i not in reached)
+                raise _err(c, "masters", f"device {idle!r} is reached by no master")
+        _set(self, "masters", masters)
+
+    @property
+    def multi(self) -> bool:
+        """A multi-master world."""
+        return bool(self.masters)
+
+
+@functools.lru_cache(maxsize=4)
+def merged_requests(spec: SimSpec) -> tuple:
+    """``(arrival_workload, master_of, reach)`` of a multi-master world: every master's arrivals
+    (master ``m`` draws from its own stream, key ``(ARRIVALS, m)``) merged in time order (ties:
+    master order) as one ``trace`` workload with ``spec.workload``'s deadline and input size;
+    ``master_of[i]`` the master of request ``i``; ``reach`` the (masters, devices) bool matrix.
+    Every engine takes its arrivals and per-request draws from this (request ``i`` is the
+    ``i``-th of the merged stream), which is what keeps them equal."""
+    from vip_ray.core.streams import Arrivals
+
+    times, owner = [], []
+    for m, ms in enumerate(spec.masters):
+        arr = Arrivals(ms.workload, spec.seed, stream=m)
+        wl = ms.workload
+        # pieces about the expected count (a user's few hundred requests: no 65k-value blocks)
+        piece = 1 << 16
+        if wl.rate_hz > 0 and wl.duration_s is not None:
+            piece = int(min(piece, max(64, 1.1 * wl.rate_hz * wl.duration_s + 32)))
+        parts = []
+        while not arr.done:
+            parts.append(arr.take(piece)[1])
+        t = np.concatenate(parts) if parts else np.empty(0)
+        times.append(t)
+        owner.append(np.full(len(t), m, dtype=np.int32))
+    t = np.concatenate(times) if times else np.empty(0)
+    o = np.concatenate(owner) if owner else np.empty(0, np.int32)
+    order = np.argsort(t, kind="stable")           # stable: equal times keep master order
+    t, o = t[order], o[order]
+    w = spec.workload
+    wl = WorkloadSpec("trace", times=tuple(t.tolist()), deadline_s=w.deadline_s, input_bytes=w.input_bytes,
+                      fallback=w.fallback)
+    reach = np.zeros((len(spec.masters), len(spec.devices)), dtype=bool)
+    for m, ms in enumerate(spec.masters):
+        reach[m, list(ms.reaches)] = True
+    return wl, o, reach
+
+
+def arrival_workload(spec: SimSpec) -> WorkloadSpec:
+    """The workload whose arrivals an engine runs: the merged trace of a multi-master world."""
+    return merged_requests(spec)[0] if spec.masters else spec.workload
+
+
+def cells(spec: SimSpec) -> list:
+    """A multi-master world split into independent cells: the connected groups of masters that
+    share devices (a neighbourhood). ``[(device indices, cell SimSpec)]``; a cell's masters reach
+    its devices re-indexed, its seed is the world's when there is one cell, else derived from the
+    world's seed and the cell's first device index. Cells share nothing (a shared medium is a
+    cell's), so each runs alone and engines' dense (requests, devices) arrays stay cell-sized."""
+    n = len(spec.devices)
+    parent = list(range(n))
+
+    def root(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for m in spec.masters:
+        r0 = root(m.reaches[0])
+        for d in m.reaches[1:]:
+            r = root(d)
+            if r != r0:
+                parent[r] = r0
+    groups: dict = {}
+    for d in range(n):
+        groups.setdefault(root(d), []).append(d)
+    by_root: dict = {}
+    for m in spec.masters:
+        by_root.setdefault(root(m.reaches[0]), []).append(m)
+    out = []
+    for r, devs in sorted(groups.items(), key=lambda kv: kv[1][0]):
+        pos = {d: i for i, d in enumerate(devs)}
+        masters = tuple(MasterSpec(m.name, m.workload, tuple(pos[d] for d in m.reaches)) for m in by_root[r])
+        seed = spec.seed if len(groups) == 1 else \
+            int(np.random.SeedSequence([spec.seed, devs[0]]).generate_state(1, np.uint32)[0])
+        out.append((devs, SimSpec(devices=tuple(spec.devices[d] for d in devs), workload=spec.workload,
+                                  shared_medium=spec.shared_medium, seed=seed, masters=masters)))
+    return out
 
 
 __all__ = [
+    "MasterSpec", "merged_requests", "arrival_workload", "cells",
     "Availability", "LinkSpec", "VariantSlot", "UNPLACED_SLOT", "DeviceSpec", "WorkloadSpec", "SimSpec",
     "AVAILABILITY_KINDS", "DISTRIBUTIONS", "PREEMPT_MODES", "SERVICE_DISTS", "ARRIVALS",
 ]

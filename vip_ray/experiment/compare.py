@@ -147,7 +147,7 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
         config = run_config(base, pool, engines.get(name) or make_engine(name, engine_options), source=file, overrides=overrides,
                             strategies=strategies, failed=[c for _, c, _ in conditions if c is not None],
                             stealing=list(steal) if steal else None)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(json_safe(config), sort_keys=False))
+        (tmp / "config.yaml").write_text(yaml.dump(json_safe(config), Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
         if plots:
             plot_compare(table, tmp / "compare.png", title=f"{base.name}: strategies compared")
         from vip_ray.coach.report import end_cloud_tables

@@ -18,13 +18,17 @@ CDF_BINS = 2000
 TIME_BINS = 40
 #: The latency CDF is drawn up to this multiple of the deadline; later answers are counted, not drawn.
 CDF_SPAN = 2.0
+TIMELINE_DEVICES = 40   # more devices than this: the availability timeline shows device groups
 
 
-def _reduce(run_dir: Path, deadline: float, names: list[str]) -> dict:
+def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, int] | None = None,
+            weight: np.ndarray | None = None) -> dict:
     """Histograms of the request table, read in batches: latency per replication (up to
     CDF_SPAN × deadline, with the answers past it and the unanswered counted), accuracy per
     responder count, and the per-device share of requests answered in time per arrival-time
     bin, every replication pooled."""
+    row_of = {n: i for i, n in enumerate(names)} if row_of is None else row_of
+    weight = np.ones(len(names)) if weight is None else weight
     f = pq.ParquetFile(run_dir / "requests.parquet")
     cols = ["replication", "arrival_s", "latency_s", "n_responders", "correct_top1", "responders"]
     arr = pq.read_table(run_dir / "requests.parquet", columns=["arrival_s"])["arrival_s"].to_numpy()
@@ -58,9 +62,15 @@ def _reduce(run_dir: Path, deadline: float, names: list[str]) -> dict:
         per_bin += np.bincount(which, minlength=TIME_BINS)
         resp = b["responders"].astype("category")
         codes = resp.cat.codes.to_numpy()
-        for i, n in enumerate(names):  # membership per distinct responder set, then gathered by code
-            member = np.array([n in str(c).split(",") for c in resp.cat.categories] + [False])
-            hits[i] += np.bincount(which, weights=member[codes], minlength=TIME_BINS)
+        # membership per distinct responder set (one pass over its names), then gathered by code
+        member = np.zeros((len(names), len(resp.cat.categories) + 1))
+        for c, cat in enumerate(resp.cat.categories):
+            for n in str(cat).split(","):
+                i = row_of.get(n)
+                if i is not None:
+                    member[i, c] += weight[i]
+        for i in range(len(names)):
+            hits[i] += np.bincount(which, weights=member[i][codes], minlength=TIME_BINS)
     return {"lat_edges": lat_edges, "lat_hist": lat_hist, "n_rep": n_rep, "late": late, "unanswered": unanswered,
             "by_resp_n": by_resp_n, "by_resp_ok": by_resp_ok, "timeline": hits / np.maximum(per_bin, 1),
             "per_bin": per_bin, "t_bins": t_bins, "replications": len(n_rep)}
@@ -158,8 +168,16 @@ def run_plots(run_dir: str | Path) -> list[Path]:
     summary = json.loads((run_dir / "summary.json").read_text())
     deadline = summary["deadline_s"]
     devices = pd.read_parquet(run_dir / "devices.parquet")
-    names = list(devices[devices["replication"] == devices["replication"].min()]["device"])
-    red = _reduce(run_dir, deadline, names)
+    first = devices[devices["replication"] == devices["replication"].min()]
+    names = list(first["device"])
+    row_of = weight = None
+    if len(names) > TIMELINE_DEVICES:   # a city: one row per device group (mean over its devices)
+        groups = list(dict.fromkeys(first["group"]))
+        gi = {g: i for i, g in enumerate(groups)}
+        row_of = {n: gi[g] for n, g in zip(names, first["group"])}
+        size = np.bincount([gi[g] for g in first["group"]], minlength=len(groups))
+        names, weight = [f"{g} (mean of {k})" for g, k in zip(groups, size)], 1.0 / size
+    red = _reduce(run_dir, deadline, names, row_of, weight)
     paths = []
     for name, fig in (("latency_cdf.png", latency_cdf_figure(red, deadline, summary["scenario"])),
                       ("accuracy_vs_responders.png", accuracy_vs_responders_figure(red)),

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
 from vip_ray.core.results import atomic_directory, provenance
@@ -24,6 +26,8 @@ from vip_ray.scenario.load import check_pool
 from vip_ray.scenario.schema import CrashAvailability
 from vip_ray.strategies import Context, Strategy, get_strategy, runs_on
 
+#: scenarios with more devices than this get config.yaml in YAML's flow (JSON) form
+BLOCK_YAML_DEVICES = 500
 REQUESTS_FILE, DEVICES_FILE, SUMMARY_FILE, CONFIG_FILE = "requests.parquet", "devices.parquet", "summary.json", "config.yaml"
 
 
@@ -85,6 +89,16 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
         raise ScenarioError(f"{file}: strategy.name: {strategy.name!r} runs on the {' and '.join(strategy.engines)} "
                             f"engine only; strategies the {family} engine runs: {', '.join(runs_on(family))}",
                             file=file)
+    if scenario.masters is not None:
+        if family not in strategy.multi_master:
+            where = f"the {' and '.join(strategy.multi_master)} engine only" if strategy.multi_master else "no engine"
+            raise ScenarioError(f"{file}: masters: strategy {strategy.name!r} on the {family} engine runs one master; "
+                                f"with several masters it runs on {where}", file=file)
+        from vip_ray.sim.engine import MULTI_MASTER_ENGINES
+
+        if family == "sim" and engine not in MULTI_MASTER_ENGINES:
+            raise ScenarioError(f"{file}: sim_engine: {engine!r} runs one master; scenarios with masters: run on "
+                                f"{', '.join(MULTI_MASTER_ENGINES)}", file=file)
     try:
         get_placement(scenario.placement.policy)
     except PlacementError as e:
@@ -94,6 +108,17 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
 
 def expected_requests(scenario: Scenario) -> int | None:
     w = scenario.workload
+    if scenario.masters is not None:   # every user's requests (its own rate, else the workload's)
+        total = 0
+        for u in scenario.masters.users:
+            rate = u.rate_hz or w.rate
+            n = w.requests
+            if w.duration_s and rate:
+                n = min(n or 10**12, int(w.duration_s * rate))
+            if n is None:
+                return None
+            total += n
+        return total
     n = w.requests
     if w.duration_s and w.rate:
         n = min(n or 10**12, int(w.duration_s * w.rate))
@@ -113,6 +138,7 @@ class PointTables:
         self.figures: list[dict[str, float]] = []
         self.extra: dict[str, list[Any]] = {}
         self.meta: dict[str, Any] = {"placement": {}, "events": 0, "engine_wall_s": 0.0}
+        self.per_master: list[dict[str, dict[str, float]]] = []
 
     def write_chunk(self, table) -> None:
         """One chunk of the request table, as Arrow (:func:`requests_arrow`)."""
@@ -131,7 +157,10 @@ class PointTables:
         self.meta["placement"][rep] = meta.get("placement", {})
         self.meta["events"] += meta.get("events", 0)
         self.meta["engine_wall_s"] += meta.get("engine_wall_s", 0.0)
-        self.meta.update({k: v for k, v in meta.items() if k not in ("placement", "events", "engine_wall_s")})
+        if "masters" in meta:   # a multi-master run: each master's figures, per replication
+            self.per_master.append(meta["masters"])
+        self.meta.update({k: v for k, v in meta.items()
+                          if k not in ("placement", "events", "engine_wall_s", "masters")})
 
     def close(self) -> None:
         if self.writer is not None:
@@ -155,6 +184,11 @@ class PointTables:
                         "macs_per_device_max": int(devices.groupby("device")["macs_per_request"].max().max()),
                         **{k: v for k, v in meta.items() if k != "engine_wall_s"},
                         "engine_wall_s": round(meta["engine_wall_s"], 3), **run_summary})
+        if self.per_master:  # each master's figures, mean over the replications
+            summary["masters"] = {
+                name: {k: float(np.nanmean([rep[name][k] for rep in self.per_master])) if any(
+                    not np.isnan(rep[name][k]) for rep in self.per_master) else float("nan") for k in figs}
+                for name, figs in self.per_master[0].items()}
         return summary
 
 
@@ -267,7 +301,13 @@ def write_point_records(folder: Path, summary: dict[str, Any], scenario: Scenari
 
     (folder / SUMMARY_FILE).write_text(json.dumps(json_safe(summary), indent=2))
     record = run_config(scenario, pool, eng, source=source, overrides=overrides, **config)
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(json_safe(record), sort_keys=False))
+    record = json_safe(record)
+    if len(scenario.devices) > BLOCK_YAML_DEVICES:
+        # a city: YAML's flow (JSON) form; PyYAML's representer takes seconds per 10,000 devices
+        text = json.dumps(record, indent=1) + "\n"
+    else:
+        text = yaml.dump(record, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False)
+    (folder / CONFIG_FILE).write_text(text)
 
 
 def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=None, duration_s: float | None = None,

@@ -9,6 +9,7 @@ field that the scenario device has under its own name.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 from vip_ray.core import world as W
@@ -74,5 +75,19 @@ def world(scenario: Any, plan: Any, aggregation: Any, *, seed: int) -> W.SimSpec
         first = next((s.variant for s in own if s.placed), None)
         rbytes = aggregation.reply_bytes(first) if (first is not None and aggregation.classes) else plan.reply_bytes
         devices.append(device(d, own, int(rbytes)))
-    return W.SimSpec(devices=tuple(devices), workload=workload(scenario, plan.input_bytes),
-                     shared_medium=bool(scenario.network.shared_medium), seed=seed)
+    app = workload(scenario, plan.input_bytes)
+    return W.SimSpec(devices=tuple(devices), workload=app, shared_medium=bool(scenario.network.shared_medium),
+                     seed=seed, masters=masters(scenario, devices, app))
+
+
+def masters(scenario: Any, devices: list, app: W.WorkloadSpec) -> tuple:
+    """A multi-master scenario's users as :class:`~vip_ray.core.world.MasterSpec`s, each reaching
+    its devices among ``devices`` (those a strategy kept: a user keeps the ones still there)."""
+    if scenario.masters is None:
+        return ()
+    index = {d.name: i for i, d in enumerate(devices)}
+    out = []
+    for u in scenario.masters.users:
+        own = app if u.rate_hz is None else replace(app, arrival="poisson", rate_hz=u.rate_hz, times=())
+        out.append(W.MasterSpec(u.name, own, tuple(sorted(index[r] for r in u.reaches if r in index))))
+    return tuple(out)

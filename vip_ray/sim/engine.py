@@ -8,7 +8,9 @@ Engines (all give bit-identical per-request arrays; the tests hold them to ``ref
   ~50 devices).
 * ``numpy``     — the same recursions advanced one request at a time for all devices at once with
   numpy vectors (best from ~50 devices up).
-* ``fast``      — ``loop`` below ``FAST_NUMPY_FROM`` devices, ``numpy`` from there (the default).
+* ``fast``      — ``loop`` below ``FAST_NUMPY_FROM`` devices, ``numpy`` from there (the default);
+  ``loop`` for a multi-master world (``reference``, ``loop``, ``fast`` and ``jit`` run those; a
+  city runs cell by cell, :func:`vip_ray.core.world.cells`, so each cell is small).
 * ``jit``       — the ``loop`` recursions compiled with numba (``engines/jit.py``; numba is imported
   on first use, so ``import vip_ray.sim`` stays light).
 
@@ -35,7 +37,7 @@ def _reference_chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]
 
 
 def _auto_chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
-    if len(spec.devices) >= FAST_NUMPY_FROM:
+    if len(spec.devices) >= FAST_NUMPY_FROM and not spec.masters:
         return run_numpy_chunks(spec, chunk_requests)
     return run_fast_chunks(spec, chunk_requests)
 
@@ -66,16 +68,23 @@ def _engine(name: str):
                          f"{', '.join(map(repr, sorted(ENGINES)))}") from None
 
 
-def _check(spec):
+#: the kernels that run multi-master worlds (``SimSpec.masters``); ``fast`` takes ``loop`` for them
+MULTI_MASTER_ENGINES = ("reference", "loop", "fast", "jit")
+
+
+def _check(spec, engine: str = "fast"):
     if not isinstance(spec, SimSpec):
         raise TypeError(f"spec must be a vip_ray.sim.SimSpec, got {type(spec).__name__}")
+    if spec.masters and engine not in MULTI_MASTER_ENGINES:
+        raise ValueError(f"engine: {engine!r} runs single-master worlds only; a multi-master world runs on "
+                         f"{', '.join(map(repr, MULTI_MASTER_ENGINES))}")
 
 
 def run_chunks(spec: SimSpec, engine: str = "fast", chunk_requests: int = 100_000) -> Iterator[SimResult]:
     """Results in arrival order, ``chunk_requests`` requests at a time; memory stays flat in the
     run length (except ``reference``). Sum ``device_stats`` over the chunks for run totals."""
     fn = _engine(engine)
-    _check(spec)
+    _check(spec, engine)
     if isinstance(chunk_requests, bool) or int(chunk_requests) != chunk_requests or chunk_requests <= 0:
         raise ValueError(f"chunk_requests: must be an int > 0, got {chunk_requests!r}")
     return fn(spec, int(chunk_requests))
@@ -84,7 +93,7 @@ def run_chunks(spec: SimSpec, engine: str = "fast", chunk_requests: int = 100_00
 def run(spec: SimSpec, engine: str = "fast") -> SimResult:
     """The whole run as one :class:`SimResult`."""
     fn = _engine(engine)
-    _check(spec)
+    _check(spec, engine)
     if engine == "reference":
         return run_reference(spec)
     t0 = time.perf_counter()

@@ -39,6 +39,9 @@ class SimEngine(Engine):
     def _fanout(self, dep: FanOut, replication: int, chunk_requests: int):
         from vip_ray.sim.engine import run_chunks
 
+        if dep.world.masters:
+            return (yield from self._multi_master(dep, replication, chunk_requests))
+
         samples = sample_rng(dep.seed)  # which test sample each request carries
         totals, t_start, t_end, events, wall = None, 0.0, 0.0, 0, 0.0
         for i, chunk in enumerate(run_chunks(dep.world, self.name, chunk_requests=chunk_requests)):
@@ -52,3 +55,54 @@ class SimEngine(Engine):
             wall += chunk.wall_s
         devices = device_table(dep, totals, t_end - t_start, replication=replication)
         return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, **dep.meta}
+
+    def _multi_master(self, dep: FanOut, replication: int, chunk_requests: int):
+        """A multi-master world, cell by cell (:func:`vip_ray.core.world.cells`): each cell's
+        requests in arrival order, the cells one after another (request ids numbered on across
+        them), the rows of many small cells tabled in one pass (up to ``chunk_requests``); each
+        master's figures in meta."""
+        from vip_ray.core.master import PerMaster, request_table_cells
+        from vip_ray.core.tables import empty_device_stats
+        from vip_ray.core.world import cells
+        from vip_ray.sim.engine import run_chunks
+
+        samples = sample_rng(dep.seed)
+        n_dev = len(dep.devices)
+        totals = empty_device_stats(n_dev)
+        span = np.zeros(n_dev)
+        per_master = PerMaster([m.name for m in dep.world.masters])
+        events, wall, offset, n_cells = 0, 0.0, 0, 0
+        pending: list = []
+        held = 0
+        def table():  # the pending cells' rows, in one pass (cells of one size)
+            rows = request_table_cells(pending, dep, replication=replication, sample_rng=samples)
+            per_master.add(rows)
+            return rows
+
+        for devs, cell in cells(dep.world):
+            n_cells += 1
+            idx = np.asarray(devs)
+            first = None
+            n = 0
+            for chunk in run_chunks(cell, self.name, chunk_requests=chunk_requests):
+                if pending and pending[0][0].reply_at.shape[1] != len(devs):
+                    yield table()
+                    pending, held = [], 0
+                pending.append((chunk, cell, offset))
+                held += len(chunk.arrival)
+                n += len(chunk.arrival)
+                if held >= chunk_requests:
+                    yield table()
+                    pending, held = [], 0
+                for k, v in chunk.device_stats.items():
+                    totals[k][idx] += v
+                first = chunk.t_start if first is None else first
+                span[idx] = chunk.t_end - first
+                events += chunk.events
+                wall += chunk.wall_s
+            offset += n
+        if pending:
+            yield table()
+        devices = device_table(dep, totals, span, replication=replication)
+        return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, "cells": n_cells,
+                         "masters": per_master.figures(), **dep.meta}

@@ -10,6 +10,7 @@ What a strategy declares and gives (override in a subclass):
   (:mod:`vip_ray.core.deployment`).
 * ``engines`` — the engine families it runs on (``sim``, ``serve``): a promise that
   ``tests/test_engines.py`` keeps by running every strategy on every engine it declares.
+* ``multi_master`` — the engine families that run it with several masters (``masters:``).
 * ``Options`` — a pydantic model for ``strategy.options.<name>`` (validated before any pool is
   opened; errors name the key path).
 * ``prepare(ctx)`` — once per run: open extra pools (``ctx.open_pool``), profile models, check
@@ -56,6 +57,8 @@ class Strategy:
     kind: ClassVar[str] = "fanout"
     Options: ClassVar[type[BaseModel]] = NoOptions
     engines: ClassVar[tuple[str, ...]] = ("sim",)    # engine families it runs on
+    #: the engine families that run its multi-master form (a scenario with ``masters:``); none by default
+    multi_master: ClassVar[tuple[str, ...]] = ()
     uses_variants: ClassVar[bool] = True             # deploys the scenario pool's variants (checked on load)
 
     def __init__(self, options: BaseModel):

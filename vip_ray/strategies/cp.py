@@ -28,6 +28,7 @@ class ClassParallel(FanOutStrategy):
     summary = "cp: class parallelism (sensAI): one class-group model per device, every group needed"
     Options = CPOptions
     multicast_to_idle = False
+    multi_master = ()   # it keeps only the devices that run a model: the users' reach would change
 
     def prepare(self, ctx: Context) -> None:
         name = self.options.pool

@@ -26,6 +26,10 @@ class FanOutStrategy(Strategy):
     #: reaches the whole group); single and CP address only the devices that run a model.
     multicast_to_idle = True
 
+    #: several masters (``masters:``), each multicasting to the devices it reaches: the simulator
+    #: runs them (the Serve ingress is one master)
+    multi_master = ("sim",)
+
     def pool_of(self, ctx: Context) -> Pool:
         """The pool whose members run on the devices (and whose bank gives the predictions)."""
         return ctx.pool

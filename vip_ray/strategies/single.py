@@ -30,6 +30,7 @@ class SingleDevice(FanOutStrategy):
     summary = "single: the whole baseline model on one device (no ensemble, no split)"
     Options = SingleOptions
     multicast_to_idle = False
+    multi_master = ()   # it keeps only the devices that run a model: the users' reach would change
 
     def prepare(self, ctx):
         self.member = baseline_member(ctx.pool, self.options.model, "strategy.options.single.model", file=ctx.file)

@@ -22,6 +22,7 @@ One module per concern, each importing only those listed before it::
     devices       a scenario device (reads the device catalog)
     workload      requests and frames
     strategy      strategy, aggregation rule, placement
+    masters       several masters (users) of a multi-master scenario
     scenario      the pool reference, seeds and the Scenario
 """
 from vip_ray.scenario.schema.base import ARRIVALS, AVAILABILITY_KINDS, FALLBACKS, MODEL_FAMILIES, SERVICE_DISTS
@@ -34,12 +35,13 @@ from vip_ray.scenario.schema.network import LinkSpec, NetworkSpec
 from vip_ray.scenario.schema.devices import DeviceSpec
 from vip_ray.scenario.schema.workload import Frames, Workload
 from vip_ray.scenario.schema.strategy import Placement, StrategySpec
+from vip_ray.scenario.schema.masters import Masters, User
 from vip_ray.scenario.schema.scenario import PoolRef, Scenario, Seeds
 
 __all__ = [
     "ARRIVALS", "AVAILABILITY_KINDS", "FALLBACKS", "MODEL_FAMILIES", "SERVICE_DISTS", "AlwaysAvailable",
     "ArrivalTrace", "Availability", "BandwidthTrace", "CrashAvailability", "DeviceAttributes", "DeviceProfile",
-    "DeviceSpec", "Frames", "LinkFields", "LinkSpec", "MtbfAvailability", "NetworkProfile", "NetworkSpec",
+    "DeviceSpec", "Frames", "LinkFields", "LinkSpec", "Masters", "MtbfAvailability", "NetworkProfile", "NetworkSpec",
     "OnOffAvailability", "Placement", "PoolRef", "Scenario", "ScenarioError", "Seeds", "Straggler", "StrategySpec",
-    "TraceAvailability", "Workload", "format_validation_error", "path_of", "validate",
+    "TraceAvailability", "User", "Workload", "format_validation_error", "path_of", "validate",
 ]

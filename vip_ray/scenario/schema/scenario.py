@@ -14,6 +14,7 @@ from vip_ray.scenario.schema.base import (
     _Model,
 )
 from vip_ray.scenario.schema.devices import DeviceSpec
+from vip_ray.scenario.schema.masters import Masters
 from vip_ray.scenario.schema.network import _LINK_FIELDS, LinkSpec, NetworkSpec
 from vip_ray.scenario.schema.strategy import Placement, StrategySpec
 from vip_ray.scenario.schema.workload import Workload
@@ -67,6 +68,7 @@ class Scenario(_Model):
     * ``engine`` — ``sim`` (SimPy discrete-event simulation) | ``serve`` (live on Ray Serve).
     * ``sim_engine`` — a simulator kernel of ``vip_ray.core.engine.FAMILIES["sim"]``: ``fast``
       (default), ``jit`` (numba), ``loop``, ``numpy``, ``reference`` (the one-process-per-job oracle).
+    * ``masters`` — several masters (users) sharing the devices: :class:`Masters`.
     """
 
     name: str = "scenario"
@@ -80,6 +82,7 @@ class Scenario(_Model):
     seeds: Seeds = Field(default_factory=Seeds)
     engine: Literal["sim", "serve"] = "sim"
     sim_engine: str = "fast"
+    masters: Masters | None = None      # several masters (users): see Masters
 
     @field_validator("sim_engine")
     @classmethod
@@ -134,6 +137,10 @@ class Scenario(_Model):
                 d = g.model_copy(deep=True)
                 d.name, d.count, d.group = name, 1, g.group or base
                 expanded.append(d)
+        if self.masters is not None:   # several masters: the users (see Masters)
+            ctx = getattr(info, "context", None)
+            self.devices = self.masters.expand(expanded, lambda lk: self._complete_link(lk, ctx))
+            return self._default_policy()
         if not masters:
             expanded[0].role = "master"
         for d in expanded:
@@ -141,8 +148,11 @@ class Scenario(_Model):
                 d.role = "worker"
             d.link = self._complete_link(d.link, getattr(info, "context", None))
         self.devices = expanded
+        return self._default_policy()
+
+    def _default_policy(self) -> Scenario:
         if self.placement.policy is None:
-            homogeneous = len({d.compute_signature() for d in expanded}) == 1
+            homogeneous = len({d.compute_signature() for d in self.devices}) == 1
             self.placement.policy = "diverse" if homogeneous else "capacity"
         return self
 

@@ -21,6 +21,7 @@ _DROPPED = int(Outcome.PREEMPT_DROPPED)
 _SKIPPED = int(Outcome.EXPIRED_SKIPPED)
 _LOST_UP = int(Outcome.LOST_UP)
 _UNPLACED = int(Outcome.UNPLACED)
+_NOT_SENT = int(Outcome.NOT_SENT)
 
 
 class Chunk:
@@ -74,7 +75,7 @@ def chunk_result(chunk: Chunk, *, deadline_s: float, last_end: float, meters: Se
     return SimResult(
         request_id=np.arange(chunk.offset, chunk.offset + n, dtype=np.int64), arrival=chunk.times,
         reply_at=reply_at, variant=variant, outcome=outcome,
-        bytes_down=np.full(n, per_request_down, dtype=np.int64), bytes_up=bytes_up,
+        bytes_down=np.broadcast_to(np.asarray(per_request_down, dtype=np.int64), (n,)).copy(), bytes_up=bytes_up,
         device_stats=stats, events=0, wall_s=time.perf_counter() - chunk.t0,
         t_start=chunk.t_start, t_end=t_end, device_names=names, engine=engine)
 

@@ -28,8 +28,8 @@ from vip_ray.core.netmodel import transfer_end
 
 from ..random_streams import DeviceDraws, Windows, bandwidth_steps, shared_medium_steps
 from ..result import SimResult, empty_device_stats
-from vip_ray.core.world import SimSpec
-from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _REPLIED, _SKIPPED, _UNPLACED,
+from vip_ray.core.world import SimSpec, arrival_workload, merged_requests
+from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _NOT_SENT, _REPLIED, _SKIPPED, _UNPLACED,
                      advance_window, arrival_chunks, chunk_result)
 
 
@@ -228,19 +228,27 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
 def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[SimResult]:
     if chunk_requests <= 0:
         raise ValueError(f"chunk_requests must be > 0, got {chunk_requests!r}")
-    wl = spec.workload
+    wl = arrival_workload(spec)
     D = len(spec.devices)
+    owner = reach = None
+    if spec.masters:  # multi-master: each request reaches its master's devices only
+        _, owner, reach = merged_requests(spec)
     states = [_DeviceState(dev, d, spec.seed) for d, dev in enumerate(spec.devices)]
     names = tuple(dev.name for dev in spec.devices)
     n_net = sum(1 for dev in spec.devices if dev.link is not None)
     msteps = shared_medium_steps(spec)
     medium = _Channel(*msteps) if msteps is not None else None
     down_channels = {}
-    if medium is None:
+    if medium is None and owner is None:
         for st in states:
             if st.down_key is not None and st.down_key not in down_channels:
                 down_channels[st.down_key] = _Channel(list(st.down_key[0]), list(st.down_key[1]))
     per_request_down = wl.input_bytes * (1 if medium is not None else n_net) if n_net else 0
+    if owner is not None:
+        # each device's own downlink FIFO carries only its masters' inputs
+        own_down = [_Channel(list(st.down_key[0]), list(st.down_key[1])) for st in states]
+        per_master_down = wl.input_bytes * (np.ones(len(reach), np.int64) if medium is not None
+                                            else reach.sum(axis=1))
     in_bytes = wl.input_bytes
     meters = [st.meter for st in states]
     for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
@@ -250,17 +258,36 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         outcome = np.zeros((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
         stats = empty_device_stats(D)
+        sent = None
+        if owner is not None:
+            rows_master = owner[chunk.offset:chunk.offset + n]
+            sent = reach[rows_master]
+            outcome[~sent] = _NOT_SENT
+            per_request_down = per_master_down[rows_master]
         # downlink timelines: the shared medium, or one per distinct link profile
         down_end = {}
         if medium is not None:
             down_end[None] = np.asarray(medium.run(alist, in_bytes), dtype=np.float64)
-        else:
+        elif sent is None:
             for key, ch in down_channels.items():
                 down_end[key] = np.asarray(ch.run(alist, in_bytes), dtype=np.float64)
         for d, st in enumerate(states):
             dev = st.spec
             down_lost, mult, up_lost = st.draws.take(n)
-            if dev.link is None:
+            if sent is not None:
+                idx = np.flatnonzero(sent[:, d])
+                if medium is not None:
+                    tdev_arr = down_end[None][idx] + st.half
+                else:
+                    tdev_arr = np.asarray(own_down[d].run(times[idx].tolist(), in_bytes), dtype=np.float64) + st.half
+                if down_lost is not None:
+                    lost = down_lost[idx]
+                    outcome[idx[lost], d] = _LOST_DOWN
+                    stats["lost_down"][d] += int(lost.sum())
+                    tdev_arr = tdev_arr[~lost]
+                    idx = idx[~lost]
+                mult = mult[idx]
+            elif dev.link is None:
                 tdev_arr = times
                 idx = None
             else:

@@ -18,7 +18,9 @@ SimPy ``reference``, so the per-request arrays are bit-for-bit equal (no ``fastm
   a window not yet drawn the kernel stops *before* that job (nothing of it committed), Python draws
   more, and the kernel resumes at that job.
 
-Every spec feature of :mod:`vip_ray.core.world` is supported. A spec carrying a field this kernel
+Every spec feature of :mod:`vip_ray.core.world` is supported, multi-master worlds included (a
+request's jobs on the devices its master does not reach are ``NOT_SENT``; without a shared medium
+each device's downlink carries only its own requests). A spec carrying a field this kernel
 does not know (a feature added later) with a non-default value is refused with a ``ValueError``
 naming it (:func:`check_supported`). The first call compiles the kernels (seconds) into numba's
 on-disk cache (``cache=True``); later processes load them from there (``bench.sim`` section 0
@@ -54,12 +56,15 @@ from vip_ray.core.world import (
     SimSpec,
     VariantSlot,
     WorkloadSpec,
+    arrival_workload,
+    merged_requests,
 )
 from .common import (
     _CRASHED,
     _DROPPED,
     _LOST_DOWN,
     _LOST_UP,
+    _NOT_SENT,
     _REPLIED,
     _SKIPPED,
     _UNPLACED,
@@ -80,7 +85,7 @@ INF = math.inf
 # The spec fields this kernel implements. A field outside these sets (added to the spec after this
 # kernel was written) is refused unless it holds its default value (the feature is off).
 KNOWN_FIELDS = {
-    SimSpec: {"devices", "workload", "shared_medium", "seed"},
+    SimSpec: {"devices", "workload", "shared_medium", "seed", "masters"},
     # fallback and heartbeat (the master's rules), role, group, ray_resources and timing (live only) do not
     # change the jobs' timing
     WorkloadSpec: {"arrival", "rate_hz", "times", "n_requests", "duration_s", "deadline_s", "input_bytes",
@@ -180,6 +185,31 @@ def _downlinks(arrivals, bits, PT, PR, PL, pfree, pp, out):
 
 
 @_njit
+def _downlinks_sent(arrivals, bits, PT, PR, PL, pfree, pp, pdev, sent, out):
+    """:func:`_downlinks` of a multi-master world without a shared medium: profile ``p`` is device
+    ``pdev[p]``'s own downlink, carrying only the requests sent to it (``sent[i, pdev[p]]``)."""
+    for p in range(PT.shape[0]):
+        free = pfree[p]
+        q = pp[p]
+        L = PL[p]
+        times = PT[p]
+        rates = PR[p]
+        dv = pdev[p]
+        for i in range(arrivals.shape[0]):
+            if not sent[i, dv]:
+                out[p, i] = INF
+                continue
+            a = arrivals[i]
+            s = a if a > free else free
+            while q + 1 < L and times[q + 1] <= s:
+                q += 1
+            free = _transfer_end(s, bits, times, rates, L, q)
+            out[p, i] = free
+        pfree[p] = free
+        pp[p] = q
+
+
+@_njit
 def _cumulate_windows(durs, t, U, V):
     """``Windows.extend`` over a run of durations up₀, down₀, up₁, …: fills U, V; returns
     ``(windows written, next window start, done)``. ``inf`` ends the sequence."""
@@ -245,7 +275,7 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 
 
 @_njit
-def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
+def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
            has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
            ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
@@ -264,7 +294,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_
         for d in range(d0 if first else b0, b1):
             start = j0 if (first and d == d0) else jt
             r = d - b0
-            need = _device_tile(d, start, je, times, deadline_at, down_end, profile, half, DU[r], has_dloss,
+            need = _device_tile(d, start, je, times, deadline_at, sent, multi, down_end, profile, half, DU[r], has_dloss,
                                 MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
                                 last_end_, cnt, busy_, reply, var, code, bytes_up)
@@ -276,7 +306,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_
 
 
 @_njit
-def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
+def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
                  UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
@@ -317,6 +347,11 @@ def _device_tile(d, j_start, j_end, times, deadline_at, down_end, profile, half,
     jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
     need = -1
     for j in range(j_start, j_end):
+        if multi and not sent[j, d]:          # a multi-master world: this request's master does not reach d
+            code[j, d] = _NOT_SENT
+            reply[j, d] = INF
+            var[j, d] = -1
+            continue
         if net:
             if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
@@ -748,8 +783,11 @@ def run_jit_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Sim
 
 
 def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
-    wl = spec.workload
+    wl = arrival_workload(spec)
     devs = spec.devices
+    owner = reach = None
+    if spec.masters:  # multi-master: each request reaches its master's devices only
+        _, owner, reach = merged_requests(spec)
     D = len(devs)
     names = tuple(dev.name for dev in devs)
     rng = _Generators(spec.seed, D)
@@ -767,7 +805,8 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
             steps = msteps
         else:
             steps = bandwidth_steps(dev.link)
-            key = (tuple(steps[0]), tuple(steps[1]))
+            # one profile per distinct link (multi-master: per device, its own requests only)
+            key = (tuple(steps[0]), tuple(steps[1])) if owner is None else ("device", d)
         if key not in keys:
             keys[key] = len(profiles)
             profiles.append(steps)
@@ -780,6 +819,12 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     pp = np.zeros(max(P, 1), dtype=np.int64)
     n_net = int((profile >= 0).sum())
     per_request_down = wl.input_bytes * (1 if msteps is not None else n_net) if n_net else 0
+    pdev = np.array([d for d in range(D) if profile[d] >= 0] or [0], dtype=np.int64)
+    multi = owner is not None
+    if multi:
+        per_master_down = wl.input_bytes * (np.ones(len(reach), np.int64) if msteps is not None
+                                            else reach.sum(axis=1))
+    no_sent = np.zeros((0, 0), dtype=np.bool_)
     in_bits = float(wl.input_bytes * 8)
     # per-device constants
     half = np.array([dev.link.rtt_s / 2.0 if dev.link is not None else 0.0 for dev in devs])
@@ -817,8 +862,16 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
         down_end = np.empty((max(P, 1), n))
+        sent = no_sent
+        if multi:
+            rows_master = owner[chunk.offset:chunk.offset + n]
+            sent = np.ascontiguousarray(reach[rows_master])
+            per_request_down = per_master_down[rows_master]
         if P and n:
-            _downlinks(times, in_bits, PT, PR, PL, pfree, pp, down_end)
+            if multi and msteps is None:
+                _downlinks_sent(times, in_bits, PT, PR, PL, pfree, pp, pdev, sent, down_end)
+            else:
+                _downlinks(times, in_bits, PT, PR, PL, pfree, pp, down_end)
         if n:
             # windows for the bulk of the chunk up front; the kernel asks for the rest
             win.cover(float(times[-1]) + wl.deadline_s)
@@ -835,7 +888,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
             d0, j0 = b0, 0
             while True:
                 d0, j0 = _serve(
-                    b0, b1, d0, j0, times, deadline_at, down_end, profile, half, DU, has_dloss, MU, UU,
+                    b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU,
                     has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
                     code, bytes_up)

@@ -14,7 +14,7 @@ import simpy
 from ..entities import Device, Link, Master, SharedMedium, availability_process
 from ..random_streams import Arrivals, DeviceDraws, Windows, availability_durations, shared_medium_steps
 from ..result import SimResult, empty_device_stats
-from vip_ray.core.world import SimSpec
+from vip_ray.core.world import SimSpec, arrival_workload
 
 
 class CountingEnvironment(simpy.Environment):
@@ -67,7 +67,7 @@ def collect_stats(devices, device_specs, lost_down, lost_up, seed, t_end):
 
 def run_reference(spec: SimSpec) -> SimResult:
     t0 = time.perf_counter()
-    gaps, draws = draw_inputs(spec.devices, spec.workload, spec.seed)
+    gaps, draws = draw_inputs(spec.devices, arrival_workload(spec), spec.seed)
     R = len(gaps)
     env = CountingEnvironment()
     devices, links = build_world(env, spec.devices, spec.seed)

@@ -1,5 +1,6 @@
 """The master: an arrival process, and for each request a multicast to every device — one SimPy
-process per (request, device) job that goes downlink → device → uplink."""
+process per (request, device) job that goes downlink → device → uplink. A multi-master world's
+merged requests each go to the devices their own master reaches."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,16 @@ class Master:
         self.bytes_up = np.zeros(R, dtype=np.int64)
         self.lost_down = [0] * D
         self.lost_up = [0] * D
-        self.pending = R * D
+        if spec.masters:   # multi-master: request i goes only to the devices its master reaches
+            from vip_ray.core.world import merged_requests
+
+            _, owner, reach = merged_requests(spec)
+            self.sent = reach[owner]
+            self.outcome[~self.sent] = Outcome.NOT_SENT
+            self.pending = int(self.sent.sum())
+        else:
+            self.sent = None
+            self.pending = R * D
         self.all_done = env.event()
         if self.pending == 0:
             self.all_done.succeed()
@@ -44,7 +54,8 @@ class Master:
         self.arrival[i] = a
         deadline_at = a + self.deadline_s
         bcast = env.event() if self.medium is not None else None
-        for d in range(len(self.devices)):
+        targets = range(len(self.devices)) if self.sent is None else np.flatnonzero(self.sent[i]).tolist()
+        for d in targets:
             env.process(self.job(i, d, deadline_at, bcast))
         if bcast is not None:
             self.bytes_down[i] += self.input_bytes
