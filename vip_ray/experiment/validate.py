@@ -86,8 +86,11 @@ def validate_scenario(path: str | Path, *, requests: int = 300, overrides: Seque
         raise RunError(f"--requests: expected a positive count, got {requests}")
     if not (0 < latency_tol < 1) or rate_tol < 0:
         raise RunError(f"thresholds: latency_tol must be in (0, 1) and rate_tol >= 0, got {latency_tol}, {rate_tol}")
+    base = load_scenario(path, overrides)   # bad input fails here, before anything runs
     over = [*overrides, "seeds.replications=1", f"workload.requests={requests}"]
-    scenario = load_scenario(path, over)   # bad input fails here, before anything runs
+    if base.workload.duration_s is not None:  # a length in seconds gives way to the request count
+        over.append("workload.duration_s=null")
+    scenario = load_scenario(path, over)
     options = serve_options or ServeOptions(time_dilation="auto")
     out_dir = Path(out) if out else Path("results/validate") / f"{scenario.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if out_dir.exists():
