@@ -57,6 +57,10 @@ class ServeOptions:
     * ``tolerance`` — the share of the emulated latency ``auto`` lets the harness take (0.05: 5 %).
     * ``access_log`` — Serve's access log line per call of every replica (off: it costs the
       event loops time on every request; the custom metrics count the requests).
+    * ``answer_lead_ms`` — a request that waits for the deadline stops waiting this long (wall)
+      before it, so that the master's answer leaves by the deadline (the harness's own transport
+      and aggregation; the simulator's master answers at the deadline itself). Replies due in
+      that last window are not used.
     """
 
     address: str | None = None
@@ -78,6 +82,7 @@ class ServeOptions:
     harness_ms: float = 3.0
     tolerance: float = 0.05
     access_log: bool = False
+    answer_lead_ms: float = 3.0
 
     def __post_init__(self):
         if int(self.devices_per_replica) < 1:
@@ -86,7 +91,7 @@ class ServeOptions:
             raise ValueError(f"http_port must be in 0..65535, got {self.http_port!r}")
         if not str(self.route_prefix).startswith("/"):
             raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
-        for key in ("grace_ms", "fallback_wait_s", "deploy_timeout_s"):
+        for key in ("grace_ms", "fallback_wait_s", "deploy_timeout_s", "answer_lead_ms"):
             if not float(getattr(self, key)) >= 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
         if self.failures not in ("kill", "in_place"):

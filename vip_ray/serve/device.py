@@ -304,7 +304,9 @@ class DeviceGroup:
             else:
                 dev.offer(job)
         clock = self.clock
-        wait = clock.wall_s(deadline - clock.now())
+        # stop waiting answer_lead_ms (wall) before the deadline: the replies and the master's answer
+        # must still travel (the simulator's master answers at the deadline itself)
+        wait = clock.wall_s(deadline - clock.now()) - self.cfg.options.answer_lead_ms / 1e3
         if wait > 0 and not p.timed.done():
             await asyncio.wait([p.timed], timeout=wait)
         # real outputs may take until the deadline (and a share of the grace after it: wall time)

@@ -296,11 +296,15 @@ class Ingress:
         waits_for = [d for d, dev in enumerate(self.cfg.devices)
                      if dev.slot_at(t_a) is not None and not s.knows.known_down(d, t_a)]
         if fallback:
-            ideal = next(iter(used.values()))[1]
+            ideal = release = next(iter(used.values()))[1]
         elif all(d in used for d in waits_for):
-            ideal = max([t_a] + [used[d][1] for d in waits_for])
+            ideal = release = max([t_a] + [used[d][1] for d in waits_for])
         else:
+            # the simulator's master answers at the deadline itself; this one stopped waiting
+            # answer_lead_ms (wall) before it so that its answer leaves by the deadline: it goes as
+            # soon as the replies it uses have arrived (DeviceGroup.run)
             ideal = deadline
+            release = max([t_a] + [r[1] for r in used.values()])
         out = None
         if answered:
             mask = np.zeros((1, self.D), dtype=bool)
@@ -310,8 +314,8 @@ class Ingress:
                 mask[0, d], variant[0, d] = True, v
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
-        hold = s.wall(ideal) - time.time()
-        if hold > 0:  # the emulated network still carries the last reply (or the deadline is ahead)
+        hold = s.wall(release) - time.time()
+        if hold > 0:  # the emulated network still carries the last reply
             await asyncio.sleep(hold)
         finish = s.now()
         top = ranked(out[None], self.cfg.top_m)[0] if answered else np.full(self.cfg.top_m, -1)
