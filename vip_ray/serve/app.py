@@ -206,7 +206,9 @@ def start_ray_for(opt) -> str | None:
     kwargs: dict[str, Any] = {"address": opt.address, "log_to_driver": False}
     if opt.address is None:
         kwargs.update(include_dashboard=opt.dashboard, _temp_dir=opt.ray_temp_dir)
-    _reachable(opt.address)
+    from vip_ray.core.cluster import check_reachable
+
+    check_reachable(opt.address)   # one line in seconds, not ray.init's minutes of retries
     try:
         ctx = start_ray(**kwargs)  # a Ctrl-C during start-up shuts down what it started
     except Exception as e:  # a bad --address, an unreachable head node
@@ -232,19 +234,6 @@ def start_serve(opt) -> int | None:
 
     serve.start(http_options={"host": opt.http_host, "port": opt.http_port or free_port(opt.http_host)})
     return _serve_http_port()
-
-
-def _reachable(address: str | None, timeout: float = 5.0) -> None:
-    """Fail fast on a ``host:port`` nobody listens at (``ray.init`` would retry for minutes)."""
-    if not address or address == "auto" or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except (OSError, ValueError) as e:
-        raise DeployError(f"cannot reach a Ray head at {address!r} ({e}); start one with `ray start --head` "
-                          f"or pass the address it prints") from None
 
 
 def _serve_http_port() -> int | None:
