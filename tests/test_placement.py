@@ -91,11 +91,12 @@ def test_dynamic_placement_stops_the_master_waiting_for_crashed_devices(tmp_path
     """smart_home with its two most capable workers crashed at t = 0: with placement.dynamic the
     master re-places among the devices that are up and no longer waits for the crashed ones, so a
     request ends with the last reply it waits for (the deadline only when that one is late);
-    without it, every request waits the whole deadline for them."""
+    without it (and without a heartbeat: tests/test_master_knowledge.py covers that), every
+    request waits the whole deadline for them."""
     from vip_ray import analysis
     from vip_ray.experiment.run import run_scenario
 
-    sets = ["workload.requests=300", "seeds.replications=1"]
+    sets = ["workload.requests=300", "seeds.replications=1", "workload.heartbeat_ms=null"]
     runs = {dyn: analysis.load(run_scenario("scenarios/smart_home.yaml", overrides=[*sets, f"placement.dynamic={dyn}"],
                                             failed_devices=2, out=tmp_path / str(dyn), plots=False,
                                             log=lambda s: None)) for dyn in ("true", "false")}
