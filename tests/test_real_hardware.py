@@ -22,46 +22,14 @@ from vip_ray.core.tables import Outcome
 from vip_ray.core.world import Availability, DeviceSpec, LinkSpec, VariantSlot
 
 
-class _Clock:
-    """Instant emulated clock: timers fire in time order when ``run`` is called."""
-
-    def __init__(self):
-        self.t, self.heap, self.n = 0.0, [], 0
-
-    def now(self):
-        return self.t
-
-    def at(self, v, fn, *args):
-        import heapq
-
-        h = _Handle()
-        self.n += 1
-        heapq.heappush(self.heap, (v, self.n, h, fn, args))
-        return h
-
-    def run(self):
-        import heapq
-
-        while self.heap:
-            v, _, h, fn, args = heapq.heappop(self.heap)
-            if not h.cancelled:
-                self.t = v
-                fn(*args)
-
-
-class _Handle:
-    cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
-
-
 def test_a_measured_device_takes_the_real_passes_elapsed_time_as_its_compute():
     """A worker on a 2 ms RTT, 8 Mbit/s link: inputs of 1000 B arrive 1 + 1 = 2 ms after the
     request; its profile says 50 ms, but the measured passes take 7 ms and then 3 ms. FIFO: job 0
     runs 2–9 ms, job 1 (arriving at 2 + 4 = 6 ms) waits and runs 9–12 ms; replies of 10 B take
     1 + 0.01 ms up: reply_at = 10.01 and 13.01 ms. Busy time 10 ms; no forward pass is started
     for the emulated path (nothing precomputed)."""
+    from test_serve import _FakeClock   # the instant clock of the device-model tests
+
     from vip_ray.serve.emulated import EmulatedDevice, Job, Pending
 
     spec = DeviceSpec("board", (VariantSlot(0.0, 0, 0.050),), link=LinkSpec(0.002, 8e6), reply_bytes=10,
@@ -73,7 +41,7 @@ def test_a_measured_device_takes_the_real_passes_elapsed_time_as_its_compute():
         starts.append(clock.now())
         done(next(elapsed))
 
-    clock = _Clock()
+    clock = _FakeClock(0)
     dev = EmulatedDevice(spec, 0, infer=lambda *a: precomputed.append(a), measure=measure)
     dev.reset(clock, seed=0)
     loop = asyncio.new_event_loop()
@@ -81,7 +49,7 @@ def test_a_measured_device_takes_the_real_passes_elapsed_time_as_its_compute():
         pend = [Pending(("load", i), np.zeros((1, 2, 2), np.uint8), 1, loop) for i in range(2)]
         for i, t_req in enumerate((0.0, 0.004)):
             dev.offer(Job(pend[i], t_req + 0.001 + 8 * 1000 / 8e6, 1.0, False))
-        clock.run()
+        clock.run(lambda: False)   # every timer (no availability process runs on for ever)
     finally:
         loop.close()
     assert starts == pytest.approx([0.002, 0.009])

@@ -147,13 +147,13 @@ class ServeEmulation:
             self.cfg.options.route_prefix.rstrip("/")
 
     def replicate(self, seed: int, *, images, progress: Callable[[int], None] | None = None, lead_s: float = 1.0,
-                  drain_s: float | None = None, workload=None):
+                  drain_s: float | None = None, workload=None, on_start: Callable | None = None):
         """Replay the scenario's workload once (real time) with ``seed``; see :class:`LoadGenerator`."""
         from vip_ray.serve.loadgen import LoadGenerator
 
         gen = LoadGenerator(self.handle, self.cfg, images)
         return asyncio.run(gen.replication(seed, progress=progress, lead_s=lead_s, drain_s=drain_s,
-                                           workload=workload))
+                                           workload=workload, on_start=on_start))
 
     def health(self) -> dict:
         return self.handle.health.remote().result()

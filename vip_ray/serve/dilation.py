@@ -161,11 +161,12 @@ def choose(want: float | str, cal: Calibration, source: str = "--time-dilation")
         raise DilationError(f"{source}: expected a number > 0 or 'auto', got {want!r}")
     if x < cal.minimum and x != 1.0:
         raise DilationError(f"{source}: {x:g} is too small for this host: its forward passes need X >= "
-                            f"{cal.minimum:g} (measured: {_forwards(cal)}); use {cal.auto:g} or 'auto'")
+                            f"{cal.minimum:g} (measured: {forwards_text(cal)}); use {cal.auto:g} or 'auto'")
     return x
 
 
-def _forwards(cal: Calibration) -> str:
+def forwards_text(cal: Calibration) -> str:
+    """The host's measured forward passes, for a message."""
     return ", ".join(f"{k} {v:.2f} ms" for k, v in cal.forward_ms.items())
 
 

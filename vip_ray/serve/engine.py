@@ -140,14 +140,13 @@ class ServeEngine(Engine):
         """``cfg`` at its time dilation (calibrated on this host's forward passes)."""
         from dataclasses import replace
 
-        from vip_ray.serve.dilation import resolve
+        from vip_ray.serve.dilation import forwards_text, resolve
 
         x, cal = resolve(cfg, weights, cache=self.forward_cache)
         self.calibration = cal
         how = "auto" if cfg.options.time_dilation == "auto" else "given"
-        self.log(f"[vip_ray] time dilation X = {x:g} ({how}; host forward passes "
-                 + ", ".join(f"{k} {v:.2f} ms" for k, v in cal.forward_ms.items())
-                 + f"; the host needs X >= {cal.minimum:g}, auto picks {cal.auto:g})")
+        self.log(f"[vip_ray] time dilation X = {x:g} ({how}; host forward passes {forwards_text(cal)}"
+                 f"; the host needs X >= {cal.minimum:g}, auto picks {cal.auto:g})")
         if x < cal.minimum:
             self.log(f"[vip_ray] warning: at X = {x:g} the host's forward passes do not fit the emulated device "
                      f"times: replies will be late and latencies too long; use --time-dilation auto "
@@ -159,17 +158,17 @@ class ServeEngine(Engine):
 
     def _replicate(self, dep: FanOut, replication: int):
         from vip_ray.serve.dilation import wall_estimate_s
-        from vip_ray.serve.loadgen import arrival_times
 
         if not isinstance(dep, FanOut):     # a chain (mp) or an end–cloud pipeline: its own app
             out = yield from self._staged(dep, replication)
             return out
         emu = self.up(dep)
-        times = arrival_times(self.cfg.workload, dep.seed)
-        span = (float(times[-1]) if len(times) else 0.0) + self.cfg.workload.deadline_s
-        self.log(f"[vip_ray] replication {replication}: {len(times)} requests over {span:.1f} emulated s "
-                 f"≈ {wall_estimate_s(self.cfg, span):.0f} s wall at X = {self.cfg.dilation:g}")
-        replay = emu.replicate(dep.seed, images=self.images)
+
+        def announce(times: np.ndarray) -> None:   # what the replication will cost, before it starts
+            span = (float(times[-1]) if len(times) else 0.0) + self.cfg.workload.deadline_s
+            self.log(f"[vip_ray] replication {replication}: {len(times)} requests over {span:.1f} emulated s "
+                     f"≈ {wall_estimate_s(self.cfg, span):.0f} s wall at X = {self.cfg.dilation:g}")
+        replay = emu.replicate(dep.seed, images=self.images, on_start=announce)
         t = replay_tables(self.cfg, replay, dep.labels, replication=replication)
         yield t.requests
         self.extras.append(t.extra)
@@ -184,7 +183,7 @@ class ServeEngine(Engine):
         if runner is None:
             raise DeployError(f"the Serve engine cannot run {type(dep).__name__} deployments "
                               f"(strategy {dep.strategy!r})")
-        if self.options.time_dilation not in (1, 1.0, "1"):
+        if self.options.time_dilation != 1.0:   # a number (the CLI converts it) or "auto"
             raise DeployError("--time-dilation applies to the fan-out strategies (single, cp, vp, vip); "
                               f"strategy {dep.strategy!r} ({type(dep).__name__}) runs live in real time (X = 1)")
         if self.emulation is not None:      # a fan-out app of an earlier strategy: down first
@@ -230,7 +229,7 @@ class ServeEngine(Engine):
                           "dashboard_url": emu.dashboard_url if emu else None,
                           "groups": {g.name: [self.cfg.devices[i].name for i in g.devices] for g in self.cfg.groups}
                           if self.cfg else {},
-                          "harness_overhead_p50_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.5),
+                          "harness_overhead_p50_ms": over50,
                           "harness_overhead_p99_ms": _quantile_ms([e["overhead_s"] for e in extras], 0.99),
                           "send_lag_p50_ms": _quantile_ms([e["send_lag_s"] for e in extras], 0.5),
                           "per_replication": [{k: v for k, v in e.items()

@@ -83,11 +83,15 @@ class LoadGenerator:
         self.images = images
 
     async def replication(self, seed: int, *, progress: Callable[[int], None] | None = None, lead_s: float = 1.0,
-                          drain_s: float | None = None, workload: WorkloadSpec | None = None) -> Replay:
+                          drain_s: float | None = None, workload: WorkloadSpec | None = None,
+                          on_start: Callable[[np.ndarray], None] | None = None) -> Replay:
         """Replay the workload (default: the scenario's; another arrival process or length may be
-        given, e.g. to ramp the rate — the master keeps the scenario's deadline and input size)."""
+        given, e.g. to ramp the rate — the master keeps the scenario's deadline and input size).
+        ``on_start(times)``: told the arrival times before the replay starts."""
         t0 = time.time()
         times = arrival_times(workload or self.cfg.workload, seed)
+        if on_start:
+            on_start(times)
         samples = sample_rng(seed).integers(0, len(self.images), size=len(times))
         token = f"rep-{seed}-{uuid.uuid4().hex[:8]}"
         epoch = time.time() + lead_s   # every group is reset before emulated time 0
