@@ -119,6 +119,27 @@ def _link(link: Any) -> S.LinkSpec:
                       bandwidth_trace=trace)
 
 
+def availability_refusal(scenario: Any, options: EndCloudOptions) -> str | None:
+    """Why the end–cloud pipeline cannot run ``scenario``'s availability, known without a pool:
+    the end device is not always available, or no cloud candidate (``cloud_device``, else every
+    other device: the fastest is picked once the pool's member is known) is always available or
+    crashed from t = 0. None when it may run; :func:`setup` checks the cloud it picks."""
+    names = [d.name for d in scenario.devices]
+    end_name = options.end_device or scenario.master.name
+    if end_name not in names or len(names) < 2:
+        return None                                   # setup() names the bad key
+    end = scenario.device(end_name)
+    if end.availability.kind != "always":
+        return f"the end device {end_name} is not always available ({end.availability.kind})"
+    clouds = [scenario.device(options.cloud_device)] if options.cloud_device in names else \
+        [d for d in scenario.devices if d.name != end_name]
+    if all(d.availability.kind != "always" and not (d.availability.kind == "crash" and d.availability.at_s == 0.0)
+           for d in clouds):
+        kinds = ", ".join(f"{d.name}: {d.availability.kind}" for d in clouds)
+        return f"the end–cloud pipeline needs an always available (or crashed from t = 0) cloud; got {kinds}"
+    return None
+
+
 def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file: str,
           log: Callable[[str], None] = print) -> Setup:
     prefix = f"strategy.options.{name}"

@@ -81,6 +81,28 @@ def _conditions(scenario: Scenario, failed: Sequence[int] | None, steal: tuple[f
     return out
 
 
+def runnable(strategies: Sequence[str], instances: dict, conditions: list, file: str,
+             log: Callable[[str], None]) -> list[tuple[str, str, int | None, Scenario]]:
+    """Every (strategy, condition, failed count, scenario) to run: a condition a strategy refuses
+    without a pool (e.g. cycle stealing for an end–cloud pipeline, whose cloud must be always
+    available) is skipped with a note; a strategy that runs none of them is refused — both before
+    any pool is opened or trained."""
+    out = []
+    for s in strategies:
+        refused = []
+        for cond, n_failed, scenario in conditions:
+            why = instances[s].refuses(with_strategy(scenario, s))
+            if why:
+                refused.append(cond)
+                log(f"compare: {s} skips condition {cond}: {why}")
+            else:
+                out.append((s, cond, n_failed, scenario))
+        if len(refused) == len(conditions):
+            raise ScenarioError(f"{file}: strategy {s!r} runs none of the conditions ({', '.join(refused)}); "
+                                f"choose others with --failed A..B and --stealing none|BUSY,FREE", file=file)
+    return out
+
+
 def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Sequence[str] = (),
                 out: str | Path | None = None, failed: Sequence[int] | None = None,
                 steal: tuple[float, float] | None = (10.0, 30.0), engine: str | None = None, plots: bool = True,
@@ -105,10 +127,11 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     conditions = _conditions(base, failed, steal)
     if opts.resume and not out:
         raise RunError("--resume needs --out DIR: the folder of the study to continue")
+    todo = runnable(strategies, instances, conditions, file, log)
     points = [StudyPoint(folder=f"points/{s}/{cond}", label=f"{s} {cond}", scenario=with_strategy(scenario, s),
                          strategy=instances[s], engine=name, file=file, overrides=list(overrides),
                          config={"failed_devices": n_failed})
-              for s in strategies for cond, n_failed, scenario in conditions]
+              for s, cond, n_failed, scenario in todo]
     identity = {"kind": "compare", "source": str(Path(path).resolve()), "source_sha256": file_sha256(path),
                 "overrides": list(overrides),
                 "strategies": strategies, "conditions": [c for c, _, _ in conditions],
@@ -133,7 +156,7 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     with study_folder(out_dir, identity, points, log=log) as tmp:  # kept on a failure once it holds finished points
         engines = run_study(points, tmp, pools, extra, plan, opts, kind="compare", log=log,
                             progress_factory=progress_factory, engine_options=engine_options)
-        for p, (s, (cond, n_failed, _)) in zip(points, [(s, c) for s in strategies for c in conditions]):
+        for p, (s, cond, n_failed, _) in zip(points, todo):
             summary = json.loads((tmp / p.folder / "summary.json").read_text())
             devices = pd.read_parquet(tmp / p.folder / "devices.parquet")
             rows += _rows(s, cond, n_failed, summary, devices)

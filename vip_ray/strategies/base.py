@@ -77,6 +77,12 @@ class Strategy:
             raise ScenarioError("\n".join(lines), file=file, problems=problems) from None
         return cls(opts)
 
+    def refuses(self, scenario: Scenario) -> str | None:
+        """Why this strategy cannot run ``scenario`` at all, found without a pool (None: it may
+        run). ``vip-sim compare`` asks it of every condition before a pool is opened or trained,
+        and skips, with a note, the conditions a strategy refuses."""
+        return None
+
     def prepare(self, ctx: Context) -> None:
         """Once per run, before the first replication."""
 

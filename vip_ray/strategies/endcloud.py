@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Callable, ClassVar
 
 from vip_ray.coach.planners import plan_local
-from vip_ray.coach.runner import EndCloudOptions, Planned, Setup, plain, samples_for, setup, workload_times
+from vip_ray.coach.runner import (EndCloudOptions, Planned, Setup, availability_refusal, plain, samples_for, setup,
+                                  workload_times)
 from vip_ray.core.deployment import Pipeline
 from vip_ray.core.tables import top_m
 from vip_ray.strategies.base import Context, Strategy
@@ -21,6 +22,9 @@ class EndCloudStrategy(Strategy):
     Options: ClassVar[type[EndCloudOptions]] = EndCloudOptions
     uses_variants: ClassVar[bool] = False          # partitions one member; no variant pool needed
     planner: ClassVar[Callable[..., Planned]]
+
+    def refuses(self, scenario) -> str | None:
+        return availability_refusal(scenario, self.options)
 
     def prepare(self, ctx: Context) -> None:
         self.setup: Setup = setup(ctx.scenario, ctx.pool, self.options, name=self.name, file=ctx.file, log=ctx.log)
