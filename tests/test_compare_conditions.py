@@ -53,3 +53,9 @@ def test_the_end_cloud_refusal_names_the_unavailable_end_device():
     assert coach.refuses(base) == "the end device nx is not always available (onoff)"
     with pytest.raises(ScenarioError, match="runs none of the conditions"):
         runnable(["coach"], {"coach": coach}, _conditions(base, [0], None), END_CLOUD, lambda s: None)
+
+
+def test_the_sim_family_name_is_an_engine_a_strategy_is_checked_against():
+    """``sim`` names the simulator family (any kernel): it is not refused as an unknown engine."""
+    base = load_scenario(END_CLOUD)
+    assert checked_strategy(with_strategy(base, "coach"), END_CLOUD, "sim").name == "coach"

@@ -81,7 +81,7 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
 
     strategy = get_strategy(scenario.strategy.name, file=file).from_scenario(scenario, file)
     try:
-        family = engine_family(engine)
+        family = "sim" if engine == "sim" else engine_family(engine)   # "sim": the family, any kernel
     except KeyError:
         allowed = ", ".join(["sim", *sorted(n for names in FAMILIES.values() for n in names)])
         raise ScenarioError(f"{file}: engine: unknown engine {engine!r}; allowed: {allowed}", file=file) from None
