@@ -92,8 +92,8 @@ KNOWN_FIELDS = {
                    "fallback", "heartbeat_s"},
     DeviceSpec: {"name", "slots", "service_dist", "jitter_cv", "straggler_prob", "straggler_factor",
                  "availability", "link", "reply_bytes", "drop_expired", "role", "group", "ray_resources",
-                 "timing"},
-    LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace"},
+                 "timing", "power", "battery_wh"},   # energy: computed after the run (battery: a crash by then)
+    LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace", "radio"},
     VariantSlot: {"start_s", "variant", "service_s"},
     Availability: {"kind", "busy_mean_s", "free_mean_s", "distribution", "weibull_shape", "intervals",
                    "crash_at_s", "mtbf_s", "mttr_s", "mode"},
