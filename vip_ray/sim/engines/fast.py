@@ -110,6 +110,7 @@ def _serve_simple(st, tdev, mult, stats, d):
     """Always available, one slot, no drop_expired: plain Lindley recursion."""
     svc = (st.slot_svc[0] * mult).tolist()
     free = st.free
+    free0 = free
     comp = []
     ap = comp.append
     busy = 0.0
@@ -124,7 +125,13 @@ def _serve_simple(st, tdev, mult, stats, d):
         st.last_end = free
     stats["served"][d] += n
     stats["busy_s"][d] += busy
-    return [_REPLIED] * n, comp, [st.slot_var[0]] * n
+    # service starts: max(arrival at the device, the previous job's end), the loop's own float op
+    prev = np.empty(n)
+    if n:
+        prev[0] = free0
+        prev[1:] = comp[:-1]
+    start = np.maximum(np.asarray(tdev, dtype=np.float64), prev)
+    return [_REPLIED] * n, comp, [st.slot_var[0]] * n, start, None
 
 
 def _serve_general(st, tdev, mult, deadline_at, stats, d):
@@ -140,6 +147,8 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
     code = [_REPLIED] * n
     comp = [INF] * n
     var = [-1] * n
+    first = [INF] * n          # service start of each job
+    paused = None              # time paused by the owner's work (preempt-resume only)
     busy = 0.0
     served = preempted = dropped = crashed = skipped = unplaced = 0
     last_end = st.last_end
@@ -186,6 +195,7 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
             continue
         rem = svcs[sp] * mult[j]
         var[j] = vars_[sp]
+        first[j] = s
         while True:
             end = s + rem
             v = V[k]
@@ -208,6 +218,9 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
                 dropped += 1
                 break
             k, s = advance_window(win, k, v)
+            if paused is None:
+                paused = [0.0] * n
+            paused[j] += s - v
         if free > last_end:
             last_end = free
     # forget consumed windows (keeps memory flat)
@@ -222,7 +235,7 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
     stats["crashed"][d] += crashed
     stats["skipped"][d] += skipped
     stats["unplaced"][d] += unplaced
-    return code, comp, var
+    return code, comp, var, first, paused
 
 
 def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[SimResult]:
@@ -257,6 +270,10 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         variant = np.full((n, D), -1, dtype=np.int32)
         outcome = np.zeros((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
+        ready_at = np.full((n, D), INF)
+        start_at = np.full((n, D), INF)
+        end_at = np.full((n, D), INF)
+        paused_s = np.zeros((n, D))
         stats = empty_device_stats(D)
         sent = None
         if owner is not None:
@@ -304,16 +321,21 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
             tdev = tdev_arr.tolist()
             stats["jobs"][d] += len(tdev)
             if st.simple:
-                code, comp, var = _serve_simple(st, tdev, mult, stats, d)
+                code, comp, var, first, paused = _serve_simple(st, tdev, mult, stats, d)
             else:
                 dl = (deadline_at if idx is None else deadline_at[idx]).tolist()
-                code, comp, var = _serve_general(st, tdev, mult, dl, stats, d)
+                code, comp, var, first, paused = _serve_general(st, tdev, mult, dl, stats, d)
             code = np.asarray(code, dtype=np.int8)
             comp = np.asarray(comp, dtype=np.float64)
             var = np.asarray(var, dtype=np.int32)
             if idx is None:
                 idx = np.arange(len(tdev))
             variant[idx, d] = var
+            ready_at[idx, d] = tdev_arr
+            start_at[idx, d] = first
+            end_at[idx, d] = comp
+            if paused is not None:
+                paused_s[idx, d] = paused
             ok = code == _REPLIED
             if st.up is None:
                 col = np.where(ok, comp, INF)
@@ -338,4 +360,5 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         yield chunk_result(
             chunk, deadline_s=wl.deadline_s, last_end=max((st.last_end for st in states), default=0.0),
             meters=meters, stats=stats, reply_at=reply, variant=variant, outcome=outcome,
-            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop")
+            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop",
+            stages=(ready_at, start_at, end_at, paused_s))

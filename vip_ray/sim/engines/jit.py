@@ -278,7 +278,7 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
            has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
-           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
     """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``DU``,
     ``MU``, ``UU``, ``SU``: see :class:`_Draws`): tiles of ``TILE`` requests, in each tile device by device (the recursions
     are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
@@ -297,7 +297,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
             need = _device_tile(d, start, je, times, deadline_at, sent, multi, down_end, profile, half, DU[r], has_dloss,
                                 MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
-                                last_end_, cnt, busy_, reply, var, code, bytes_up)
+                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg)
             if need >= 0:
                 return d, need
         first = False
@@ -308,9 +308,10 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
 @_njit
 def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
-                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
-    not yet computed (nothing of that job committed)."""
+    not yet computed (nothing of that job committed). ``stg[0..3, j, d]``: the job's stage times
+    (input at the device, service start, service end, time paused; inf / 0 where none)."""
     pf = profile[d]
     net = pf >= 0
     hd = half[d]
@@ -351,12 +352,20 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
             code[j, d] = _NOT_SENT
             reply[j, d] = INF
             var[j, d] = -1
+            stg[0, j, d] = INF
+            stg[1, j, d] = INF
+            stg[2, j, d] = INF
+            stg[3, j, d] = 0.0
             continue
         if net:
             if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
                 reply[j, d] = INF
                 var[j, d] = -1
+                stg[0, j, d] = INF
+                stg[1, j, d] = INF
+                stg[2, j, d] = INF
+                stg[3, j, d] = 0.0
                 lost_down += 1
                 continue
             t = down_d[j] + hd
@@ -372,6 +381,8 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         comp = 0.0
         vv = -1
         s = t
+        s0 = INF                              # service start
+        pz = 0.0                              # time paused by the owner's work
         if fail:
             while WV_d[kk] <= t:
                 if kk + 1 >= nw:
@@ -431,6 +442,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                     m = m * (sf if SU_d[j] < sprob else 1.0)
                 rem = SSVC[d, spn] * m
                 vv = SVAR[d, spn]
+                s0 = s
                 while True:
                     end = s + rem
                     v = WV_d[kk]
@@ -466,6 +478,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                         break
                     if need >= 0:
                         break
+                    pz += s - v
                 if need >= 0:
                     break
                 if ff > le:
@@ -479,6 +492,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         preempted += pre
         jobs += 1
         var[j, d] = vv
+        stg[0, j, d] = t
+        stg[1, j, d] = s0
+        stg[2, j, d] = comp if c == _REPLIED else INF
+        stg[3, j, d] = pz
         if c == _REPLIED:
             served += 1
             if net:
@@ -861,6 +878,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         var = np.empty((n, D), dtype=np.int32)
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
+        stg = np.empty((4, n, D))                  # stage times; the kernel writes every cell
         down_end = np.empty((max(P, 1), n))
         sent = no_sent
         if multi:
@@ -891,7 +909,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
                     b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU,
                     has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
-                    code, bytes_up)
+                    code, bytes_up, stg)
                 if d0 < 0:
                     break
                 win.grow(d0, max(16, int(win.nW[d0])))
@@ -901,7 +919,8 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         stats["busy_s"] += busy
         res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
                            meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
-                           per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit")
+                           per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit",
+                           stages=tuple(stg))
         t0 = time.perf_counter()
         win.cover(res.t_end)
         _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])

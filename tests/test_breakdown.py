@@ -1,0 +1,113 @@
+"""The latency breakdown of requests.parquet and the per-job table jobs.parquet: on the random
+specs that prove the engines identical, the breakdown sums to latency_s in every engine; exact
+hand-worked timelines for each stage."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vip_ray.core.aggregation import AggregationSpec
+from vip_ray.core.breakdown import BREAKDOWN_COLUMNS, JOB_COLUMNS, JobsTable
+from vip_ray.core.deployment import FanOut
+from vip_ray.core.master import request_table
+from vip_ray.core.tables import Outcome, sample_rng
+from vip_ray.core.world import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
+from vip_ray.sim import run
+from tests.test_sim_engine import rand_spec
+
+ENGINES = ("reference", "loop", "numpy", "jit")
+N_VARIANTS, N_SAMPLES, N_CLASSES = 7, 20, 4
+
+
+def fanout(spec: SimSpec, fallback: str | None = None) -> FanOut:
+    """A fan-out deployment of ``spec`` with a random prediction bank (7 variants: every index the
+    random specs place)."""
+    rng = np.random.default_rng(0)
+    variants = tuple(SimpleNamespace(id=f"v{i}", input_size=32, width=0.35, macs=1000) for i in range(N_VARIANTS))
+    probs = rng.dirichlet(np.ones(N_CLASSES), size=(N_VARIANTS, N_SAMPLES))
+    if fallback is not None:
+        from dataclasses import replace
+        spec = replace(spec, workload=replace(spec.workload, fallback=fallback))
+    return FanOut(strategy="vip", scenario="t", seed=spec.seed, pool=SimpleNamespace(labels=rng.integers(0, 4, N_SAMPLES)),
+                  top_m=2, world=spec, variants=variants, probs=probs,
+                  aggregation=AggregationSpec.build("vip", None, 1.0, variants, list(range(N_VARIANTS)),
+                                                    num_classes=N_CLASSES))
+
+
+def rows_of(spec, engine, fallback=None):
+    dep = fanout(spec, fallback)
+    return request_table(run(dep.world, engine), dep, replication=0, sample_rng=sample_rng(dep.seed))
+
+
+@pytest.mark.parametrize("ties", [False, True], ids=["continuous", "ties"])
+@pytest.mark.parametrize("seed", range(12))
+def test_breakdown_sums_to_latency_in_every_engine(seed, ties):
+    spec = rand_spec(seed, ties=ties)
+    fallback = ("none", "local", "best_effort")[seed % 3]
+    ref = None
+    for engine in ENGINES:
+        rows = rows_of(spec, engine, fallback)
+        parts = rows[list(BREAKDOWN_COLUMNS)].to_numpy()
+        ans = rows["answered"].to_numpy()
+        total = parts[ans].sum(axis=1)
+        np.testing.assert_allclose(total, rows["latency_s"].to_numpy()[ans], rtol=0, atol=1e-9, err_msg=engine)
+        assert np.isnan(parts[~ans]).all()
+        assert (parts[ans] >= -1e-9).all(), engine                  # no stage takes negative time
+        if ref is None:
+            ref = parts
+        else:   # the engines agree on every stage, bit for bit
+            np.testing.assert_array_equal(parts, ref, err_msg=engine)
+
+
+def test_breakdown_of_a_hand_worked_timeline():
+    """One worker on a 1 Mbit/s link (rtt 20 ms), 1,250-byte inputs (10 ms on the wire), 100 ms
+    compute, an owner who takes the device over [0.15, 0.25) (resume), 125-byte replies (1 ms); the
+    master's own variant takes 50 ms. Requests at 0 and 0.05, deadline 1 s.
+
+    request 0: at the worker 0.01 + 0.01 = 0.02, computes 0.02 -> 0.12, reply 0.12 + 0.001 + 0.01 = 0.131.
+    request 1: sent 0.05, at the worker 0.07, queued to 0.12, computes 0.12 -> 0.15, paused to 0.25,
+    computes the remaining 0.07 s: ends 0.32, reply 0.331, latency 0.281. The master's own replies
+    (0.05, 0.10) come earlier: the worker's is the decisive one."""
+    master = DeviceSpec("m", (VariantSlot(0.0, 0, 0.05),), role="master")
+    worker = DeviceSpec("w", (VariantSlot(0.0, 1, 0.1),), link=LinkSpec(0.02, 1e6), reply_bytes=125,
+                        availability=Availability("trace", intervals=((0.15, 0.25),), mode="resume"))
+    spec = SimSpec((master, worker), WorkloadSpec("trace", times=(0.0, 0.05), deadline_s=1.0, input_bytes=1250))
+    for engine in ENGINES:
+        rows = rows_of(spec, engine)
+        b = rows[list(BREAKDOWN_COLUMNS)].to_numpy()
+        # decisive job: the worker's reply (the last one the master used)
+        np.testing.assert_allclose(b[0], [0.02, 0.0, 0.1, 0.0, 0.011, 0.0, 0.0], atol=1e-12, err_msg=engine)
+        np.testing.assert_allclose(b[1], [0.02, 0.05, 0.1, 0.1, 0.011, 0.0, 0.0], atol=1e-12, err_msg=engine)
+        np.testing.assert_allclose(rows["latency_s"], [0.131, 0.281], atol=1e-12)
+
+
+def test_waiting_for_the_deadline_is_t_wait():
+    """The worker crashes at 0: the master (no heartbeat) waits to the 0.5 s deadline with its own
+    reply at 0.05 in hand: t_wait = 0.45."""
+    master = DeviceSpec("m", (VariantSlot(0.0, 0, 0.05),), role="master")
+    worker = DeviceSpec("w", (VariantSlot(0.0, 1, 0.1),), link=LinkSpec(0.0, math.inf),
+                        availability=Availability("crash", crash_at_s=0.0))
+    spec = SimSpec((master, worker), WorkloadSpec("trace", times=(0.0,), deadline_s=0.5))
+    for engine in ENGINES:
+        b = rows_of(spec, engine)[list(BREAKDOWN_COLUMNS)].to_numpy()[0]
+        np.testing.assert_allclose(b, [0.0, 0.0, 0.05, 0.0, 0.0, 0.45, 0.0], atol=1e-12, err_msg=engine)
+
+
+def test_jobs_table_has_every_job_and_its_stages():
+    spec = rand_spec(3, n_dev=3, n_req=50)
+    res = run(spec, "loop")
+    t = JobsTable(0, [d.name for d in spec.devices])
+    t.add(res)
+    f = t.frame()
+    assert list(f.columns) == list(JOB_COLUMNS)
+    assert len(f) == 50 * 3
+    served = f["outcome"].isin([Outcome.REPLIED, Outcome.LOST_UP]).to_numpy()
+    # a served job: at the device, then started, then ended, in that order
+    assert (f["input_at_s"][served] <= f["start_s"][served]).all()
+    assert (f["start_s"][served] + f["paused_s"][served] <= f["end_s"][served] + 1e-12).all()
+    replied = f["outcome"].to_numpy() == Outcome.REPLIED
+    assert (f["end_s"][replied] <= f["reply_at_s"][replied]).all()
+    np.testing.assert_array_equal(f["reply_at_s"].to_numpy().reshape(50, 3), res.reply_at)
