@@ -111,3 +111,28 @@ def test_jobs_table_has_every_job_and_its_stages():
     replied = f["outcome"].to_numpy() == Outcome.REPLIED
     assert (f["end_s"][replied] <= f["reply_at_s"][replied]).all()
     np.testing.assert_array_equal(f["reply_at_s"].to_numpy().reshape(50, 3), res.reply_at)
+
+
+def test_decisive_device_is_the_last_used_reply():
+    master = DeviceSpec("m", (VariantSlot(0.0, 0, 0.05),), role="master")
+    worker = DeviceSpec("w", (VariantSlot(0.0, 1, 0.1),), link=LinkSpec(0.0, math.inf))
+    spec = SimSpec((master, worker), WorkloadSpec("trace", times=(0.0, 1.0), deadline_s=0.5))
+    rows = rows_of(spec, "loop")
+    assert list(rows["decisive_device"].astype(str)) == ["w", "w"]    # 0.1 s after the master's 0.05 s
+
+
+def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
+    import pandas as pd
+
+    from vip_ray.experiment.energy_plots import STAGES, breakdown_by_device, run_breakdown_plot
+
+    cols = [c for c, _ in STAGES]
+    req = pd.DataFrame({"decisive_device": pd.Categorical(["a", "b", "a", None], categories=["a", "b"]),
+                        **{c: [0.001 * (j + 1), 0.002, 0.003 * (j + 1), np.nan] for j, c in enumerate(cols)}})
+    names, means, counts = breakdown_by_device(req)
+    assert names == ["a", "b"] and counts.tolist() == [2, 1]
+    np.testing.assert_allclose(means[0], [2.0 * (j + 1) for j in range(len(cols))])   # ms: (1 + 3) / 2 x (j + 1)
+    np.testing.assert_allclose(means[1], [2.0] * len(cols))
+    req.to_parquet(tmp_path / "requests.parquet")
+    [png] = run_breakdown_plot(tmp_path)
+    assert png.name == "latency_breakdown.png" and png.stat().st_size > 0

@@ -205,3 +205,20 @@ def test_compare_figure_has_the_energy_pareto_and_parts_panels():
     heights = [p.get_height() for p in parts.patches]      # compute, radio, idle stacked per strategy
     np.testing.assert_allclose(heights, [0.5, 0.5, 0.3, 1.3, 0.2, 0.2])
     plt.close(fig)
+
+
+def test_run_writes_jobs_and_the_breakdown(run_dir):
+    from vip_ray.core.breakdown import BREAKDOWN_COLUMNS, JOB_COLUMNS
+
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    jobs = pd.read_parquet(run_dir / "jobs.parquet")
+    assert list(jobs.columns) == list(JOB_COLUMNS)
+    assert len(jobs) == len(req) * 3                  # every (request, device) job of both replications
+    ans = req["answered"].to_numpy()
+    total = req[list(BREAKDOWN_COLUMNS)].to_numpy()[ans].sum(axis=1)
+    np.testing.assert_allclose(total, req["latency_s"].to_numpy()[ans], rtol=0, atol=1e-9)
+    # the decisive reply is one of the jobs: its reply time is the finish less the wait
+    y = (req["finish_s"] - req["t_wait_s"]).to_numpy()[ans]
+    replies = jobs.pivot_table(index=["replication", "request_id"], columns="device", values="reply_at_s",
+                               observed=True).to_numpy()[ans]
+    assert np.isclose(replies, y[:, None], rtol=0, atol=1e-12).any(axis=1).all()

@@ -16,11 +16,13 @@ paused by the owner's work ``p`` and reply at the master ``y``::
                                    for did not reply in time), 0 when this reply completed the answer
     t_aggregate_s = 0              aggregating (instantaneous in the model)
 
-so that they sum to ``latency_s = f - a`` (to rounding, 1e-9 s and far below). An unanswered
-request has NaN everywhere. An engine without stage times (a live engine for now) writes NaN.
+so that they sum to ``latency_s = f - a`` (to rounding, 1e-9 s and far below); the decisive
+job's device is ``decisive_device``. An unanswered request has NaN everywhere. An engine without
+stage times (a live engine for now) writes NaN.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,18 +65,66 @@ def breakdown(timing: Any, finish: np.ndarray, use: np.ndarray) -> dict[str, np.
     return out
 
 
-def append_breakdown(frame, timing: Any, finish: np.ndarray, use: np.ndarray):
+def decisive(timing: Any, use: np.ndarray) -> np.ndarray:
+    """(R,) column of each request's decisive job (-1: none)."""
+    out = np.full(len(use), -1, dtype=np.int64)
+    rows = np.flatnonzero(use.any(axis=1))
+    if len(rows):
+        out[rows] = np.where(use[rows], timing.reply_at[rows], -np.inf).argmax(axis=1)
+    return out
+
+
+def append_breakdown(frame, timing: Any, finish: np.ndarray, use: np.ndarray, names: Sequence[str] = ()):
+    """``frame`` with the breakdown columns and ``decisive_device`` (the decisive job's device;
+    ``names``: the devices, or for stacked cells ``[(rows, names), ...]``)."""
+    import pandas as pd
+
     for c, v in breakdown(timing, finish, use).items():
         frame[c] = v
+    if len(names) and isinstance(names[0], tuple):      # cells: their devices' names, one after another
+        labels, codes, at = [], [], 0
+        for rows, cell_names in names:
+            k = decisive(SimpleNamespace(reply_at=timing.reply_at[at:at + rows]), use[at:at + rows])
+            codes.append(np.where(k >= 0, k + len(labels), -1))
+            labels += list(cell_names)
+            at += rows
+        uniq = list(dict.fromkeys(labels))
+        remap = np.array([uniq.index(n) for n in labels] + [-1], dtype=np.int64)
+        frame["decisive_device"] = pd.Categorical.from_codes(remap[np.concatenate(codes)], categories=uniq)
+    else:
+        frame["decisive_device"] = pd.Categorical.from_codes(decisive(timing, use), categories=list(names))
     return frame
 
 
 def ensure_breakdown(rows):
     """``rows`` with the breakdown columns, NaN where an engine or a strategy does not report them."""
+    import pandas as pd
+
     for c in BREAKDOWN_COLUMNS:
         if c not in rows:
             rows[c] = np.nan
+    if "decisive_device" not in rows:
+        rows["decisive_device"] = pd.Categorical.from_codes(np.full(len(rows), -1), categories=[])
     return rows
+
+
+class BreakdownStats:
+    """Mean of each breakdown column over a replication's answered requests (``summary.json``:
+    ``<column>_mean``, e.g. ``t_queue_s_mean``), chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.sums = np.zeros(len(BREAKDOWN_COLUMNS))
+        self.n = 0
+
+    def add(self, rows) -> None:
+        b = rows[list(BREAKDOWN_COLUMNS)].to_numpy(np.float64)
+        ok = ~np.isnan(b).any(axis=1)
+        self.sums += b[ok].sum(axis=0)
+        self.n += int(ok.sum())
+
+    def figures(self) -> dict[str, float]:
+        nan = float("nan")
+        return {f"{c}_mean": float(v / self.n) if self.n else nan for c, v in zip(BREAKDOWN_COLUMNS, self.sums)}
 
 
 def job_frame(*, replication: int, request_id: np.ndarray, device_names: Sequence[str], variant: np.ndarray,
@@ -110,7 +160,9 @@ class JobsTable:
         self.frames: list = []
         self.kept = self.left_out = 0
 
-    def add(self, timing: Any, request_offset: int = 0) -> None:
+    def add(self, timing: Any, request_offset: int = 0, names: Sequence[str] | None = None) -> None:
+        """The jobs of ``timing`` (request ids + ``request_offset``; ``names``: its devices, default
+        the table's)."""
         n = timing.reply_at.size
         room = JOBS_LIMIT - self.kept
         if room <= 0:
@@ -124,7 +176,8 @@ class JobsTable:
             return None if a is None else a[sl]
 
         f = job_frame(replication=self.replication, request_id=timing.request_id[sl] + request_offset,
-                      device_names=self.names, variant=timing.variant[sl], outcome=timing.outcome[sl],
+                      device_names=self.names if names is None else list(names), variant=timing.variant[sl],
+                      outcome=timing.outcome[sl],
                       reply_at=timing.reply_at[sl], input_at=part("ready_at"), start=part("start_at"),
                       end=part("end_at"), paused=part("paused_s"))
         self.frames.append(f)

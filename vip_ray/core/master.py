@@ -224,7 +224,8 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         device_names=names[0][1] if len(names) == 1 else names, sample=samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
         bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
-    return append_breakdown(frame, timing, finish, use)   # where the latency went (core/breakdown.py)
+    # where the latency went (core/breakdown.py)
+    return append_breakdown(frame, timing, finish, use, names[0][1] if len(names) == 1 else names)
 
 
 class PerMaster:

@@ -162,7 +162,7 @@ def requests_arrow(rows: pd.DataFrame) -> pa.Table:
     import pyarrow as pa
 
     table = pa.Table.from_pandas(rows, preserve_index=False)
-    for name in ("responders", "master"):
+    for name in ("responders", "master", "decisive_device"):
         if name not in rows:
             continue
         cat = rows[name]

@@ -8,7 +8,9 @@ Output directory::
     compare.parquet      one row per strategy × condition × replication (columns: COMPARE_COLUMNS)
     points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json, config.yaml of each point
     study.json           what the study is (``--resume`` continues only the same study)
-    compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy
+    compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy;
+                         energy per correct answer vs accuracy (Pareto front), energy per request by part
+    latency_breakdown.png  per strategy: where the answered requests' latency went
     end_cloud.csv, end_cloud_phases.csv, end_cloud.png   with coach/neurosurgeon/dads/spinn/jps: latency,
                          throughput, exit ratio, KB, bits, stage bubbles; throughput per bandwidth step
     summary.json, config.yaml
@@ -64,6 +66,8 @@ COMPARE_COLUMNS: dict[str, str] = {
     "energy_compute_per_request_j": "compute part of energy_per_request_j, J",
     "energy_radio_per_request_j": "radio part of energy_per_request_j, J",
     "energy_idle_per_request_j": "idle part of energy_per_request_j, J",
+    **{f"{c}_mean_ms": f"mean {c} of answered requests (the latency breakdown), ms"
+       for c in ("t_down", "t_queue", "t_compute", "t_paused", "t_up", "t_wait", "t_aggregate")},
 }
 
 
@@ -190,6 +194,8 @@ def _energy_row(v: dict, d: pd.DataFrame) -> dict:
     for part in ("compute", "radio", "idle"):
         col = f"energy_{part}_j"
         row[f"energy_{part}_per_request_j"] = float(d[col].sum()) / n if col in d and d[col].notna().any() else nan
+    for stage in ("t_down", "t_queue", "t_compute", "t_paused", "t_up", "t_wait", "t_aggregate"):
+        row[f"{stage}_mean_ms"] = 1e3 * v.get(f"{stage}_s_mean", nan)
     return row
 
 
@@ -300,3 +306,8 @@ def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig = compare_figure(table, title=title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    from vip_ray.experiment.energy_plots import compare_breakdown_figure
+
+    means = mean_table(table).reset_index()
+    compare_breakdown_figure(means, list(dict.fromkeys(means["strategy"]))).savefig(
+        path.parent / "latency_breakdown.png", dpi=110)

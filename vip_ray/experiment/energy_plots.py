@@ -64,3 +64,76 @@ def energy_panels(ax_pareto, ax_parts, means: pd.DataFrame, strategies: Sequence
     ax_parts.set_ylabel("energy per request (J), all devices")
     ax_parts.legend(fontsize=7)
     ax_parts.set_title("no failures", fontsize=8, color="0.3")
+
+
+#: stage columns, their labels and greys in the stacked latency bars
+STAGES = (("t_down_s", "downlink"), ("t_queue_s", "queue"), ("t_compute_s", "compute"), ("t_paused_s", "paused"),
+          ("t_up_s", "uplink"), ("t_wait_s", "master waits"), ("t_aggregate_s", "aggregate"))
+
+
+def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=None) -> None:
+    """Bars of ``means_ms`` (rows: ``labels``, columns: :data:`STAGES`) stacked stage on stage."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"].colors
+    x = np.arange(len(labels))
+    bottom = np.zeros(len(labels))
+    for j, (_, label) in enumerate(STAGES):
+        v = np.nan_to_num(means_ms[:, j]) if len(labels) else np.zeros(0)
+        ax.bar(x, v, bottom=bottom, color=colors[j], label=label, edgecolor=edge, linewidth=1.2 if edge else 0)
+        bottom += v
+    ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+    ax.set_ylabel("mean latency of answered requests (ms)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Per decisive device: its name, the mean of each stage (ms) and the requests it decided."""
+    cols = [c for c, _ in STAGES]
+    ok = requests.dropna(subset=cols)
+    ok = ok[ok["decisive_device"].notna()]
+    if not len(ok):
+        return [], np.zeros((0, len(cols))), np.zeros(0, dtype=np.int64)
+    g = ok.groupby("decisive_device", observed=True)
+    means = g[cols].mean()
+    return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
+
+
+def run_breakdown_plot(run_dir) -> list:
+    """``latency_breakdown.png`` of a run: per decisive device, where its requests' latency went
+    (nothing when the run has no breakdown: chains, end–cloud, the Serve engine)."""
+    from pathlib import Path
+
+    from vip_ray.experiment.plots import new_figure
+
+    run_dir = Path(run_dir)
+    cols = ["decisive_device"] + [c for c, _ in STAGES]
+    try:
+        req = pd.read_parquet(run_dir / "requests.parquet", columns=cols)
+    except (KeyError, ValueError, OSError):      # a run written before the breakdown existed
+        return []
+    names, means, counts = breakdown_by_device(req)
+    if not names:
+        return []
+    fig, ax = new_figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.2))
+    stacked_breakdown(ax, [f"{n}\n({c} req.)" for n, c in zip(names, counts)], means)
+    ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9)
+    fig.tight_layout()
+    path = run_dir / "latency_breakdown.png"
+    fig.savefig(path, dpi=120)
+    return [path]
+
+
+def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str]):
+    """Per strategy (no failures): where its answered requests' latency went."""
+    from vip_ray.experiment.plots import new_figure
+
+    cols = [f"{c[:-2]}_mean_ms" for c, _ in STAGES]
+    base = means[means["condition"] == "failed=0"].set_index("strategy").reindex(strategies)
+    vals = base[cols].to_numpy(float) if all(c in base for c in cols) else np.full((len(strategies), len(cols)), np.nan)
+    fig, ax = new_figure(figsize=(max(5.0, 0.9 * len(strategies) + 2), 4.2))
+    stacked_breakdown(ax, list(strategies), vals)
+    ax.set_title("where the latency went, per strategy (no failures; NaN: not reported)", fontsize=9)
+    fig.tight_layout()
+    return fig

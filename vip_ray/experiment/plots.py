@@ -184,4 +184,6 @@ def run_plots(run_dir: str | Path) -> list[Path]:
                       ("availability_timeline.png", availability_timeline_figure(red, names))):
         paths.append(run_dir / name)
         fig.savefig(paths[-1], dpi=120)
-    return paths
+    from vip_ray.experiment.energy_plots import run_breakdown_plot
+
+    return paths + run_breakdown_plot(run_dir)

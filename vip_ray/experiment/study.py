@@ -255,6 +255,7 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
     """One replication of one point (the body of a Ray task; also callable in-process). The
     strategy is prepared here, as the in-process path prepares it once per point: preparing is
     deterministic, so each replication gets the same deployment for its seed."""
+    from vip_ray.core.breakdown import BreakdownStats, ensure_breakdown
     from vip_ray.core.energy import meter_for
     from vip_ray.core.tables import ReplicationStats, requests_arrow
 
@@ -272,13 +273,15 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
         dep = strategy.deploy(ctx, p.scenario.seeds.base + rep)
         energy = meter_for(dep)
         out = eng.replicate(dep, replication=rep, chunk_requests=task.chunk_requests)
-        stats, chunks = ReplicationStats(), []
+        stats, chunks, stages = ReplicationStats(), [], BreakdownStats()
         for rows in out:
-            rows = energy.annotate(rows)
+            rows = energy.annotate(ensure_breakdown(rows))
             stats.add(rows)
+            stages.add(rows)
             chunks.append(requests_arrow(rows))
         devices = energy.devices(out.devices)
-        return ReplicationResult(rep, chunks, {**stats.figures(), **energy.figures()}, devices, out.tables, out.meta,
+        figures = {**stats.figures(), **energy.figures(), **stages.figures()}
+        return ReplicationResult(rep, chunks, figures, devices, out.tables, out.meta,
                                  eng.run_summary(), logs, time.time() - t0, time.process_time() - c0)
 
 
