@@ -136,3 +136,34 @@ def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
     req.to_parquet(tmp_path / "requests.parquet")
     [png] = run_breakdown_plot(tmp_path)
     assert png.name == "latency_breakdown.png" and png.stat().st_size > 0
+
+
+def test_chain_breakdown_of_a_hand_worked_timeline():
+    """mp: master (10 ms) -> worker over 1 Mbit/s, rtt 2 ms; 1,000-byte activation (8 ms + 1 ms),
+    5 ms on the worker, 10-byte reply (0.08 ms + 1 ms). Request 1 (at 5 ms) queues 5 ms at the
+    master and nowhere else. Request 0: 0 + 10 ms compute, 9 ms down, 5 ms compute, 1.08 ms up."""
+    from vip_ray.sim.chain import ChainSpec, run_chain
+
+    def d(name, svc, link=None, availability=Availability()):
+        return DeviceSpec(name, (VariantSlot(0.0, 0, svc),), link=link, availability=availability)
+
+    link = LinkSpec(0.002, 1e6)
+    spec = ChainSpec(devices=(d("m", 0.010), d("w", 0.005, link)), stages=(0, 1), stage_bytes=(100, 1000),
+                     out_bytes=10, master=0,
+                     workload=WorkloadSpec("periodic", rate_hz=200, n_requests=2, deadline_s=1.0, input_bytes=100))
+    res = run_chain(spec)
+    cols = list(BREAKDOWN_COLUMNS)
+    want0 = dict(t_down_s=0.009, t_queue_s=0.0, t_compute_s=0.015, t_paused_s=0.0, t_up_s=0.00108)
+    want1 = dict(want0, t_queue_s=0.005)
+    for i, want in enumerate((want0, want1)):
+        np.testing.assert_allclose(res.stages[i], [want.get(c, 0.0) for c in cols], atol=1e-12)
+        assert res.stages[i].sum() == pytest.approx(res.finish[i] - res.arrival[i], abs=1e-12)
+    # preempted at the worker: waits for the owner (queue) until 0.5, then computes
+    busy = Availability("trace", intervals=((0.0, 0.5),), mode="resume")
+    spec = ChainSpec(devices=(d("m", 0.0), d("w", 0.01, LinkSpec(0.0, 1e9), busy)), stages=(0, 1),
+                     stage_bytes=(1, 1), out_bytes=1, master=0,
+                     workload=WorkloadSpec("periodic", rate_hz=10, n_requests=1, deadline_s=1.0, input_bytes=1))
+    res = run_chain(spec)
+    b = dict(zip(cols, res.stages[0]))
+    assert b["t_queue_s"] == pytest.approx(0.5 - 8e-9, abs=1e-9) and b["t_compute_s"] == pytest.approx(0.01)
+    assert res.stages[0].sum() == pytest.approx(res.finish[0] - res.arrival[0], abs=1e-12)
