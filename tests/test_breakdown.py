@@ -167,3 +167,32 @@ def test_chain_breakdown_of_a_hand_worked_timeline():
     b = dict(zip(cols, res.stages[0]))
     assert b["t_queue_s"] == pytest.approx(0.5 - 8e-9, abs=1e-9) and b["t_compute_s"] == pytest.approx(0.01)
     assert res.stages[0].sum() == pytest.approx(res.finish[0] - res.arrival[0], abs=1e-12)
+
+
+def test_end_cloud_breakdown_of_a_hand_worked_timeline():
+    """COACH's pipeline (the exact timeline of tests/test_coach.py): 10 ms on the end device, 264
+    bytes up at 1 Mbit/s (2.112 ms) + 1 ms, 2.5 ms on the cloud, 40 bytes down (0.32 ms) + 1 ms;
+    the end device is the bottleneck (task 1 queues 8 ms there). An early exit is all end device."""
+    import torch.nn as nn
+
+    from vip_ray.coach.blocks import Chain as Dag
+    from vip_ray.coach.offline import CostModel
+    from vip_ray.coach.profile import trace_dag
+    from vip_ray.sim.pipeline import Decision
+    from vip_ray.core.endcloud import breakdown as endcloud_breakdown
+    from vip_ray.sim.pipeline import simulate_pipeline
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    dag = Dag(trace_dag(net, (3, 8, 8)))
+    cost = CostModel(dag, np.array([0.0, 0.010, 0.002, 0.020]), np.array([0.0, 0.001, 0.0005, 0.002]), 1e6)
+    plan = cost.plan(dag.boundary_cut(1))
+    res = simulate_pipeline(plan, np.array([0.0, 0.002, 0.1]), LinkSpec(rtt_s=0.002, bandwidth_bps=1e6),
+                            lambda i, now, bw, p: Decision(i == 2, 8), result_bytes=40)
+    b = endcloud_breakdown(res.records, "end", "cloud")
+    got = np.column_stack([b[c] for c in BREAKDOWN_COLUMNS])
+    up, down = 0.002112 + 0.001, 0.00032 + 0.001
+    np.testing.assert_allclose(got[0], [down, 0.0, 0.0125, 0, up, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(got[1], [down, 0.008, 0.0125, 0, up, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(got[2], [0, 0, 0.010, 0, 0, 0, 0], atol=1e-12)     # early exit at the end device
+    np.testing.assert_allclose(got.sum(axis=1), res.records["finish_s"] - res.records["arrival_s"], atol=1e-12)
+    assert list(b["decisive_device"].astype(str)) == ["cloud", "cloud", "end"]
