@@ -270,10 +270,10 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         variant = np.full((n, D), -1, dtype=np.int32)
         outcome = np.zeros((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
-        ready_at = np.full((n, D), INF)
-        start_at = np.full((n, D), INF)
-        end_at = np.full((n, D), INF)
-        paused_s = np.zeros((n, D))
+        # stage times, one contiguous row per device (handed out transposed: (n, D) views); a row
+        # is filled with inf / 0 only where some of its jobs never reach the device
+        ready_at, start_at, end_at = np.empty((D, n)), np.empty((D, n)), np.empty((D, n))
+        paused_s = np.zeros((D, n))
         stats = empty_device_stats(D)
         sent = None
         if owner is not None:
@@ -331,11 +331,13 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
             if idx is None:
                 idx = np.arange(len(tdev))
             variant[idx, d] = var
-            ready_at[idx, d] = tdev_arr
-            start_at[idx, d] = first
-            end_at[idx, d] = comp
+            if len(idx) == n:
+                ready_at[d], start_at[d], end_at[d] = tdev_arr, first, comp
+            else:
+                ready_at[d], start_at[d], end_at[d] = INF, INF, INF
+                ready_at[d, idx], start_at[d, idx], end_at[d, idx] = tdev_arr, first, comp
             if paused is not None:
-                paused_s[idx, d] = paused
+                paused_s[d, idx] = paused
             ok = code == _REPLIED
             if st.up is None:
                 col = np.where(ok, comp, INF)
@@ -361,4 +363,4 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
             chunk, deadline_s=wl.deadline_s, last_end=max((st.last_end for st in states), default=0.0),
             meters=meters, stats=stats, reply_at=reply, variant=variant, outcome=outcome,
             per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop",
-            stages=(ready_at, start_at, end_at, paused_s))
+            stages=(ready_at.T, start_at.T, end_at.T, paused_s.T))

@@ -310,7 +310,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
                  UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
-    not yet computed (nothing of that job committed). ``stg[0..3, j, d]``: the job's stage times
+    not yet computed (nothing of that job committed). ``stg[j, d, 0..3]``: the job's stage times
     (input at the device, service start, service end, time paused; inf / 0 where none)."""
     pf = profile[d]
     net = pf >= 0
@@ -352,20 +352,20 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
             code[j, d] = _NOT_SENT
             reply[j, d] = INF
             var[j, d] = -1
-            stg[0, j, d] = INF
-            stg[1, j, d] = INF
-            stg[2, j, d] = INF
-            stg[3, j, d] = 0.0
+            stg[j, d, 0] = INF
+            stg[j, d, 1] = INF
+            stg[j, d, 2] = INF
+            stg[j, d, 3] = 0.0
             continue
         if net:
             if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
                 reply[j, d] = INF
                 var[j, d] = -1
-                stg[0, j, d] = INF
-                stg[1, j, d] = INF
-                stg[2, j, d] = INF
-                stg[3, j, d] = 0.0
+                stg[j, d, 0] = INF
+                stg[j, d, 1] = INF
+                stg[j, d, 2] = INF
+                stg[j, d, 3] = 0.0
                 lost_down += 1
                 continue
             t = down_d[j] + hd
@@ -492,10 +492,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         preempted += pre
         jobs += 1
         var[j, d] = vv
-        stg[0, j, d] = t
-        stg[1, j, d] = s0
-        stg[2, j, d] = comp if c == _REPLIED else INF
-        stg[3, j, d] = pz
+        stg[j, d, 0] = t
+        stg[j, d, 1] = s0
+        stg[j, d, 2] = comp if c == _REPLIED else INF
+        stg[j, d, 3] = pz
         if c == _REPLIED:
             served += 1
             if net:
@@ -878,7 +878,8 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         var = np.empty((n, D), dtype=np.int32)
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
-        stg = np.empty((4, n, D))                  # stage times; the kernel writes every cell
+        # stage times, a job's four side by side (one cache line per job); the kernel writes every cell
+        stg = np.empty((n, D, 4))
         down_end = np.empty((max(P, 1), n))
         sent = no_sent
         if multi:
@@ -920,7 +921,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
                            meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
                            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit",
-                           stages=tuple(stg))
+                           stages=tuple(stg[:, :, k] for k in range(4)))
         t0 = time.perf_counter()
         win.cover(res.t_end)
         _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])
