@@ -307,7 +307,8 @@ def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     from vip_ray.experiment.energy_plots import compare_breakdown_figure
+    from vip_ray.experiment.plots import new_figure
 
     means = mean_table(table).reset_index()
-    compare_breakdown_figure(means, list(dict.fromkeys(means["strategy"]))).savefig(
+    compare_breakdown_figure(means, list(dict.fromkeys(means["strategy"])), new_figure).savefig(
         path.parent / "latency_breakdown.png", dpi=110)

@@ -100,12 +100,11 @@ def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, 
     return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
 
 
-def run_breakdown_plot(run_dir) -> list:
+def run_breakdown_plot(run_dir, new_figure) -> list:
     """``latency_breakdown.png`` of a run: per decisive device, where its requests' latency went
-    (nothing when the run has no breakdown: chains, end–cloud, the Serve engine)."""
+    (nothing when no request has a breakdown: the Serve engine's fan-outs). ``new_figure``:
+    :func:`vip_ray.experiment.plots.new_figure` (passed in: that module calls this one)."""
     from pathlib import Path
-
-    from vip_ray.experiment.plots import new_figure
 
     run_dir = Path(run_dir)
     cols = ["decisive_device"] + [c for c, _ in STAGES]
@@ -125,10 +124,8 @@ def run_breakdown_plot(run_dir) -> list:
     return [path]
 
 
-def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str]):
+def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str], new_figure):
     """Per strategy (no failures): where its answered requests' latency went."""
-    from vip_ray.experiment.plots import new_figure
-
     cols = [f"{c[:-2]}_mean_ms" for c, _ in STAGES]
     base = means[means["condition"] == "failed=0"].set_index("strategy").reindex(strategies)
     vals = base[cols].to_numpy(float) if all(c in base for c in cols) else np.full((len(strategies), len(cols)), np.nan)

@@ -186,4 +186,4 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=120)
     from vip_ray.experiment.energy_plots import run_breakdown_plot
 
-    return paths + run_breakdown_plot(run_dir)
+    return paths + run_breakdown_plot(run_dir, new_figure)
