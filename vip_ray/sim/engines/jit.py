@@ -278,7 +278,7 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
            has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
-           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
+           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
     """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``DU``,
     ``MU``, ``UU``, ``SU``: see :class:`_Draws`): tiles of ``TILE`` requests, in each tile device by device (the recursions
     are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
@@ -297,7 +297,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
             need = _device_tile(d, start, je, times, deadline_at, sent, multi, down_end, profile, half, DU[r], has_dloss,
                                 MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
-                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg)
+                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs)
             if need >= 0:
                 return d, need
         first = False
@@ -308,10 +308,10 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
 @_njit
 def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
-                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
+                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
-    not yet computed (nothing of that job committed). ``stg[j, d, 0..3]``: the job's stage times
-    (input at the device, service start, service end, time paused; inf / 0 where none)."""
+    not yet computed (nothing of that job committed). ``stg[j, d, 0..2]``: the job's stage times
+    (input at the device, service start, service end; inf where none), ``pzs[j, d]`` its time paused."""
     pf = profile[d]
     net = pf >= 0
     hd = half[d]
@@ -355,7 +355,6 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
             stg[j, d, 0] = INF
             stg[j, d, 1] = INF
             stg[j, d, 2] = INF
-            stg[j, d, 3] = 0.0
             continue
         if net:
             if hdl and DU_d[j] < lo:
@@ -365,7 +364,6 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                 stg[j, d, 0] = INF
                 stg[j, d, 1] = INF
                 stg[j, d, 2] = INF
-                stg[j, d, 3] = 0.0
                 lost_down += 1
                 continue
             t = down_d[j] + hd
@@ -495,7 +493,8 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         stg[j, d, 0] = t
         stg[j, d, 1] = s0
         stg[j, d, 2] = comp if c == _REPLIED else INF
-        stg[j, d, 3] = pz
+        if pz != 0.0:                         # the paused plane starts at zero (untouched pages stay free)
+            pzs[j, d] = pz
         if c == _REPLIED:
             served += 1
             if net:
@@ -878,8 +877,10 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         var = np.empty((n, D), dtype=np.int32)
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
-        # stage times, a job's four side by side (one cache line per job); the kernel writes every cell
-        stg = np.empty((n, D, 4))
+        # stage times, a job's three side by side (one cache line); the kernel writes every cell of
+        # stg, and of pzs (time paused) only the few that are not 0
+        stg = np.empty((n, D, 3))
+        pzs = np.zeros((n, D))
         down_end = np.empty((max(P, 1), n))
         sent = no_sent
         if multi:
@@ -910,7 +911,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
                     b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU,
                     has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
-                    code, bytes_up, stg)
+                    code, bytes_up, stg, pzs)
                 if d0 < 0:
                     break
                 win.grow(d0, max(16, int(win.nW[d0])))
@@ -921,7 +922,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
                            meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
                            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit",
-                           stages=tuple(stg[:, :, k] for k in range(4)))
+                           stages=(stg[:, :, 0], stg[:, :, 1], stg[:, :, 2], pzs))
         t0 = time.perf_counter()
         win.cover(res.t_end)
         _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])
