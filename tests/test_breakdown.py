@@ -198,3 +198,13 @@ def test_end_cloud_breakdown_of_a_hand_worked_timeline():
     np.testing.assert_allclose(got[2], [0, 0, 0.010, 0, 0, 0, 0], atol=1e-12)     # early exit at the end device
     np.testing.assert_allclose(got.sum(axis=1), res.records["finish_s"] - res.records["arrival_s"], atol=1e-12)
     assert list(b["decisive_device"].astype(str)) == ["cloud", "cloud", "end"]
+
+
+def test_serve_jobs_table_has_the_simulators_columns():
+    from vip_ray.serve.engine import jobs_frame
+
+    f = jobs_frame(SimpleNamespace(device_names=["a", "b"]),
+                   [(1, 1, 0, 0.5, 2), (0, 0, 0, 0.2, 1), (0, 1, int(Outcome.CRASHED), math.inf, -1)], 0)
+    assert list(f.columns) == list(JOB_COLUMNS)
+    assert f["request_id"].tolist() == [0, 0, 1] and list(f["device"].astype(str)) == ["a", "b", "b"]
+    assert f["reply_at_s"].tolist() == [0.2, math.inf, 0.5] and f["start_s"].isna().all()   # no stage times live
