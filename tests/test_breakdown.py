@@ -31,7 +31,8 @@ def fanout(spec: SimSpec, fallback: str | None = None) -> FanOut:
     if fallback is not None:
         from dataclasses import replace
         spec = replace(spec, workload=replace(spec.workload, fallback=fallback))
-    return FanOut(strategy="vip", scenario="t", seed=spec.seed, pool=SimpleNamespace(labels=rng.integers(0, 4, N_SAMPLES)),
+    pool = SimpleNamespace(labels=rng.integers(0, N_CLASSES, N_SAMPLES))
+    return FanOut(strategy="vip", scenario="t", seed=spec.seed, pool=pool,
                   top_m=2, world=spec, variants=variants, probs=probs,
                   aggregation=AggregationSpec.build("vip", None, 1.0, variants, list(range(N_VARIANTS)),
                                                     num_classes=N_CLASSES))

@@ -192,7 +192,8 @@ def test_compare_figure_has_the_energy_pareto_and_parts_panels():
     for i, s in enumerate(("vp", "vip")):
         for n in range(2):
             rows.append({"strategy": s, "condition": f"failed={n}", "failed_devices": n, "replication": 0,
-                         "requests": 10, "answered": 1.0, "deadline_met": 1.0, "accuracy_top1": 0.9 - 0.1 * n - 0.05 * i,
+                         "requests": 10, "answered": 1.0, "deadline_met": 1.0,
+                         "accuracy_top1": 0.9 - 0.1 * n - 0.05 * i,
                          "accuracy_topM": 1.0, "latency_p50_ms": 10.0, "latency_p99_ms": 20.0,
                          "bytes_per_request": 100.0, "macs_per_device": 1e6, "macs_total": 3e6, "devices_used": 3,
                          "energy_per_request_j": 1.0 + i, "energy_per_correct_j": (1.0 + i) / (0.9 - 0.1 * n),
