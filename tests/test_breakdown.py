@@ -209,3 +209,17 @@ def test_serve_jobs_table_has_the_simulators_columns():
     assert list(f.columns) == list(JOB_COLUMNS)
     assert f["request_id"].tolist() == [0, 0, 1] and list(f["device"].astype(str)) == ["a", "b", "b"]
     assert f["reply_at_s"].tolist() == [0.2, math.inf, 0.5] and f["start_s"].isna().all()   # no stage times live
+
+
+def test_unanswered_requests_write_a_missing_decisive_device():
+    """A request nobody answered has no decisive device: the Arrow table carries it as null."""
+    from vip_ray.core.tables import requests_arrow
+
+    worker = DeviceSpec("w", (VariantSlot(0.0, 1, 0.1),), link=LinkSpec(0.0, math.inf),
+                        availability=Availability("crash", crash_at_s=0.5))
+    spec = SimSpec((DeviceSpec("m", (VariantSlot(0.0, -1, 0.0),), role="master"), worker),
+                   WorkloadSpec("trace", times=(0.0, 1.0), deadline_s=0.2))
+    rows = rows_of(spec, "loop")
+    assert rows["answered"].tolist() == [True, False]
+    table = requests_arrow(rows)
+    assert table.column("decisive_device").to_pylist() == ["w", None]
