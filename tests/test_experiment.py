@@ -34,7 +34,7 @@ def test_the_session_pool_is_really_trained(small_pool):
 def test_run_directory_contents_and_config(run_dir, small_pool):
     assert sorted(p.name for p in run_dir.iterdir()) == [
         "accuracy_vs_responders.png", "availability_timeline.png", "config.yaml", "devices.parquet",
-        "latency_cdf.png", "requests.parquet", "summary.json"]
+        "jobs.parquet", "latency_breakdown.png", "latency_cdf.png", "requests.parquet", "summary.json"]
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert cfg["seeds"] == [3, 4] and cfg["pool"]["fingerprint"] == Pool.load(small_pool).manifest.data["fingerprint"]
     assert {"python", "numpy", "simpy", "vip_ray"} <= set(cfg["versions"])

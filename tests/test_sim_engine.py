@@ -11,7 +11,8 @@ from vip_ray.sim import (ENGINES, Availability, DeviceSpec, LinkSpec, Outcome, S
                          VariantSlot, WorkloadSpec, concat_results, finish_times, run, run_chunks)
 from vip_ray.sim.random_streams import Arrivals, DeviceDraws, Windows
 
-ARRAYS = ("request_id", "arrival", "reply_at", "variant", "outcome", "bytes_down", "bytes_up")
+ARRAYS = ("request_id", "arrival", "reply_at", "variant", "outcome", "bytes_down", "bytes_up",
+          "ready_at", "start_at", "end_at", "paused_s")   # with each job's stage times
 INF = math.inf
 
 

@@ -64,7 +64,30 @@ def request_table(st: Any, records: dict, pred: np.ndarray, topm_hit: np.ndarray
         "wait_end_s": r["end_start_s"] - r["arrival_s"],
         "wait_tx_s": r["wait_tx_s"],
         "wait_cloud_s": r["wait_cloud_s"],
+        **breakdown(r, st.end_name, st.cloud_name),
     })
+
+
+def breakdown(r: dict, end_name: str, cloud_name: str) -> dict:
+    """The latency breakdown (:mod:`vip_ray.core.breakdown`) of each task, summing to its latency:
+    queue at the end device, its compute; when the cloud answers, the uplink after the end device is
+    done (tensors sent earlier overlap with its compute), the cloud's compute (what fits after the
+    last tensor arrived; the rest of that span is queueing at the cloud), the answer's downlink.
+    The device that decides is the cloud when it answered, else the end device."""
+    import pandas as pd
+
+    arrival, finish = r["arrival_s"], r["finish_s"]
+    end_done = r["end_start_s"] + r["t_end_s"]
+    cloud = ~r["early_exit"] & (r["bytes_down"] > 0)
+    zero = np.zeros(len(arrival))
+    tx_done = np.where(cloud, np.maximum(r.get("tx_done_s", np.nan), end_done), end_done)
+    cloud_done = np.where(cloud, r.get("cloud_done_s", np.nan), end_done)
+    cloud_compute = np.where(cloud, np.minimum(r["t_cloud_s"], cloud_done - tx_done), zero)
+    return {"t_down_s": finish - cloud_done,
+            "t_queue_s": (r["end_start_s"] - arrival) + (cloud_done - tx_done - cloud_compute),
+            "t_compute_s": (end_done - r["end_start_s"]) + cloud_compute,
+            "t_paused_s": zero, "t_up_s": tx_done - end_done, "t_wait_s": zero, "t_aggregate_s": zero,
+            "decisive_device": pd.Categorical(np.where(cloud, cloud_name, end_name), categories=[end_name, cloud_name])}
 
 
 def device_table(st: Any, planned: Any, records: dict, busy: dict, replication: int):

@@ -13,6 +13,7 @@ from typing import Any, Tuple
 
 import numpy as np
 
+from vip_ray.core.breakdown import append_breakdown, has_stages
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
 from vip_ray.core.world import SimSpec, merged_requests
@@ -147,6 +148,9 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         timing = SimpleNamespace(arrival=cat("arrival"), reply_at=cat("reply_at"), variant=cat("variant"),
                                  outcome=cat("outcome"), bytes_down=cat("bytes_down"), bytes_up=cat("bytes_up"),
                                  request_id=np.concatenate([t.request_id + o for t, _, o in parts]))
+        if all(has_stages(t) for t, _, _ in parts):   # each job's stage times, for the latency breakdown
+            for name in ("ready_at", "start_at", "end_at", "paused_s"):
+                setattr(timing, name, cat(name))
         world, offset = parts[0][1], 0
     waits, owners, names = [], [], []
     master_names: list[str] = []
@@ -212,7 +216,7 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
     fb &= answered
     label = labels[samples]
     latency = np.where(answered, finish - timing.arrival, np.nan)
-    return request_frame(
+    frame = request_frame(
         replication=replication, seed=dep.seed, request_id=timing.request_id + offset,
         arrival_s=timing.arrival,
         finish_s=np.where(answered, finish, np.nan), latency_s=latency, answered=answered,
@@ -220,6 +224,8 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         device_names=names[0][1] if len(names) == 1 else names, sample=samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
         bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
+    # where the latency went (core/breakdown.py)
+    return append_breakdown(frame, timing, finish, use, names[0][1] if len(names) == 1 else names)
 
 
 class PerMaster:

@@ -162,11 +162,12 @@ def requests_arrow(rows: pd.DataFrame) -> pa.Table:
     import pyarrow as pa
 
     table = pa.Table.from_pandas(rows, preserve_index=False)
-    for name in ("responders", "master"):
+    for name in ("responders", "master", "decisive_device"):
         if name not in rows:
             continue
         cat = rows[name]
-        col = pa.DictionaryArray.from_arrays(pa.array(cat.cat.codes.to_numpy(), pa.int32()),
+        codes = cat.cat.codes.to_numpy()   # -1: missing (a request nobody's reply decided)
+        col = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32(), mask=codes < 0),
                                              pa.array([str(c) for c in cat.cat.categories], pa.string()))
         table = table.set_column(table.schema.get_field_index(name), name, col)
     return table

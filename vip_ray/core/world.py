@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from vip_ray.core import netmodel
+from vip_ray.core.power import PowerSpec, RadioSpec
 from vip_ray.core.streams import AvailabilityParams
 
 AVAILABILITY_KINDS = ("always", "onoff", "trace", "crash", "mtbf")
@@ -134,6 +135,7 @@ class LinkSpec:
     bandwidth_bps: float
     loss: float = 0.0
     bandwidth_trace: tuple = ()
+    radio: Optional[RadioSpec] = None     # energy only (vip_ray.core.energy): no effect on timing
 
     def __post_init__(self):
         c = "LinkSpec"
@@ -160,6 +162,8 @@ class LinkSpec:
                 raise _err(c, f"bandwidth_trace[{i}]", "times must be strictly increasing")
             steps.append((t, b))
         _set(self, "bandwidth_trace", tuple(steps))
+        if self.radio is not None and not isinstance(self.radio, RadioSpec):
+            raise _err(c, "radio", f"must be a RadioSpec or None, got {type(self.radio).__name__}")
 
     def steps(self) -> tuple[list[float], list[float]]:
         """The bandwidth as a step function ``(times, rates)`` from t = 0 (bit/s)."""
@@ -228,6 +232,10 @@ class DeviceSpec:
     group: str = ""                       # the scenario's device group ("" = its own name)
     ray_resources: tuple = ()             # ((resource, amount), ...) a live replica asks Ray for
     timing: str = "emulated"              # live: emulated (the profile's times) | measured (the node's real passes)
+    # energy (vip_ray.core.energy): no effect on timing; a battery becomes a crash at its depletion
+    # time (vip_ray.core.energy.with_batteries) before an engine runs the world
+    power: Optional[PowerSpec] = None
+    battery_wh: Optional[float] = None
 
     def __post_init__(self):
         c = f"DeviceSpec({self.name!r})"
@@ -274,6 +282,13 @@ class DeviceSpec:
         if self.timing == "measured" and self.availability.kind in ("onoff", "trace"):
             raise _err(c, "timing", f"'measured' needs availability always, crash or mtbf: a real forward pass "
                                     f"is not paused by the owner's work (got {self.availability.kind!r})")
+        if self.power is not None and not isinstance(self.power, PowerSpec):
+            raise _err(c, "power", f"must be a PowerSpec or None, got {type(self.power).__name__}")
+        if self.battery_wh is not None:
+            b = _finite_nonneg(c, "battery_wh", self.battery_wh)
+            if b <= 0:
+                raise _err(c, "battery_wh", f"must be > 0 (None: mains powered), got {b!r}")
+            _set(self, "battery_wh", b)
 
     def slot_at(self, t: float) -> tuple[int, float] | None:
         """``(variant, mean service s)`` in force at ``t``; ``None`` when nothing is placed then."""

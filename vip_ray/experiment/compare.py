@@ -8,7 +8,9 @@ Output directory::
     compare.parquet      one row per strategy × condition × replication (columns: COMPARE_COLUMNS)
     points/<strategy>/<condition>/   requests.parquet, devices.parquet, summary.json, config.yaml of each point
     study.json           what the study is (``--resume`` continues only the same study)
-    compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy
+    compare.png          accuracy, answered, latency vs failed devices; bytes and MACs per strategy;
+                         energy per correct answer vs accuracy (Pareto front), energy per request by part
+    latency_breakdown.png  per strategy: where the answered requests' latency went
     end_cloud.csv, end_cloud_phases.csv, end_cloud.png   with coach/neurosurgeon/dads/spinn/jps: latency,
                          throughput, exit ratio, KB, bits, stage bubbles; throughput per bandwidth step
     summary.json, config.yaml
@@ -59,6 +61,13 @@ COMPARE_COLUMNS: dict[str, str] = {
     "macs_per_device": "MACs per request of the busiest device's model or slice",
     "macs_total": "MACs per request summed over the devices that compute",
     "devices_used": "devices that compute something",
+    "energy_per_request_j": "energy of all devices (compute + radio + idle) per request, J (NaN: no power model)",
+    "energy_per_correct_j": "the same per correct (top-1) answer, J",
+    "energy_compute_per_request_j": "compute part of energy_per_request_j, J",
+    "energy_radio_per_request_j": "radio part of energy_per_request_j, J",
+    "energy_idle_per_request_j": "idle part of energy_per_request_j, J",
+    **{f"{c}_mean_ms": f"mean {c} of answered requests (the latency breakdown), ms"
+       for c in ("t_down", "t_queue", "t_compute", "t_paused", "t_up", "t_wait", "t_aggregate")},
 }
 
 
@@ -194,13 +203,29 @@ def _rows(strategy: str, cond: str, n_failed: int | None, summary: dict, devices
                     "latency_p50_ms": 1e3 * v["latency_p50_s"], "latency_p99_ms": 1e3 * v["latency_p99_s"],
                     "bytes_per_request": v["bytes_per_request"],
                     "macs_per_device": int(busy["macs_per_request"].max()) if len(busy) else 0,
-                    "macs_total": int(busy["macs_per_request"].sum()), "devices_used": int(len(busy))})
+                    "macs_total": int(busy["macs_per_request"].sum()), "devices_used": int(len(busy)),
+                    **_energy_row(v, d)})
     return out
+
+
+def _energy_row(v: dict, d: pd.DataFrame) -> dict:
+    """The energy columns of one replication's row (NaN without a power model)."""
+    nan = float("nan")
+    n = max(v["requests"], 1)
+    row = {"energy_per_request_j": v.get("energy_per_request_j", nan),
+           "energy_per_correct_j": v.get("energy_per_correct_j", nan)}
+    for part in ("compute", "radio", "idle"):
+        col = f"energy_{part}_j"
+        row[f"energy_{part}_per_request_j"] = float(d[col].sum()) / n if col in d and d[col].notna().any() else nan
+    for stage in ("t_down", "t_queue", "t_compute", "t_paused", "t_up", "t_wait", "t_aggregate"):
+        row[f"{stage}_mean_ms"] = 1e3 * v.get(f"{stage}_s_mean", nan)
+    return row
 
 
 def mean_table(table: pd.DataFrame) -> pd.DataFrame:
     """Means over replications, one row per strategy × condition (in run order)."""
-    cols = [c for c in COMPARE_COLUMNS if c not in ("strategy", "condition", "failed_devices", "replication")]
+    cols = [c for c in COMPARE_COLUMNS if c not in ("strategy", "condition", "failed_devices", "replication")
+            and c in table]
     return table.groupby(["strategy", "condition"], sort=False)[cols].mean()
 
 
@@ -233,12 +258,14 @@ def compare_figure(table: pd.DataFrame, *, title: str):
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
+    from vip_ray.experiment.energy_plots import energy_panels
+
     means = mean_table(table).reset_index()
     fail = means[means["condition"].str.startswith("failed=")].copy()
     fail["n"] = fail["condition"].str.slice(len("failed=")).astype(int)
     strategies = list(dict.fromkeys(means["strategy"]))
     style = strategy_styles(strategies)
-    fig, axes = plt.subplots(2, 3, figsize=(13, 7.6))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7.6))
     spread = 0.08  # x offset between strategies, so identical points are all visible
     for i, s in enumerate(strategies):
         f = fail[fail["strategy"] == s].sort_values("n")
@@ -286,6 +313,7 @@ def compare_figure(table: pd.DataFrame, *, title: str):
     for ax, what in zip(axes[1], ("no failures", "no failures", "cycle stealing")):
         ax.set_xticks(x, strategies)
         ax.set_title(what, fontsize=8, color="0.3")
+    energy_panels(axes[0, 3], axes[1, 3], means, strategies, style)
     handles = [Line2D([], [], **style[s], label=s) for s in strategies]
     fig.legend(handles=handles, loc="upper center", ncol=len(strategies), bbox_to_anchor=(0.5, 0.955),
                title="strategy (same colour, marker and line in every panel)", fontsize=8, title_fontsize=8,
@@ -304,3 +332,9 @@ def plot_compare(table: pd.DataFrame, path: Path, *, title: str) -> None:
     fig = compare_figure(table, title=title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    from vip_ray.experiment.energy_plots import compare_breakdown_figure
+    from vip_ray.experiment.plots import new_figure
+
+    means = mean_table(table).reset_index()
+    compare_breakdown_figure(means, list(dict.fromkeys(means["strategy"])), new_figure).savefig(
+        path.parent / "latency_breakdown.png", dpi=110)

@@ -224,4 +224,6 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         paths.append(run_dir / name)
         # zlib level 3: the same file size as the default 6 in about half the time
         fig.savefig(paths[-1], dpi="figure", pil_kwargs={"compress_level": 3})
-    return paths
+    from vip_ray.experiment.energy_plots import run_breakdown_plot
+
+    return paths + run_breakdown_plot(run_dir, new_figure)

@@ -19,6 +19,8 @@ import numpy as np
 from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
 from vip_ray.core.results import atomic_directory, provenance
+from vip_ray.core.breakdown import BreakdownStats, ensure_breakdown
+from vip_ray.core.energy import meter_for
 from vip_ray.core.tables import ReplicationStats, requests_arrow, summarize
 from vip_ray.pool import Pool
 from vip_ray.scenario import Scenario, ScenarioError, load_scenario
@@ -202,14 +204,20 @@ def replicate(engine: Engine, strategy: Strategy, ctx: Context, out_dir: Path, *
     try:
         for rep in range(scenario.seeds.replications):
             seed = scenario.seeds.base + rep
-            out = engine.replicate(strategy.deploy(ctx, seed), replication=rep, chunk_requests=chunk_requests)
-            stats = ReplicationStats()
+            dep = strategy.deploy(ctx, seed)
+            energy = meter_for(dep)
+            out = engine.replicate(dep, replication=rep, chunk_requests=chunk_requests)
+            stats, stages = ReplicationStats(), BreakdownStats()
             for rows in out:
+                rows = energy.annotate(ensure_breakdown(rows))
                 stats.add(rows)
+                stages.add(rows)
                 tables.write_chunk(requests_arrow(rows))
                 if progress:
                     progress(len(rows))
-            tables.end_replication(rep, stats.figures(), out.devices, out.tables, out.meta)
+            devices = energy.devices(out.devices)
+            figures = {**stats.figures(), **energy.figures(), **stages.figures()}
+            tables.end_replication(rep, figures, devices, out.tables, out.meta)
     finally:
         tables.close()
     return tables.finish(scenario, ctx.pool.name, engine.name, engine.run_summary())

@@ -255,6 +255,8 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
     """One replication of one point (the body of a Ray task; also callable in-process). The
     strategy is prepared here, as the in-process path prepares it once per point: preparing is
     deterministic, so each replication gets the same deployment for its seed."""
+    from vip_ray.core.breakdown import BreakdownStats, ensure_breakdown
+    from vip_ray.core.energy import meter_for
     from vip_ray.core.tables import ReplicationStats, requests_arrow
 
     t0, c0 = time.time(), time.process_time()
@@ -268,14 +270,19 @@ def run_replication(pool: Pool, extra_pools: dict[str, Pool], task: ReplicationT
     strategy = p.strategy
     strategy.prepare(ctx)
     with make_engine(p.engine) as eng:
-        out = eng.replicate(strategy.deploy(ctx, p.scenario.seeds.base + rep), replication=rep,
-                            chunk_requests=task.chunk_requests)
-        stats, chunks = ReplicationStats(), []
+        dep = strategy.deploy(ctx, p.scenario.seeds.base + rep)
+        energy = meter_for(dep)
+        out = eng.replicate(dep, replication=rep, chunk_requests=task.chunk_requests)
+        stats, chunks, stages = ReplicationStats(), [], BreakdownStats()
         for rows in out:
+            rows = energy.annotate(ensure_breakdown(rows))
             stats.add(rows)
+            stages.add(rows)
             chunks.append(requests_arrow(rows))
-        return ReplicationResult(rep, chunks, stats.figures(), out.devices, out.tables, out.meta, eng.run_summary(),
-                                 logs, time.time() - t0, time.process_time() - c0)
+        devices = energy.devices(out.devices)
+        figures = {**stats.figures(), **energy.figures(), **stages.figures()}
+        return ReplicationResult(rep, chunks, figures, devices, out.tables, out.meta,
+                                 eng.run_summary(), logs, time.time() - t0, time.process_time() - c0)
 
 
 def write_point_from(folder: Path, point: StudyPoint, results: dict[int, ReplicationResult], pool: Pool) -> dict:

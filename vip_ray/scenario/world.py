@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import replace
 from typing import Any
 
+from vip_ray.core import energy as E
 from vip_ray.core import world as W
 from vip_ray.core.netmodel import link_params
 from vip_ray.core.streams import availability_params
@@ -22,13 +23,24 @@ def availability(av: Any) -> W.Availability:
 
 
 def link(lk: Any) -> W.LinkSpec:
-    return W.LinkSpec(**link_params(lk))
+    return W.LinkSpec(**link_params(lk), radio=radio(getattr(lk, "radio", None)))
+
+
+def radio(r: Any) -> E.RadioSpec | None:
+    """A scenario link's radio in SI units (nJ/bit → J/bit)."""
+    if r is None:
+        return None
+    nj = {}
+    for side in ("tx", "rx"):
+        per_bit = getattr(r, f"{side}_nj_per_bit")
+        nj[f"{side}_j_per_bit"] = None if per_bit is None else per_bit * 1e-9
+    return E.RadioSpec(tx_w=r.tx_w, rx_w=r.rx_w, tail_w=r.tail_w, tail_s=r.tail_s, **nj)
 
 
 #: the core device fields built here from something else; every other one is the scenario
 #: device's field of the same name, as it is (service_dist, jitter_cv, and any new attribute)
 _TRANSLATED = frozenset({"slots", "reply_bytes", "straggler_prob", "straggler_factor", "availability", "link",
-                         "group", "ray_resources"})
+                         "group", "ray_resources", "power"})
 _COPIED = tuple(f.name for f in dataclasses.fields(W.DeviceSpec) if f.name not in _TRANSLATED)
 
 
@@ -39,7 +51,12 @@ def device(d: Any, slots: tuple, reply_bytes: int) -> W.DeviceSpec:
                         straggler_prob=d.straggler.prob, straggler_factor=d.straggler.factor,
                         availability=availability(d.availability),
                         link=None if d.role == "master" else link(d.link),
-                        group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()))
+                        group=d.group or d.name, ray_resources=tuple((d.ray_resources or {}).items()),
+                        power=power(getattr(d, "power", None)))
+
+
+def power(p: Any) -> E.PowerSpec | None:
+    return None if p is None else E.PowerSpec(p.idle_w, p.busy_w)
 
 
 def workload(scenario: Any, input_bytes: int) -> W.WorkloadSpec:
@@ -76,8 +93,9 @@ def world(scenario: Any, plan: Any, aggregation: Any, *, seed: int) -> W.SimSpec
         rbytes = aggregation.reply_bytes(first) if (first is not None and aggregation.classes) else plan.reply_bytes
         devices.append(device(d, own, int(rbytes)))
     app = workload(scenario, plan.input_bytes)
-    return W.SimSpec(devices=tuple(devices), workload=app, shared_medium=bool(scenario.network.shared_medium),
-                     seed=seed, masters=masters(scenario, devices, app))
+    return E.with_batteries(W.SimSpec(devices=tuple(devices), workload=app,
+                                      shared_medium=bool(scenario.network.shared_medium),
+                                      seed=seed, masters=masters(scenario, devices, app)))
 
 
 def masters(scenario: Any, devices: list, app: W.WorkloadSpec) -> tuple:

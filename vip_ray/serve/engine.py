@@ -1,7 +1,8 @@
 """``vip-sim run FILE --engine serve``: a scenario's replications live on Ray Serve, into the
 simulator's tables (``requests.parquet``, ``devices.parquet``; :mod:`vip_ray.core.tables`) plus
 ``serve_timing.parquet`` (per request: send lag, emulated finish, harness overhead) and
-``serve_jobs.parquet`` (per request and device: outcome, emulated reply time, variant).
+``jobs.parquet`` (per request and device: outcome, emulated reply time, variant; the simulator's
+columns, :data:`vip_ray.core.breakdown.JOB_COLUMNS`).
 
 Table semantics, where the emulation differs from the simulator:
 
@@ -29,6 +30,7 @@ import pandas as pd
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.results import versions
+from vip_ray.core.breakdown import JOB_COLUMNS
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
@@ -173,7 +175,7 @@ class ServeEngine(Engine):
         yield t.requests
         self.extras.append(t.extra)
         meta = {"placement": dep.placement(), **dep.meta}
-        return t.devices, meta, {"serve_timing": t.timing, "serve_jobs": t.jobs}
+        return t.devices, meta, {"serve_timing": t.timing, "jobs": t.jobs}
 
     def _staged(self, dep, replication: int):
         """One replication of a chain or pipeline deployment (:mod:`.chain`, :mod:`.pipeline`)."""
@@ -337,16 +339,20 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
 
 
 def jobs_frame(cfg: EmulationConfig, jobs: list[tuple], replication: int) -> pd.DataFrame:
-    """Every (request, device) job of the replay as its device group recorded it: the outcome
-    (:class:`vip_ray.core.tables.Outcome`), when the reply reached the master (emulated; inf: never) and
-    the variant that ran (-1: none). Jobs of a killed replica are missing."""
+    """Every (request, device) job of the replay as its device group recorded it, in the columns of
+    the simulator's ``jobs.parquet`` (:data:`vip_ray.core.breakdown.JOB_COLUMNS`): the outcome
+    (:class:`vip_ray.core.tables.Outcome`), when the reply reached the master (emulated; inf: never)
+    and the variant that ran (-1: none); the stage times are not recorded live (NaN). Jobs of a
+    killed replica are missing."""
     arr = np.array([j[:5] for j in jobs], dtype=np.float64).reshape(-1, 5)
-    names = np.array(cfg.device_names, dtype=object)
-    return pd.DataFrame({"replication": np.full(len(arr), replication, dtype=np.int32),
-                         "request_id": arr[:, 0].astype(np.int64), "device": names[arr[:, 1].astype(np.int64)],
-                         "outcome": arr[:, 2].astype(np.int8), "reply_at_s": arr[:, 3],
-                         "variant": arr[:, 4].astype(np.int32)}).sort_values(["request_id", "device"],
-                                                                             ignore_index=True)
+    nan = np.full(len(arr), np.nan)
+    frame = pd.DataFrame({"replication": np.full(len(arr), replication, dtype=np.int32),
+                          "request_id": arr[:, 0].astype(np.int64),
+                          "device": pd.Categorical.from_codes(arr[:, 1].astype(np.int64),
+                                                              categories=list(cfg.device_names)),
+                          "variant": arr[:, 4].astype(np.int32), "outcome": arr[:, 2].astype(np.int8),
+                          "input_at_s": nan, "start_s": nan, "end_s": nan, "paused_s": nan, "reply_at_s": arr[:, 3]})
+    return frame[list(JOB_COLUMNS)].sort_values(["request_id", "device"], ignore_index=True)
 
 
 def device_stats(cfg: EmulationConfig, snapshots: list[dict], t_end: float) -> tuple[dict[str, np.ndarray], dict]:

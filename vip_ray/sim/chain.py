@@ -22,9 +22,14 @@ import numpy as np
 
 from .engines.reference import CountingEnvironment, build_world, collect_stats, draw_inputs
 from .result import Outcome
+from vip_ray.core.breakdown import BREAKDOWN_COLUMNS
 from vip_ray.core.world import DeviceSpec, WorkloadSpec, _err
 
 ON_FAILURE = ("fail", "stall")
+# the chain's breakdown: every hop's link time (down / up), queueing, compute and pauses, summed;
+# the master answers when the reply arrives (no wait), aggregation is nothing
+_DOWN, _QUEUE, _COMPUTE, _PAUSED, _UP = (BREAKDOWN_COLUMNS.index(c) for c in
+                                         ("t_down_s", "t_queue_s", "t_compute_s", "t_paused_s", "t_up_s"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class ChainResult:
     events: int = 0
     wall_s: float = 0.0
     t_end: float = 0.0
+    stages: np.ndarray = None      # (R, len(BREAKDOWN_COLUMNS)) where each request's time went
 
     @property
     def n_requests(self) -> int:
@@ -93,6 +99,8 @@ class _Chain:
         self.bytes_up = np.zeros(R, dtype=np.int64)
         self.lost_down = [0] * len(devices)
         self.lost_up = [0] * len(devices)
+        # where each request's time went, summed over its hops (columns: BREAKDOWN_COLUMNS)
+        self.stages = np.zeros((R, len(BREAKDOWN_COLUMNS)))
         self.pending = R
         self.all_done = env.event()
         if R == 0:
@@ -111,6 +119,7 @@ class _Chain:
             link = self.links[d]
             if link is None:
                 continue
+            t0 = self.env.now
             if up:
                 self.bytes_up[i] += nbytes
                 yield from link.up.send(nbytes, i)
@@ -127,13 +136,21 @@ class _Chain:
                 self.failed[i] = d
                 return Outcome.LOST_UP if up else Outcome.LOST_DOWN
             yield from link.propagate()
+            self.stages[i, _UP if up else _DOWN] += self.env.now - t0
         return None
 
     def _serve(self, i, d, deadline_at):
         """Generator: one slice on device ``d``, retried while stalling; returns the outcome."""
         env, dev = self.env, self.devices[d]
+        t0 = env.now
         while True:
             outcome, _ = yield from dev.serve(i, self.mult[d][i], deadline_at)
+            if outcome == Outcome.REPLIED:   # queued (and stalled) from t0 to its start, then computed
+                start, paused = dev.last_job
+                row = self.stages[i]
+                row[_QUEUE] += start - t0
+                row[_COMPUTE] += env.now - start - paused
+                row[_PAUSED] += paused
             if outcome == Outcome.REPLIED or self.spec.on_failure == "fail" or env.now >= deadline_at:
                 return outcome
             if dev.failure and not dev.up:       # wait for the repair, at most until the deadline
@@ -180,7 +197,7 @@ def run_chain(spec: ChainSpec) -> ChainResult:
     stats = collect_stats(devices, spec.devices, chain.lost_down, chain.lost_up, spec.seed, t_end)
     return ChainResult(arrival=chain.arrival, finish=chain.finish, outcome=chain.outcome, failed_device=chain.failed,
                        bytes_down=chain.bytes_down, bytes_up=chain.bytes_up, device_stats=stats,
-                       events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end)
+                       events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end, stages=chain.stages)
 
 
 def replicate_chain(dep, *, replication: int, chunk_requests: int):
@@ -224,6 +241,9 @@ def replicate_chain(dep, *, replication: int, chunk_requests: int):
         "failed_device": pd.Categorical.from_codes(np.where(res.failed_device >= 0, res.failed_device, -1),
                                                    categories=names),
     })
+    for j, c in enumerate(BREAKDOWN_COLUMNS):
+        table[c] = np.where(answered, res.stages[:, j], np.nan)
+    table["decisive_device"] = pd.Categorical.from_codes(np.where(answered, dep.stages[-1], -1), categories=names)
     for a in range(0, max(r, 1), chunk_requests):
         yield table.iloc[a:a + chunk_requests].reset_index(drop=True)
     span = max(res.t_end, 1e-12)

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
 # outcome codes and device counters are shared with the Serve emulation
 from vip_ray.core.master import finish_times  # noqa: F401  (re-exported)
 from vip_ray.core.tables import DEVICE_STAT_KEYS, Outcome, empty_device_stats  # noqa: F401  (re-exported)
+
+
+#: the per-job stage-time arrays of a result
+STAGE_FIELDS = ("ready_at", "start_at", "end_at", "paused_s")
 
 
 @dataclass
@@ -36,6 +40,13 @@ class SimResult:
     t_end: float = 0.0
     device_names: Tuple[str, ...] = ()
     engine: str = ""
+    # each job's stage times (R, D) (vip_ray.core.breakdown): input at the device (inf: never got
+    # there), service start (inf: never started), service end (inf: not completed), time paused by
+    # the owner's work between them
+    ready_at: Optional[np.ndarray] = None
+    start_at: Optional[np.ndarray] = None
+    end_at: Optional[np.ndarray] = None
+    paused_s: Optional[np.ndarray] = None
 
     @property
     def n_requests(self) -> int:
@@ -69,6 +80,7 @@ def concat_results(parts: Iterable[SimResult]) -> SimResult:
         t_end=parts[-1].t_end,
         device_names=parts[0].device_names,
         engine=parts[0].engine,
+        **{k: cat([getattr(p, k) for p in parts]) for k in STAGE_FIELDS if getattr(parts[0], k) is not None},
     )
 
 
@@ -84,5 +96,6 @@ def split_result(res: SimResult, chunk: int) -> List[SimResult]:
             bytes_up=res.bytes_up[sl],
             device_stats=res.device_stats if i0 == 0 else {k: np.zeros_like(v) for k, v in res.device_stats.items()},
             events=res.events if i0 == 0 else 0, wall_s=res.wall_s if i0 == 0 else 0.0,
-            t_start=res.t_start, t_end=res.t_end, device_names=res.device_names, engine=res.engine))
+            t_start=res.t_start, t_end=res.t_end, device_names=res.device_names, engine=res.engine,
+            **{k: getattr(res, k)[sl] for k in STAGE_FIELDS if getattr(res, k) is not None}))
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from vip_ray.core.breakdown import JobsTable
 from vip_ray.core.deployment import Chain, Deployment, FanOut, Pipeline
 from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.master import device_table, request_table
@@ -44,8 +45,10 @@ class SimEngine(Engine):
 
         samples = sample_rng(dep.seed)  # which test sample each request carries
         totals, t_start, t_end, events, wall = None, 0.0, 0.0, 0, 0.0
+        jobs = JobsTable(replication, dep.device_names)
         for i, chunk in enumerate(run_chunks(dep.world, self.name, chunk_requests=chunk_requests)):
             yield request_table(chunk, dep, replication=replication, sample_rng=samples)
+            jobs.add(chunk)
             st = chunk.device_stats
             totals = {k: np.array(v, copy=True) for k, v in st.items()} if totals is None else \
                 {k: totals[k] + st[k] for k in totals}
@@ -54,7 +57,8 @@ class SimEngine(Engine):
             events += chunk.events
             wall += chunk.wall_s
         devices = device_table(dep, totals, t_end - t_start, replication=replication)
-        return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, **dep.meta}
+        return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, **dep.meta,
+                         **_jobs_meta(jobs)}, {"jobs": jobs.frame()}
 
     def _multi_master(self, dep: FanOut, replication: int, chunk_requests: int):
         """A multi-master world, cell by cell (:func:`vip_ray.core.world.cells`): each cell's
@@ -72,6 +76,7 @@ class SimEngine(Engine):
         span = np.zeros(n_dev)
         per_master = PerMaster([m.name for m in dep.world.masters])
         events, wall, offset, n_cells = 0, 0.0, 0, 0
+        jobs = JobsTable(replication, dep.device_names)
         pending: list = []
         held = 0
         def table():  # the pending cells' rows, in one pass (cells of one size)
@@ -89,6 +94,7 @@ class SimEngine(Engine):
                     yield table()
                     pending, held = [], 0
                 pending.append((chunk, cell, offset))
+                jobs.add(chunk, offset, names=[dep.device_names[i] for i in devs])
                 held += len(chunk.arrival)
                 n += len(chunk.arrival)
                 if held >= chunk_requests:
@@ -105,4 +111,9 @@ class SimEngine(Engine):
             yield table()
         devices = device_table(dep, totals, span, replication=replication)
         return devices, {"placement": dep.placement(), "events": events, "engine_wall_s": wall, "cells": n_cells,
-                         "masters": per_master.figures(), **dep.meta}
+                         "masters": per_master.figures(), **dep.meta, **_jobs_meta(jobs)}, {"jobs": jobs.frame()}
+
+
+def _jobs_meta(jobs: JobsTable) -> dict:
+    """``jobs_left_out`` for ``summary.json`` when ``jobs.parquet`` could not hold every job."""
+    return {"jobs_left_out": jobs.left_out} if jobs.left_out else {}

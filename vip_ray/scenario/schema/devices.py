@@ -70,6 +70,9 @@ class DeviceSpec(DeviceAttributes, _DeviceHead):
     * ``jitter_cv`` — coefficient of variation of the service time (≥ 0).
     * ``straggler`` — ``{prob, factor}``: occasional slow jobs.
     * ``link`` — per-device overrides of the network fields (after validation: the complete link).
+    * ``power`` — ``{idle_w, busy_w}``: electrical power when idle / computing (energy only).
+    * ``battery_wh`` — battery capacity, Wh (None: mains powered); needs ``power`` and availability
+      ``always`` or ``crash``: the device crashes when the battery is empty (:mod:`vip_ray.core.energy`).
     * ``ray_resources`` — Ray custom resources the Serve engine asks for this device's replica,
       e.g. ``{edge_board_1: 1}`` pins it to the node that advertises them (the simulator ignores it).
     * ``timing`` — ``emulated`` (default: the profile's service times, on an emulated clock) or
@@ -120,6 +123,13 @@ class DeviceSpec(DeviceAttributes, _DeviceHead):
             raise _custom("bad_timing", f"timing 'measured' needs availability always, crash or mtbf (a real "
                                         f"forward pass is not paused by the owner's work), got "
                                         f"{self.availability.kind!r}", sub="timing")
+        if self.battery_wh is not None:
+            if self.power is None:
+                raise _custom("bad_battery", "battery_wh needs a power block (idle_w, busy_w) to know when it is "
+                                             "empty", sub="battery_wh")
+            if self.availability.kind not in ("always", "crash"):
+                raise _custom("bad_battery", f"battery_wh needs availability always or crash (an empty battery is "
+                                             f"a crash), got {self.availability.kind!r}", sub="battery_wh")
         cv, dist = self.jitter_cv, self.service_dist
         if dist is None:
             dist = "lognormal" if cv else "deterministic"

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationInfo, model_validator
 from vip_ray.scenario.schema.base import _ctx, _custom
 from vip_ray.scenario.schema.profiles import LinkFields
 
-_LINK_FIELDS = ("rtt_ms", "bandwidth_mbps", "loss", "bandwidth_trace")
+_LINK_FIELDS = ("rtt_ms", "bandwidth_mbps", "loss", "bandwidth_trace", "radio")
 
 
 def _catalog(kind: str, info: ValidationInfo | None) -> dict[str, Any]:

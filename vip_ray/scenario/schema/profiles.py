@@ -36,6 +36,35 @@ def _check_families(v: dict[str, float] | None) -> dict[str, float] | None:
     return v
 
 
+class PowerFields(_Model):
+    """A device's electrical power (W): ``idle_w`` when available and idle, ``busy_w`` when computing
+    (see :mod:`vip_ray.core.energy`)."""
+
+    idle_w: NonNegFloat
+    busy_w: NonNegFloat
+
+
+class RadioFields(_Model):
+    """A link's radio (see :mod:`vip_ray.core.energy`): per bit sent / received, ``tx_nj_per_bit`` /
+    ``rx_nj_per_bit`` (nJ), or the power while sending / receiving, ``tx_w`` / ``rx_w`` (W, over
+    bits / bandwidth seconds); an optional tail state ``tail_w`` for ``tail_s`` after each transfer
+    (LTE's RRC tail, Huang et al., MobiSys 2012)."""
+
+    tx_w: NonNegFloat | None = None
+    rx_w: NonNegFloat | None = None
+    tx_nj_per_bit: NonNegFloat | None = None
+    rx_nj_per_bit: NonNegFloat | None = None
+    tail_w: NonNegFloat = 0.0
+    tail_s: NonNegFloat = 0.0
+
+    @model_validator(mode="after")
+    def _one_per_side(self) -> "RadioFields":
+        for side in ("tx", "rx"):
+            if (getattr(self, f"{side}_w") is None) == (getattr(self, f"{side}_nj_per_bit") is None):
+                raise _custom("bad_radio", f"give exactly one of {side}_w and {side}_nj_per_bit", sub=f"{side}_w")
+        return self
+
+
 class LinkFields(_Model):
     """One master↔device link as written (see :class:`vip_ray.scenario.schema.LinkSpec`, which
     also merges the named network profile's fields in)."""
@@ -45,6 +74,7 @@ class LinkFields(_Model):
     bandwidth_mbps: PositiveFloat | None = None
     loss: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] | None = None
     bandwidth_trace: BandwidthTrace | None = None
+    radio: RadioFields | None = None
 
 
 class DeviceAttributes(_Model):
@@ -61,6 +91,8 @@ class DeviceAttributes(_Model):
     jitter_cv: NonNegFloat | None = None
     straggler: Straggler | None = None
     link: LinkFields | None = None
+    power: PowerFields | None = None
+    battery_wh: PositiveFloat | None = None
 
     _families = field_validator("macs_per_s_by_family")(_check_families)
 
@@ -99,3 +131,4 @@ class NetworkProfile(_ProfileHead):
     loss: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
     shared_medium: bool = False
     bandwidth_trace: BandwidthTrace | None = None
+    radio: RadioFields | None = None

@@ -61,8 +61,9 @@ def arrival_chunks(wl, seed: int, chunk_requests: int) -> Iterator[Chunk]:
 
 def chunk_result(chunk: Chunk, *, deadline_s: float, last_end: float, meters: Sequence[Windows],
                  stats: dict, reply_at: np.ndarray, variant: np.ndarray, outcome: np.ndarray,
-                 per_request_down: int, bytes_up: np.ndarray, names, engine: str) -> SimResult:
-    """The chunk's ``SimResult``: its time span ends at the next chunk's first arrival, or (last
+                 per_request_down: int, bytes_up: np.ndarray, names, engine: str, stages=None) -> SimResult:
+    """The chunk's ``SimResult`` (``stages``: the (n, D) arrays ready_at, start_at, end_at,
+    paused_s); its time span ends at the next chunk's first arrival, or (last
     chunk) when the last request's deadline has passed and every device is done; ``available_s``
     is metered over that span."""
     n = chunk.n
@@ -77,7 +78,8 @@ def chunk_result(chunk: Chunk, *, deadline_s: float, last_end: float, meters: Se
         reply_at=reply_at, variant=variant, outcome=outcome,
         bytes_down=np.broadcast_to(np.asarray(per_request_down, dtype=np.int64), (n,)).copy(), bytes_up=bytes_up,
         device_stats=stats, events=0, wall_s=time.perf_counter() - chunk.t0,
-        t_start=chunk.t_start, t_end=t_end, device_names=names, engine=engine)
+        t_start=chunk.t_start, t_end=t_end, device_names=names, engine=engine,
+        **(dict(zip(("ready_at", "start_at", "end_at", "paused_s"), stages)) if stages is not None else {}))
 
 
 def advance_window(win: Windows, k: int, s: float):

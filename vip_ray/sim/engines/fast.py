@@ -20,6 +20,7 @@ arrival times, the input size and the bandwidth profile).
 """
 from __future__ import annotations
 
+from array import array
 from typing import Iterator
 
 import numpy as np
@@ -31,6 +32,9 @@ from ..result import SimResult, empty_device_stats
 from vip_ray.core.world import SimSpec, arrival_workload, merged_requests
 from .common import (INF, _CRASHED, _DROPPED, _LOST_DOWN, _LOST_UP, _NOT_SENT, _REPLIED, _SKIPPED, _UNPLACED,
                      advance_window, arrival_chunks, chunk_result)
+
+
+_INF1 = (INF,)
 
 
 class _Channel:
@@ -110,6 +114,7 @@ def _serve_simple(st, tdev, mult, stats, d):
     """Always available, one slot, no drop_expired: plain Lindley recursion."""
     svc = (st.slot_svc[0] * mult).tolist()
     free = st.free
+    free0 = free
     comp = []
     ap = comp.append
     busy = 0.0
@@ -124,7 +129,13 @@ def _serve_simple(st, tdev, mult, stats, d):
         st.last_end = free
     stats["served"][d] += n
     stats["busy_s"][d] += busy
-    return [_REPLIED] * n, comp, [st.slot_var[0]] * n
+    # service starts: max(arrival at the device, the previous job's end), the loop's own float op
+    prev = np.empty(n)
+    if n:
+        prev[0] = free0
+        prev[1:] = comp[:-1]
+    start = np.maximum(np.asarray(tdev, dtype=np.float64), prev)
+    return [_REPLIED] * n, comp, [st.slot_var[0]] * n, start, None
 
 
 def _serve_general(st, tdev, mult, deadline_at, stats, d):
@@ -140,6 +151,10 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
     code = [_REPLIED] * n
     comp = [INF] * n
     var = [-1] * n
+    # service start of each job: C doubles (a list would keep a float object per job alive, and the
+    # allocator's churn slows the whole loop down by half)
+    first = array("d", _INF1) * n
+    paused = None              # time paused by the owner's work (preempt-resume only)
     busy = 0.0
     served = preempted = dropped = crashed = skipped = unplaced = 0
     last_end = st.last_end
@@ -186,6 +201,7 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
             continue
         rem = svcs[sp] * mult[j]
         var[j] = vars_[sp]
+        first[j] = s
         while True:
             end = s + rem
             v = V[k]
@@ -208,6 +224,9 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
                 dropped += 1
                 break
             k, s = advance_window(win, k, v)
+            if paused is None:
+                paused = np.zeros(n)
+            paused[j] += s - v
         if free > last_end:
             last_end = free
     # forget consumed windows (keeps memory flat)
@@ -222,7 +241,7 @@ def _serve_general(st, tdev, mult, deadline_at, stats, d):
     stats["crashed"][d] += crashed
     stats["skipped"][d] += skipped
     stats["unplaced"][d] += unplaced
-    return code, comp, var
+    return code, comp, var, np.frombuffer(first, dtype=np.float64), paused
 
 
 def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[SimResult]:
@@ -257,6 +276,10 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         variant = np.full((n, D), -1, dtype=np.int32)
         outcome = np.zeros((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
+        # stage times, one contiguous row per device (handed out transposed: (n, D) views); a row
+        # is filled with inf / 0 only where some of its jobs never reach the device
+        ready_at, start_at, end_at = np.empty((D, n)), np.empty((D, n)), np.empty((D, n))
+        paused_s = np.zeros((D, n))
         stats = empty_device_stats(D)
         sent = None
         if owner is not None:
@@ -304,16 +327,23 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
             tdev = tdev_arr.tolist()
             stats["jobs"][d] += len(tdev)
             if st.simple:
-                code, comp, var = _serve_simple(st, tdev, mult, stats, d)
+                code, comp, var, first, paused = _serve_simple(st, tdev, mult, stats, d)
             else:
                 dl = (deadline_at if idx is None else deadline_at[idx]).tolist()
-                code, comp, var = _serve_general(st, tdev, mult, dl, stats, d)
+                code, comp, var, first, paused = _serve_general(st, tdev, mult, dl, stats, d)
             code = np.asarray(code, dtype=np.int8)
             comp = np.asarray(comp, dtype=np.float64)
             var = np.asarray(var, dtype=np.int32)
             if idx is None:
                 idx = np.arange(len(tdev))
             variant[idx, d] = var
+            if len(idx) == n:
+                ready_at[d], start_at[d], end_at[d] = tdev_arr, first, comp
+            else:
+                ready_at[d], start_at[d], end_at[d] = INF, INF, INF
+                ready_at[d, idx], start_at[d, idx], end_at[d, idx] = tdev_arr, first, comp
+            if paused is not None:
+                paused_s[d, idx] = paused
             ok = code == _REPLIED
             if st.up is None:
                 col = np.where(ok, comp, INF)
@@ -338,4 +368,5 @@ def run_fast_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[Si
         yield chunk_result(
             chunk, deadline_s=wl.deadline_s, last_end=max((st.last_end for st in states), default=0.0),
             meters=meters, stats=stats, reply_at=reply, variant=variant, outcome=outcome,
-            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop")
+            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="loop",
+            stages=(ready_at.T, start_at.T, end_at.T, paused_s.T))

@@ -92,8 +92,8 @@ KNOWN_FIELDS = {
                    "fallback", "heartbeat_s"},
     DeviceSpec: {"name", "slots", "service_dist", "jitter_cv", "straggler_prob", "straggler_factor",
                  "availability", "link", "reply_bytes", "drop_expired", "role", "group", "ray_resources",
-                 "timing"},
-    LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace"},
+                 "timing", "power", "battery_wh"},   # energy: computed after the run (battery: a crash by then)
+    LinkSpec: {"rtt_s", "bandwidth_bps", "loss", "bandwidth_trace", "radio"},
     VariantSlot: {"start_s", "variant", "service_s"},
     Availability: {"kind", "busy_mean_s", "free_mean_s", "distribution", "weibull_shape", "intervals",
                    "crash_at_s", "mtbf_s", "mttr_s", "mode"},
@@ -278,7 +278,7 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
            has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
-           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
     """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``DU``,
     ``MU``, ``UU``, ``SU``: see :class:`_Draws`): tiles of ``TILE`` requests, in each tile device by device (the recursions
     are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
@@ -297,7 +297,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
             need = _device_tile(d, start, je, times, deadline_at, sent, multi, down_end, profile, half, DU[r], has_dloss,
                                 MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
-                                last_end_, cnt, busy_, reply, var, code, bytes_up)
+                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs)
             if need >= 0:
                 return d, need
         first = False
@@ -308,9 +308,10 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
 @_njit
 def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
-                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up):
+                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
-    not yet computed (nothing of that job committed)."""
+    not yet computed (nothing of that job committed). ``stg[j, d, 0..2]``: the job's stage times
+    (input at the device, service start, service end; inf where none), ``pzs[j, d]`` its time paused."""
     pf = profile[d]
     net = pf >= 0
     hd = half[d]
@@ -351,12 +352,18 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
             code[j, d] = _NOT_SENT
             reply[j, d] = INF
             var[j, d] = -1
+            stg[j, d, 0] = INF
+            stg[j, d, 1] = INF
+            stg[j, d, 2] = INF
             continue
         if net:
             if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
                 reply[j, d] = INF
                 var[j, d] = -1
+                stg[j, d, 0] = INF
+                stg[j, d, 1] = INF
+                stg[j, d, 2] = INF
                 lost_down += 1
                 continue
             t = down_d[j] + hd
@@ -372,6 +379,8 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         comp = 0.0
         vv = -1
         s = t
+        s0 = INF                              # service start
+        pz = 0.0                              # time paused by the owner's work
         if fail:
             while WV_d[kk] <= t:
                 if kk + 1 >= nw:
@@ -431,6 +440,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                     m = m * (sf if SU_d[j] < sprob else 1.0)
                 rem = SSVC[d, spn] * m
                 vv = SVAR[d, spn]
+                s0 = s
                 while True:
                     end = s + rem
                     v = WV_d[kk]
@@ -466,6 +476,7 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
                         break
                     if need >= 0:
                         break
+                    pz += s - v
                 if need >= 0:
                     break
                 if ff > le:
@@ -479,6 +490,11 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         preempted += pre
         jobs += 1
         var[j, d] = vv
+        stg[j, d, 0] = t
+        stg[j, d, 1] = s0
+        stg[j, d, 2] = comp if c == _REPLIED else INF
+        if pz != 0.0:                         # the paused plane starts at zero (untouched pages stay free)
+            pzs[j, d] = pz
         if c == _REPLIED:
             served += 1
             if net:
@@ -861,6 +877,10 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         var = np.empty((n, D), dtype=np.int32)
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
+        # stage times, a job's three side by side (one cache line); the kernel writes every cell of
+        # stg, and of pzs (time paused) only the few that are not 0
+        stg = np.empty((n, D, 3))
+        pzs = np.zeros((n, D))
         down_end = np.empty((max(P, 1), n))
         sent = no_sent
         if multi:
@@ -891,7 +911,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
                     b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU,
                     has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
-                    code, bytes_up)
+                    code, bytes_up, stg, pzs)
                 if d0 < 0:
                     break
                 win.grow(d0, max(16, int(win.nW[d0])))
@@ -901,7 +921,8 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         stats["busy_s"] += busy
         res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
                            meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
-                           per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit")
+                           per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit",
+                           stages=(stg[:, :, 0], stg[:, :, 1], stg[:, :, 2], pzs))
         t0 = time.perf_counter()
         win.cover(res.t_end)
         _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])

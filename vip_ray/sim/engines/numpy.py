@@ -146,6 +146,7 @@ class _State:
         var = self.slot_var[d][sp]
         code = _REPLIED
         s0 = s
+        self.last_paused = 0.0     # time this job waited for the owner's work to end (resume mode)
         while True:
             end = s + rem
             k = self.k[d]
@@ -165,6 +166,7 @@ class _State:
                 code = _DROPPED
                 break
             s = self._advance(d, v)
+            self.last_paused += s - v
         self.free[d] = free
         if free > self.last_end[d]:
             self.last_end[d] = free
@@ -251,6 +253,7 @@ def run_numpy_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[S
         FAST = np.zeros((n, D), dtype=bool)
         COMP = np.zeros((n, D), dtype=bool)
         REPLY = np.full((n, D), INF)
+        PAUSED = np.zeros((n, D))
         # ---- the request loop
         free, U, V = st.free, st.U, st.V
         wins, ks, failure = st.win, st.k, st.failure
@@ -311,6 +314,9 @@ def run_numpy_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[S
                     code, s0, e, var = st.device_step(d, float(ti[d]), float(mi[d]), dl)
                     CODE[i, d] = code
                     VAR[i, d] = var
+                    START[i, d] = s0
+                    if var >= 0 and st.last_paused:
+                        PAUSED[i, d] = st.last_paused
                     if code == _REPLIED:
                         END[i, d] = e
                         comp[d] = True
@@ -353,7 +359,12 @@ def run_numpy_chunks(spec: SimSpec, chunk_requests: int = 100_000) -> Iterator[S
         stats["skipped"] += (CODE == _SKIPPED).sum(axis=0)
         stats["unplaced"] += (CODE == _UNPLACED).sum(axis=0)
         st.trim()
+        # stage times: inf where the job never got there (the matrices become the outputs in place)
+        np.copyto(TDEV, INF, where=DLOST)
+        np.copyto(START, INF, where=VAR < 0)
+        np.copyto(END, INF, where=~COMP)
         yield chunk_result(
             chunk, deadline_s=wl.deadline_s, last_end=float(st.last_end.max()) if D else 0.0,
             meters=st.meter, stats=stats, reply_at=REPLY, variant=VAR, outcome=CODE,
-            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="numpy")
+            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="numpy",
+            stages=(TDEV, START, END, PAUSED))

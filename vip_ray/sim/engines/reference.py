@@ -85,4 +85,5 @@ def run_reference(spec: SimSpec) -> SimResult:
         variant=master.variant, outcome=master.outcome, bytes_down=master.bytes_down,
         bytes_up=master.bytes_up, device_stats=stats, events=env.processed,
         wall_s=time.perf_counter() - t0, t_start=0.0, t_end=t_end,
-        device_names=tuple(d.name for d in spec.devices), engine="reference")
+        device_names=tuple(d.name for d in spec.devices), engine="reference", ready_at=master.ready_at,
+        start_at=master.start_at, end_at=master.end_at, paused_s=master.paused_s)

@@ -65,6 +65,10 @@ class Device:
         env = self.env
         st = self.stats
         st["jobs"] += 1
+        # this job's service start (first) and time paused by the owner's work: ``self.last_job``
+        # when it returns, read by the caller at once (nothing else runs between the two)
+        self.last_job = (float("inf"), 0.0)
+        job_start, job_paused = float("inf"), 0.0
         if self.failure and not self.up:
             st["crashed"] += 1
             self._left()
@@ -75,6 +79,7 @@ class Device:
             if self.epoch != epoch:               # the device failed while we were queued
                 st["crashed"] += 1
                 self._left()
+                self.last_job = (job_start, job_paused)
                 return Outcome.CRASHED, -1
             while not self.available:             # the owner is using the device
                 yield self.on_event
@@ -82,14 +87,20 @@ class Device:
             if not slot.placed:                   # no variant on the device: nothing to run
                 st["unplaced"] += 1
                 self._left()
+                self.last_job = (job_start, job_paused)
                 return Outcome.UNPLACED, -1
             if self.spec.drop_expired and env.now > deadline_at:
                 st["skipped"] += 1
                 self._left()
+                self.last_job = (job_start, job_paused)
                 return Outcome.EXPIRED_SKIPPED, -1
             rem = slot.service_s * mult
+            job_start = env.now
+            paused_at = None
             while True:
                 start = env.now
+                if paused_at is not None:
+                    job_paused += start - paused_at
                 end = start + rem
                 self.current = env.active_process
                 try:
@@ -107,14 +118,18 @@ class Device:
                     if intr.cause == "crash":
                         st["crashed"] += 1
                         self._left()
+                        self.last_job = (job_start, job_paused)
                         return Outcome.CRASHED, slot.variant
                     st["preempted"] += 1
+                    paused_at = env.now
                     if self.drop_mode:
                         st["dropped"] += 1
                         self._left()
+                        self.last_job = (job_start, job_paused)
                         return Outcome.PREEMPT_DROPPED, slot.variant
                     while not self.available:     # preempt-resume: wait for the owner to leave
                         yield self.on_event
             st["served"] += 1
             self._left()
+            self.last_job = (job_start, job_paused)
             return Outcome.REPLIED, slot.variant

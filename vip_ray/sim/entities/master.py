@@ -24,6 +24,12 @@ class Master:
         self.outcome = np.zeros((R, D), dtype=np.int8)
         self.bytes_down = np.zeros(R, dtype=np.int64)
         self.bytes_up = np.zeros(R, dtype=np.int64)
+        # each job's stage times (vip_ray.core.breakdown): input at the device, service start and
+        # end, time paused by the owner's work
+        self.ready_at = np.full((R, D), np.inf)
+        self.start_at = np.full((R, D), np.inf)
+        self.end_at = np.full((R, D), np.inf)
+        self.paused_s = np.zeros((R, D))
         self.lost_down = [0] * D
         self.lost_up = [0] * D
         if spec.masters:   # multi-master: request i goes only to the devices its master reaches
@@ -83,8 +89,12 @@ class Master:
                 self._resolve()
                 return
             yield from link.propagate()
+        self.ready_at[i, d] = env.now
         outcome, variant = yield from dev.serve(i, self.mult[d][i], deadline_at)
         self.variant[i, d] = variant
+        self.start_at[i, d], self.paused_s[i, d] = dev.last_job
+        if outcome == Outcome.REPLIED:
+            self.end_at[i, d] = env.now
         if outcome == Outcome.REPLIED and link is not None:
             reply_bytes = dev.spec.reply_bytes
             self.bytes_up[i] += reply_bytes

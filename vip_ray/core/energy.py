@@ -1,0 +1,250 @@
+"""Energy: the power model of a device and of its radio, what a replication's devices and requests
+used, and when a battery runs out. Engine-neutral: every figure is computed after the engine ran,
+from the device table's counters (``busy_s``, ``available_s``, ``jobs``, ``served``,
+``lost_down``) and the request table's bytes and responders, which the simulator and the Serve
+engine both write.
+
+The model (the README's "Energy" section says the same):
+
+* **Device** (``power: {idle_w, busy_w}``): a device busy ``B`` s and available ``T`` s uses
+  ``B * busy_w`` (``energy_compute_j``) + ``(T - B) * idle_w`` (``energy_idle_j``) joules. Time the
+  device is down (owner's work, a crash, an empty battery) is not counted: it is not ours.
+* **Radio** (a link's ``radio``): each bit costs ``tx_nj_per_bit`` / ``rx_nj_per_bit`` nJ, or, given
+  as power, ``tx_w / bandwidth`` / ``rx_w / bandwidth`` J (the radio is on for bits / bandwidth s).
+  A worker receives its inputs (those lost on the way too: the radio listened) and transmits its
+  replies; the master is the other end of every link (same technology, same costs). An optional
+  tail state (LTE's RRC tail, Huang et al., MobiSys 2012) keeps the radio at ``tail_w`` for
+  ``tail_s`` after each transfer, cut short by the next one: per input ``tail_w * min(gap, tail_s)``
+  with ``gap`` the time to the next request's input (the reply falls inside the same active period
+  when the latency is shorter than the tail — the model's simplification).
+* **Per request** ``energy_j``: the compute of the devices whose replies it used (their variant's
+  mean service time at ``busy_w``) + its bytes on the wire at both ends (the mean J/bit of the
+  world's links). Work nobody used (late replies, dropped jobs), the radio tail and idle power
+  belong to no request: they are in the device totals, and ``summary.json``'s
+  ``energy_per_request_j`` / ``energy_per_correct_j`` divide *all* devices' energy by the requests /
+  the correct (top-1) answers.
+* **Battery** (``battery_wh``): the device goes down for good (a crash) when its battery is empty,
+  at ``battery_wh * 3600 / P_mean``, ``P_mean`` the device's expected mean power under the
+  workload: ``idle_w + rho * (busy_w - idle_w)`` with ``rho = min(1, rate * service_s)``, plus its
+  radio's mean power (``rate`` inputs and replies per second at the J/bit costs, and the tail's
+  ``tail_w * (1 - exp(-rate * tail_s))`` for Poisson arrivals). Computed before the run, so both
+  engines see the same crash and the availability timeline shows it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from vip_ray.core.power import PowerSpec, RadioSpec  # noqa: F401  (re-exported)
+from vip_ray.core.world import Availability
+
+#: energy columns appended to ``devices.parquet`` (after the existing ones)
+DEVICE_ENERGY_COLUMNS = ("energy_compute_j", "energy_radio_j", "energy_idle_j", "energy_j")
+
+
+def _link_costs(link) -> tuple[float, float, float, float]:
+    """(tx J/bit, rx J/bit, tail W, tail s) of a link (zeros without a radio)."""
+    radio = getattr(link, "radio", None) if link is not None else None
+    if radio is None:
+        return 0.0, 0.0, 0.0, 0.0
+    return (radio.j_per_bit("tx", link.bandwidth_bps), radio.j_per_bit("rx", link.bandwidth_bps),
+            radio.tail_w, radio.tail_s)
+
+
+def tail_energy(arrivals: np.ndarray, tail_w: float, tail_s: float) -> np.ndarray:
+    """Per input (sorted arrival times): ``tail_w * min(gap to the next, tail_s)`` (the last: the
+    whole tail)."""
+    arrivals = np.asarray(arrivals, dtype=np.float64)
+    if not len(arrivals) or tail_w == 0.0 or tail_s == 0.0:
+        return np.zeros(len(arrivals))
+    gap = np.append(np.diff(arrivals), np.inf)
+    return tail_w * np.minimum(gap, tail_s)
+
+
+def has_energy(world: Any) -> bool:
+    """Whether any device of ``world`` (a :class:`vip_ray.core.world.SimSpec`) has a power or radio model."""
+    return world is not None and any(getattr(d, "power", None) is not None or _link_costs(d.link) != (0, 0, 0, 0)
+                                     for d in world.devices)
+
+
+def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, arrivals: np.ndarray):
+    """The :data:`DEVICE_ENERGY_COLUMNS` of one replication's device table ``devices`` (rows in
+    ``world.devices`` order), as a dict of arrays. ``input_bytes``: the bytes each device receives
+    per input (one number, or one per device); ``arrivals``: the replication's request arrival
+    times (for the radio tail)."""
+    d = len(world.devices)
+    busy = devices["busy_s"].to_numpy(np.float64)
+    avail = devices["available_s"].to_numpy(np.float64)
+    inputs = devices["jobs"].to_numpy(np.float64) + devices["lost_down"].to_numpy(np.float64)
+    replies = devices["served"].to_numpy(np.float64)
+    in_bytes = np.broadcast_to(np.asarray(input_bytes, dtype=np.float64), (d,))
+    compute, idle, radio = np.zeros(d), np.zeros(d), np.zeros(d)
+    master = next((i for i, dev in enumerate(world.devices) if dev.role == "master"), None)
+    master_tail = 0.0
+    for i, dev in enumerate(world.devices):
+        p = getattr(dev, "power", None)
+        if p is not None:
+            compute[i] = busy[i] * p.busy_w
+            idle[i] = max(avail[i] - busy[i], 0.0) * p.idle_w
+        tx, rx, tail_w, tail_s = _link_costs(dev.link)
+        if tx == rx == tail_w == 0.0:
+            continue
+        bits_in, bits_out = 8.0 * in_bytes[i] * inputs[i], 8.0 * dev.reply_bytes * replies[i]
+        tail = float(tail_energy(arrivals, tail_w, tail_s).sum()) if inputs[i] else 0.0
+        radio[i] += bits_in * rx + bits_out * tx + tail
+        if master is not None:   # the other end of the link: same technology, same costs
+            radio[master] += bits_in * tx + bits_out * rx
+            master_tail = max(master_tail, tail)
+    if master is not None:       # one radio at the master: one tail after each input, not one per link
+        radio[master] += master_tail
+    return {"energy_compute_j": compute, "energy_radio_j": radio, "energy_idle_j": idle,
+            "energy_j": compute + radio + idle}
+
+
+class EnergyMeter:
+    """One replication's energy: ``annotate`` appends ``energy_j`` to each request chunk,
+    ``devices`` the energy columns to the device table, ``figures`` the summary's figures.
+
+    ``world``: the deployment's :class:`vip_ray.core.world.SimSpec` (None: no energy model; the
+    columns are NaN); ``service_s``: each device's mean compute time per job (its first slot)."""
+
+    def __init__(self, world: Any, input_bytes: Sequence[int] | int | None = None):
+        self.world = world if has_energy(world) else None
+        self.arrivals: list[np.ndarray] = []
+        self.correct = 0.0
+        self.requests = 0
+        self.total_j = float("nan")
+        if self.world is None:
+            return
+        devs = world.devices
+        self.names = [d.name for d in devs]
+        self.input_bytes = world.workload.input_bytes if input_bytes is None else input_bytes
+        # a responder's compute: its first placed slot's mean service time at busy power
+        self.job_j = {}
+        for d in devs:
+            s = next((s for s in d.slots if s.placed), None)
+            p = getattr(d, "power", None)
+            self.job_j[d.name] = (s.service_s * p.busy_w) if (s is not None and p is not None) else 0.0
+        costs = [_link_costs(d.link) for d in devs if d.link is not None]
+        self.j_per_bit = float(np.mean([tx + rx for tx, rx, _, _ in costs])) if costs else 0.0
+
+    def annotate(self, rows):
+        """``rows`` with ``energy_j`` appended (NaN without an energy model)."""
+        self.requests += len(rows)
+        self.correct += float(rows["correct_top1"].sum())
+        arrival = rows["arrival_s"].to_numpy(np.float64)
+        self.arrivals.append(arrival)
+        if self.world is None:
+            rows["energy_j"] = np.nan
+            return rows
+        cat = rows["responders"].cat
+        per_set = np.array([sum(self.job_j.get(n, 0.0) for n in str(label).split(",") if n)
+                            for label in cat.categories], dtype=np.float64)
+        codes = cat.codes.to_numpy()
+        compute = np.where(codes >= 0, per_set[np.maximum(codes, 0)] if len(per_set) else 0.0, 0.0)
+        bits = 8.0 * (rows["bytes_down"].to_numpy(np.float64) + rows["bytes_up"].to_numpy(np.float64))
+        rows["energy_j"] = compute + bits * self.j_per_bit
+        return rows
+
+    def devices(self, frame):
+        """The device table with :data:`DEVICE_ENERGY_COLUMNS` appended."""
+        arrivals = np.concatenate(self.arrivals) if self.arrivals else np.zeros(0)
+        if self.world is None or len(frame) != len(self.world.devices):
+            for c in DEVICE_ENERGY_COLUMNS:
+                frame[c] = np.nan
+            return frame
+        cols = device_energy(self.world, frame, self.input_bytes, arrivals)
+        for c in DEVICE_ENERGY_COLUMNS:
+            frame[c] = cols[c]
+        self.total_j = float(cols["energy_j"].sum())
+        return frame
+
+    def figures(self) -> dict[str, float]:
+        """``energy_j`` (all devices), ``energy_per_request_j``, ``energy_per_correct_j``."""
+        nan = float("nan")
+        total = self.total_j
+        return {"energy_j": total,
+                "energy_per_request_j": total / self.requests if self.requests and not math.isnan(total) else nan,
+                "energy_per_correct_j": total / self.correct if self.correct and not math.isnan(total) else nan}
+
+
+# ----------------------------------------------------------------------------------------- battery
+
+def mean_power(dev: Any, rate_hz: float, input_bytes: int, worker_links: Sequence[tuple] = ()) -> float:
+    """Expected mean power (W) of ``dev`` under ``rate_hz`` inputs per second (see the module doc):
+    compute at utilisation ``min(1, rate * service_s)``, its radio's per-bit costs and tail; the
+    master (``worker_links``: ``(link, reply_bytes)`` of every worker) pays the other end of every
+    link and one tail."""
+    p = getattr(dev, "power", None)
+    out = 0.0
+    if p is not None:
+        s = next((s.service_s for s in dev.slots if s.placed), 0.0)
+        rho = min(1.0, rate_hz * s)
+        out += p.idle_w + rho * (p.busy_w - p.idle_w)
+    bits_in = 8.0 * input_bytes
+    tail_power = 0.0
+    if dev.link is not None:
+        tx, rx, tail_w, tail_s = _link_costs(dev.link)
+        out += rate_hz * (bits_in * rx + 8.0 * dev.reply_bytes * tx)
+        if tail_w and tail_s and rate_hz > 0:
+            tail_power = tail_w * (1.0 - math.exp(-rate_hz * tail_s))
+    else:
+        for link, reply_bytes in worker_links:
+            tx, rx, tail_w, tail_s = _link_costs(link)
+            out += rate_hz * (bits_in * tx + 8.0 * reply_bytes * rx)
+            if tail_w and tail_s and rate_hz > 0:
+                tail_power = max(tail_power, tail_w * (1.0 - math.exp(-rate_hz * tail_s)))
+    return out + tail_power
+
+
+def depletion_s(battery_wh: float, power_w: float) -> float:
+    """When a battery of ``battery_wh`` Wh is empty at a mean draw of ``power_w`` W (inf at 0 W)."""
+    return math.inf if power_w <= 0 else battery_wh * 3600.0 / power_w
+
+
+def with_batteries(world: Any) -> Any:
+    """``world`` with each battery-powered device's availability turned into a crash at its
+    depletion time (the earlier one if it already crashes)."""
+    devs = list(world.devices)
+    if not any(getattr(d, "battery_wh", None) for d in devs):
+        return world
+    w = world.workload
+    if w.arrival == "trace":
+        span = (w.times[-1] - w.times[0]) if len(w.times) > 1 else 0.0
+        rate = (len(w.times) - 1) / span if span > 0 else 0.0
+    else:
+        rate = w.rate_hz
+    links = [(d.link, d.reply_bytes) for d in devs if d.link is not None]
+    for i, d in enumerate(devs):
+        if not getattr(d, "battery_wh", None):
+            continue
+        t = depletion_s(d.battery_wh, mean_power(d, rate, w.input_bytes, links if d.link is None else ()))
+        if not math.isfinite(t):
+            continue
+        av = d.availability
+        if av.kind == "crash":
+            t = min(t, av.crash_at_s)
+        elif av.kind != "always":
+            raise ValueError(f"DeviceSpec({d.name!r}).battery_wh: needs availability 'always' or 'crash', "
+                             f"got {av.kind!r}")
+        devs[i] = replace(d, availability=Availability(kind="crash", crash_at_s=t))
+    return replace(world, devices=tuple(devs))
+
+
+def meter_for(dep: Any) -> EnergyMeter:
+    """The :class:`EnergyMeter` of one replication of a deployment: a fan-out's world as it is; a
+    chain's devices each receive the activations of the slices they run (the master's own input
+    crosses no link); an end–cloud pipeline has no world here (no energy figures)."""
+    world = getattr(dep, "world", None)
+    if world is None:
+        return EnergyMeter(None)
+    stages = getattr(dep, "stages", None)
+    if stages:
+        per_device = np.zeros(len(world.devices), dtype=np.int64)
+        for s, d in enumerate(stages):
+            per_device[d] += dep.stage_bytes[s]
+        return EnergyMeter(world, input_bytes=per_device)
+    return EnergyMeter(world)
