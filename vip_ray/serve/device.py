@@ -283,10 +283,13 @@ class DeviceGroup:
         return self.info()
 
     async def run(self, token: str, seed: int, epoch: float, rid: int, stream: str, x: np.ndarray,
-                  arrive: Sequence[float], deadline: float, grace: float) -> list:
+                  arrive: Sequence[float], deadline: float, grace: float, lead: float | None = None) -> tuple:
         """Offer request ``rid`` to every device of the group (its input reaching device ``i`` at
         emulated ``arrive[i]``); return the replies that reach the master by ``deadline``, as
-        soon as every job's fate is known (or at the deadline): ``(device, reply_at, variant, logits)``."""
+        soon as every job's fate is known (or ``lead`` wall seconds before the deadline; default
+        ``answer_lead_ms``): ``([(device, reply_at, variant, logits), ...], since)``. ``since`` (wall
+        clock) is where the answer's path starts: the instant the group meant to stop waiting, or
+        when it sent the replies if every fate was known before (:mod:`vip_ray.serve.lead`)."""
         self._sync(token, seed, epoch)
         key = (stream, rid)
         p = Pending(key, x, len(self.devices), asyncio.get_running_loop())
@@ -304,14 +307,19 @@ class DeviceGroup:
             else:
                 dev.offer(job)
         clock = self.clock
-        # stop waiting answer_lead_ms (wall) before the deadline: the replies and the master's answer
-        # must still travel (the simulator's master answers at the deadline itself)
-        wait = clock.wall_s(deadline - clock.now()) - self.cfg.options.answer_lead_ms / 1e3
+        # stop waiting `lead` (wall) before the deadline: the replies and the master's answer must
+        # still travel (the simulator's master answers at the deadline itself)
+        lead = self.cfg.options.answer_lead_ms / 1e3 if lead is None else lead
+        entered = time.time()
+        stop = entered + clock.wall_s(deadline - clock.now()) - lead
+        wait = stop - entered
         if wait > 0 and not p.timed.done():
             await asyncio.wait([p.timed], timeout=wait)
+        timed_out = not p.timed.done()
         # real outputs may take until the deadline (and a share of the grace after it: wall time)
         wait = clock.wall_s(max(0.0, deadline - clock.now())) + PAYLOAD_SHARE * grace
-        return await self._payload([r for r in p.replies if r[1] <= deadline], p, wait)
+        out = await self._payload([r for r in p.replies if r[1] <= deadline], p, wait)
+        return out, (max(stop, entered) if timed_out else time.time())
 
     async def _payload(self, replies: list, p: Pending, grace: float) -> list:
         """Attach the real outputs (waiting up to ``grace`` for forward passes still running)."""

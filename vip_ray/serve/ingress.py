@@ -142,6 +142,7 @@ class Session:
     downlinks: Downlinks
     dilation: float = 1.0
     knows: Any = None      # vip_ray.core.master.Knowledge: devices the master knows are down
+    lead: Any = None       # vip_ray.serve.lead.AnswerLead: how early a deadline-bound request stops waiting
 
     def now(self) -> float:
         """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
@@ -191,11 +192,23 @@ class Ingress:
         """Begin replication ``token`` (emulated time 0 at wall-clock ``epoch``)."""
         from vip_ray.core.master import Knowledge
 
-        self.session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation,
-                               Knowledge(self.cfg.devices, seed, self.cfg.workload.heartbeat_s))
+        from vip_ray.serve.lead import AnswerLead
+
+        session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation,
+                          Knowledge(self.cfg.devices, seed, self.cfg.workload.heartbeat_s))
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
+        # until the run's own answer paths say otherwise, the lead is the slowest of a few round
+        # trips to every group (a round trip is two paths: on the safe side)
+        trips = []
+        for _ in range(3):
+            t0 = time.time()
+            await asyncio.gather(*(_bounded(g.stats.remote(token), 2.0) for g in self.groups))
+            trips.append(time.time() - t0)
+        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=max(trips),
+                                  cap_s=0.5 * self.deadline * self.cfg.dilation)
+        self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         return list(infos)
@@ -281,9 +294,10 @@ class Ingress:
         received = s.now()
         arrive = s.downlinks.arrivals(t_a)
         deadline = t_a + self.deadline
-        calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace)
-                 for g, m in zip(self.groups, self.members)]
-        replies = await self._collect(calls, s.wall(deadline))
+        lead = s.lead.value()
+        calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
+                              lead) for g, m in zip(self.groups, self.members)]
+        replies, since = await self._collect(calls, s.wall(deadline))
         used = {r[0]: r for r in replies}
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
@@ -301,8 +315,8 @@ class Ingress:
             ideal = release = max([t_a] + [used[d][1] for d in waits_for])
         else:
             # the simulator's master answers at the deadline itself; this one stopped waiting
-            # answer_lead_ms (wall) before it so that its answer leaves by the deadline: it goes as
-            # soon as the replies it uses have arrived (DeviceGroup.run)
+            # the answer lead (wall, vip_ray.serve.lead) before it so that its answer is ready by the
+            # deadline: it goes as soon as the replies it uses have arrived (DeviceGroup.run)
             ideal = deadline
             release = max([t_a] + [r[1] for r in used.values()])
         out = None
@@ -314,6 +328,8 @@ class Ingress:
                 mask[0, d], variant[0, d] = True, v
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
+        if since is not None and not fallback:   # this answer's path, from its last group's stop (or send) to here
+            s.lead.observe(time.time() - since)
         hold = s.wall(release) - time.time()
         if hold > 0:  # the emulated network still carries the last reply
             await asyncio.sleep(hold)
@@ -323,13 +339,14 @@ class Ingress:
                "ideal_finish_s": ideal, "answered": answered, "fallback": fallback,
                "responders": sorted(used), "prediction": int(top[0]), "top": [int(c) for c in top],
                "top_probs": [float(out[c]) for c in top] if answered else [],
-               "bytes_down": s.downlinks.bytes_down}
+               "bytes_down": s.downlinks.bytes_down, "answer_lead_s": lead}
         self._record(res)
         return res
 
-    async def _collect(self, calls: list, deadline_wall: float) -> list:
+    async def _collect(self, calls: list, deadline_wall: float) -> tuple[list, float | None]:
         """Replies of every group that answers by the deadline — or within the grace period after it
-        for groups that have been answering (a transport hop late is harness, not network)."""
+        for groups that have been answering (a transport hop late is harness, not network) — and
+        the latest ``since`` of the groups that answered (where the answer's path starts)."""
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
         for t in tasks:
             t.add_done_callback(_retrieve)
@@ -339,10 +356,12 @@ class Ingress:
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
         if waiting:
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
-        replies = []
+        replies, since = [], None
         for gi, (t, call) in enumerate(zip(tasks, calls)):
             if t.done() and not t.cancelled() and t.exception() is None:
-                replies.extend(t.result())
+                got, sent = t.result()
+                replies.extend(got)
+                since = sent if since is None else max(since, sent)
             else:
                 self.timeouts[gi] += 1
                 self.group_ok[gi] = False
@@ -350,7 +369,7 @@ class Ingress:
                     self.errors[gi] = repr(t.exception())[:300]
                 call.cancel()  # a dead replica's queued calls must not pile up for its successor
                 t.cancel()
-        return replies
+        return replies, since
 
     async def _fallback(self, s: Session, rid: int, stream: str):
         """``local``: the master's own late reply; ``best_effort``: the first late reply of anyone."""
