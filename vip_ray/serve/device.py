@@ -269,8 +269,9 @@ class DeviceGroup:
             loop = asyncio.get_running_loop()
             clock = Clock(epoch, loop, self.cfg.dilation)
             for p in self.pending.values():   # a new replication: the old one's waiters give up
-                if not p.timed.done():
-                    p.timed.set_result(None)
+                for fut in (p.timed, p.known):
+                    if not fut.done():
+                        fut.set_result(None)
             self.pending = {}
             self.live_keys.clear()
             for d in self.devices:
@@ -288,8 +289,8 @@ class DeviceGroup:
         emulated ``arrive[i]``); return the replies that reach the master by ``deadline``, as
         soon as every job's fate is known (or ``lead`` wall seconds before the deadline; default
         ``answer_lead_ms``): ``([(device, reply_at, variant, logits), ...], since)``. ``since`` (wall
-        clock) is where the answer's path starts: the instant the group meant to stop waiting, or
-        when it sent the replies if every fate was known before (:mod:`vip_ray.serve.lead`)."""
+        clock) is where the answer's path starts: when the group sent the replies, less how late its
+        timer woke it if it stopped at the lead (:mod:`vip_ray.serve.lead`)."""
         self._sync(token, seed, epoch)
         key = (stream, rid)
         p = Pending(key, x, len(self.devices), asyncio.get_running_loop())
@@ -313,13 +314,20 @@ class DeviceGroup:
         entered = time.time()
         stop = entered + clock.wall_s(deadline - clock.now()) - lead
         wait = stop - entered
-        if wait > 0 and not p.timed.done():
-            await asyncio.wait([p.timed], timeout=wait)
-        timed_out = not p.timed.done()
+        # every fate known (foreseen or resolved: vip_ray.serve.emulated): the replies go now, ahead
+        # of their emulated arrival, which the master waits for
+        if wait > 0 and not p.known.done():
+            await asyncio.wait([p.known], timeout=wait)
+        woke = time.time()
+        timed_out = not p.known.done()
         # real outputs may take until the deadline (and a share of the grace after it: wall time)
         wait = clock.wall_s(max(0.0, deadline - clock.now())) + PAYLOAD_SHARE * grace
-        out = await self._payload([r for r in p.replies if r[1] <= deadline], p, wait)
-        return out, (max(stop, entered) if timed_out else time.time())
+        replies = {**p.ahead, **{r[0]: r for r in p.replies}}
+        out = await self._payload([r for r in replies.values() if r[1] <= deadline], p, wait)
+        # the answer's path: this message's transport, plus how late the timer woke this group (not the
+        # wait for real outputs: a forward pass late for its deadline is the time dilation's to cure)
+        sent = time.time()
+        return out, (sent - max(0.0, woke - max(stop, entered)) if timed_out else sent)
 
     async def _payload(self, replies: list, p: Pending, grace: float) -> list:
         """Attach the real outputs (waiting up to ``grace`` for forward passes still running)."""

@@ -199,15 +199,15 @@ class Ingress:
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
-        # until the run's own answer paths say otherwise, the lead is the slowest of a few round
-        # trips to every group (a round trip is two paths: on the safe side)
+        # until the run's own answer paths say otherwise, the lead is the median of a few round trips
+        # to every group (a round trip is two paths: on the safe side); at most a quarter of the deadline
         trips = []
-        for _ in range(3):
+        for _ in range(5):
             t0 = time.time()
-            await asyncio.gather(*(_bounded(g.stats.remote(token), 2.0) for g in self.groups))
+            await asyncio.gather(*(_bounded(g.reset.remote(token, seed, epoch), 2.0) for g in self.groups))
             trips.append(time.time() - t0)
-        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=max(trips),
-                                  cap_s=0.5 * self.deadline * self.cfg.dilation)
+        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=float(np.median(trips)),
+                                  cap_s=0.25 * self.deadline * self.cfg.dilation)
         self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
