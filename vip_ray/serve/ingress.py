@@ -34,6 +34,7 @@ from vip_ray.core.tables import ranked
 log = logging.getLogger("ray.serve")
 MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs)
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
+HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
 
 
 class BadInput(ValueError):
@@ -143,6 +144,7 @@ class Session:
     dilation: float = 1.0
     knows: Any = None      # vip_ray.core.master.Knowledge: devices the master knows are down
     lead: Any = None       # vip_ray.serve.lead.AnswerLead: how early a deadline-bound request stops waiting
+    hold: Any = None       # vip_ray.serve.lead.AnswerLead: how late the master's hold timer fires
 
     def now(self) -> float:
         """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
@@ -208,6 +210,7 @@ class Ingress:
             trips.append(time.time() - t0)
         session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=float(np.median(trips)),
                                   cap_s=0.25 * self.deadline * self.cfg.dilation)
+        session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
         self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -316,9 +319,8 @@ class Ingress:
         else:
             # the simulator's master answers at the deadline itself; this one stopped waiting
             # the answer lead (wall, vip_ray.serve.lead) before it so that its answer is ready by the
-            # deadline: it goes as soon as the replies it uses have arrived (DeviceGroup.run)
-            ideal = deadline
-            release = max([t_a] + [r[1] for r in used.values()])
+            # deadline (DeviceGroup.run), and holds it until the deadline, as the simulator's does
+            ideal = release = deadline
         out = None
         if answered:
             mask = np.zeros((1, self.D), dtype=bool)
@@ -328,18 +330,30 @@ class Ingress:
                 mask[0, d], variant[0, d] = True, v
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
-        if since is not None and not fallback:   # this answer's path, from its last group's stop (or send) to here
-            s.lead.observe(time.time() - since)
-        hold = s.wall(release) - time.time()
-        if hold > 0:  # the emulated network still carries the last reply
+        ready = s.now()
+        path = time.time() - since if since is not None and not fallback else float("nan")
+        s.lead.observe(path)   # this answer's path, from its last group's send (or stop) to here
+        # the emulated network still carries the last reply: hold the answer until it arrives. A
+        # timer fires late (the more so on a busy host): a hold due within the master's own timer
+        # lateness (a trailing high quantile) before the deadline ends that much early, so that an
+        # answer the simulator gives by the deadline is not measured after it
+        target = min(s.wall(release), s.wall(deadline) - s.hold.value())
+        hold = target - time.time()
+        if hold > 0:
             await asyncio.sleep(hold)
+            s.hold.observe(time.time() - target)
         finish = s.now()
         top = ranked(out[None], self.cfg.top_m)[0] if answered else np.full(self.cfg.top_m, -1)
         res = {"request_id": rid, "arrival_s": t_a, "received_s": received, "finish_s": finish,
                "ideal_finish_s": ideal, "answered": answered, "fallback": fallback,
                "responders": sorted(used), "prediction": int(top[0]), "top": [int(c) for c in top],
                "top_probs": [float(out[c]) for c in top] if answered else [],
-               "bytes_down": s.downlinks.bytes_down, "answer_lead_s": lead}
+               "bytes_down": s.downlinks.bytes_down, "answer_lead_s": lead,
+               # where the overhead goes: the last group's message left at `sent_s` (emulated, after its
+               # real outputs were ready; less its timer's lateness if it stopped at the lead), the
+               # answer was ready at `ready_s`, and held to `ideal_finish_s`
+               "sent_s": (since - s.epoch) / s.dilation if since is not None else float("nan"), "ready_s": ready,
+               "answer_path_s": path}
         self._record(res)
         return res
 
