@@ -315,7 +315,8 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
                            "arrival_s": arrival, "send_lag_s": replay.send_lag_s,
                            "received_s": np.array([x["received_s"] for x in res], dtype=np.float64),
                            "emulated_finish_s": ideal, "finish_s": finish, "overhead_s": finish - ideal,
-                           "answer_lead_s": np.array([x.get("answer_lead_s", np.nan) for x in res], dtype=np.float64)})
+                           **{k: np.array([x.get(k, np.nan) for x in res], dtype=np.float64)
+                              for k in ("answer_lead_s", "answer_path_s", "sent_s", "ready_s")}})
     last_end = max([ds["last_end"] for snap in replay.final.get("snapshots", []) for ds in snap["devices"].values()]
                    or [0.0])
     t_end = max(float(arrival[-1]) + deadline if r else 0.0, last_end)
