@@ -35,6 +35,7 @@ log = logging.getLogger("ray.serve")
 MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs)
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
 HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
+COLLECT_S = 0.001      # the master stops waiting for its groups this much (wall s) before its hold's end
 
 
 class BadInput(ValueError):
@@ -201,14 +202,14 @@ class Ingress:
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
-        # until the run's own answer paths say otherwise, the lead is the median of a few round trips
-        # to every group (a round trip is two paths: on the safe side); at most a quarter of the deadline
+        # until the run's own answer paths say otherwise, the lead is the quickest of a few round trips
+        # to every group (a round trip is two paths); at most a quarter of the deadline
         trips = []
         for _ in range(5):
             t0 = time.time()
             await asyncio.gather(*(_bounded(g.reset.remote(token, seed, epoch), 2.0) for g in self.groups))
             trips.append(time.time() - t0)
-        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=float(np.median(trips)),
+        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips),
                                   cap_s=0.25 * self.deadline * self.cfg.dilation)
         session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
         self.session = session
@@ -300,7 +301,9 @@ class Ingress:
         lead = s.lead.value()
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
                               lead) for g, m in zip(self.groups, self.members)]
-        replies, since = await self._collect(calls, s.wall(deadline))
+        end = s.wall(deadline)
+        replies, since, path = await self._collect(calls, end, end - s.hold.value() - COLLECT_S)
+        collected = time.time()
         used = {r[0]: r for r in replies}
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
@@ -331,8 +334,9 @@ class Ingress:
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
         ready = s.now()
-        path = time.time() - since if since is not None and not fallback else float("nan")
-        s.lead.observe(path)   # this answer's path, from its last group's send (or stop) to here
+        # this answer's path: its slowest group message (from its send, or its stop) and the aggregation
+        path = path + (time.time() - collected) if since is not None and not fallback else float("nan")
+        s.lead.observe(path)
         # the emulated network still carries the last reply: hold the answer until it arrives. A
         # timer fires late (the more so on a busy host): a hold due within the master's own timer
         # lateness (a trailing high quantile) before the deadline ends that much early, so that an
@@ -357,25 +361,29 @@ class Ingress:
         self._record(res)
         return res
 
-    async def _collect(self, calls: list, deadline_wall: float) -> tuple[list, float | None]:
-        """Replies of every group that answers by the deadline — or within the grace period after it
-        for groups that have been answering (a transport hop late is harness, not network) — and
-        the latest ``since`` of the groups that answered (where the answer's path starts)."""
+    async def _collect(self, calls: list, deadline_wall: float, stop_wall: float) -> tuple[list, float | None, float]:
+        """Replies of every group that answers by ``stop_wall`` (the deadline, less the master's own
+        timer lateness) — or within the grace period after the deadline for groups that have been
+        answering (a transport hop late is harness, not network); the latest ``since`` of the groups
+        that answered, and the longest wall time a group's message took from its ``since`` to here."""
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
+        received: dict[asyncio.Future, float] = {}
         for t in tasks:
             t.add_done_callback(_retrieve)
+            t.add_done_callback(lambda f: received.setdefault(f, time.time()))
         pending = set(tasks)
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline_wall - time.time()))
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, stop_wall - time.time()))
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
         if waiting:
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
-        replies, since = [], None
+        replies, since, path = [], None, float("nan")
         for gi, (t, call) in enumerate(zip(tasks, calls)):
             if t.done() and not t.cancelled() and t.exception() is None:
                 got, sent = t.result()
                 replies.extend(got)
                 since = sent if since is None else max(since, sent)
+                path = max(received.get(t, time.time()) - sent, path if path == path else 0.0)
             else:
                 self.timeouts[gi] += 1
                 self.group_ok[gi] = False
@@ -383,7 +391,7 @@ class Ingress:
                     self.errors[gi] = repr(t.exception())[:300]
                 call.cancel()  # a dead replica's queued calls must not pile up for its successor
                 t.cancel()
-        return replies, since
+        return replies, since, path
 
     async def _fallback(self, s: Session, rid: int, stream: str):
         """``local``: the master's own late reply; ``best_effort``: the first late reply of anyone."""
