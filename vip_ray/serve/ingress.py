@@ -363,9 +363,11 @@ class Ingress:
 
     async def _collect(self, calls: list, deadline_wall: float, stop_wall: float) -> tuple[list, float | None, float]:
         """Replies of every group that answers by ``stop_wall`` (the deadline, less the master's own
-        timer lateness) — or within the grace period after the deadline for groups that have been
-        answering (a transport hop late is harness, not network); the latest ``since`` of the groups
-        that answered, and the longest wall time a group's message took from its ``since`` to here."""
+        timer lateness) — or, when none has, within the grace period after the deadline for groups
+        that have been answering (a transport hop late is harness, not network; a message after
+        ``stop_wall`` makes the answer late, so it is waited for only when there is no answer
+        without it); the latest ``since`` of the groups that answered, and the longest wall time a
+        group's message took from its ``since`` to here."""
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
         received: dict[asyncio.Future, float] = {}
         for t in tasks:
@@ -375,7 +377,7 @@ class Ingress:
         if pending:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, stop_wall - time.time()))
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
-        if waiting:
+        if waiting and len(pending) == len(tasks):
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
         replies, since, path = [], None, float("nan")
         for gi, (t, call) in enumerate(zip(tasks, calls)):
