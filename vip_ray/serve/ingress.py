@@ -35,7 +35,7 @@ log = logging.getLogger("ray.serve")
 MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs)
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
 HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
-COLLECT_S = 0.001      # the master stops waiting for its groups this much (wall s) before its hold's end
+COLLECT_S = 0.001      # the least the master stops waiting for its groups before the deadline (wall s)
 
 
 class BadInput(ValueError):
@@ -146,6 +146,7 @@ class Session:
     knows: Any = None      # vip_ray.core.master.Knowledge: devices the master knows are down
     lead: Any = None       # vip_ray.serve.lead.AnswerLead: how early a deadline-bound request stops waiting
     hold: Any = None       # vip_ray.serve.lead.AnswerLead: how late the master's hold timer fires
+    stop: Any = None       # vip_ray.serve.lead.AnswerLead: from the master's stop waiting to its answer
 
     def now(self) -> float:
         """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
@@ -212,6 +213,8 @@ class Ingress:
         session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips),
                                   cap_s=0.25 * self.deadline * self.cfg.dilation)
         session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
+        session.stop = AnswerLead(COLLECT_S, start_s=max(COLLECT_S, min(trips)),
+                                  cap_s=0.25 * self.deadline * self.cfg.dilation)
         self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -301,8 +304,10 @@ class Ingress:
         lead = s.lead.value()
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
                               lead) for g, m in zip(self.groups, self.members)]
-        end = s.wall(deadline)
-        replies, since, path = await self._collect(calls, end, end - s.hold.value() - COLLECT_S)
+        # the master stops waiting for its groups (a dead replica's call never returns) early enough
+        # that its answer is still on time: a high quantile of its own stop-to-answer times
+        stop_wall = s.wall(deadline) - s.stop.value()
+        replies, since, path = await self._collect(calls, s.wall(deadline), stop_wall)
         collected = time.time()
         used = {r[0]: r for r in replies}
         fallback = False
@@ -346,6 +351,8 @@ class Ingress:
         if hold > 0:
             await asyncio.sleep(hold)
             s.hold.observe(time.time() - target)
+        elif collected >= stop_wall and not fallback:   # it stopped waiting for a group: how long to an answer
+            s.stop.observe(time.time() - stop_wall)
         finish = s.now()
         top = ranked(out[None], self.cfg.top_m)[0] if answered else np.full(self.cfg.top_m, -1)
         res = {"request_id": rid, "arrival_s": t_a, "received_s": received, "finish_s": finish,
