@@ -213,8 +213,7 @@ class Ingress:
         session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips),
                                   cap_s=0.25 * self.deadline * self.cfg.dilation)
         session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
-        session.stop = AnswerLead(COLLECT_S, start_s=max(COLLECT_S, min(trips)),
-                                  cap_s=0.25 * self.deadline * self.cfg.dilation)
+        session.stop = AnswerLead(COLLECT_S, start_s=COLLECT_S, cap_s=0.1 * self.deadline * self.cfg.dilation)
         self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
@@ -301,13 +300,14 @@ class Ingress:
         received = s.now()
         arrive = s.downlinks.arrivals(t_a)
         deadline = t_a + self.deadline
-        lead = s.lead.value()
+        # a group's message must reach the master before the master itself stops waiting
+        lead = s.lead.value() + s.stop.value()
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
                               lead) for g, m in zip(self.groups, self.members)]
         # the master stops waiting for its groups (a dead replica's call never returns) early enough
         # that its answer is still on time: a high quantile of its own stop-to-answer times
         stop_wall = s.wall(deadline) - s.stop.value()
-        replies, since, path = await self._collect(calls, s.wall(deadline), stop_wall)
+        replies, since, path, overshoot = await self._collect(calls, s.wall(deadline), stop_wall)
         collected = time.time()
         used = {r[0]: r for r in replies}
         fallback = False
@@ -351,8 +351,8 @@ class Ingress:
         if hold > 0:
             await asyncio.sleep(hold)
             s.hold.observe(time.time() - target)
-        elif collected >= stop_wall and not fallback:   # it stopped waiting for a group: how long to an answer
-            s.stop.observe(time.time() - stop_wall)
+        elif overshoot is not None and not fallback:   # it stopped waiting for a group: how long to an answer
+            s.stop.observe(overshoot + time.time() - collected)
         finish = s.now()
         top = ranked(out[None], self.cfg.top_m)[0] if answered else np.full(self.cfg.top_m, -1)
         res = {"request_id": rid, "arrival_s": t_a, "received_s": received, "finish_s": finish,
@@ -368,23 +368,28 @@ class Ingress:
         self._record(res)
         return res
 
-    async def _collect(self, calls: list, deadline_wall: float, stop_wall: float) -> tuple[list, float | None, float]:
+    async def _collect(self, calls: list, deadline_wall: float,
+                       stop_wall: float) -> tuple[list, float | None, float, float | None]:
         """Replies of every group that answers by ``stop_wall`` (the deadline, less the master's own
         timer lateness) — or, when none has, within the grace period after the deadline for groups
         that have been answering (a transport hop late is harness, not network; a message after
         ``stop_wall`` makes the answer late, so it is waited for only when there is no answer
         without it); the latest ``since`` of the groups that answered, and the longest wall time a
-        group's message took from its ``since`` to here."""
+        group's message took from its ``since`` to here; and how late after ``stop_wall`` it stopped
+        waiting when it stopped there (``None`` otherwise)."""
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
         received: dict[asyncio.Future, float] = {}
         for t in tasks:
             t.add_done_callback(_retrieve)
             t.add_done_callback(lambda f: received.setdefault(f, time.time()))
         pending = set(tasks)
+        overshoot = None
         if pending:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, stop_wall - time.time()))
+            overshoot = time.time() - stop_wall if pending else None
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
         if waiting and len(pending) == len(tasks):
+            overshoot = None
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
         replies, since, path = [], None, float("nan")
         for gi, (t, call) in enumerate(zip(tasks, calls)):
@@ -400,7 +405,7 @@ class Ingress:
                     self.errors[gi] = repr(t.exception())[:300]
                 call.cancel()  # a dead replica's queued calls must not pile up for its successor
                 t.cancel()
-        return replies, since, path
+        return replies, since, path, overshoot
 
     async def _fallback(self, s: Session, rid: int, stream: str):
         """``local``: the master's own late reply; ``best_effort``: the first late reply of anyone."""

@@ -28,7 +28,7 @@ class AnswerLead:
     """A trailing high quantile of the answer paths (wall seconds)."""
 
     def __init__(self, floor_s: float, *, quantile: float = 0.99, margin: float = 1.25, window: int = 256,
-                 min_samples: int = 16, start_s: float = 0.0, cap_s: float | None = None):
+                 min_samples: int = 4, start_s: float = 0.0, cap_s: float | None = None):
         if not 0.0 < quantile <= 1.0:
             raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
         if margin < 1.0:
