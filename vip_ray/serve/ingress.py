@@ -371,7 +371,7 @@ class Ingress:
     async def _collect(self, calls: list, deadline_wall: float,
                        stop_wall: float) -> tuple[list, float | None, float, float | None]:
         """Replies of every group that answers by ``stop_wall`` (the deadline, less the master's own
-        timer lateness) — or, when none has, within the grace period after the deadline for groups
+        timer lateness) — or, when no reply has come, within the grace period after the deadline for groups
         that have been answering (a transport hop late is harness, not network; a message after
         ``stop_wall`` makes the answer late, so it is waited for only when there is no answer
         without it); the latest ``since`` of the groups that answered, and the longest wall time a
@@ -388,7 +388,8 @@ class Ingress:
             _, pending = await asyncio.wait(pending, timeout=max(0.0, stop_wall - time.time()))
             overshoot = time.time() - stop_wall if pending else None
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
-        if waiting and len(pending) == len(tasks):
+        if waiting and not any(t.result()[0] for t in tasks
+                               if t.done() and not t.cancelled() and t.exception() is None):
             overshoot = None
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
         replies, since, path = [], None, float("nan")
