@@ -5,8 +5,9 @@ On the default pool (VP V1–V5 on MNIST-5k; trained on first use), a local Ray 
 1. harness overhead per request — measured latency at the master minus the emulated latency
    (the last reply's emulated arrival, or the deadline) — p50 / p99 at 3, 5 and 10 emulated
    devices, all in one device-group replica; every device computes 20 ms (emulated), the links
-   are fast, the deadline is 200 ms, Poisson 20 requests/s. For comparison, 5 devices with one
-   replica each (one handle call per device and request, the naive layout);
+   are fast, the deadline is 200 ms, Poisson 20 requests/s; split into real outputs late,
+   transport and the master's hold timer. For comparison, 5 devices with one replica each (one
+   handle call per device and request, the naive layout);
 2. the highest sustained request rate with 10 devices (2 ms emulated compute, 40 ms RTT: the
    emulated devices saturate at 500 requests/s): the rate is raised until the harness no
    longer keeps up — overhead p50 > 5 ms or p95 > 25 ms, requests issued > 10 ms late at p95, or
