@@ -57,10 +57,11 @@ class ServeOptions:
     * ``tolerance`` — the share of the emulated latency ``auto`` lets the harness take (0.05: 5 %).
     * ``access_log`` — Serve's access log line per call of every replica (off: it costs the
       event loops time on every request; the custom metrics count the requests).
-    * ``answer_lead_ms`` — a request that waits for the deadline stops waiting this long (wall)
-      before it, so that the master's answer leaves by the deadline (the harness's own transport
-      and aggregation; the simulator's master answers at the deadline itself). Replies due in
-      that last window are not used.
+    * ``answer_lead_ms`` — the least a request that waits for the deadline stops waiting (wall)
+      before it, so that the master's answer is ready by the deadline (the harness's own transport
+      and aggregation; the simulator's master answers at the deadline itself). The lead in use is
+      a high quantile of the run's own answer paths, never below this (:mod:`vip_ray.serve.lead`;
+      per request in ``serve_timing.parquet``). Replies due in that last window are not used.
     """
 
     address: str | None = None

@@ -269,8 +269,9 @@ class DeviceGroup:
             loop = asyncio.get_running_loop()
             clock = Clock(epoch, loop, self.cfg.dilation)
             for p in self.pending.values():   # a new replication: the old one's waiters give up
-                if not p.timed.done():
-                    p.timed.set_result(None)
+                for fut in (p.timed, p.known):
+                    if not fut.done():
+                        fut.set_result(None)
             self.pending = {}
             self.live_keys.clear()
             for d in self.devices:
@@ -283,10 +284,13 @@ class DeviceGroup:
         return self.info()
 
     async def run(self, token: str, seed: int, epoch: float, rid: int, stream: str, x: np.ndarray,
-                  arrive: Sequence[float], deadline: float, grace: float) -> list:
+                  arrive: Sequence[float], deadline: float, grace: float, lead: float | None = None) -> tuple:
         """Offer request ``rid`` to every device of the group (its input reaching device ``i`` at
         emulated ``arrive[i]``); return the replies that reach the master by ``deadline``, as
-        soon as every job's fate is known (or at the deadline): ``(device, reply_at, variant, logits)``."""
+        soon as every job's fate is known (or ``lead`` wall seconds before the deadline; default
+        ``answer_lead_ms``): ``([(device, reply_at, variant, logits), ...], since)``. ``since`` (wall
+        clock) is where the answer's path starts: when the group sent the replies, less how late its
+        timer woke it if it stopped at the lead (:mod:`vip_ray.serve.lead`)."""
         self._sync(token, seed, epoch)
         key = (stream, rid)
         p = Pending(key, x, len(self.devices), asyncio.get_running_loop())
@@ -304,14 +308,26 @@ class DeviceGroup:
             else:
                 dev.offer(job)
         clock = self.clock
-        # stop waiting answer_lead_ms (wall) before the deadline: the replies and the master's answer
-        # must still travel (the simulator's master answers at the deadline itself)
-        wait = clock.wall_s(deadline - clock.now()) - self.cfg.options.answer_lead_ms / 1e3
-        if wait > 0 and not p.timed.done():
-            await asyncio.wait([p.timed], timeout=wait)
+        # stop waiting `lead` (wall) before the deadline: the replies and the master's answer must
+        # still travel (the simulator's master answers at the deadline itself)
+        lead = self.cfg.options.answer_lead_ms / 1e3 if lead is None else lead
+        entered = time.time()
+        stop = entered + clock.wall_s(deadline - clock.now()) - lead
+        wait = stop - entered
+        # every fate known (foreseen or resolved: vip_ray.serve.emulated): the replies go now, ahead
+        # of their emulated arrival, which the master waits for
+        if wait > 0 and not p.known.done():
+            await asyncio.wait([p.known], timeout=wait)
+        woke = time.time()
+        timed_out = not p.known.done()
         # real outputs may take until the deadline (and a share of the grace after it: wall time)
         wait = clock.wall_s(max(0.0, deadline - clock.now())) + PAYLOAD_SHARE * grace
-        return await self._payload([r for r in p.replies if r[1] <= deadline], p, wait)
+        replies = {**p.ahead, **{r[0]: r for r in p.replies}}
+        out = await self._payload([r for r in replies.values() if r[1] <= deadline], p, wait)
+        # the answer's path: this message's transport, plus how late the timer woke this group (not the
+        # wait for real outputs: a forward pass late for its deadline is the time dilation's to cure)
+        sent = time.time()
+        return out, (sent - max(0.0, woke - max(stop, entered)) if timed_out else sent)
 
     async def _payload(self, replies: list, p: Pending, grace: float) -> list:
         """Attach the real outputs (waiting up to ``grace`` for forward passes still running)."""

@@ -80,7 +80,7 @@ class Job:
     """One (request, device) job on the emulated timeline."""
 
     __slots__ = ("pending", "arrive", "mult", "up_lost", "variant", "seg", "end", "rem", "timer", "paused",
-                 "outcome", "reply_at", "arrived")
+                 "outcome", "reply_at", "arrived", "sent")
 
     def __init__(self, pending: "Pending", arrive: float, mult: float, up_lost: bool):
         self.pending = pending
@@ -94,12 +94,14 @@ class Job:
         self.outcome: Outcome | None = None
         self.reply_at = INF
         self.arrived = False
+        self.sent: float | None = None   # its reply's arrival, computed when its end was foreseen
 
 
 class Pending:
     """A request as one device group sees it: its jobs, real outputs and what came of them."""
 
-    __slots__ = ("key", "x", "left", "timed", "replies", "infer", "bytes_up", "changed", "jobs")
+    __slots__ = ("key", "x", "left", "timed", "replies", "infer", "bytes_up", "changed", "jobs", "fated", "known",
+                 "ahead")
 
     def __init__(self, key: tuple, x: np.ndarray, n_jobs: int, loop: asyncio.AbstractEventLoop):
         self.key = key
@@ -111,8 +113,27 @@ class Pending:
         self.bytes_up = 0
         self.changed = asyncio.Event()              # a job resolved (for fallback waits)
         self.jobs: list[tuple[int, int, float, int]] = []  # (device, outcome, reply_at, variant) as resolved
+        # foresight: a job in service that no availability change can interrupt has a known end, and
+        # its reply a known arrival, before the emulated clock gets there (see EmulatedDevice._foresee)
+        self.fated: set[int] = set()                # devices whose job's fate is known (resolved or foreseen)
+        self.known = loop.create_future()           # every job's fate known
+        self.ahead: dict[int, tuple[int, float, int]] = {}  # device -> foreseen (device, reply_at, variant)
         if n_jobs == 0:
             self.timed.set_result(None)
+            self.known.set_result(None)
+
+    def foresee(self, device: int, reply_at: float, variant: int) -> None:
+        """Device ``device``'s job will end without interruption: its reply arrives at ``reply_at``
+        (``INF``: it is lost on the uplink)."""
+        if reply_at < INF:
+            self.ahead[device] = (device, reply_at, variant)
+        self._fate(device)
+
+    def _fate(self, device: int) -> None:
+        if device not in self.fated:
+            self.fated.add(device)
+            if len(self.fated) == self.left + len(self.jobs) and not self.known.done():
+                self.known.set_result(None)
 
     def resolve(self, device: int, job: Job | None, outcome: Outcome, reply_at: float = INF) -> None:
         if job is not None:
@@ -121,6 +142,7 @@ class Pending:
             self.replies.append((device, reply_at, job.variant))
         self.jobs.append((device, int(outcome), reply_at, job.variant if job is not None else -1))
         self.left -= 1
+        self._fate(device)
         self.changed.set()
         if self.left == 0 and not self.timed.done():
             self.timed.set_result(None)
@@ -263,6 +285,7 @@ class EmulatedDevice:
                 cur.paused = False
                 cur.seg, cur.end = t, t + cur.rem
                 cur.timer = self.clock.at(cur.end, self._finish)
+                self._foresee(cur)
             else:
                 self._kick()
 
@@ -348,6 +371,22 @@ class EmulatedDevice:
             self.infer(job.pending, job.variant, job.end)
             job.timer = self.clock.at(job.end, self._finish)
             self.current = job
+            self._foresee(job)
+
+    def _foresee(self, job: Job) -> None:
+        """The job in service ends at ``job.end`` unless an availability change comes first; when the
+        next scheduled change (owner, trace, crash or MTBF, drawn in advance as in the simulator)
+        is not before that end, its end and its reply's arrival are known now. The group may then
+        send the reply ahead of its emulated arrival, and the master holds it until then, as a
+        network emulator holds a packet: the harness's transport overlaps the emulated compute
+        instead of following it. The emulated timeline is unchanged (``_finish`` still ends the
+        job at its instant, with the same uplink transfer)."""
+        if self.next_change is not None and self.next_change[0] < job.end:
+            return
+        if self.uplink is not None:
+            _, job.sent = self.uplink.send(job.end, self.cfg.reply_bytes)   # this device's next transfer
+        job.pending.foresee(self.index, INF if job.up_lost and self.uplink is not None else
+                            (job.sent if self.uplink is not None else job.end), job.variant)
 
     def _measured(self, job: Job, elapsed: float) -> None:
         """The real forward pass of ``job`` took ``elapsed`` s on this node: that is its compute
@@ -374,7 +413,7 @@ class EmulatedDevice:
         if self.uplink is None:
             self._resolve(job, Outcome.REPLIED, job.end)
         else:
-            _, reply_at = self.uplink.send(job.end, self.cfg.reply_bytes)
+            reply_at = job.sent if job.sent is not None else self.uplink.send(job.end, self.cfg.reply_bytes)[1]
             job.pending.bytes_up += self.cfg.reply_bytes
             if job.up_lost:
                 self.stats["lost_up"] += 1

@@ -316,7 +316,9 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
     timing = pd.DataFrame({"replication": np.full(r, replication, dtype=np.int32), "request_id": np.arange(r),
                            "arrival_s": arrival, "send_lag_s": replay.send_lag_s,
                            "received_s": np.array([x["received_s"] for x in res], dtype=np.float64),
-                           "emulated_finish_s": ideal, "finish_s": finish, "overhead_s": finish - ideal})
+                           "emulated_finish_s": ideal, "finish_s": finish, "overhead_s": finish - ideal,
+                           **{k: np.array([x.get(k, np.nan) for x in res], dtype=np.float64)
+                              for k in ("answer_lead_s", "answer_path_s", "sent_s", "ready_s")}})
     last_end = max([ds["last_end"] for snap in replay.final.get("snapshots", []) for ds in snap["devices"].values()]
                    or [0.0])
     t_end = max(float(arrival[-1]) + deadline if r else 0.0, last_end)
@@ -333,6 +335,8 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
              "group_timeouts": replay.final.get("timeouts", {}), "group_errors": replay.final.get("errors", {}),
              "unresolved_jobs": replay.final.get("unresolved", 0),
              "send_lag_max_ms": _ms(replay.send_lag_s.max()) if r else None,
+             "answer_lead_p50_ms": _ms(np.median(timing["answer_lead_s"])) if r else None,
+             "answer_lead_max_ms": _ms(timing["answer_lead_s"].max()) if r else None,
              "overhead_s": finish - ideal, "send_lag_s": replay.send_lag_s,
              "latency_s": (finish - arrival)[answered]}
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)

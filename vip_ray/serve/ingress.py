@@ -34,6 +34,8 @@ from vip_ray.core.tables import ranked
 log = logging.getLogger("ray.serve")
 MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs)
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
+HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
+COLLECT_S = 0.001      # the least the master stops waiting for its groups before the deadline (wall s)
 
 
 class BadInput(ValueError):
@@ -142,6 +144,9 @@ class Session:
     downlinks: Downlinks
     dilation: float = 1.0
     knows: Any = None      # vip_ray.core.master.Knowledge: devices the master knows are down
+    lead: Any = None       # vip_ray.serve.lead.AnswerLead: how early a deadline-bound request stops waiting
+    hold: Any = None       # vip_ray.serve.lead.AnswerLead: how late the master's hold timer fires
+    stop: Any = None       # vip_ray.serve.lead.AnswerLead: from the master's stop waiting to its answer
 
     def now(self) -> float:
         """Emulated seconds since the epoch (measured wall time divided by the dilation)."""
@@ -191,11 +196,25 @@ class Ingress:
         """Begin replication ``token`` (emulated time 0 at wall-clock ``epoch``)."""
         from vip_ray.core.master import Knowledge
 
-        self.session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation,
-                               Knowledge(self.cfg.devices, seed, self.cfg.workload.heartbeat_s))
+        from vip_ray.serve.lead import AnswerLead
+
+        session = Session(token, seed, epoch, Downlinks(self.cfg), self.cfg.dilation,
+                          Knowledge(self.cfg.devices, seed, self.cfg.workload.heartbeat_s))
         self.snapshots = {}
         self.timeouts = [0] * len(self.groups)
         infos = await asyncio.gather(*(g.reset.remote(token, seed, epoch) for g in self.groups))
+        # until the run's own answer paths say otherwise, the lead is the quickest of a few round trips
+        # to every group (a round trip is two paths); at most a quarter of the deadline
+        trips = []
+        for _ in range(5):
+            t0 = time.time()
+            await asyncio.gather(*(_bounded(g.reset.remote(token, seed, epoch), 2.0) for g in self.groups))
+            trips.append(time.time() - t0)
+        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips),
+                                  cap_s=0.25 * self.deadline * self.cfg.dilation)
+        session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
+        session.stop = AnswerLead(COLLECT_S, start_s=COLLECT_S, cap_s=0.1 * self.deadline * self.cfg.dilation)
+        self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())
         return list(infos)
@@ -281,9 +300,15 @@ class Ingress:
         received = s.now()
         arrive = s.downlinks.arrivals(t_a)
         deadline = t_a + self.deadline
-        calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace)
-                 for g, m in zip(self.groups, self.members)]
-        replies = await self._collect(calls, s.wall(deadline))
+        # a group's message must reach the master before the master itself stops waiting
+        lead = s.lead.value() + s.stop.value()
+        calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
+                              lead) for g, m in zip(self.groups, self.members)]
+        # the master stops waiting for its groups (a dead replica's call never returns) early enough
+        # that its answer is still on time: a high quantile of its own stop-to-answer times
+        stop_wall = s.wall(deadline) - s.stop.value()
+        replies, since, path, overshoot = await self._collect(calls, s.wall(deadline), stop_wall)
+        collected = time.time()
         used = {r[0]: r for r in replies}
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
@@ -301,10 +326,9 @@ class Ingress:
             ideal = release = max([t_a] + [used[d][1] for d in waits_for])
         else:
             # the simulator's master answers at the deadline itself; this one stopped waiting
-            # answer_lead_ms (wall) before it so that its answer leaves by the deadline: it goes as
-            # soon as the replies it uses have arrived (DeviceGroup.run)
-            ideal = deadline
-            release = max([t_a] + [r[1] for r in used.values()])
+            # the answer lead (wall, vip_ray.serve.lead) before it so that its answer is ready by the
+            # deadline (DeviceGroup.run), and holds it until the deadline, as the simulator's does
+            ideal = release = deadline
         out = None
         if answered:
             mask = np.zeros((1, self.D), dtype=bool)
@@ -314,35 +338,67 @@ class Ingress:
                 mask[0, d], variant[0, d] = True, v
                 probs[0, d] = softmax(np.asarray(logits).astype(np.float64))
             out = self.cfg.aggregation(probs, variant, mask)[0]
-        hold = s.wall(release) - time.time()
-        if hold > 0:  # the emulated network still carries the last reply
+        ready = s.now()
+        # this answer's path: its slowest group message (from its send, or its stop) and the aggregation
+        path = path + (time.time() - collected) if since is not None and not fallback else float("nan")
+        s.lead.observe(path)
+        # the emulated network still carries the last reply: hold the answer until it arrives. A
+        # timer fires late (the more so on a busy host): a hold due within the master's own timer
+        # lateness (a trailing high quantile) before the deadline ends that much early, so that an
+        # answer the simulator gives by the deadline is not measured after it
+        target = min(s.wall(release), s.wall(deadline) - s.hold.value())
+        hold = target - time.time()
+        if hold > 0:
             await asyncio.sleep(hold)
+            s.hold.observe(time.time() - target)
+        elif overshoot is not None and not fallback:   # it stopped waiting for a group: how long to an answer
+            s.stop.observe(overshoot + time.time() - collected)
         finish = s.now()
         top = ranked(out[None], self.cfg.top_m)[0] if answered else np.full(self.cfg.top_m, -1)
         res = {"request_id": rid, "arrival_s": t_a, "received_s": received, "finish_s": finish,
                "ideal_finish_s": ideal, "answered": answered, "fallback": fallback,
                "responders": sorted(used), "prediction": int(top[0]), "top": [int(c) for c in top],
                "top_probs": [float(out[c]) for c in top] if answered else [],
-               "bytes_down": s.downlinks.bytes_down}
+               "bytes_down": s.downlinks.bytes_down, "answer_lead_s": lead,
+               # where the overhead goes: the last group's message left at `sent_s` (emulated, after its
+               # real outputs were ready; less its timer's lateness if it stopped at the lead), the
+               # answer was ready at `ready_s`, and held to `ideal_finish_s`
+               "sent_s": (since - s.epoch) / s.dilation if since is not None else float("nan"), "ready_s": ready,
+               "answer_path_s": path}
         self._record(res)
         return res
 
-    async def _collect(self, calls: list, deadline_wall: float) -> list:
-        """Replies of every group that answers by the deadline — or within the grace period after it
-        for groups that have been answering (a transport hop late is harness, not network)."""
+    async def _collect(self, calls: list, deadline_wall: float,
+                       stop_wall: float) -> tuple[list, float | None, float, float | None]:
+        """Replies of every group that answers by ``stop_wall`` (the deadline, less the master's own
+        timer lateness) — or, when no reply has come, within the grace period after the deadline for groups
+        that have been answering (a transport hop late is harness, not network; a message after
+        ``stop_wall`` makes the answer late, so it is waited for only when there is no answer
+        without it); the latest ``since`` of the groups that answered, and the longest wall time a
+        group's message took from its ``since`` to here; and how late after ``stop_wall`` it stopped
+        waiting when it stopped there (``None`` otherwise)."""
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
+        received: dict[asyncio.Future, float] = {}
         for t in tasks:
             t.add_done_callback(_retrieve)
+            t.add_done_callback(lambda f: received.setdefault(f, time.time()))
         pending = set(tasks)
+        overshoot = None
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=max(0.0, deadline_wall - time.time()))
+            _, pending = await asyncio.wait(pending, timeout=max(0.0, stop_wall - time.time()))
+            overshoot = time.time() - stop_wall if pending else None
         waiting = {t for t in pending if self.group_ok[tasks.index(t)]}
-        if waiting:
+        if waiting and not any(t.result()[0] for t in tasks
+                               if t.done() and not t.cancelled() and t.exception() is None):
+            overshoot = None
             await asyncio.wait(waiting, timeout=max(0.0, deadline_wall + self.grace - time.time()))
-        replies = []
+        replies, since, path = [], None, float("nan")
         for gi, (t, call) in enumerate(zip(tasks, calls)):
             if t.done() and not t.cancelled() and t.exception() is None:
-                replies.extend(t.result())
+                got, sent = t.result()
+                replies.extend(got)
+                since = sent if since is None else max(since, sent)
+                path = max(received.get(t, time.time()) - sent, path if path == path else 0.0)
             else:
                 self.timeouts[gi] += 1
                 self.group_ok[gi] = False
@@ -350,7 +406,7 @@ class Ingress:
                     self.errors[gi] = repr(t.exception())[:300]
                 call.cancel()  # a dead replica's queued calls must not pile up for its successor
                 t.cancel()
-        return replies
+        return replies, since, path, overshoot
 
     async def _fallback(self, s: Session, rid: int, stream: str):
         """``local``: the master's own late reply; ``best_effort``: the first late reply of anyone."""
