@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="largest relative error of p50 / p99 / mean latency (default 0.05)")
     val.add_argument("--rate-tol", type=float, default=0.5,
                      help="largest difference of deadline met / answered / top-1, in points (default 0.5)")
-    _serve_arguments(val, "", dilation="auto")
+    _serve_arguments(val, "", dilation="auto", failures="in_place")
     val.add_argument("--json", action="store_true", help=JSON_HELP)
     prof = sub.add_parser("profile", help="measure a node's forward-pass latency for a pool's members and write a "
                                           "device profile (catalog YAML)")
@@ -161,7 +161,7 @@ def _study(args):
     return StudyOptions(workers=args.workers, address=None if serve else args.address, resume=args.resume)
 
 
-def _serve_arguments(parser: argparse.ArgumentParser, when: str, dilation: str = "1") -> None:
+def _serve_arguments(parser: argparse.ArgumentParser, when: str, dilation: str = "1", failures: str = "kill") -> None:
     study = parser.prog.split()[-1] in ("sweep", "compare")
     parser.add_argument("--address", default=None, help=(
         "Ray cluster to join (auto, host:6379, ray://host:10001): the study's tasks run there, or the Serve app "
@@ -175,9 +175,10 @@ def _serve_arguments(parser: argparse.ArgumentParser, when: str, dilation: str =
                         help=f"{when}run the emulated world X times slower than wall time so that this host's real "
                              "forward passes fit the emulated device times (auto: calibrated; 1: real time; "
                              f"default {dilation})")
-    parser.add_argument("--failures", choices=["kill", "in_place"], default="kill",
-                        help=f"{when}a crash / MTBF failure kills the device's replica (Serve restarts it; "
-                             "default) or happens in place (the simulator's timeline exactly)")
+    # validate measures the emulation against the simulator, not Ray's restart time: in place by default
+    parser.add_argument("--failures", choices=["kill", "in_place"], default=failures,
+                        help=f"{when}a crash / MTBF failure kills the device's replica (Serve restarts it) or "
+                             f"happens in place (the simulator's timeline exactly); default {failures}")
 
 
 def _counts(text: str | None) -> list[int] | None:
