@@ -127,7 +127,8 @@ class Pending:
             job.outcome, job.reply_at = outcome, reply_at
         if outcome == Outcome.REPLIED:
             self.replies.append((device, reply_at, job.variant))
-        self.jobs.append((device, int(outcome), reply_at, job.variant if job is not None else -1, *stages(job, outcome)))
+        self.jobs.append((device, int(outcome), reply_at, job.variant if job is not None else -1,
+                          *stages(job, outcome)))
         self.left -= 1
         self.changed.set()
         if self.left == 0 and not self.timed.done():
