@@ -18,7 +18,14 @@ paused by the owner's work ``p`` and reply at the master ``y``::
 
 so that they sum to ``latency_s = f - a`` (to rounding, 1e-9 s and far below); the decisive
 job's device is ``decisive_device``. An unanswered request has NaN everywhere. An engine without
-stage times (a live engine for now) writes NaN.
+stage times writes NaN.
+
+A live engine's stages are emulated while its ``f`` is measured: given the instant ``g`` at
+which the model's master answers (``answer_at``: the emulated finish), ``t_wait_s = min(f, g) - y``
+and ``t_aggregate_s = f - min(f, g)`` — the master's own time after the model's answer instant
+(the harness: messages, aggregating, Python), never negative; a master that answered before the
+emulated deadline (it stops waiting a little early so that its answer leaves in time) shortens the
+wait instead. Without ``answer_at`` (the simulator) ``g = f``: the definitions above.
 """
 from __future__ import annotations
 
@@ -41,9 +48,10 @@ def has_stages(timing: Any) -> bool:
     return getattr(timing, "ready_at", None) is not None
 
 
-def breakdown(timing: Any, finish: np.ndarray, use: np.ndarray) -> dict[str, np.ndarray]:
+def breakdown(timing: Any, finish: np.ndarray, use: np.ndarray, answer_at: np.ndarray | None = None
+              ) -> dict[str, np.ndarray]:
     """The :data:`BREAKDOWN_COLUMNS` of rows whose used replies are ``use`` (R, D) and whose
-    answer came at ``finish`` (R,)."""
+    answer came at ``finish`` (R,) (``answer_at`` (R,): the model's answer instant, live)."""
     r = len(finish)
     out = {c: np.full(r, np.nan) for c in BREAKDOWN_COLUMNS}
     if not has_stages(timing) or not r:
@@ -60,8 +68,13 @@ def breakdown(timing: Any, finish: np.ndarray, use: np.ndarray) -> dict[str, np.
     out["t_compute_s"][rows] = end - start - paused
     out["t_paused_s"][rows] = paused
     out["t_up_s"][rows] = reply - end
-    out["t_wait_s"][rows] = finish[rows] - reply
-    out["t_aggregate_s"][rows] = 0.0
+    if answer_at is None:
+        out["t_wait_s"][rows] = finish[rows] - reply
+        out["t_aggregate_s"][rows] = 0.0
+    else:
+        due = np.minimum(finish[rows], answer_at[rows])
+        out["t_wait_s"][rows] = due - reply
+        out["t_aggregate_s"][rows] = finish[rows] - due
     return out
 
 
@@ -74,12 +87,14 @@ def decisive(timing: Any, use: np.ndarray) -> np.ndarray:
     return out
 
 
-def append_breakdown(frame, timing: Any, finish: np.ndarray, use: np.ndarray, names: Sequence[str] = ()):
+def append_breakdown(frame, timing: Any, finish: np.ndarray, use: np.ndarray, names: Sequence[str] = (),
+                     answer_at: np.ndarray | None = None):
     """``frame`` with the breakdown columns and ``decisive_device`` (the decisive job's device;
-    ``names``: the devices, or for stacked cells ``[(rows, names), ...]``)."""
+    ``names``: the devices, or for stacked cells ``[(rows, names), ...]``; ``answer_at``: see
+    :func:`breakdown`)."""
     import pandas as pd
 
-    for c, v in breakdown(timing, finish, use).items():
+    for c, v in breakdown(timing, finish, use, answer_at).items():
         frame[c] = v
     if len(names) and isinstance(names[0], tuple):      # cells: their devices' names, one after another
         labels, codes, at = [], [], 0

@@ -181,7 +181,7 @@ class ChainStage:
         if not p.jobs:                      # the device never got to it (down past the deadline)
             return {"outcome": int(Outcome.CRASHED), "failed": self.index, "bytes_down": bytes_down,
                     "bytes_up": bytes_up}
-        _, outcome, reply_at, variant = p.jobs[-1]
+        _, outcome, reply_at, variant, *_ = p.jobs[-1]
         self.pending.pop(rid, None)
         if outcome != Outcome.REPLIED:
             return {"outcome": int(outcome), "failed": self.index, "bytes_down": bytes_down, "bytes_up": bytes_up}

@@ -80,7 +80,8 @@ class Job:
     """One (request, device) job on the emulated timeline."""
 
     __slots__ = ("pending", "arrive", "mult", "up_lost", "variant", "seg", "end", "rem", "timer", "paused",
-                 "outcome", "reply_at", "arrived", "sent")
+                 "outcome", "reply_at", "arrived", "sent",
+                 "start", "paused_s", "paused_at")
 
     def __init__(self, pending: "Pending", arrive: float, mult: float, up_lost: bool):
         self.pending = pending
@@ -95,6 +96,11 @@ class Job:
         self.reply_at = INF
         self.arrived = False
         self.sent: float | None = None   # its reply's arrival, computed when its end was foreseen
+        # stage times, as the simulator records them (vip_ray.core.breakdown): service start
+        # (first), time paused by the owner's work (resume mode; the pause began at paused_at)
+        self.start = INF
+        self.paused_s = 0.0
+        self.paused_at = INF
 
 
 class Pending:
@@ -112,7 +118,9 @@ class Pending:
         self.infer: dict[int, asyncio.Future] = {}  # variant -> real logits
         self.bytes_up = 0
         self.changed = asyncio.Event()              # a job resolved (for fallback waits)
-        self.jobs: list[tuple[int, int, float, int]] = []  # (device, outcome, reply_at, variant) as resolved
+        # (device, outcome, reply_at, variant, input_at, start, end, paused_s) as resolved: the last
+        # four are the job's stage times on the emulated timeline (inf: never reached that stage)
+        self.jobs: list[tuple] = []
         # foresight: a job in service that no availability change can interrupt has a known end, and
         # its reply a known arrival, before the emulated clock gets there (see EmulatedDevice._foresee)
         self.fated: set[int] = set()                # devices whose job's fate is known (resolved or foreseen)
@@ -140,13 +148,24 @@ class Pending:
             job.outcome, job.reply_at = outcome, reply_at
         if outcome == Outcome.REPLIED:
             self.replies.append((device, reply_at, job.variant))
-        self.jobs.append((device, int(outcome), reply_at, job.variant if job is not None else -1))
+        self.jobs.append((device, int(outcome), reply_at, job.variant if job is not None else -1,
+                          *stages(job, outcome)))
         self.left -= 1
         self._fate(device)
         self.changed.set()
         if self.left == 0 and not self.timed.done():
             self.timed.set_result(None)
             self.x = None  # the input is not needed any more (outputs are in self.infer)
+
+
+def stages(job: Job | None, outcome: Outcome) -> tuple[float, float, float, float]:
+    """(input at the device, service start, service end, time paused) of a resolved job, as the
+    simulator records them: no input when it was lost on the downlink, an end only for work
+    that completed (its reply may still be lost on the uplink)."""
+    if job is None:
+        return INF, INF, INF, 0.0
+    done = outcome == Outcome.REPLIED or outcome == Outcome.LOST_UP
+    return (INF if outcome == Outcome.LOST_DOWN else job.arrive), job.start, (job.end if done else INF), job.paused_s
 
 
 class EmulatedDevice:
@@ -271,6 +290,7 @@ class EmulatedDevice:
                 else:
                     self.stats["preempted"] += 1
                     cur.paused = True
+                    cur.paused_at = t
             if self.av.failure:              # a failure loses the job in service and the queue
                 lost = ([cur] if cur is not None else []) + list(self.queue)
                 self.queue.clear()
@@ -283,6 +303,7 @@ class EmulatedDevice:
             self.ready = max(self.ready, t)
             if cur is not None and cur.paused:   # preempt-resume: the rest of its work from now on
                 cur.paused = False
+                cur.paused_s += t - cur.paused_at
                 cur.seg, cur.end = t, t + cur.rem
                 cur.timer = self.clock.at(cur.end, self._finish)
                 self._foresee(cur)
@@ -363,11 +384,13 @@ class EmulatedDevice:
             job.variant, svc = slot
             if self.measure is not None:   # its end is known once the real pass has run
                 job.rem, job.seg, job.end = INF, s, INF
+                job.start = s
                 self.current = job
                 self.measure(job.pending, job.variant, lambda elapsed, job=job: self._measured(job, elapsed))
                 continue
             job.rem = svc * job.mult
             job.seg, job.end = s, s + job.rem
+            job.start = s
             self.infer(job.pending, job.variant, job.end)
             job.timer = self.clock.at(job.end, self._finish)
             self.current = job

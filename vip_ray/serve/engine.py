@@ -31,6 +31,7 @@ from vip_ray.core.deployment import FanOut
 from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.results import versions
 from vip_ray.core.breakdown import JOB_COLUMNS
+from vip_ray.core.breakdown import append_breakdown
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
@@ -339,23 +340,55 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
              "answer_lead_max_ms": _ms(timing["answer_lead_s"].max()) if r else None,
              "overhead_s": finish - ideal, "send_lag_s": replay.send_lag_s,
              "latency_s": (finish - arrival)[answered]}
+    # where the latency went (core/breakdown.py, the simulator's code): the decisive job's stages on
+    # the emulated timeline; the measured finish after the emulated answer instant (the harness's
+    # time) is t_aggregate_s, so that the seven columns sum to the measured latency_s
+    append_breakdown(req, job_stages(replay.final.get("jobs", []), arrival, d), finish, mask, cfg.device_names,
+                     answer_at=ideal)
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)
+
+
+#: the fields of a job as the device groups record it (``Pending.jobs`` with the request first)
+JOB_TUPLE = ("request_id", "device", "outcome", "reply_at", "variant", "input_at", "start", "end", "paused")
+
+
+def _job_array(jobs: list[tuple]) -> np.ndarray:
+    """(N, 9) float array of the job tuples (fields a group did not record: NaN)."""
+    w = len(JOB_TUPLE)
+    return np.array([tuple(j[:w]) + (np.nan,) * (w - len(j)) for j in jobs], dtype=np.float64).reshape(-1, w)
+
+
+def job_stages(jobs: list[tuple], arrival: np.ndarray, d: int):
+    """The replay's jobs as the (R, D) arrays of the simulator's results (``reply_at``, ``ready_at``,
+    ``start_at``, ``end_at``, ``paused_s``; NaN where no job was recorded, e.g. a killed replica's)."""
+    from types import SimpleNamespace
+
+    r = len(arrival)
+    arr = _job_array(jobs)
+    arr = arr[arr[:, 0] < r]
+    rows, cols = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
+    out = SimpleNamespace(arrival=np.asarray(arrival, dtype=np.float64))
+    for name, k in (("reply_at", 3), ("ready_at", 5), ("start_at", 6), ("end_at", 7), ("paused_s", 8)):
+        a = np.full((r, d), np.nan)
+        a[rows, cols] = arr[:, k]
+        setattr(out, name, a)
+    return out
 
 
 def jobs_frame(cfg: EmulationConfig, jobs: list[tuple], replication: int) -> pd.DataFrame:
     """Every (request, device) job of the replay as its device group recorded it, in the columns of
     the simulator's ``jobs.parquet`` (:data:`vip_ray.core.breakdown.JOB_COLUMNS`): the outcome
     (:class:`vip_ray.core.tables.Outcome`), when the reply reached the master (emulated; inf: never)
-    and the variant that ran (-1: none); the stage times are not recorded live (NaN). Jobs of a
-    killed replica are missing."""
-    arr = np.array([j[:5] for j in jobs], dtype=np.float64).reshape(-1, 5)
-    nan = np.full(len(arr), np.nan)
+    and the variant that ran (-1: none); the stage times on the emulated timeline (the simulator's
+    for the same jobs; inf: never reached that stage). Jobs of a killed replica are missing."""
+    arr = _job_array(jobs)
     frame = pd.DataFrame({"replication": np.full(len(arr), replication, dtype=np.int32),
                           "request_id": arr[:, 0].astype(np.int64),
                           "device": pd.Categorical.from_codes(arr[:, 1].astype(np.int64),
                                                               categories=list(cfg.device_names)),
                           "variant": arr[:, 4].astype(np.int32), "outcome": arr[:, 2].astype(np.int8),
-                          "input_at_s": nan, "start_s": nan, "end_s": nan, "paused_s": nan, "reply_at_s": arr[:, 3]})
+                          "input_at_s": arr[:, 5], "start_s": arr[:, 6], "end_s": arr[:, 7], "paused_s": arr[:, 8],
+                          "reply_at_s": arr[:, 3]})
     return frame[list(JOB_COLUMNS)].sort_values(["request_id", "device"], ignore_index=True)
 
 
