@@ -19,6 +19,8 @@ FORBIDDEN = {
     "coach": {"strategies", "experiment", "sim", "serve", "cli"},
     "pool": {"tune", "training", "experiment", "strategies", "sim", "serve", "scenario", "placement", "cli"},
     "models": {"strategies", "experiment", "sim", "serve", "scenario", "placement", "pool", "tune", "cli"},
+    "control": {"strategies", "experiment", "sim", "serve", "scenario", "placement", "pool", "tune", "training",
+                "cli"},
 }
 
 

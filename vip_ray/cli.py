@@ -12,6 +12,7 @@
         sweep and compare: [--workers N] [--address ADDR] [--resume]: each point × replication a Ray
         task (default: every core of a local cluster; --workers 1: in this process), resumable
     vip-sim strategies                  the registered strategies
+    vip-sim policies                    the registered online controllers (control.policy)
     vip-sim names [KIND]                every registered name: strategies, engines, placements, aggregators, models
 """
 from __future__ import annotations
@@ -124,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help=JSON_HELP)
     strat = sub.add_parser("strategies", help="list the registered strategies")
     strat.add_argument("--json", action="store_true", help=JSON_HELP)
+    pol = sub.add_parser("policies", help="list the registered online controllers (the scenario's control.policy)")
+    pol.add_argument("--json", action="store_true", help=JSON_HELP)
     names = sub.add_parser("names", help="every registered name, by kind (what the scenario's name keys take)")
     names.add_argument("kind", nargs="?", choices=NAME_KINDS, default=None,
                        help="only this kind (models import torch: a few seconds)")
@@ -235,6 +238,7 @@ NAME_KINDS = {
     "placements": ("vip_ray.placement", "PLACEMENTS", "placement.policy"),
     "aggregators": ("vip_ray.core.aggregation", "AGGREGATORS", "strategy.aggregator"),
     "models": ("vip_ray.models", "MODELS", "the pool's family.variants / baselines (python -m vip_ray.tune)"),
+    "policies": ("vip_ray.control", "POLICIES", "control.policy"),
 }
 
 
@@ -259,6 +263,21 @@ def _strategies(args, console: Console) -> int:
         return 0
     for name in sorted(STRATEGIES):
         console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
+    return 0
+
+
+def _policies(args, console: Console) -> int:
+    from vip_ray.control import POLICIES
+
+    rows = {name: {"summary": POLICIES[name].summary, "engines": list(POLICIES[name].engines),
+                   "master_visible": POLICIES[name].master_visible} for name in POLICIES.names()}
+    if args.json:
+        _print_json(rows)
+        return 0
+    for name, row in rows.items():
+        console.print(f"[bold]{name:<10}[/] {row['summary']}  [dim](engines: {', '.join(row['engines'])})[/]")
+    console.print("every policy takes anytime: true (the margin rule on top); "
+                  "scenario key control: {policy: NAME, ...}")
     return 0
 
 
@@ -543,6 +562,8 @@ def _dispatch(args) -> int:
             return _compare(args, console, log)
         if args.command == "strategies":
             return _strategies(args, console)
+        if args.command == "policies":
+            return _policies(args, console)
         if args.command == "validate":
             return _validate(args, console, log)
         if args.command == "profile":

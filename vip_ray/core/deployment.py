@@ -50,6 +50,7 @@ class FanOut(Deployment):
     variants: tuple = ()
     probs: np.ndarray = None
     aggregation: AggregationSpec = None
+    control: Any = None            # the master's online controller (vip_ray.control); None: today's master
 
     @property
     def devices(self) -> tuple[DeviceSpec, ...]:

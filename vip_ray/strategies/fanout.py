@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vip_ray.control import controller
 from vip_ray.core.aggregation import AggregationSpec, softmax
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.tables import top_m
@@ -71,7 +72,8 @@ class FanOutStrategy(Strategy):
         return FanOut(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=pool,
                       top_m=top_m(pool.num_classes), world=world(scenario, plan, agg, seed=seed),
                       variants=tuple(plan.variants), probs=self.bank_probs(ctx, plan), aggregation=agg,
-                      meta={"placement_warnings": list(plan.warnings)} if plan.warnings else {})
+                      meta={"placement_warnings": list(plan.warnings)} if plan.warnings else {},
+                      control=controller(ctx.scenario.control, agg))
 
 
 def only_devices(scenario: Scenario, plan: PlacementPlan, keep: list[int]) -> tuple[Scenario, PlacementPlan]:

@@ -1,0 +1,194 @@
+"""Online controllers at the master (vip_ray.control): the anytime margin rule and the reactive
+policy's wait decisions on hand-worked timelines, static bit for bit today's master, and the
+scenario key's bad input."""
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from vip_ray.control import POLICIES, controller
+from vip_ray.control.margin import early_answers
+from vip_ray.control.reactive import device_state
+from vip_ray.core.aggregation import AggregationSpec
+from vip_ray.core.tables import Outcome
+
+MS = 1e-3
+
+
+def _timing(reply_ms, variant=None):
+    reply = np.asarray(reply_ms, dtype=float) * MS
+    r, d = reply.shape
+    return SimpleNamespace(arrival=np.zeros(r), reply_at=reply,
+                           variant=np.zeros((r, d), dtype=np.int64) if variant is None else np.asarray(variant),
+                           outcome=np.where(np.isfinite(reply), Outcome.REPLIED, Outcome.CRASHED))
+
+
+def _answer(timing, probs, agg, deadline_ms=10.0, **kw):
+    due = timing.arrival + deadline_ms * MS
+    responded = timing.reply_at <= due[:, None]
+    waits = np.ones_like(responded)
+    finish = np.where(responded.all(axis=1), timing.reply_at.max(axis=1), due)
+    return early_answers(timing, finish, responded, waits, lambda a, b: probs[a:b], agg, **kw)
+
+
+VIP = SimpleNamespace(name="vip")
+
+
+def test_vip_margin_answers_early_only_when_the_missing_replies_cannot_overturn_it():
+    """VIP sums probabilities: a missing reply moves a class over another by at most 1.
+    Request 0: after d0 (1 ms) the margin is 0.9 − 0.05 = 0.85 < 2 (two out); after d1 (2 ms)
+    [1.7, 0.15, 0.15]: 1.55 > 1 (one out) → answered at 2 ms with d0, d1 (d2 would give [1.7,
+    1.15, 0.15]: class 0 still). Request 1: after d0 [0.6, 0.4]: 0.2 < 2; after d1 [0.9, 1.1]:
+    0.2 < 1 — and d2 does overturn class 0's lead at d0 — so it waits for d2 (3 ms)."""
+    probs = np.array([[[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.0, 1.0, 0.0]],
+                      [[0.6, 0.4, 0.0], [0.3, 0.7, 0.0], [0.2, 0.8, 0.0]]])
+    t = _timing([[1, 2, 3], [1, 2, 3]])
+    finish, used = _answer(t, probs, VIP)
+    np.testing.assert_allclose(finish, [2 * MS, 3 * MS], rtol=0, atol=1e-15)
+    assert used.tolist() == [[True, True, False], [True, True, True]]
+
+
+def test_vip_margin_counts_a_silent_device_it_still_waits_for():
+    """d2 never replies (crashed, still waited for): request 0 has margin 1.55 after d1 > 1 →
+    answered at 2 ms instead of the 10 ms deadline; with d1's reply 0.5/0.5 instead the margin
+    0.85 − ... = [1.4, 0.55, 0.05] → 0.85 < 1 → the deadline."""
+    probs = np.array([[[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.0, 1.0, 0.0]],
+                      [[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]])
+    t = _timing([[1, 2, np.inf], [1, 2, np.inf]])
+    finish, used = _answer(t, probs, VIP)
+    np.testing.assert_allclose(finish, [2 * MS, 10 * MS], rtol=0, atol=1e-15)
+    assert used.tolist() == [[True, True, False], [True, True, False]]
+
+
+def test_vp_top1_replies_swing_by_e_minus_1_over_e_plus_c_minus_1():
+    """VP with k = 1 and equal eq. 1 weights (1): each reply contributes softmax(one-hot) — e/Z on
+    its class, 1/Z elsewhere, Z = e + C − 1 — so its swing is s = (e − 1)/Z. C = 3, three devices.
+    Request 0 (votes 0, 0, 1): after two replies the margin is 2s > s (one out) → early at 2 ms.
+    Request 1 (votes 0, 1, 1): margin 0 after two → it waits for the third (3 ms).
+    With ``anytime_scale`` 0.4 both go after the first reply already (s > 0.4 · 2s): request 1 then
+    answers class 0 where waiting gives class 1 — the risk a scale below 1 takes."""
+    agg = AggregationSpec("vp", 1, 1.0, (28.0,), (0.35,), 28.0, 0.35, num_classes=3)
+    eye = np.eye(3) * 0.9 + 0.05
+    probs = np.stack([eye[[0, 0, 1]], eye[[0, 1, 1]]])
+    t = _timing([[1, 2, 3], [1, 2, 3]])
+    finish, used = _answer(t, probs, agg)
+    np.testing.assert_allclose(finish, [2 * MS, 3 * MS], rtol=0, atol=1e-15)
+    assert used.tolist() == [[True, True, False], [True, True, True]]
+    s = (math.e - 1) / (math.e + 2)
+    assert s > 0.4 * 2 * s
+    finish, used = _answer(t, probs, agg, scale=0.4)
+    np.testing.assert_allclose(finish, [1 * MS, 1 * MS], rtol=0, atol=1e-15)
+    assert used.tolist() == [[True, False, False], [True, False, False]]
+    finish, _ = _answer(t, probs, agg, min_replies=3)          # no early answer before three replies
+    np.testing.assert_allclose(finish, [3 * MS, 3 * MS], rtol=0, atol=1e-15)
+
+
+def _state(arrival, reply, expected=None, *, misses=2, alpha=0.2, slow_s=1e9, deadline=0.5, carry=None, cut=None):
+    arrival = np.asarray(arrival, dtype=float)
+    reply = np.asarray(reply, dtype=float)
+    exp = np.ones(len(arrival), dtype=bool) if expected is None else np.asarray(expected)
+    return device_state(arrival, arrival + deadline, reply, exp, carry, misses=misses, alpha=alpha,
+                        slow_s=slow_s, cut=float(arrival[-1]) if cut is None else cut)
+
+
+def test_reactive_stops_waiting_after_missed_timeouts_and_returns_when_the_device_answers():
+    """Requests every 1 s, deadline 0.5 s, misses 2. The device replies in 0.1 s to requests 0–2,
+    not at all to 3–6 (down), then to 7 in 0.1 s again. Timeouts at 3.5 and 4.5 s: from 4.5 s on
+    the master stops waiting (requests 5, 6, 7 leave after it); request 4 left at 4 s after one
+    timeout only. The reply of request 7 arrives at 7.1 s: request 8 waits for it again."""
+    t = np.arange(10.0)
+    reply = np.where((t >= 3) & (t <= 6), np.inf, t + 0.1)
+    stop, _ = _state(t, reply)
+    assert stop.tolist() == [False] * 5 + [True] * 3 + [False] * 2
+
+
+def test_reactive_late_reply_is_a_ping_answer_and_feeds_the_latency_ewma():
+    """alpha 0.5, slow above 0.3 s, misses 100 (health out of play). Latencies 0.1 (reply at
+    0.1 s), 0.9 (late: reply at 1.9 s), 0.05 (at 2.05 s), 0.1: EWMA 0.1 → 0.5 after 1.9 s → 0.275
+    after 2.05 s. Request 2 (leaves at 2 s) sees 0.5 > 0.3: not waited for; request 3 sees 0.275."""
+    t = np.arange(4.0)
+    reply = t + np.array([0.1, 0.9, 0.05, 0.1])
+    stop, carry = _state(t, reply, misses=100, alpha=0.5, slow_s=0.3)
+    assert stop.tolist() == [False, False, True, False]
+    assert carry[1] == pytest.approx(0.275)          # the state as the last request left (3 s) ...
+    assert carry[2][0].tolist() == [3.1]             # ... and the reply still to come, for the next chunk
+
+
+def test_reactive_state_runs_on_across_chunks():
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0, 50, 400))
+    reply = np.where(rng.random(400) < 0.3, np.inf, t + rng.exponential(0.3, 400))
+    whole, _ = _state(t, reply, alpha=0.3, slow_s=0.4)
+    a, carry = _state(t[:170], reply[:170], alpha=0.3, slow_s=0.4)
+    b, _ = _state(t[170:], reply[170:], alpha=0.3, slow_s=0.4, carry=carry)
+    assert whole.any() and not whole.all()
+    assert np.concatenate([a, b]).tolist() == whole.tolist()
+
+
+def test_static_without_anytime_is_todays_master():
+    from vip_ray.scenario.schema.control import CONTROL_MODELS
+
+    assert controller(CONTROL_MODELS["static"]()) is None        # dep.control None: the unchanged code path
+    assert controller(CONTROL_MODELS["static"](anytime=True)) is not None
+    assert POLICIES.names() == ["anytime", "oracle", "reactive", "static"]
+
+
+def _run(tmp_path, name, *sets):
+    from vip_ray import analysis
+    from vip_ray.experiment.run import run_scenario
+
+    out = run_scenario("scenarios/smart_home.yaml", overrides=[
+        "seeds.replications=1", "workload.requests=1500", *sets], out=tmp_path / name, plots=False, log=lambda s: None)
+    return analysis.load(out)
+
+
+def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
+    """Same seed: ``static`` equals a run without the key; ``anytime`` (scale 1) gives every request
+    the prediction waiting would give, never later, some earlier; ``reactive`` never waits longer
+    than the deadline and waits less than ``static`` in total (1,500 requests: 150 s, the TV is busy
+    from about 90 s)."""
+    base = _run(tmp_path, "none")
+    static = _run(tmp_path, "static", "control.policy=static")
+    cols = ["finish_s", "latency_s", "prediction", "responders", "correct_top1"]
+    assert base[cols].equals(static[cols])
+    any_ = _run(tmp_path, "anytime", "control.policy=anytime")
+    assert (any_["prediction"].to_numpy() == static["prediction"].to_numpy()).all()
+    assert (any_["finish_s"].to_numpy() <= static["finish_s"].to_numpy() + 1e-15).all()
+    assert (any_["finish_s"].to_numpy() < static["finish_s"].to_numpy() - 1e-6).sum() > 100
+    react = _run(tmp_path, "reactive", "control.policy=reactive")
+    assert react["latency_s"].max() <= 0.05 + 1e-12
+    assert react["latency_s"].sum() < static["latency_s"].sum()
+
+
+@pytest.mark.parametrize("sets, words", [
+    (["control.policy=nope"], ["control.policy", "unknown policy 'nope'", "anytime, oracle, reactive, static"]),
+    (["control.misses=3"], ["control.misses", "unknown key 'misses'",
+                            "allowed: anytime, anytime_scale, min_replies, policy"]),
+    (["control.policy=reactive", "control.ewma_alpha=0"], ["control.ewma_alpha", "must be > 0"]),
+    (["control.policy=oracle", "engine=serve"], ["control.policy", "'oracle'", "simulator only"]),
+    (["control.policy=anytime", "strategy.aggregator=majority"], ["control.anytime", "vp, vip", "'majority'"]),
+    (["control.policy=reactive", "strategy.name=mp"], ["control.policy", "fan-out"]),
+])
+def test_bad_control_input_is_one_line_and_exit_2(tmp_path, capsys, sets, words):
+    from vip_ray.cli import main
+
+    argv = ["run", "scenarios/smart_home.yaml", "--out", str(tmp_path / "x")]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "smart_home.yaml" in err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_lists_the_policies(capsys):
+    from vip_ray.cli import main
+
+    assert main(["policies", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(listed) == ["anytime", "oracle", "reactive", "static"]
+    assert listed["oracle"]["master_visible"] is False

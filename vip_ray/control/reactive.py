@@ -1,0 +1,83 @@
+"""``reactive``: health plus latency EWMA, from what the master sees of each device.
+
+For every request it sent a device and expected a reply from, the master sees either a reply (a
+reply time, hence a latency, in time or late) or a timeout at the deadline. Per device:
+
+* health — after ``misses`` timeouts in a row (no reply in between) the master stops waiting for
+  the device; it keeps sending it every request (each is also a ping) and waits for it again as
+  soon as any reply of it arrives, late or not;
+* latency — the EWMA (weight ``ewma_alpha``) of its reply latencies, in the order the replies
+  arrive; while it exceeds ``slow_fraction`` × the deadline the master does not wait for it.
+
+A request's decision uses only what arrived by the time it leaves the master. Replies that arrive
+in time from a device the master does not wait for are used if they come before it answers.
+The state runs on across the chunks of a replication.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vip_ray.control.base import Policy
+
+
+class Reactive(Policy):
+    name = "reactive"
+    summary = "health + latency EWMA: stop waiting for a device after missed timeouts, wait again once it answers"
+
+    def __init__(self, options: Any, aggregation: Any = None):
+        super().__init__(options, aggregation)
+        self._carry: dict[int, tuple] = {}   # device -> (streak, ewma, later events) at the end of the last chunk
+
+    def waits(self, timing: Any, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
+        arrival = np.asarray(timing.arrival, dtype=np.float64)
+        if not len(arrival):
+            return waits_for
+        out = waits_for.copy()
+        due = arrival + deadline_s
+        cut = float(arrival[-1])
+        for d in range(waits_for.shape[1]):
+            stop, self._carry[d] = device_state(arrival, due, timing.reply_at[:, d], waits_for[:, d],
+                                                self._carry.get(d), misses=self.options.misses,
+                                                alpha=self.options.ewma_alpha,
+                                                slow_s=self.options.slow_fraction * deadline_s, cut=cut)
+            out[:, d] &= ~stop
+        return out
+
+
+def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha: float, slow_s: float, cut: float):
+    """(R,) bool: the master does not wait for the device when each request leaves; and the carry
+    for the next chunk. Events: a timeout at ``due`` (no reply by then), a reply at ``reply_at``."""
+    from scipy.signal import lfilter
+
+    streak0, ewma0, (t_old, miss_old, reply_old, lat_old) = carry or (0, np.nan, (np.zeros(0),) * 4)
+    replied = np.isfinite(reply_at) & expected
+    timeout = expected & ~(reply_at <= due)
+    t = np.concatenate([t_old, due[timeout], reply_at[replied]])
+    is_miss = np.concatenate([miss_old, np.ones(timeout.sum()), np.zeros(replied.sum())]).astype(bool)
+    is_reply = np.concatenate([reply_old, np.zeros(timeout.sum()), np.ones(replied.sum())]).astype(bool)
+    lat = np.concatenate([lat_old, np.zeros(timeout.sum()), (reply_at - arrival)[replied]])
+    order = np.argsort(t, kind="stable")
+    t, is_miss, is_reply, lat = t[order], is_miss[order], is_reply[order], lat[order]
+    # timeouts in a row: misses counted on from the carry, minus the count at the last reply
+    m_cum = streak0 + np.cumsum(is_miss)
+    streak = m_cum - np.maximum.accumulate(np.where(is_reply, m_cum, 0))
+    ewma = np.full(len(t), ewma0)
+    x = lat[is_reply]
+    if len(x):
+        start = x[0] if np.isnan(ewma0) else ewma0
+        y = lfilter([alpha], [1.0, -(1.0 - alpha)], x, zi=[(1.0 - alpha) * start])[0]
+        ewma[is_reply] = y
+        seen = np.maximum.accumulate(np.where(is_reply, np.arange(len(t)), -1))
+        ewma = np.where(seen >= 0, ewma[np.maximum(seen, 0)], ewma0)
+    stop_after = (streak >= misses) | (ewma > slow_s)            # after each event (NaN EWMA: not slow)
+    k = np.searchsorted(t, arrival, side="right") - 1             # the last event a request's master saw
+    stop0 = streak0 >= misses or (not np.isnan(ewma0) and ewma0 > slow_s)
+    stop = np.where(k >= 0, stop_after[np.maximum(k, 0)], stop0)
+    done = t <= cut
+    last = np.flatnonzero(done)
+    if len(last):
+        streak0, ewma0 = int(streak[last[-1]]), float(ewma[last[-1]])
+    later = ~done
+    return stop, (streak0, ewma0, (t[later], is_miss[later], is_reply[later], lat[later]))

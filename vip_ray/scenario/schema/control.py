@@ -1,0 +1,94 @@
+"""The scenario key ``control: {policy: NAME, ...}``: the online controller at the master
+(:mod:`vip_ray.control`) and its options, one model per policy. Unknown keys are refused with
+the policy's allowed ones; an unknown policy with the registered names."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, PlainValidator
+
+from vip_ray.scenario.schema.base import NonNegFloat, PositiveInt, _custom, _Model
+
+Fraction = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+
+
+class _Control(_Model):
+    """Every policy: ``anytime`` — also answer early by the margin rule (:mod:`vip_ray.control.anytime`);
+    ``anytime_scale`` — the part of the missing devices' largest possible swing the margin must
+    exceed (1: the answer provably cannot change; below 1 it may, rarely); ``min_replies`` —
+    replies needed before an early answer."""
+
+    anytime: bool = False
+    anytime_scale: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    min_replies: PositiveInt = 1
+
+
+class StaticControl(_Control):
+    """Today's master: waits for every placed device it does not know is down, until the deadline."""
+
+    policy: Literal["static"] = "static"
+
+
+class AnytimeControl(_Control):
+    """``static`` with the margin rule on (``anytime`` is implied)."""
+
+    policy: Literal["anytime"] = "anytime"
+    anytime: bool = True
+
+
+class OracleControl(_Control):
+    """Re-places the variants at the availability changes scheduled in advance (knowledge no real
+    master has): an upper bound. Simulator only."""
+
+    policy: Literal["oracle"] = "oracle"
+
+
+class ReactiveControl(_Control):
+    """Health plus latency EWMA: stops waiting for a device after ``misses`` timeouts in a row, or
+    while its reply-latency EWMA (weight ``ewma_alpha``) exceeds ``slow_fraction`` × the
+    deadline; waits for it again once it answers."""
+
+    policy: Literal["reactive"] = "reactive"
+    misses: PositiveInt = 2
+    ewma_alpha: Fraction = 0.2
+    slow_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+
+
+class BanditControl(_Control):
+    """UCB1 per device over waiting or not: reward accuracy proxy − ``latency_weight`` × latency."""
+
+    policy: Literal["bandit"] = "bandit"
+    exploration: NonNegFloat = 0.5
+    latency_weight: NonNegFloat = 1.0
+
+
+CONTROL_MODELS = {m.model_fields["policy"].default: m
+                  for m in (StaticControl, AnytimeControl, OracleControl, ReactiveControl, BanditControl)}
+
+
+def _known_policy(data: Any) -> Any:
+    if data is None:
+        return {"policy": "static"}
+    if isinstance(data, str):   # ``control: reactive`` is short for ``control: {policy: reactive}``
+        data = {"policy": data}
+    if isinstance(data, dict):
+        from vip_ray.control import POLICIES   # the one registry of policy names (imports nothing heavy)
+
+        name = data.get("policy", "static")
+        if name not in POLICIES or name not in CONTROL_MODELS:
+            allowed = [n for n in POLICIES.names() if n in CONTROL_MODELS]
+            raise _custom("unknown_policy", f"unknown policy {name!r}; allowed: {', '.join(allowed)}", sub="policy")
+        data = {**data, "policy": name}
+    return data
+
+
+def _control(data: Any) -> _Control:
+    """The policy's model validated on its own (key paths read ``control.misses``)."""
+    if isinstance(data, _Control):
+        return data
+    data = _known_policy(data)
+    return CONTROL_MODELS[data["policy"]].model_validate(data)
+
+
+#: one of CONTROL_MODELS (typed Any: the model serialises as its own class)
+Control = Annotated[Any, PlainValidator(_control)]
