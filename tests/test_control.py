@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vip_ray.control import POLICIES, controller
-from vip_ray.control.margin import early_answers
+from vip_ray.control.margin import MarginRule, early_answers
 from vip_ray.control.reactive import device_state
 from vip_ray.core.aggregation import AggregationSpec
 from vip_ray.core.tables import Outcome
@@ -30,7 +30,10 @@ def _answer(timing, probs, agg, deadline_ms=10.0, **kw):
     responded = timing.reply_at <= due[:, None]
     waits = np.ones_like(responded)
     finish = np.where(responded.all(axis=1), timing.reply_at.max(axis=1), due)
-    return early_answers(timing, finish, responded, waits, lambda a, b: probs[a:b], agg, **kw)
+    # the bank (V, N, C): device j of request i runs variant j on sample i
+    timing.variant = np.broadcast_to(np.arange(probs.shape[1]), probs.shape[:2])
+    rule = MarginRule(agg, np.ascontiguousarray(probs.transpose(1, 0, 2)))
+    return early_answers(timing, finish, responded, waits, rule, np.arange(len(probs)), **kw)
 
 
 VIP = SimpleNamespace(name="vip")
@@ -69,7 +72,7 @@ def test_vp_top1_replies_swing_by_e_minus_1_over_e_plus_c_minus_1():
     Request 1 (votes 0, 1, 1): margin 0 after two → it waits for the third (3 ms).
     With ``anytime_scale`` 0.4 both go after the first reply already (s > 0.4 · 2s): request 1 then
     answers class 0 where waiting gives class 1 — the risk a scale below 1 takes."""
-    agg = AggregationSpec("vp", 1, 1.0, (28.0,), (0.35,), 28.0, 0.35, num_classes=3)
+    agg = AggregationSpec("vp", 1, 1.0, (28.0,) * 3, (0.35,) * 3, 28.0, 0.35, num_classes=3)
     eye = np.eye(3) * 0.9 + 0.05
     probs = np.stack([eye[[0, 0, 1]], eye[[0, 1, 1]]])
     t = _timing([[1, 2, 3], [1, 2, 3]])

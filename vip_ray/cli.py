@@ -8,6 +8,7 @@
     vip-sim serve FILE [--address ADDR] [--http-port P] [--for S]  keep it up for HTTP clients
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
     vip-sim compare FILE --strategies single,mp,cp,vp,vip [--failed 0..4] [--out DIR]
+    vip-sim compare FILE --policies static,anytime,reactive,oracle   the master's online controllers
                                         strategies side by side under failures and cycle stealing
         sweep and compare: [--workers N] [--address ADDR] [--resume]: each point × replication a Ray
         task (default: every core of a local cluster; --workers 1: in this process), resumable
@@ -81,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     cmp.add_argument("--strategies", default="single,mp,cp,vp,vip",
                      help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
+    cmp.add_argument("--policies", default=None, metavar="P1,P2,...",
+                     help="compare the master's online controllers instead (vip-sim policies; NAME+anytime "
+                          "adds the margin rule), the scenario's own strategy, same seeds")
     cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
                      help="failed-device counts to run (default: 0..workers)")
     cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",
@@ -208,6 +212,8 @@ def _compare(args, console: Console, log) -> int:
 
     from vip_ray.experiment.compare import mean_table, run_compare
 
+    if args.policies is not None:
+        return _compare_policies(args, console, log)
     # every argument is checked here, before a pool is opened or trained
     failed, steal = _counts(args.failed), _steal(args.stealing)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -228,6 +234,26 @@ def _compare(args, console: Console, log) -> int:
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_columns", 50):
         _plain(console, table[cols].round(4).to_string())
     _plain(console, f"compare directory: {out}  (compare.parquet, compare.png, points/<strategy>/<condition>/)")
+    return 0
+
+
+def _compare_policies(args, console: Console, log) -> int:
+    import pandas as pd
+
+    from vip_ray.experiment.policies import mean_policy_table, run_policies
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests is not None else [])
+    out = run_policies(args.file, policies, overrides=overrides, out=args.out, engine=args.engine, log=log)
+    table = mean_policy_table(pd.read_parquet(out / "policies.parquet"))
+    if args.json:
+        _print_json({"compare_dir": str(out), "table": table.reset_index().to_dict(orient="records")})
+        return 0
+    cols = ["answered", "deadline_met", "accuracy_top1", "accuracy_in_deadline", "latency_p50_ms", "latency_p99_ms",
+            "redeployments"]
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        _plain(console, table[cols].round(4).to_string())
+    _plain(console, f"compare directory: {out}  (policies.parquet, policies.png, points/<policy>/)")
     return 0
 
 

@@ -26,27 +26,38 @@ class Policy:
     def __init__(self, options: Any, aggregation: Any = None):
         self.options = options
         self.aggregation = aggregation
-        self.redeployments = 0
 
     def waits(self, timing: Any, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
         return waits_for
 
     def answer(self, timing: Any, deadline_s: float, finish: np.ndarray, responded: np.ndarray,
-               waits_for: np.ndarray, probs_rows: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``probs_rows(a, b)`` -> the (b - a, D, C) stored predictions of rows a..b (what the
-        replies carry). The replies used are those in by the answer (a master that answered at
-        ``finish`` has nothing later); the margin rule when ``anytime`` is on."""
+               waits_for: np.ndarray, probs: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``probs`` (V, N, C): the deployment's prediction bank; ``samples`` (R,): each request's
+        test sample (what the replies carry). The replies used are those in by the answer (a master
+        that answered at ``finish`` has nothing later); the margin rule when ``anytime`` is on."""
         responded = responded & (timing.reply_at <= finish[:, None])
         if getattr(self.options, "anytime", False):
-            from vip_ray.control.margin import early_answers
+            from vip_ray.control.margin import MarginRule, early_answers
 
-            finish, responded = early_answers(timing, finish, responded, waits_for, probs_rows, self.aggregation,
+            if getattr(self, "_rule", None) is None or self._rule.probs is not probs:
+                self._rule = MarginRule(self.aggregation, probs)   # once per deployment: the bank's contributions
+            finish, responded = early_answers(timing, finish, responded, waits_for, self._rule, samples,
                                               scale=self.options.anytime_scale,
                                               min_replies=self.options.min_replies)
         return finish, responded
 
-    def meta(self) -> dict[str, Any]:
-        return {"control": self.name, "redeployments": self.redeployments}
+    def meta(self, world: Any) -> dict[str, Any]:
+        """For ``summary.json``: the policy and its re-deployments (a device's placed variant
+        changing after t = 0 on the deployed timeline)."""
+        return {"control": self.name, "redeployments": redeployments(world)}
+
+
+def redeployments(world: Any) -> int:
+    n = 0
+    for dev in world.devices:
+        placed = [s.variant for s in dev.timeline() if s.placed]
+        n += sum(a != b for a, b in zip(placed, placed[1:]))
+    return n
 
 
 def replied(timing: Any) -> np.ndarray:

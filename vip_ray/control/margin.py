@@ -17,7 +17,7 @@ far. ``scale = 1``: the top-1 answer is the one waiting would give (the proof is
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,26 +28,37 @@ _ROW_BUDGET = 2_000_000   # floats of (rows, devices, classes) at once
 ANYTIME_AGGREGATORS = ("vp", "vip")
 
 
-def contributions(agg: Any, probs: np.ndarray, variant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per (request, device): the reply's additive contribution to the class scores (B, D, C) and
-    its swing (B, D) — the most it can move one class over another."""
-    c = probs.shape[-1]
-    if agg.name == "vp":
-        w = vp_weights(np.asarray(agg.rho)[variant], np.asarray(agg.width)[variant], agg.alpha,
-                       rho_max=agg.rho_max, width_min=agg.width_min)
-        values, indices = topk_compress(probs, agg.k)
-        dense = softmax(topk_decompress(values, indices, c, agg.k), axis=-1)
-        return dense * w[..., None], w * (math.e - 1.0) / (math.e + c - 1.0)
-    if agg.name == "vip":
-        return np.asarray(probs, dtype=np.float64), np.ones(variant.shape)
-    raise ValueError(f"anytime: aggregator {agg.name!r} has no margin rule; allowed: {', '.join(ANYTIME_AGGREGATORS)}")
+class MarginRule:
+    """The margin rule's view of a deployment's prediction bank ``probs`` (V, N, C): each (variant,
+    sample) reply's additive contribution to the class scores (V, N, C), and each variant's swing
+    (V,) — the most one reply can move one class over another. Computed once per deployment, so
+    a request costs gathers, a cumulative sum and a partial sort."""
+
+    def __init__(self, agg: Any, probs: np.ndarray):
+        self.probs = probs
+        v, _n, c = probs.shape
+        if agg.name == "vp":
+            idx = np.arange(v)
+            w = vp_weights(np.asarray(agg.rho)[idx], np.asarray(agg.width)[idx], agg.alpha,
+                           rho_max=agg.rho_max, width_min=agg.width_min)
+            values, indices = topk_compress(probs, agg.k)
+            dense = softmax(topk_decompress(values, indices, c, agg.k), axis=-1)
+            self.bank = dense * w[:, None, None]
+            self.swing = w * (math.e - 1.0) / (math.e + c - 1.0)
+        elif agg.name == "vip":
+            self.bank = np.asarray(probs, dtype=np.float64)
+            self.swing = np.ones(v)
+        else:
+            raise ValueError(f"anytime: aggregator {agg.name!r} has no margin rule; allowed: "
+                             f"{', '.join(ANYTIME_AGGREGATORS)}")
 
 
 def early_answers(timing: Any, finish: np.ndarray, responded: np.ndarray, waits_for: np.ndarray,
-                  probs_rows: Callable[[int, int], np.ndarray], agg: Any, *, scale: float = 1.0,
+                  rule: MarginRule, samples: np.ndarray, *, scale: float = 1.0,
                   min_replies: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``finish`` and ``responded`` with the requests the margin rule answers early changed: the
-    finish at the deciding reply, only the replies in by then used."""
+    finish at the deciding reply, only the replies in by then used. ``samples`` (R,): the test
+    sample each request carries (the bank row its replies come from)."""
     finish = finish.copy()
     responded = responded.copy()
     r, d = responded.shape
@@ -55,22 +66,20 @@ def early_answers(timing: Any, finish: np.ndarray, responded: np.ndarray, waits_
         return finish, responded
     reply_at = timing.reply_at
     may_come = waits_for | responded                     # whose reply could still change the answer
-    c = probs_rows(0, 1).shape[-1]
+    c = rule.bank.shape[-1]
     step = max(1, _ROW_BUDGET // max(1, d * c))
     for a in range(0, r, step):
         b = min(r, a + step)
-        probs = probs_rows(a, b)
         resp = responded[a:b]
         t = np.where(resp, reply_at[a:b], np.inf)
         order = np.argsort(t, axis=1, kind="stable")                       # arrival order
-        contrib, swing = contributions(agg, probs, np.where(resp | may_come[a:b], timing.variant[a:b], 0))
+        var = np.maximum(np.take_along_axis(timing.variant[a:b], order, axis=1), 0)
         in_sorted = np.take_along_axis(resp, order, axis=1)                # (B, D) replied, in arrival order
-        cum = np.cumsum(np.take_along_axis(contrib, order[..., None], axis=1) * in_sorted[..., None], axis=1)
+        cum = np.cumsum(rule.bank[var, samples[a:b, None]] * in_sorted[..., None], axis=1)
         top2 = -np.partition(-cum, 1, axis=2)[..., :2] if c > 1 else np.concatenate([cum, cum * 0], axis=2)
         margin = top2[..., 0] - top2[..., 1]                                # (B, D) after each reply
-        out_swing = np.where(may_come[a:b], swing, 0.0)
-        remaining = out_swing.sum(axis=1, keepdims=True) - np.cumsum(
-            np.take_along_axis(out_swing, order, axis=1) * in_sorted, axis=1)
+        out_swing = np.where(np.take_along_axis(may_come[a:b], order, axis=1), rule.swing[var], 0.0)
+        remaining = out_swing.sum(axis=1, keepdims=True) - np.cumsum(out_swing * in_sorted, axis=1)
         count = np.cumsum(in_sorted, axis=1)
         ok = in_sorted & (count >= min_replies) & (margin > scale * np.maximum(remaining, 0.0))
         hit = ok.any(axis=1)

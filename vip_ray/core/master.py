@@ -176,9 +176,7 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         waits_for = control.waits(timing, deadline, waits_for)
     finish, responded = finish_times(timing, deadline, waits_for)
     if control is not None:
-        finish, responded = control.answer(
-            timing, deadline, finish, responded, waits_for,
-            lambda a, b: probs[np.maximum(timing.variant[a:b], 0), samples[a:b, None]])
+        finish, responded = control.answer(timing, deadline, finish, responded, waits_for, probs, samples)
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
     fb = np.zeros(r, dtype=bool)

@@ -69,11 +69,15 @@ class FanOutStrategy(Strategy):
     def deploy(self, ctx: Context, seed: int) -> FanOut:
         scenario, plan, agg = self._planned(ctx)
         pool = self.pool_of(ctx)
+        ctl = controller(ctx.scenario.control, agg)
+        w = world(scenario, plan, agg, seed=seed)
+        meta = {"placement_warnings": list(plan.warnings)} if plan.warnings else {}
+        if ctl is not None:   # what the controller changed (static's summary stays as it was)
+            meta.update(ctl.meta(w))
         return FanOut(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=pool,
-                      top_m=top_m(pool.num_classes), world=world(scenario, plan, agg, seed=seed),
+                      top_m=top_m(pool.num_classes), world=w,
                       variants=tuple(plan.variants), probs=self.bank_probs(ctx, plan), aggregation=agg,
-                      meta={"placement_warnings": list(plan.warnings)} if plan.warnings else {},
-                      control=controller(ctx.scenario.control, agg))
+                      meta=meta, control=ctl)
 
 
 def only_devices(scenario: Scenario, plan: PlacementPlan, keep: list[int]) -> tuple[Scenario, PlacementPlan]:
