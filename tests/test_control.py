@@ -195,3 +195,40 @@ def test_cli_lists_the_policies(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert sorted(listed) == ["anytime", "oracle", "reactive", "static"]
     assert listed["oracle"]["master_visible"] is False
+
+
+def test_reactive_redeployment_costs_the_weights_transfer_and_the_load_on_the_targets_timeline():
+    """Requests every 0.1 s, deadline 50 ms; worker ``a`` (variant 2, accuracy .95) crashes at
+    1.0 s; worker ``b`` runs variant 1 (.91). misses 2: timeouts at 1.05 and 1.15 s, so from the
+    request at 1.2 s the master waits no more for ``a``; 0.25 s later (the request at 1.5 s) the
+    policy copies variant 2 to ``b``: 100,000 B · 8 / 8 Mbit/s = 0.1 s + RTT 2 ms + load 0.2 s =
+    0.302 s without a variant on ``b``'s timeline (its jobs UNPLACED), then variant 2."""
+    from vip_ray.control.reactive import Reactive
+    from vip_ray.core.deployment import FanOut
+    from vip_ray.core.world import Availability, DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
+    from vip_ray.scenario.schema.control import CONTROL_MODELS
+    from vip_ray.sim import run
+
+    link = LinkSpec(rtt_s=0.002, bandwidth_bps=8e6)
+    world = SimSpec(devices=(
+        DeviceSpec("m", (VariantSlot(0.0, 0, 0.01),), role="master"),
+        DeviceSpec("a", (VariantSlot(0.0, 2, 0.01),), link=link,
+                   availability=Availability(kind="crash", crash_at_s=1.0)),
+        DeviceSpec("b", (VariantSlot(0.0, 1, 0.01),), link=link)),
+        workload=WorkloadSpec(arrival="periodic", rate_hz=10, n_requests=30, deadline_s=0.05))
+    variants = [SimpleNamespace(id=f"v{i}", accuracy=acc, bytes=100_000) for i, acc in enumerate((0.90, 0.91, 0.95))]
+    policy = Reactive(CONTROL_MODELS["reactive"](redeploy=True, redeploy_after_s=0.25, load_s=0.2))
+    policy.service_s = np.full((3, 3), 0.01)
+    dep = FanOut(strategy="vp", scenario="hand", seed=0, pool=None, top_m=1, world=world, variants=tuple(variants))
+    runs = []
+    planned = policy.plan_world(dep, lambda w: runs.append(run(w, "reference")) or runs[-1])
+    arrival = runs[0].arrival
+    b = planned.world.devices[2]
+    assert [(s.start_s, s.variant) for s in b.slots[:2]] == [(0.0, 1), (arrival[15], -1)]
+    assert b.slots[2].variant == 2
+    assert b.slots[2].start_s - arrival[15] == pytest.approx(0.1 + 0.002 + 0.2, abs=1e-12)
+    assert planned.meta["redeployments"] == 1 and policy.moves[0]["to"] == "b"
+    res = run(planned.world, "reference")
+    assert (res.outcome[15:18, 2] == Outcome.UNPLACED).all()
+    assert (res.outcome[19:, 2] == Outcome.REPLIED).all() and (res.variant[19:, 2] == 2).all()
+    assert (res.outcome[:15, 2] == Outcome.REPLIED).all() and (res.variant[:15, 2] == 1).all()

@@ -27,6 +27,11 @@ class Policy:
         self.options = options
         self.aggregation = aggregation
 
+    def plan_world(self, dep: Any, run: Any) -> Any:
+        """The deployment with the placement changes the policy makes (``run(world)`` simulates a
+        world whole); by default none. Only in the simulator."""
+        return dep
+
     def waits(self, timing: Any, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
         return waits_for
 

@@ -12,6 +12,10 @@ reply time, hence a latency, in time or late) or a timeout at the deadline. Per 
 A request's decision uses only what arrived by the time it leaves the master. Replies that arrive
 in time from a device the master does not wait for are used if they come before it answers.
 The state runs on across the chunks of a replication.
+
+``redeploy: true`` also moves variants (:func:`plan_redeployments`): a device out of the wait set
+for ``redeploy_after_s`` has its variant copied to the healthy worker running the least accurate
+one, at the cost of the weights' transfer plus ``load_s`` on that worker's timeline.
 """
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ class Reactive(Policy):
     def __init__(self, options: Any, aggregation: Any = None):
         super().__init__(options, aggregation)
         self._carry: dict[int, tuple] = {}   # device -> (streak, ewma, later events) at the end of the last chunk
+
+    def plan_world(self, dep: Any, run: Any) -> Any:
+        if not self.options.redeploy:
+            return dep
+        return plan_redeployments(self, dep, run)
 
     def waits(self, timing: Any, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
         arrival = np.asarray(timing.arrival, dtype=np.float64)
@@ -81,3 +90,91 @@ def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha:
         streak0, ewma0 = int(streak[last[-1]]), float(ewma[last[-1]])
     later = ~done
     return stop, (streak0, ewma0, (t[later], is_miss[later], is_reply[later], lat[later]))
+
+
+#: at most this many re-deployments per replication (each one re-runs the kernel from t = 0)
+MAX_REDEPLOYMENTS = 64
+
+
+def plan_redeployments(policy: Reactive, dep: Any, run: Any) -> Any:
+    """``redeploy: true``: when a device has been out of the master's wait set (health: missed
+    timeouts) for ``redeploy_after_s``, copy its variant to the healthy worker that runs the least
+    accurate one (if that one is less accurate). The copy costs the target its variant for the
+    weights' transfer over its link (variant bytes · 8 / the link's bandwidth then, plus the RTT)
+    plus ``load_s``: an unplaced slot on its timeline, then the new variant.
+
+    Epochs by re-simulation: the kernel's timelines are causal (a slot appended at ``t`` changes
+    nothing before ``t``), so the run is re-simulated from the start after each decision and the
+    next decision is looked for after it, on master-visible facts only."""
+    from dataclasses import replace
+
+    from vip_ray.core.master import expected
+    from vip_ray.core.world import VariantSlot
+
+    o = policy.options
+    world = dep.world
+    deadline = world.workload.deadline_s
+    service = np.asarray(policy.service_s)
+    acc = np.array([float(getattr(v, "accuracy", 0.0) or 0.0) for v in dep.variants])
+    moves: list[dict] = []
+    t_from = 0.0
+    handled: set = set()
+    for _ in range(MAX_REDEPLOYMENTS):
+        res = run(world)
+        arrival = np.asarray(res.arrival, dtype=np.float64)
+        if not len(arrival):
+            break
+        exp = expected(world.devices, arrival)
+        due = arrival + deadline
+        n_dev = len(world.devices)
+        stop = np.zeros((len(arrival), n_dev), dtype=bool)
+        for d in range(n_dev):
+            stop[:, d] = device_state(arrival, due, res.reply_at[:, d], exp[:, d], None, misses=o.misses,
+                                      alpha=o.ewma_alpha, slow_s=np.inf, cut=float(arrival[-1]))[0]
+        idx = np.arange(len(arrival))
+        rise = stop & ~np.vstack([np.zeros((1, n_dev), dtype=bool), stop[:-1]])
+        start = np.maximum.accumulate(np.where(rise, idx[:, None], -1), axis=0)   # where each out-run began
+        since = np.where(stop & (start >= 0), arrival[:, None] - arrival[np.maximum(start, 0)], -np.inf)
+        ripe = (since >= o.redeploy_after_s) & (arrival[:, None] > t_from)
+        move = None
+        for r, s in zip(*np.nonzero(ripe)):
+            if (s, start[r, s]) in handled:
+                continue
+            handled.add((s, start[r, s]))
+            t = float(arrival[r])
+            src = world.devices[s].slot_at(t)
+            if src is None:
+                continue
+            v = src[0]
+            targets = []
+            for d, dev in enumerate(world.devices):
+                cur = dev.slot_at(t)
+                if d == s or stop[r, d] or dev.role != "worker" or cur is None or cur[0] == v:
+                    continue
+                if acc[cur[0]] < acc[v] and np.isfinite(service[d, v]):
+                    targets.append((acc[cur[0]], d))
+            if targets:
+                move = (t, int(s), int(min(targets)[1]), int(v))
+                break
+        if move is None:
+            break
+        t, s, d, v = move
+        dev = world.devices[d]
+        cost = o.load_s
+        if dev.link is not None:
+            times, rates = dev.link.steps()
+            bw = rates[int(np.searchsorted(times, t, side="right")) - 1]
+            cost += 8.0 * float(dep.variants[v].bytes) / bw + dev.link.rtt_s
+        slots = tuple(x for x in dev.slots if x.start_s < t) + (
+            VariantSlot(t, -1, float("inf")), VariantSlot(t + cost, v, float(service[d, v])))
+        devices = list(world.devices)
+        devices[d] = replace(dev, slots=slots)
+        world = replace(world, devices=tuple(devices))
+        moves.append({"at_s": t, "from": world.devices[s].name, "to": dev.name, "variant": dep.variants[v].id,
+                      "cost_s": cost})
+        t_from = t
+    policy.moves = moves
+    meta = {**dep.meta, **policy.meta(world)}
+    if moves:
+        meta["redeployment_log"] = moves
+    return replace(dep, world=world, meta=meta)

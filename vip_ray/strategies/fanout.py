@@ -73,6 +73,7 @@ class FanOutStrategy(Strategy):
         w = world(scenario, plan, agg, seed=seed)
         meta = {"placement_warnings": list(plan.warnings)} if plan.warnings else {}
         if ctl is not None:   # what the controller changed (static's summary stays as it was)
+            ctl.service_s = plan.service_s       # (device, variant) compute times, for re-deployments
             meta.update(ctl.meta(w))
         return FanOut(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=pool,
                       top_m=top_m(pool.num_classes), world=w,

@@ -46,12 +46,17 @@ class OracleControl(_Control):
 class ReactiveControl(_Control):
     """Health plus latency EWMA: stops waiting for a device after ``misses`` timeouts in a row, or
     while its reply-latency EWMA (weight ``ewma_alpha``) exceeds ``slow_fraction`` × the
-    deadline; waits for it again once it answers."""
+    deadline; waits for it again once it answers. ``redeploy`` — also copy the variant of a
+    device out of the wait set for ``redeploy_after_s`` to the healthy worker running the least
+    accurate one, costing the weights' transfer over its link plus ``load_s``."""
 
     policy: Literal["reactive"] = "reactive"
     misses: PositiveInt = 2
     ewma_alpha: Fraction = 0.2
     slow_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    redeploy: bool = False
+    redeploy_after_s: NonNegFloat = 2.0
+    load_s: NonNegFloat = 0.2
 
 
 class BanditControl(_Control):
