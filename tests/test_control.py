@@ -135,7 +135,7 @@ def test_static_without_anytime_is_todays_master():
 
     assert controller(CONTROL_MODELS["static"]()) is None        # dep.control None: the unchanged code path
     assert controller(CONTROL_MODELS["static"](anytime=True)) is not None
-    assert POLICIES.names() == ["anytime", "oracle", "reactive", "static"]
+    assert POLICIES.names() == ["anytime", "bandit", "oracle", "reactive", "static"]
 
 
 def _run(tmp_path, name, *sets):
@@ -166,7 +166,7 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
 
 
 @pytest.mark.parametrize("sets, words", [
-    (["control.policy=nope"], ["control.policy", "unknown policy 'nope'", "anytime, oracle, reactive, static"]),
+    (["control.policy=nope"], ["control.policy", "unknown policy 'nope'", "anytime, bandit, oracle, reactive, static"]),
     (["control.misses=3"], ["control.misses", "unknown key 'misses'",
                             "allowed: anytime, anytime_scale, min_replies, policy"]),
     (["control.policy=reactive", "control.ewma_alpha=0"], ["control.ewma_alpha", "must be > 0"]),
@@ -193,7 +193,7 @@ def test_cli_lists_the_policies(capsys):
 
     assert main(["policies", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert sorted(listed) == ["anytime", "oracle", "reactive", "static"]
+    assert sorted(listed) == ["anytime", "bandit", "oracle", "reactive", "static"]
     assert listed["oracle"]["master_visible"] is False
 
 
@@ -232,3 +232,29 @@ def test_reactive_redeployment_costs_the_weights_transfer_and_the_load_on_the_ta
     assert (res.outcome[15:18, 2] == Outcome.UNPLACED).all()
     assert (res.outcome[19:, 2] == Outcome.REPLIED).all() and (res.variant[19:, 2] == 2).all()
     assert (res.outcome[:15, 2] == Outcome.REPLIED).all() and (res.variant[:15, 2] == 1).all()
+
+
+def test_bandit_tries_the_untried_variant_then_keeps_the_better_one():
+    """One worker, variants 0 (accuracy .9) and 1 (.5), both in time; exploration 0, no latency
+    term, epochs of 1 s. Epoch 1 runs variant 0 (reward .9); variant 1 is untried (UCB +inf): it
+    is deployed at 1 s — 10,000 B · 8 / 8 Mbit/s = 10 ms + RTT 2 ms, no load time — and earns at
+    most .5; at 2 s variant 0 (.9) comes back, and stays (its mean beats .5 from then on)."""
+    from vip_ray.control.bandit import Bandit
+    from vip_ray.core.deployment import FanOut
+    from vip_ray.core.world import DeviceSpec, LinkSpec, SimSpec, VariantSlot, WorkloadSpec
+    from vip_ray.scenario.schema.control import CONTROL_MODELS
+    from vip_ray.sim import run
+
+    link = LinkSpec(rtt_s=0.002, bandwidth_bps=8e6)
+    world = SimSpec(devices=(DeviceSpec("m", (VariantSlot(0.0, 0, 0.01),), role="master"),
+                             DeviceSpec("w", (VariantSlot(0.0, 0, 0.01),), link=link)),
+                    workload=WorkloadSpec(arrival="periodic", rate_hz=10, n_requests=45, deadline_s=0.05))
+    variants = tuple(SimpleNamespace(id=f"v{i}", accuracy=a, bytes=10_000) for i, a in enumerate((0.9, 0.5)))
+    policy = Bandit(CONTROL_MODELS["bandit"](exploration=0.0, latency_weight=0.0, interval_s=1.0, load_s=0.0))
+    policy.service_s = np.full((2, 2), 0.01)
+    dep = FanOut(strategy="vp", scenario="hand", seed=0, pool=None, top_m=1, world=world, variants=variants)
+    planned = policy.plan_world(dep, lambda w: run(w, "reference"))
+    assert [(m["at_s"], m["variant"]) for m in policy.moves] == [(1.0, "v1"), (2.0, "v0")]
+    assert policy.moves[0]["cost_s"] == pytest.approx(0.012, abs=1e-12)
+    slots = [(s.start_s, s.variant) for s in planned.world.devices[1].slots]
+    assert slots == [(0.0, 0), (1.0, -1), (pytest.approx(1.012), 1), (2.0, -1), (pytest.approx(2.012), 0)]

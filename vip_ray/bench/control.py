@@ -5,7 +5,7 @@ replications each; every scenario runs with ``placement.dynamic: false`` so that
 the master with no re-placement and ``oracle`` the scheduled one; the workload runs for its
 request count, not its ``duration_s``):
 
-1. per policy (``static``, ``anytime``, ``reactive``, ``reactive+anytime``, ``oracle``):
+1. per policy (``static``, ``anytime``, ``reactive``, ``reactive+anytime``, ``bandit``, ``oracle``):
    accuracy (top-1, within the deadline), p50 / p99 latency — and whether the best online
    policy (not ``oracle``) cuts p99 by ≥ 50 % against ``static`` at ≤ 0.3 points top-1 loss,
    within 1 point of ``oracle`` on accuracy within the deadline;
@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 SCENARIOS = ("cycle_stealing", "degrading_network", "smart_home")
-POLICIES = ("static", "anytime", "reactive", "reactive+anytime", "oracle")
-ONLINE = ("anytime", "reactive", "reactive+anytime")
+POLICIES = ("static", "anytime", "reactive", "reactive+anytime", "bandit", "oracle")
+ONLINE = ("anytime", "reactive", "reactive+anytime", "bandit")
 
 
 def _overrides(requests: int, replications: int) -> list[str]:

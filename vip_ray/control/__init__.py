@@ -12,7 +12,8 @@ options are validated by :mod:`vip_ray.scenario.schema.control`::
     anytime   static + the margin rule: answer as soon as the missing replies cannot change it
     oracle    re-place variants at the scheduled availability changes (knows the future)
     reactive  health + latency EWMA: stop waiting for a device after missed timeouts, wait
-              again once it answers
+              again once it answers (redeploy: true also copies its variant elsewhere)
+    bandit    UCB1 over each worker's variants, per epoch (re-deployments cost transfer + load)
 
 Every policy also takes ``anytime: true`` (the margin rule on top of it). Add one with
 ``@register_policy("name")`` on a :class:`vip_ray.control.base.Policy` subclass.
@@ -26,7 +27,8 @@ POLICIES: Registry = Registry("policy")
 for _name, _target in (("static", "vip_ray.control.static:Static"),
                        ("anytime", "vip_ray.control.anytime:Anytime"),
                        ("oracle", "vip_ray.control.oracle:Oracle"),
-                       ("reactive", "vip_ray.control.reactive:Reactive")):
+                       ("reactive", "vip_ray.control.reactive:Reactive"),
+                       ("bandit", "vip_ray.control.bandit:Bandit")):
     POLICIES.register(_name, _target)
 
 

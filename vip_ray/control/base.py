@@ -67,3 +67,25 @@ def redeployments(world: Any) -> int:
 
 def replied(timing: Any) -> np.ndarray:
     return timing.outcome == Outcome.REPLIED
+
+
+def with_variant(world: Any, d: int, t: float, variant: int, service_s: float, weight_bits: int,
+                 load_s: float) -> tuple[Any, float]:
+    """``world`` with device ``d`` re-deployed at ``t`` to ``variant``: no variant while the weights
+    cross its link (``weight_bits`` / the link's bandwidth at ``t``, plus the RTT; none for the
+    master's own) and load (``load_s``), then ``variant`` (``service_s`` per input). Slots that
+    started at or after ``t`` are dropped. Returns the world and the re-deployment's cost (s)."""
+    from dataclasses import replace
+
+    from vip_ray.core.world import VariantSlot
+
+    dev = world.devices[d]
+    cost = load_s
+    if dev.link is not None:
+        times, rates = dev.link.steps()
+        cost += weight_bits / rates[int(np.searchsorted(times, t, side="right")) - 1] + dev.link.rtt_s
+    slots = tuple(x for x in dev.slots if x.start_s < t) + (
+        VariantSlot(t, -1, float("inf")), VariantSlot(t + cost, variant, service_s))
+    devices = list(world.devices)
+    devices[d] = replace(dev, slots=slots)
+    return replace(world, devices=tuple(devices)), cost

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vip_ray.control.base import Policy
+from vip_ray.control.base import Policy, with_variant
 
 
 class Reactive(Policy):
@@ -109,7 +109,6 @@ def plan_redeployments(policy: Reactive, dep: Any, run: Any) -> Any:
     from dataclasses import replace
 
     from vip_ray.core.master import expected
-    from vip_ray.core.world import VariantSlot
 
     o = policy.options
     world = dep.world
@@ -159,17 +158,8 @@ def plan_redeployments(policy: Reactive, dep: Any, run: Any) -> Any:
         if move is None:
             break
         t, s, d, v = move
+        world, cost = with_variant(world, d, t, v, float(service[d, v]), 8 * int(dep.variants[v].bytes), o.load_s)
         dev = world.devices[d]
-        cost = o.load_s
-        if dev.link is not None:
-            times, rates = dev.link.steps()
-            bw = rates[int(np.searchsorted(times, t, side="right")) - 1]
-            cost += 8.0 * float(dep.variants[v].bytes) / bw + dev.link.rtt_s
-        slots = tuple(x for x in dev.slots if x.start_s < t) + (
-            VariantSlot(t, -1, float("inf")), VariantSlot(t + cost, v, float(service[d, v])))
-        devices = list(world.devices)
-        devices[d] = replace(dev, slots=slots)
-        world = replace(world, devices=tuple(devices))
         moves.append({"at_s": t, "from": world.devices[s].name, "to": dev.name, "variant": dep.variants[v].id,
                       "cost_s": cost})
         t_from = t

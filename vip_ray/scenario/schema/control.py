@@ -60,11 +60,15 @@ class ReactiveControl(_Control):
 
 
 class BanditControl(_Control):
-    """UCB1 per device over waiting or not: reward accuracy proxy − ``latency_weight`` × latency."""
+    """UCB1 over each worker's variants in epochs of ``interval_s``: reward accuracy × replies in
+    time − ``latency_weight`` × mean latency / deadline; ``exploration`` the UCB constant; a change
+    re-deploys (weights' transfer plus ``load_s``)."""
 
     policy: Literal["bandit"] = "bandit"
     exploration: NonNegFloat = 0.5
-    latency_weight: NonNegFloat = 1.0
+    latency_weight: NonNegFloat = 0.1
+    interval_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 60.0
+    load_s: NonNegFloat = 0.2
 
 
 CONTROL_MODELS = {m.model_fields["policy"].default: m
