@@ -258,3 +258,36 @@ def test_bandit_tries_the_untried_variant_then_keeps_the_better_one():
     assert policy.moves[0]["cost_s"] == pytest.approx(0.012, abs=1e-12)
     slots = [(s.start_s, s.variant) for s in planned.world.devices[1].slots]
     assert slots == [(0.0, 0), (1.0, -1), (pytest.approx(1.012), 1), (2.0, -1), (pytest.approx(2.012), 0)]
+
+
+def test_env_waiting_for_everyone_replays_the_static_master(tmp_path):
+    """``ControlEnv`` with every device waited for, epoch by epoch, gives the rewards that the
+    static run's request table gives (accuracy within the deadline − λ · mean latency / deadline
+    per 20 s of arrivals), and observations in [0, 1]."""
+    from vip_ray.control.env import ControlEnv
+
+    sets = ["workload.requests=600"]
+    static = _run(tmp_path, "static", "workload.requests=600")
+    env = ControlEnv("scenarios/smart_home.yaml", overrides=sets, interval_s=20.0, latency_weight=0.5)
+    obs, _ = env.reset(seed=0)
+    rewards, done = [], False
+    while not done:
+        obs, r, done, trunc, info = env.step(np.ones(env.n_devices, dtype=np.int8))
+        assert obs.shape == (env.n_devices, 3) and (obs >= 0).all() and (obs <= 1).all() and not trunc
+        rewards.append(r)
+    epoch = np.floor(static["arrival_s"].to_numpy() / 20.0).astype(int)
+    ok = (static["correct_top1"] & static["deadline_met"]).to_numpy()
+    lat = np.minimum(static["latency_s"].to_numpy(), 0.05) / 0.05
+    want = [ok[epoch == e].mean() - 0.5 * lat[epoch == e].mean() for e in range(epoch.max() + 1)]
+    np.testing.assert_allclose(rewards, want, rtol=0, atol=1e-12)
+
+
+def test_env_passes_gymnasiums_checker():
+    gymnasium = pytest.importorskip("gymnasium")
+    from gymnasium.utils.env_checker import check_env
+
+    from vip_ray.control.env import ControlEnv
+
+    check_env(ControlEnv("scenarios/smart_home.yaml", overrides=["workload.requests=300"], interval_s=10.0),
+              skip_render_check=True)
+    assert gymnasium.__version__
