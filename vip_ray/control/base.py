@@ -44,6 +44,10 @@ class Policy:
         if getattr(self.options, "anytime", False):
             from vip_ray.control.margin import MarginRule, early_answers
 
+            try:   # the compiled loop (numba, as the jit engine); the numpy rule where numba is missing
+                from vip_ray.control.margin_jit import early_answers_jit as early_answers
+            except ImportError:   # pragma: no cover
+                pass
             if getattr(self, "_rule", None) is None or self._rule.probs is not probs:
                 self._rule = MarginRule(self.aggregation, probs)   # once per deployment: the bank's contributions
             finish, responded = early_answers(timing, finish, responded, waits_for, self._rule, samples,

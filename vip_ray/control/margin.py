@@ -51,6 +51,8 @@ class MarginRule:
         else:
             raise ValueError(f"anytime: aggregator {agg.name!r} has no margin rule; allowed: "
                              f"{', '.join(ANYTIME_AGGREGATORS)}")
+        self.zero = v                    # index of an all-zero row: a reply that is not in adds nothing
+        self.bank_z = np.concatenate([self.bank, np.zeros((1,) + self.bank.shape[1:])], axis=0)
 
 
 def early_answers(timing: Any, finish: np.ndarray, responded: np.ndarray, waits_for: np.ndarray,
@@ -75,9 +77,17 @@ def early_answers(timing: Any, finish: np.ndarray, responded: np.ndarray, waits_
         order = np.argsort(t, axis=1, kind="stable")                       # arrival order
         var = np.maximum(np.take_along_axis(timing.variant[a:b], order, axis=1), 0)
         in_sorted = np.take_along_axis(resp, order, axis=1)                # (B, D) replied, in arrival order
-        cum = np.cumsum(rule.bank[var, samples[a:b, None]] * in_sorted[..., None], axis=1)
-        top2 = -np.partition(-cum, 1, axis=2)[..., :2] if c > 1 else np.concatenate([cum, cum * 0], axis=2)
-        margin = top2[..., 0] - top2[..., 1]                                # (B, D) after each reply
+        # a reply not in reads the bank's zero row; the running sums one device at a time (D is small)
+        x = rule.bank_z[np.where(in_sorted, var, rule.zero), samples[a:b, None]]   # (B, D, C)
+        margin = np.empty(in_sorted.shape)
+        cum = np.zeros((b - a, c))
+        for j in range(d):
+            cum += x[:, j]
+            if c > 1:
+                top2 = np.partition(cum, c - 2, axis=1)[:, c - 2:]
+                margin[:, j] = top2[:, 1] - top2[:, 0]
+            else:
+                margin[:, j] = cum[:, 0]
         out_swing = np.where(np.take_along_axis(may_come[a:b], order, axis=1), rule.swing[var], 0.0)
         remaining = out_swing.sum(axis=1, keepdims=True) - np.cumsum(out_swing * in_sorted, axis=1)
         count = np.cumsum(in_sorted, axis=1)
