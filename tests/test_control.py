@@ -173,6 +173,8 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
     (["control.policy=oracle", "engine=serve"], ["control.policy", "'oracle'", "simulator only"]),
     (["control.policy=anytime", "strategy.aggregator=majority"], ["control.anytime", "vp, vip", "'majority'"]),
     (["control.policy=reactive", "strategy.name=mp"], ["control.policy", "fan-out"]),
+    (["control.policy=anytime", "engine=serve"], ["control.policy", "'anytime' runs on the sim engine only"]),
+    (["control.policy=static", "control.anytime=true", "strategy.name=mp"], ["control.policy", "fan-out"]),
 ])
 def test_bad_control_input_is_one_line_and_exit_2(tmp_path, capsys, sets, words):
     from vip_ray.cli import main
@@ -322,3 +324,25 @@ def test_compiled_margin_rule_decides_as_the_numpy_one():
         np.testing.assert_array_equal(f1, f2)
         np.testing.assert_array_equal(u1, u2)
     assert early > 100          # the rule decided often enough for the comparison to mean something
+
+
+def test_oracle_is_the_scheduled_replacement():
+    """cycle_stealing with placement.dynamic off: ``oracle`` deploys exactly the timelines that
+    ``placement.dynamic: true`` (re-placement at the scheduled availability changes) gives, and
+    they differ from static's (the TV's busy trace unplaces it)."""
+    from vip_ray.experiment.run import checked_strategy, context, open_pool
+    from vip_ray.scenario import load_scenario
+
+    def world(*sets):
+        f = "scenarios/cycle_stealing.yaml"
+        sc = load_scenario(f, ["placement.dynamic=false", *sets])
+        st = checked_strategy(sc, f, "fast")
+        ctx = context(sc, open_pool(sc, lambda s: None), file=f, log=lambda s: None)
+        st.prepare(ctx)
+        return st.deploy(ctx, 0).world.devices
+
+    oracle, dynamic, static = world("control.policy=oracle"), world("placement.dynamic=true"), world()
+    assert [d.slots for d in oracle] == [d.slots for d in dynamic]
+    assert [d.slots for d in oracle] != [d.slots for d in static]
+    tv = next(d for d in oracle if d.name == "tv")
+    assert any(not s.placed for s in tv.slots)
