@@ -219,7 +219,7 @@ def test_reactive_redeployment_costs_the_weights_transfer_and_the_load_on_the_ta
         DeviceSpec("b", (VariantSlot(0.0, 1, 0.01),), link=link)),
         workload=WorkloadSpec(arrival="periodic", rate_hz=10, n_requests=30, deadline_s=0.05))
     variants = [SimpleNamespace(id=f"v{i}", accuracy=acc, bytes=100_000) for i, acc in enumerate((0.90, 0.91, 0.95))]
-    policy = Reactive(CONTROL_MODELS["reactive"](redeploy=True, redeploy_after_s=0.25, load_s=0.2))
+    policy = Reactive(CONTROL_MODELS["reactive"](misses=2, redeploy=True, redeploy_after_s=0.25, load_s=0.2))
     policy.service_s = np.full((3, 3), 0.01)
     dep = FanOut(strategy="vp", scenario="hand", seed=0, pool=None, top_m=1, world=world, variants=tuple(variants))
     runs = []

@@ -51,9 +51,9 @@ class ReactiveControl(_Control):
     accurate one, costing the weights' transfer over its link plus ``load_s``."""
 
     policy: Literal["reactive"] = "reactive"
-    misses: PositiveInt = 2
+    misses: PositiveInt = 1
     ewma_alpha: Fraction = 0.2
-    slow_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    slow_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 0.5
     redeploy: bool = False
     redeploy_after_s: NonNegFloat = 2.0
     load_s: NonNegFloat = 0.2
