@@ -346,3 +346,24 @@ def test_oracle_is_the_scheduled_replacement():
     assert [d.slots for d in oracle] != [d.slots for d in static]
     tv = next(d for d in oracle if d.name == "tv")
     assert any(not s.placed for s in tv.slots)
+
+
+@pytest.mark.parametrize("alpha, slow_s, misses", [(0.3, 0.4, 2), (0.5, 0.3, 1), (0.2, np.inf, 3)])
+def test_compiled_reactive_scan_decides_as_the_numpy_one(alpha, slow_s, misses):
+    """Random replies, late replies and silences, in two chunks: the numba walk and the numpy
+    scan give the same wait decisions and the same carry."""
+    rng = np.random.default_rng(11)
+    t = np.sort(rng.uniform(0, 60, 3000))
+    reply = np.where(rng.random(3000) < 0.25, np.inf, t + rng.exponential(0.3, 3000))
+    expected = rng.random(3000) < 0.95
+    outs = []
+    for compiled in (True, False):
+        kw = dict(misses=misses, alpha=alpha, slow_s=slow_s, compiled=compiled)
+        a, carry = device_state(t[:1700], t[:1700] + 0.5, reply[:1700], expected[:1700], None,
+                                cut=float(t[1699]), **kw)
+        b, carry2 = device_state(t[1700:], t[1700:] + 0.5, reply[1700:], expected[1700:], carry,
+                                 cut=float(t[-1]), **kw)
+        outs.append((np.concatenate([a, b]), carry[:2], carry2[:2], len(carry[2][0])))
+    assert outs[0][0].any() and not outs[0][0].all()
+    np.testing.assert_array_equal(outs[0][0], outs[1][0])
+    assert outs[0][1:] == outs[1][1:]

@@ -55,11 +55,12 @@ class Reactive(Policy):
         return out
 
 
-def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha: float, slow_s: float, cut: float):
+def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha: float, slow_s: float, cut: float,
+                 compiled: bool = True):
     """(R,) bool: the master does not wait for the device when each request leaves; and the carry
-    for the next chunk. Events: a timeout at ``due`` (no reply by then), a reply at ``reply_at``."""
-    from scipy.signal import lfilter
-
+    for the next chunk. Events: a timeout at ``due`` (no reply by then), a reply at ``reply_at``.
+    ``compiled``: the event walk in numba (:mod:`vip_ray.control.reactive_jit`) where it is
+    installed, else vectorised numpy (the same decisions)."""
     streak0, ewma0, (t_old, miss_old, reply_old, lat_old) = carry or (0, np.nan, (np.zeros(0),) * 4)
     replied = np.isfinite(reply_at) & expected
     timeout = expected & ~(reply_at <= due)
@@ -69,6 +70,18 @@ def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha:
     lat = np.concatenate([lat_old, np.zeros(timeout.sum()), (reply_at - arrival)[replied]])
     order = np.argsort(t, kind="stable")
     t, is_miss, is_reply, lat = t[order], is_miss[order], is_reply[order], lat[order]
+    if compiled:
+        try:
+            from vip_ray.control.reactive_jit import scan
+        except ImportError:   # pragma: no cover - numba missing: the numpy walk below
+            scan = None
+        if scan is not None:
+            stop = np.empty(len(arrival), dtype=np.bool_)
+            streak0, ewma0, k = scan(t, is_miss, is_reply, lat, np.asarray(arrival, dtype=np.float64), int(streak0),
+                                     float(ewma0), int(misses), float(alpha), float(slow_s), float(cut), stop)
+            return stop, (int(streak0), float(ewma0), (t[k:], is_miss[k:], is_reply[k:], lat[k:]))
+    from scipy.signal import lfilter
+
     # timeouts in a row: misses counted on from the carry, minus the count at the last reply
     m_cum = streak0 + np.cumsum(is_miss)
     streak = m_cum - np.maximum.accumulate(np.where(is_reply, m_cum, 0))
