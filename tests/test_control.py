@@ -367,3 +367,24 @@ def test_compiled_reactive_scan_decides_as_the_numpy_one(alpha, slow_s, misses):
     assert outs[0][0].any() and not outs[0][0].all()
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     assert outs[0][1:] == outs[1][1:]
+
+
+def test_compare_policies_writes_one_row_per_policy_and_replication(tmp_path, capsys):
+    import pandas as pd
+
+    from vip_ray.cli import main
+    from vip_ray.experiment.policies import POLICY_COLUMNS
+
+    out = tmp_path / "cmp"
+    assert main(["compare", "scenarios/smart_home.yaml", "--policies", "static,reactive+anytime", "--requests", "300",
+                 "--set", "seeds.replications=2", "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "policies.parquet")
+    assert list(table.columns) == list(POLICY_COLUMNS)
+    assert table[["policy", "replication"]].values.tolist() == [["static", 0], ["static", 1],
+                                                               ["reactive+anytime", 0], ["reactive+anytime", 1]]
+    s, r = table[table.policy == "static"], table[table.policy == "reactive+anytime"]
+    assert (r["latency_p50_ms"].to_numpy() <= s["latency_p50_ms"].to_numpy()).all()
+    assert (out / "policies.png").stat().st_size > 0
+    for bad, words in (("static,nope", "unknown policy 'nope'"), ("reactive+foo", "only '+anytime'")):
+        assert main(["compare", "scenarios/smart_home.yaml", "--policies", bad, "--out", str(tmp_path / "x")]) == 2
+        assert words in capsys.readouterr().err
