@@ -55,8 +55,8 @@ def test_vip_margin_answers_early_only_when_the_missing_replies_cannot_overturn_
 
 def test_vip_margin_counts_a_silent_device_it_still_waits_for():
     """d2 never replies (crashed, still waited for): request 0 has margin 1.55 after d1 > 1 →
-    answered at 2 ms instead of the 10 ms deadline; with d1's reply 0.5/0.5 instead the margin
-    0.85 − ... = [1.4, 0.55, 0.05] → 0.85 < 1 → the deadline."""
+    answered at 2 ms instead of the 10 ms deadline; request 1, d1 replying (0.5, 0.5, 0): the sum
+    is [1.4, 0.55, 0.05], margin 0.85 < 1 (d2's swing) → it waits until the deadline."""
     probs = np.array([[[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.0, 1.0, 0.0]],
                       [[0.9, 0.05, 0.05], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0]]])
     t = _timing([[1, 2, np.inf], [1, 2, np.inf]])
