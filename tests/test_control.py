@@ -173,7 +173,9 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
     (["control.policy=oracle", "engine=serve"], ["control.policy", "'oracle'", "simulator only"]),
     (["control.policy=anytime", "strategy.aggregator=majority"], ["control.anytime", "vp, vip", "'majority'"]),
     (["control.policy=reactive", "strategy.name=mp"], ["control.policy", "fan-out"]),
-    (["control.policy=anytime", "engine=serve"], ["control.policy", "'anytime' runs on the sim engine only"]),
+    (["control.policy=bandit", "engine=serve"], ["control.policy", "'bandit' runs on the sim engine only"]),
+    (["control.policy=reactive", "control.redeploy=true", "engine=serve"],
+     ["control.redeploy", "simulator only", "redeploy: false"]),
     (["control.policy=static", "control.anytime=true", "strategy.name=mp"], ["control.policy", "fan-out"]),
 ])
 def test_bad_control_input_is_one_line_and_exit_2(tmp_path, capsys, sets, words):

@@ -10,10 +10,13 @@ options are validated by :mod:`vip_ray.scenario.schema.control`::
 
     static    today's master (the default): wait for every placed device not known down
     anytime   static + the margin rule: answer as soon as the missing replies cannot change it
-    oracle    re-place variants at the scheduled availability changes (knows the future)
+    oracle    re-place variants at the scheduled availability changes (knows the future; sim only)
     reactive  health + latency EWMA: stop waiting for a device after missed timeouts, wait
               again once it answers (redeploy: true also copies its variant elsewhere)
-    bandit    UCB1 over each worker's variants, per epoch (re-deployments cost transfer + load)
+    bandit    UCB1 over each worker's variants, per epoch (re-deployments cost transfer + load; sim only)
+
+static, anytime and reactive (without redeploy) run live on the Serve engine too, the same
+objects fed one request at a time (:mod:`vip_ray.control.live`).
 
 Every policy also takes ``anytime: true`` (the margin rule on top of it). Add one with
 ``@register_policy("name")`` on a :class:`vip_ray.control.base.Policy` subclass.
@@ -60,6 +63,9 @@ def check_control(options, *, file: str, family: str, fanout: bool, aggregator: 
                 f"changes scheduled in advance); it runs in the simulator only, not live on {family}")
     if family not in policy.engines:
         return f"{file}: control.policy: {name!r} runs on the {' and '.join(policy.engines)} engine only, not {family}"
+    if family != "sim" and getattr(options, "redeploy", False):
+        return (f"{file}: control.redeploy: re-deployments run in the simulator only; live on {family}, "
+                f"{name!r} runs with redeploy: false")
     if not fanout:
         return f"{file}: control.policy: {name!r} controls a fan-out master (strategies single, cp, vp, vip)"
     if multi_master:

@@ -11,4 +11,3 @@ __all__ = ["ANYTIME_AGGREGATORS", "Anytime"]
 class Anytime(Policy):
     name = "anytime"
     summary = "static + the margin rule: answer as soon as the missing replies cannot change the answer"
-    engines = ("sim",)

@@ -25,6 +25,7 @@ MAX_EPOCHS = 200
 class Bandit(Policy):
     name = "bandit"
     summary = "UCB1 over each worker's variants, per epoch: accuracy x replies in time - latency (re-deploys)"
+    engines = ("sim",)   # its re-deployments are simulated (the live engine does not move weights)
 
     def plan_world(self, dep: Any, run: Any) -> Any:
         o = self.options

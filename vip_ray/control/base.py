@@ -18,8 +18,8 @@ class Policy:
 
     name = ""
     summary = ""
-    #: engine families it runs on (the live engine computes its master table itself today)
-    engines: tuple[str, ...] = ("sim",)
+    #: engine families it runs on (``serve``: through the live_* methods, vip_ray.control.live)
+    engines: tuple[str, ...] = ("sim", "serve")
     #: False: needs information a real master cannot have (refused live)
     master_visible = True
 
@@ -54,6 +54,18 @@ class Policy:
                                               scale=self.options.anytime_scale,
                                               min_replies=self.options.min_replies)
         return finish, responded
+
+    # -- the live master (vip_ray.control.live): one request at a time, what it has observed so far --
+    def live_reset(self) -> None:
+        """A new replication starts: forget what the last one observed."""
+
+    def live_waits(self, t: float, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
+        """(D,) the devices the master waits for, for a request leaving at emulated ``t``."""
+        return waits_for
+
+    def live_observe(self, device: int, at_s: float, latency_s: float | None) -> None:
+        """A reply of ``device`` reached the master at ``at_s`` after ``latency_s``; ``None``: a
+        timeout at ``at_s`` (its deadline) of a request it was expected to answer."""
 
     def meta(self, world: Any) -> dict[str, Any]:
         """For ``summary.json``: the policy and its re-deployments (a device's placed variant

@@ -11,3 +11,4 @@ class Oracle(Policy):
     name = "oracle"
     summary = "re-place variants at the scheduled availability changes (knows the future; simulator only)"
     master_visible = False
+    engines = ("sim",)

@@ -54,6 +54,28 @@ class Reactive(Policy):
             out[:, d] &= ~stop
         return out
 
+    # the live master: the same event walk (device_state), one request at a time; the events it
+    # has observed since the last request left wait in each device's carry
+    def live_reset(self) -> None:
+        self._live: dict[int, tuple] = {}
+
+    def live_waits(self, t: float, deadline_s: float, waits_for: np.ndarray) -> np.ndarray:
+        live = self.__dict__.setdefault("_live", {})
+        out = waits_for.copy()
+        arrival = np.array([t])
+        for d in range(len(waits_for)):
+            stop, live[d] = device_state(arrival, arrival + deadline_s, np.array([np.inf]), np.zeros(1, dtype=bool),
+                                         live.get(d), misses=self.options.misses, alpha=self.options.ewma_alpha,
+                                         slow_s=self.options.slow_fraction * deadline_s, cut=t)
+            out[d] &= ~stop[0]
+        return out
+
+    def live_observe(self, device: int, at_s: float, latency_s: float | None) -> None:
+        live = self.__dict__.setdefault("_live", {})
+        streak, ewma, (t, miss, reply, lat) = live.get(device) or (0, np.nan, (np.zeros(0),) * 4)
+        live[device] = (streak, ewma, (np.append(t, at_s), np.append(miss, latency_s is None),
+                                       np.append(reply, latency_s is not None), np.append(lat, latency_s or 0.0)))
+
 
 def device_state(arrival, due, reply_at, expected, carry, *, misses: int, alpha: float, slow_s: float, cut: float,
                  compiled: bool = True):

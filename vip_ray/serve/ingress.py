@@ -185,6 +185,9 @@ class Ingress:
             # interval (5 ms by default): a finer one keeps the emulated instants on time
             sys.setswitchinterval(GIL_SWITCH_S)
         self._starting: asyncio.Lock | None = None
+        from vip_ray.control.live import live_control
+
+        self.control = live_control(config)   # the master's online controller; None: today's master
 
     # -- replications -----------------------------------------------------------------------------
     async def start(self, token: str, seed: int, epoch: float) -> list[dict]:
@@ -283,8 +286,12 @@ class Ingress:
         deadline = t_a + self.deadline
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace)
                  for g, m in zip(self.groups, self.members)]
-        replies = await self._collect(calls, s.wall(deadline))
+        live = self.control.request(s, t_a) if self.control is not None else None   # vip_ray.control.live
+        replies = await (live.collect(self, calls) if live is not None else self._collect(calls, s.wall(deadline)))
         used = {r[0]: r for r in replies}
+        if live is not None:   # the replies the controller's answer uses (none: the fallback below)
+            decided = live.answer(used)
+            used = decided[0]
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
             fb = await self._fallback(s, rid, stream)
@@ -297,6 +304,8 @@ class Ingress:
                      if dev.slot_at(t_a) is not None and not s.knows.known_down(d, t_a)]
         if fallback:
             ideal = release = next(iter(used.values()))[1]
+        elif live is not None:   # the controller's wait set and answer (the margin rule with anytime)
+            _, ideal, release = decided
         elif all(d in used for d in waits_for):
             ideal = release = max([t_a] + [used[d][1] for d in waits_for])
         else:
