@@ -135,7 +135,8 @@ def test_static_without_anytime_is_todays_master():
 
     assert controller(CONTROL_MODELS["static"]()) is None        # dep.control None: the unchanged code path
     assert controller(CONTROL_MODELS["static"](anytime=True)) is not None
-    assert POLICIES.names() == ["anytime", "bandit", "oracle", "reactive", "static"]
+    # the built-ins (a learned policy registered at run time joins them: the worked example's test)
+    assert {"anytime", "bandit", "learned", "oracle", "reactive", "static"} <= set(POLICIES.names())
 
 
 def _run(tmp_path, name, *sets):
@@ -166,7 +167,8 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
 
 
 @pytest.mark.parametrize("sets, words", [
-    (["control.policy=nope"], ["control.policy", "unknown policy 'nope'", "anytime, bandit, oracle, reactive, static"]),
+    (["control.policy=nope"], ["control.policy", "unknown policy 'nope'",
+                               "anytime, bandit, learned, oracle, reactive, static"]),
     (["control.misses=3"], ["control.misses", "unknown key 'misses'",
                             "allowed: anytime, anytime_scale, min_replies, policy"]),
     (["control.policy=reactive", "control.ewma_alpha=0"], ["control.ewma_alpha", "must be > 0"]),
@@ -197,8 +199,10 @@ def test_cli_lists_the_policies(capsys):
 
     assert main(["policies", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert sorted(listed) == ["anytime", "bandit", "oracle", "reactive", "static"]
+    assert {"anytime", "bandit", "learned", "oracle", "reactive", "static"} <= set(listed)
     assert listed["oracle"]["master_visible"] is False
+    assert [n for n in ("anytime", "bandit", "learned", "oracle", "reactive", "static")
+            if "serve" in listed[n]["engines"]] == ["anytime", "learned", "reactive", "static"]
 
 
 def test_reactive_redeployment_costs_the_weights_transfer_and_the_load_on_the_targets_timeline():
@@ -390,3 +394,58 @@ def test_compare_policies_writes_one_row_per_policy_and_replication(tmp_path, ca
     for bad, words in (("static,nope", "unknown policy 'nope'"), ("reactive+foo", "only '+anytime'")):
         assert main(["compare", "scenarios/smart_home.yaml", "--policies", bad, "--out", str(tmp_path / "x")]) == 2
         assert words in capsys.readouterr().err
+
+
+def _epoch_rewards(table, interval_s=20.0, latency_weight=0.5, deadline=0.05):
+    """The environment's reward per epoch, worked from a run's request table."""
+    epoch = np.floor(table["arrival_s"].to_numpy() / interval_s).astype(int)
+    ok = (table["correct_top1"] & table["deadline_met"]).to_numpy()
+    lat = np.minimum(table["latency_s"].to_numpy(), deadline) / deadline
+    return [ok[epoch == e].mean() - latency_weight * lat[epoch == e].mean() for e in range(epoch.max() + 1)]
+
+
+def test_env_worked_example_trains_a_policy_and_registers_it(tmp_path):
+    """``train_and_register`` trains wait probabilities in the environment, registers them as a
+    policy and saves them; ``control: {policy: NAME}`` and ``control: {policy: learned, file: F}``
+    then run them through the real master: its table gives the rewards the environment gives
+    for the same per-device wait mask, epoch by epoch."""
+    from vip_ray.control import POLICIES
+    from vip_ray.control.env import ControlEnv, train_and_register
+    from vip_ray.control.learned import register_learned
+
+    sets = ["workload.requests=600"]
+    env = ControlEnv("scenarios/smart_home.yaml", overrides=sets, interval_s=20.0, latency_weight=0.5)
+    names = [d.name for d in env.scenario.devices]
+    waits = train_and_register(env, "test_trained_waits", path=tmp_path / "waits.json",
+                               iterations=2, population=3, elite=1)
+    assert list(waits) == names and all(0.0 <= p <= 1.0 for p in waits.values())
+    assert "test_trained_waits" in POLICIES.names()
+    # a registered mask that leaves the busy TV out, so the decision shows in the table
+    register_learned("test_no_tv", {n: 0.0 if n == "tv" else 1.0 for n in names})
+    for policy, extra, want in [("test_trained_waits", [], waits),
+                                ("learned", [f"control.file={tmp_path / 'waits.json'}"], waits),
+                                ("test_no_tv", [], {n: float(n != "tv") for n in names})]:
+        table = _run(tmp_path, policy, *sets, f"control.policy={policy}", *extra)
+        mask = np.array([want[n] >= 0.5 for n in names], dtype=np.int8)
+        env.reset(seed=0)
+        rewards, done = [], False
+        while not done:
+            _, r, done, _, _ = env.step(mask)
+            rewards.append(r)
+        np.testing.assert_allclose(rewards, _epoch_rewards(table), rtol=0, atol=1e-12)
+        if policy == "test_no_tv":
+            assert not table["responders"].astype(str).str.contains("tv").all()
+            assert table["latency_s"].max() < 0.05
+
+
+def test_learned_policy_without_a_readable_file_is_one_line_and_exit_2(tmp_path, capsys):
+    from vip_ray.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"waits": {"tv": 2}}')
+    for path, words in [(tmp_path / "missing.json", ["control.file", "missing.json", "not a readable JSON"]),
+                        (bad, ["control.file", "bad.json", "probabilities in [0, 1]"])]:
+        code = main(["run", "scenarios/smart_home.yaml", "--set", "control.policy=learned",
+                     "--set", f"control.file={path}", "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and all(w in err[0] for w in words), err

@@ -14,6 +14,8 @@ options are validated by :mod:`vip_ray.scenario.schema.control`::
     reactive  health + latency EWMA: stop waiting for a device after missed timeouts, wait
               again once it answers (redeploy: true also copies its variant elsewhere)
     bandit    UCB1 over each worker's variants, per epoch (re-deployments cost transfer + load; sim only)
+    learned   wait for the devices a policy trained in vip_ray.control.env learned to (file: JSON;
+              vip_ray.control.learned.register_learned registers one under its own name)
 
 static, anytime and reactive (without redeploy) run live on the Serve engine too, the same
 objects fed one request at a time (:mod:`vip_ray.control.live`).
@@ -31,7 +33,8 @@ for _name, _target in (("static", "vip_ray.control.static:Static"),
                        ("anytime", "vip_ray.control.anytime:Anytime"),
                        ("oracle", "vip_ray.control.oracle:Oracle"),
                        ("reactive", "vip_ray.control.reactive:Reactive"),
-                       ("bandit", "vip_ray.control.bandit:Bandit")):
+                       ("bandit", "vip_ray.control.bandit:Bandit"),
+                       ("learned", "vip_ray.control.learned:Learned")):
     POLICIES.register(_name, _target)
 
 

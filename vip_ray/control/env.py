@@ -20,7 +20,14 @@ truncated, info)``); when the ``gymnasium`` package is installed the class is a
 ``gymnasium.Env`` with ``Box`` / ``MultiBinary`` spaces (and passes its environment checker),
 otherwise it runs alone with the same methods — vip_ray does not depend on it.
 :func:`train_wait_policy` is a worked example: the cross-entropy method over per-device wait
-probabilities (no deep-learning library needed at this size).
+probabilities (no deep-learning library needed at this size); :func:`train_and_register` trains
+one and registers it (:mod:`vip_ray.control.learned`), so that ``control: {policy: NAME}`` runs
+it in the simulator and live::
+
+    env = ControlEnv("scenarios/smart_home.yaml", ["workload.requests=2000"])
+    train_and_register(env, "smart_home_waits", path="smart_home_waits.json")
+    # then: vip-sim run scenarios/smart_home.yaml --set control.policy=smart_home_waits  (this process)
+    #   or: --set control.policy=learned --set control.file=smart_home_waits.json   (any process)
 """
 from __future__ import annotations
 
@@ -144,3 +151,17 @@ def train_wait_policy(env: ControlEnv, *, iterations: int = 5, population: int =
         scores = np.array([rollout(env, c, rng, env.scenario.seeds.base) for c in cand])
         mean = cand[np.argsort(-scores)[:elite]].mean(axis=0)
     return mean
+
+
+def train_and_register(env: ControlEnv, name: str, *, path: str | None = None, **train) -> dict[str, float]:
+    """The worked example end to end: train (:func:`train_wait_policy`, ``train`` its options),
+    register the learned wait probabilities as policy ``name`` and, with ``path``, save them for
+    ``control: {policy: learned, file: PATH}``. Returns them by device name."""
+    from vip_ray.control.learned import register_learned, save_waits
+
+    probs = train_wait_policy(env, **train)
+    waits = {dev.name: float(p) for dev, p in zip(env.scenario.devices, probs)}
+    register_learned(name, waits)
+    if path is not None:
+        save_waits(path, waits)
+    return waits

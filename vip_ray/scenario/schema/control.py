@@ -3,9 +3,9 @@
 the policy's allowed ones; an unknown policy with the registered names."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, PlainValidator
+from pydantic import Field, PlainValidator, field_validator
 
 from vip_ray.scenario.schema.base import NonNegFloat, PositiveInt, _custom, _Model
 
@@ -71,8 +71,59 @@ class BanditControl(_Control):
     load_s: NonNegFloat = 0.2
 
 
+class LearnedControl(_Control):
+    """Waits for the devices a policy trained in ``vip_ray.control.env`` learned to wait for:
+    ``file`` — its JSON ``{"waits": {device: probability}}`` (``vip_ray.control.learned.save_waits``);
+    ``threshold`` — the probability from which the master waits for a device."""
+
+    policy: Literal["learned"] = "learned"
+    file: str
+    threshold: Fraction = 0.5
+
+    @field_validator("file")
+    @classmethod
+    def _readable(cls, v: Any) -> Any:   # before any run starts: the file exists and holds the waits
+        if v is None:
+            return v
+        import json
+        from pathlib import Path
+
+        try:
+            waits = json.loads(Path(v).read_text())["waits"]
+            ok = isinstance(waits, dict) and all(isinstance(p, (int, float)) and 0 <= p <= 1 for p in waits.values())
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise _custom("learned_file", f"{v!r} is not a readable JSON {{\"waits\": {{device: probability}}}} "
+                                          f"({type(e).__name__})") from None
+        if not ok:
+            raise _custom("learned_file", f"{v!r}: waits must map device names to probabilities in [0, 1]")
+        return v
+
+
 CONTROL_MODELS = {m.model_fields["policy"].default: m
-                  for m in (StaticControl, AnytimeControl, OracleControl, ReactiveControl, BanditControl)}
+                  for m in (StaticControl, AnytimeControl, OracleControl, ReactiveControl, BanditControl,
+                            LearnedControl)}
+
+
+def _model(name: str) -> Any:
+    """The options model of policy ``name``: a built-in's, or for a learned policy registered at
+    run time (``vip_ray.control.learned.register_learned``) ``learned``'s without the file."""
+    if not isinstance(name, str):
+        return None
+    if name in CONTROL_MODELS:
+        return CONTROL_MODELS[name]
+    from vip_ray.control import POLICIES
+
+    if name not in POLICIES.names() or not getattr(POLICIES.get(name), "learned", False):
+        return None
+    if name not in _LEARNED_MODELS:
+        from pydantic import create_model
+
+        _LEARNED_MODELS[name] = create_model(f"LearnedControl_{name}", __base__=LearnedControl,
+                                             policy=(Literal[name], name), file=(Optional[str], None))
+    return _LEARNED_MODELS[name]
+
+
+_LEARNED_MODELS: dict[str, Any] = {}
 
 
 def _known_policy(data: Any) -> Any:
@@ -84,8 +135,8 @@ def _known_policy(data: Any) -> Any:
         from vip_ray.control import POLICIES   # the one registry of policy names (imports nothing heavy)
 
         name = data.get("policy", "static")
-        if name not in POLICIES or name not in CONTROL_MODELS:
-            allowed = [n for n in POLICIES.names() if n in CONTROL_MODELS]
+        if _model(name) is None:
+            allowed = [n for n in POLICIES.names() if _model(n) is not None]
             raise _custom("unknown_policy", f"unknown policy {name!r}; allowed: {', '.join(allowed)}", sub="policy")
         data = {**data, "policy": name}
     return data
@@ -96,7 +147,7 @@ def _control(data: Any) -> _Control:
     if isinstance(data, _Control):
         return data
     data = _known_policy(data)
-    return CONTROL_MODELS[data["policy"]].model_validate(data)
+    return _model(data["policy"]).model_validate(data)
 
 
 #: one of CONTROL_MODELS (typed Any: the model serialises as its own class)
