@@ -19,7 +19,9 @@ from vip_ray.strategies import get_strategy
 SCENARIO = "tests/data/serve_devices.yaml"
 #: reactive's latency bound: 0.28 x 200 ms = 56 ms, between fast's (45 + 4 ms RTT) and slow's (60 + 4 ms) latency
 REACTIVE = ["control.policy=reactive", "control.slow_fraction=0.28", "control.misses=1"]
-POLICIES = {"anytime": ["control.policy=anytime"], "reactive": REACTIVE}
+#: learned: a trained policy's file (vip_ray.control.learned) that leaves slow out (written by the fixture)
+POLICIES = {"anytime": ["control.policy=anytime"], "reactive": REACTIVE,
+            "learned": ["control.policy=learned", "control.file=WAITS"]}
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +31,14 @@ def runs(small_pool, tmp_path_factory):
     from vip_ray.serve.config import ServeOptions
     from vip_ray.serve.engine import ServeEngine
 
+    from vip_ray.control.learned import save_waits
+
     root = tmp_path_factory.mktemp("control-live")
     shutil.copytree(small_pool, root / "small")
+    waits = save_waits(root / "waits.json", {"master": 0.9, "fast": 0.7, "slow": 0.1})
 
     def run_on(engine, sets, out):
+        sets = [x.replace("WAITS", str(waits)) for x in sets]
         sc = load_scenario(SCENARIO, [f"pool.root={root}", "pool.name=small", "workload.requests=30",
                                       "workload.rate_hz=4", *sets])
         strat = get_strategy(sc.strategy.name).from_scenario(sc)
@@ -113,3 +119,19 @@ def test_reactive_stops_waiting_for_slow_devices_live_as_in_the_simulator(runs):
     assert want[0] == "master,fast,slow" and (want != "master,fast,slow").sum() >= 20
     np.testing.assert_array_equal(_responders(runs["reactive", "sim"]), want)
     assert (_responders(live) == want).mean() >= 0.9, list(zip(_responders(live), want))
+
+
+def test_learned_waits_live_as_in_the_simulator(runs):
+    """The learned file leaves slow out: the answer comes with the last of master's and fast's
+    replies, with every reply in by then (slow's only when queueing made the others later)."""
+    live = runs["learned", "serve"]
+    jobs = live.attrs["jobs"]
+    reply = {d: dict(zip(g["request_id"], g["reply_at_s"])) for d, g in jobs.groupby("device")}
+    want = []
+    for i in range(len(live)):
+        finish = max(reply["master"][i], reply["fast"][i])
+        want.append(",".join(d for d in ("master", "fast", "slow") if reply[d][i] <= finish))
+    want = np.array(want)
+    assert (want == "master,fast").sum() >= 20
+    np.testing.assert_array_equal(_responders(runs["learned", "sim"]), want)
+    assert (_responders(live) == want).mean() >= 0.9
