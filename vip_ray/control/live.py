@@ -47,6 +47,19 @@ class LiveControl:
         self.cfg = cfg
         self.token: str | None = None
         self.background: set = set()   # collections still running after an early answer
+        if getattr(policy.options, "anytime", False):
+            self._warm()
+
+    def _warm(self) -> None:
+        """One answer before the first request: the margin rule's compiled loop (numba) loads or
+        compiles now, not while a request waits for it."""
+        cfg = self.cfg
+        d, v = len(cfg.devices), len(cfg.variants)
+        timing = SimpleNamespace(arrival=np.zeros(1), reply_at=np.full((1, d), 1e-3),
+                                 variant=np.zeros((1, d), dtype=np.int64), outcome=np.zeros((1, d), dtype=np.int8))
+        bank = np.full((v, 1, cfg.num_classes), 1.0 / cfg.num_classes)
+        self.policy.answer(timing, cfg.workload.deadline_s, np.full(1, cfg.workload.deadline_s),
+                           np.ones((1, d), dtype=bool), np.ones((1, d), dtype=bool), bank, np.zeros(1, dtype=np.int64))
 
     def request(self, s: Any, t_a: float) -> "LiveRequest":
         if s.token != self.token:
