@@ -68,12 +68,13 @@ def test_every_kind_is_a_registry():
 
 def test_vip_sim_names_lists_every_registry(capsys):
     from vip_ray.cli import main
+    from vip_ray.control import POLICIES
     from vip_ray.models import MODELS
 
     assert main(["names", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == {"strategies": STRATEGIES.names(), "engines": ENGINES.names(), "placements": PLACEMENTS.names(),
-                      "aggregators": AGGREGATORS.names(), "models": MODELS.names()}
+                      "aggregators": AGGREGATORS.names(), "models": MODELS.names(), "policies": POLICIES.names()}
     assert {"vp", "vip", "single", "mp", "cp"} <= set(listed["strategies"])
     assert listed["placements"] == ["capacity", "diverse", "round_robin"]
 

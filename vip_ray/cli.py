@@ -8,10 +8,12 @@
     vip-sim serve FILE [--address ADDR] [--http-port P] [--for S]  keep it up for HTTP clients
     vip-sim sweep FILE --grid key=v1,v2 [--grid ...] [--out DIR]  a grid of runs into one table
     vip-sim compare FILE --strategies single,mp,cp,vp,vip [--failed 0..4] [--out DIR]
+    vip-sim compare FILE --policies static,anytime,reactive,oracle   the master's online controllers
                                         strategies side by side under failures and cycle stealing
         sweep and compare: [--workers N] [--address ADDR] [--resume]: each point × replication a Ray
         task (default: every core of a local cluster; --workers 1: in this process), resumable
     vip-sim strategies                  the registered strategies
+    vip-sim policies                    the registered online controllers (control.policy)
     vip-sim names [KIND]                every registered name: strategies, engines, placements, aggregators, models
 """
 from __future__ import annotations
@@ -80,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("file", help="scenario YAML, e.g. scenarios/smart_home.yaml")
     cmp.add_argument("--strategies", default="single,mp,cp,vp,vip",
                      help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
+    cmp.add_argument("--policies", default=None, metavar="P1,P2,...",
+                     help="compare the master's online controllers instead (vip-sim policies; NAME+anytime "
+                          "adds the margin rule), the scenario's own strategy, same seeds")
     cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
                      help="failed-device counts to run (default: 0..workers)")
     cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",
@@ -124,6 +129,8 @@ def _parser() -> argparse.ArgumentParser:
     prof.add_argument("--json", action="store_true", help=JSON_HELP)
     strat = sub.add_parser("strategies", help="list the registered strategies")
     strat.add_argument("--json", action="store_true", help=JSON_HELP)
+    pol = sub.add_parser("policies", help="list the registered online controllers (the scenario's control.policy)")
+    pol.add_argument("--json", action="store_true", help=JSON_HELP)
     names = sub.add_parser("names", help="every registered name, by kind (what the scenario's name keys take)")
     names.add_argument("kind", nargs="?", choices=NAME_KINDS, default=None,
                        help="only this kind (models import torch: a few seconds)")
@@ -206,6 +213,8 @@ def _compare(args, console: Console, log) -> int:
 
     from vip_ray.experiment.compare import mean_table, run_compare
 
+    if args.policies is not None:
+        return _compare_policies(args, console, log)
     # every argument is checked here, before a pool is opened or trained
     failed, steal = _counts(args.failed), _steal(args.stealing)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
@@ -229,6 +238,26 @@ def _compare(args, console: Console, log) -> int:
     return 0
 
 
+def _compare_policies(args, console: Console, log) -> int:
+    import pandas as pd
+
+    from vip_ray.experiment.policies import mean_policy_table, run_policies
+
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    overrides = list(args.overrides) + ([f"workload.requests={args.requests}"] if args.requests is not None else [])
+    out = run_policies(args.file, policies, overrides=overrides, out=args.out, engine=args.engine, log=log)
+    table = mean_policy_table(pd.read_parquet(out / "policies.parquet"))
+    if args.json:
+        _print_json({"compare_dir": str(out), "table": table.reset_index().to_dict(orient="records")})
+        return 0
+    cols = ["answered", "deadline_met", "accuracy_top1", "accuracy_in_deadline", "latency_p50_ms", "latency_p99_ms",
+            "redeployments"]
+    with pd.option_context("display.width", 200, "display.max_columns", 50):
+        _plain(console, table[cols].round(4).to_string())
+    _plain(console, f"compare directory: {out}  (policies.parquet, policies.png, points/<policy>/)")
+    return 0
+
+
 #: kind -> (module, registry attribute, the scenario key that takes the name)
 NAME_KINDS = {
     "strategies": ("vip_ray.strategies", "STRATEGIES", "strategy.name"),
@@ -236,6 +265,7 @@ NAME_KINDS = {
     "placements": ("vip_ray.placement", "PLACEMENTS", "placement.policy"),
     "aggregators": ("vip_ray.core.aggregation", "AGGREGATORS", "strategy.aggregator"),
     "models": ("vip_ray.models", "MODELS", "the pool's family.variants / baselines (python -m vip_ray.tune)"),
+    "policies": ("vip_ray.control", "POLICIES", "control.policy"),
 }
 
 
@@ -260,6 +290,21 @@ def _strategies(args, console: Console) -> int:
         return 0
     for name in sorted(STRATEGIES):
         console.print(f"[bold]{name:<14}[/] {STRATEGIES[name].summary}")
+    return 0
+
+
+def _policies(args, console: Console) -> int:
+    from vip_ray.control import POLICIES
+
+    rows = {name: {"summary": POLICIES[name].summary, "engines": list(POLICIES[name].engines),
+                   "master_visible": POLICIES[name].master_visible} for name in POLICIES.names()}
+    if args.json:
+        _print_json(rows)
+        return 0
+    for name, row in rows.items():
+        console.print(f"[bold]{name:<10}[/] {row['summary']}  [dim](engines: {', '.join(row['engines'])})[/]")
+    console.print("every policy takes anytime: true (the margin rule on top); "
+                  "scenario key control: {policy: NAME, ...}")
     return 0
 
 
@@ -544,6 +589,8 @@ def _dispatch(args) -> int:
             return _compare(args, console, log)
         if args.command == "strategies":
             return _strategies(args, console)
+        if args.command == "policies":
+            return _policies(args, console)
         if args.command == "validate":
             return _validate(args, console, log)
         if args.command == "profile":

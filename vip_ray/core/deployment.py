@@ -50,6 +50,7 @@ class FanOut(Deployment):
     variants: tuple = ()
     probs: np.ndarray = None
     aggregation: AggregationSpec = None
+    control: Any = None            # the master's online controller (vip_ray.control); None: today's master
 
     @property
     def devices(self) -> tuple[DeviceSpec, ...]:
@@ -82,7 +83,8 @@ class FanOut(Deployment):
         return (type(other) is FanOut and a.devices == b.devices and a.workload == b.workload
                 and a.shared_medium == b.shared_medium and self.aggregation == other.aggregation
                 and [v.id for v in self.variants] == [v.id for v in other.variants]
-                and self.pool.path == other.pool.path and self.strategy == other.strategy)
+                and self.pool.path == other.pool.path and self.strategy == other.strategy
+                and _control_key(self.control) == _control_key(other.control))
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,3 +128,8 @@ class Pipeline(Deployment):
 
 
 SHAPES = {c.kind: c for c in (FanOut, Chain, Pipeline)}
+
+
+def _control_key(control: Any) -> Any:
+    """A controller's identity for reusing a running deployment (a fresh object per seed)."""
+    return None if control is None else (type(control).__name__, getattr(control, "options", None))

@@ -175,7 +175,12 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
     r, d = timing.reply_at.shape
     c = probs.shape[-1]
     samples = sample_rng.integers(0, len(labels), size=r)
+    control = dep.control    # an online controller (vip_ray.control): None is today's master, bit for bit
+    if control is not None:
+        waits_for = control.waits(timing, deadline, waits_for)
     finish, responded = finish_times(timing, deadline, waits_for)
+    if control is not None:
+        finish, responded = control.answer(timing, deadline, finish, responded, waits_for, probs, samples)
     answered_in_time = responded.any(axis=1)
     use = responded.copy()
     fb = np.zeros(r, dtype=bool)

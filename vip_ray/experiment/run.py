@@ -101,6 +101,13 @@ def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
         if family == "sim" and engine not in MULTI_MASTER_ENGINES:
             raise ScenarioError(f"{file}: sim_engine: {engine!r} runs one master; scenarios with masters: run on "
                                 f"{', '.join(MULTI_MASTER_ENGINES)}", file=file)
+    from vip_ray.control import check_control
+    from vip_ray.strategies.fanout import FanOutStrategy
+
+    refused = check_control(scenario.control, file=file, family=family, fanout=isinstance(strategy, FanOutStrategy),
+                            aggregator=scenario.strategy.aggregator, multi_master=scenario.masters is not None)
+    if refused:
+        raise ScenarioError(refused, file=file)
     try:
         get_placement(scenario.placement.policy)
     except PlacementError as e:

@@ -103,7 +103,7 @@ def plan_placement(scenario: Scenario, pool: Pool, *, variants: Sequence[MemberR
     pol = policy or scenario.placement.policy
     params = dict(scenario.placement.params or {}) if params is None else dict(params)
     timeline = [(0.0, place(pol, infos, vinfos, deadline_s=deadline, params=params))]
-    if scenario.placement.dynamic:
+    if scenario.placement.dynamic or scenario.control.policy == "oracle":   # oracle: vip_ray.control.oracle
         # VIP's dynamic variant management: at every scheduled availability change (crash, trace
         # interval edges, t=0 included) re-place among the devices that are up. Random on/off and
         # MTBF periods are drawn inside the engine and are not known here.

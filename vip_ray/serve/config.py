@@ -151,6 +151,7 @@ class EmulationConfig:
     strategy: str
     options: ServeOptions
     dilation: float = 1.0               # X resolved (time_dilation 'auto' calibrated): wall s per emulated s
+    control: Any = None                 # the master's online controller (vip_ray.control.live); None: today's
 
     @property
     def device_names(self) -> list[str]:

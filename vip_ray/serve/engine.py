@@ -22,6 +22,7 @@ Table semantics, where the emulation differs from the simulator:
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
@@ -127,6 +128,7 @@ class ServeEngine(Engine):
             self.staged = None
         self.images = bank_inputs(dep.pool)
         cfg = build_config(dep, input_shape=self.images.shape[1:], options=self.options)
+        cfg = replace(cfg, control=dep.control)   # the same policy object the simulator's master calls
         weights = pool_weights(dep.pool, cfg)
         cfg = self._dilate(cfg, weights)
         self._ensure_ray()

@@ -190,6 +190,9 @@ class Ingress:
             # interval (5 ms by default): a finer one keeps the emulated instants on time
             sys.setswitchinterval(GIL_SWITCH_S)
         self._starting: asyncio.Lock | None = None
+        from vip_ray.control.live import live_control
+
+        self.control = live_control(config)   # the master's online controller; None: today's master
 
     # -- replications -----------------------------------------------------------------------------
     async def start(self, token: str, seed: int, epoch: float) -> list[dict]:
@@ -304,12 +307,20 @@ class Ingress:
         lead = s.lead.value() + s.stop.value()
         calls = [g.run.remote(s.token, s.seed, s.epoch, rid, stream, x, [arrive[i] for i in m], deadline, self.grace,
                               lead) for g, m in zip(self.groups, self.members)]
-        # the master stops waiting for its groups (a dead replica's call never returns) early enough
-        # that its answer is still on time: a high quantile of its own stop-to-answer times
-        stop_wall = s.wall(deadline) - s.stop.value()
-        replies, since, path, overshoot = await self._collect(calls, s.wall(deadline), stop_wall)
+        live = self.control.request(s, t_a) if self.control is not None else None   # vip_ray.control.live
+        if live is not None:   # the controller decides when to stop waiting (its own collection)
+            replies = await live.collect(self, calls)
+            since, path, overshoot = None, float("nan"), None
+        else:
+            # the master stops waiting for its groups (a dead replica's call never returns) early enough
+            # that its answer is still on time: a high quantile of its own stop-to-answer times
+            stop_wall = s.wall(deadline) - s.stop.value()
+            replies, since, path, overshoot = await self._collect(calls, s.wall(deadline), stop_wall)
         collected = time.time()
         used = {r[0]: r for r in replies}
+        if live is not None:   # the replies the controller's answer uses (none: the fallback below)
+            decided = live.answer(used)
+            used = decided[0]
         fallback = False
         if not used and self.cfg.workload.fallback != "none":
             fb = await self._fallback(s, rid, stream)
@@ -322,6 +333,8 @@ class Ingress:
                      if dev.slot_at(t_a) is not None and not s.knows.known_down(d, t_a)]
         if fallback:
             ideal = release = next(iter(used.values()))[1]
+        elif live is not None:   # the controller's wait set and answer (the margin rule with anytime)
+            _, ideal, release = decided
         elif all(d in used for d in waits_for):
             ideal = release = max([t_a] + [used[d][1] for d in waits_for])
         else:

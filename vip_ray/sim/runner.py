@@ -43,6 +43,10 @@ class SimEngine(Engine):
         if dep.world.masters:
             return (yield from self._multi_master(dep, replication, chunk_requests))
 
+        if dep.control is not None:   # an online controller that moves variants re-simulates (vip_ray.control)
+            from vip_ray.sim.engine import run
+
+            dep = dep.control.plan_world(dep, lambda w: run(w, self.name))
         samples = sample_rng(dep.seed)  # which test sample each request carries
         totals, t_start, t_end, events, wall = None, 0.0, 0.0, 0, 0.0
         jobs = JobsTable(replication, dep.device_names)

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vip_ray.control import controller
 from vip_ray.core.aggregation import AggregationSpec, softmax
 from vip_ray.core.deployment import FanOut
 from vip_ray.core.tables import top_m
@@ -68,10 +69,16 @@ class FanOutStrategy(Strategy):
     def deploy(self, ctx: Context, seed: int) -> FanOut:
         scenario, plan, agg = self._planned(ctx)
         pool = self.pool_of(ctx)
+        ctl = controller(ctx.scenario.control, agg)
+        w = world(scenario, plan, agg, seed=seed)
+        meta = {"placement_warnings": list(plan.warnings)} if plan.warnings else {}
+        if ctl is not None:   # what the controller changed (static's summary stays as it was)
+            ctl.service_s = plan.service_s       # (device, variant) compute times, for re-deployments
+            meta.update(ctl.meta(w))
         return FanOut(strategy=self.name, scenario=ctx.scenario.name, seed=seed, pool=pool,
-                      top_m=top_m(pool.num_classes), world=world(scenario, plan, agg, seed=seed),
+                      top_m=top_m(pool.num_classes), world=w,
                       variants=tuple(plan.variants), probs=self.bank_probs(ctx, plan), aggregation=agg,
-                      meta={"placement_warnings": list(plan.warnings)} if plan.warnings else {})
+                      meta=meta, control=ctl)
 
 
 def only_devices(scenario: Scenario, plan: PlacementPlan, keep: list[int]) -> tuple[Scenario, PlacementPlan]:

@@ -13,6 +13,7 @@ from vip_ray.scenario.schema.base import (
     _custom,
     _Model,
 )
+from vip_ray.scenario.schema.control import Control, StaticControl
 from vip_ray.scenario.schema.devices import DeviceSpec
 from vip_ray.scenario.schema.masters import Masters
 from vip_ray.scenario.schema.network import _LINK_FIELDS, LinkSpec, NetworkSpec
@@ -69,6 +70,7 @@ class Scenario(_Model):
     * ``sim_engine`` — a simulator kernel of ``vip_ray.core.engine.FAMILIES["sim"]``: ``fast``
       (default), ``jit`` (numba), ``loop``, ``numpy``, ``reference`` (the one-process-per-job oracle).
     * ``masters`` — several masters (users) sharing the devices: :class:`Masters`.
+    * ``control`` — the master's online controller: ``{policy: NAME, ...}`` (``vip-sim policies``).
     """
 
     name: str = "scenario"
@@ -83,6 +85,7 @@ class Scenario(_Model):
     engine: Literal["sim", "serve"] = "sim"
     sim_engine: str = "fast"
     masters: Masters | None = None      # several masters (users): see Masters
+    control: Control = Field(default_factory=StaticControl)   # the master's online controller (vip_ray.control)
 
     @field_validator("sim_engine")
     @classmethod

@@ -1,0 +1,146 @@
+"""``vip-sim compare FILE --policies static,reactive,...``: the master's online controllers
+(:mod:`vip_ray.control`) side by side on the same scenario, strategy and seeds.
+
+A name is a registered policy, or ``POLICY+anytime`` (the margin rule on top of it). Output::
+
+    policies.parquet   one row per policy × replication: POLICY_COLUMNS
+    points/<policy>/   requests.parquet, devices.parquet, summary.json, config.yaml
+    policies.png       accuracy within the deadline vs p99 latency, one marker per policy
+    summary.json
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: the comparison table: the strategy comparison's figures, plus the controller's
+POLICY_COLUMNS: dict[str, str] = {
+    "policy": "controller (control.policy, +anytime: the margin rule on top)",
+    "replication": "replication index (seed = seeds.base + replication)",
+    "requests": "requests simulated",
+    "answered": "fraction of requests answered (in time, or late by the scenario's fallback)",
+    "deadline_met": "fraction answered within the deadline",
+    "accuracy_top1": "fraction of all requests answered with the right class",
+    "accuracy_in_deadline": "fraction of all requests answered with the right class within the deadline",
+    "accuracy_topM": "the same as accuracy_top1 for the top-M classes",
+    "latency_p50_ms": "median latency of answered requests, ms",
+    "latency_p99_ms": "99th-percentile latency of answered requests, ms",
+    "latency_mean_ms": "mean latency of answered requests, ms",
+    "bytes_per_request": "bytes on the wire per request (down + up), B",
+    "redeployments": "variant changes on the devices' timelines after t = 0",
+}
+
+
+def policy_overrides(name: str) -> list[str]:
+    """``reactive+anytime`` -> the ``--set`` overrides that pick it."""
+    base, _, extra = name.partition("+")
+    out = [f"control.policy={base}"]
+    if extra:
+        if extra != "anytime":
+            from vip_ray.scenario import ScenarioError
+
+            raise ScenarioError(f"--policies: {name!r}: only '+anytime' combines with a policy")
+        out.append("control.anytime=true")
+    return out
+
+
+def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequence[str] = (),
+                 out: str | Path | None = None, engine: str | None = None,
+                 log: Callable[[str], None] = print, progress_factory=None) -> Path:
+    """Every policy of ``policies`` on the scenario at ``path`` (same seeds), in this process;
+    every name and option is checked before the pool is opened."""
+    from datetime import datetime
+
+    from vip_ray.core.engine import make_engine
+    from vip_ray.core.results import atomic_directory
+    from vip_ray.experiment.run import RunError, checked_strategy, engine_name, json_safe, open_pool, run_point
+    from vip_ray.scenario import load_scenario
+    from vip_ray.scenario.load import check_pool
+
+    file = str(path)
+    if not policies:
+        from vip_ray.control import POLICIES
+        from vip_ray.scenario import ScenarioError
+
+        raise ScenarioError(f"--policies: none given; allowed: {', '.join(POLICIES.names())} (and NAME+anytime)")
+    points = []
+    for name in policies:    # validate them all first
+        scenario = load_scenario(path, [*overrides, *policy_overrides(name)])
+        eng = engine_name(scenario, engine)
+        points.append((name, scenario, checked_strategy(scenario, file, eng), eng))
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(out) if out else Path("results/compare") / f"{points[0][1].name}-policies-{stamp}"
+    if out_dir.exists():
+        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    pool = open_pool(points[0][1], log)
+    rows = []
+    with atomic_directory(out_dir) as tmp:
+        for name, scenario, strategy, eng_name in points:
+            check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
+            folder = tmp / "points" / name.replace("+", "_")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            log(f"policy {name}")
+            with make_engine(eng_name, log=log) as e:
+                summary = run_point(e, strategy, scenario, pool, folder, file=file,
+                                    overrides=[*overrides, *policy_overrides(name)], log=log)
+            rows += _rows(name, summary, pd.read_parquet(folder / "requests.parquet",
+                                                         columns=["replication", "correct_top1", "deadline_met"]))
+        table = pd.DataFrame(rows, columns=list(POLICY_COLUMNS))
+        table.to_parquet(tmp / "policies.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(json_safe(
+            {"scenario": points[0][1].name, "policies": list(policies), "overrides": list(overrides),
+             "columns": POLICY_COLUMNS}), indent=2))
+        policy_plot(table, tmp / "policies.png", title=points[0][1].name)
+    return out_dir
+
+
+def _rows(policy: str, summary: dict, requests: pd.DataFrame) -> list[dict]:
+    metrics = summary["metrics"]
+    topm = next(k for k in metrics if k.startswith("accuracy_top") and k != "accuracy_top1")
+    out = []
+    for rep in range(summary["replications"]):
+        v = {k: m["per_replication"][rep] for k, m in metrics.items()}
+        r = requests[requests["replication"] == rep]
+        out.append({"policy": policy, "replication": rep, "requests": int(v["requests"]),
+                    "answered": v["answered"], "deadline_met": v["deadline_met"],
+                    "accuracy_top1": v["accuracy_top1"],
+                    "accuracy_in_deadline": float((r["correct_top1"] & r["deadline_met"]).mean()),
+                    "accuracy_topM": v[topm], "latency_p50_ms": 1e3 * v["latency_p50_s"],
+                    "latency_p99_ms": 1e3 * v["latency_p99_s"], "latency_mean_ms": 1e3 * v["latency_mean_s"],
+                    "bytes_per_request": v["bytes_per_request"], "redeployments": int(summary.get("redeployments", 0))})
+    return out
+
+
+def mean_policy_table(table: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in POLICY_COLUMNS if c not in ("policy", "replication")]
+    return table.groupby("policy", sort=False)[cols].mean()
+
+
+def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> None:
+    """Accuracy within the deadline vs p99 latency, one marker per policy (mean over replications,
+    bars: the replications' spread)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (name, g) in enumerate(table.groupby("policy", sort=False)):
+        x, y = g["latency_p99_ms"].to_numpy(), 100 * g["accuracy_in_deadline"].to_numpy()
+        ax.errorbar(x.mean(), y.mean(), xerr=np.ptp(x) / 2, yerr=np.ptp(y) / 2, fmt="os^DvPX*"[i % 8],
+                    label=name, capsize=3)
+    ax.set_xlabel("p99 latency (ms)")
+    ax.set_ylabel("accuracy within the deadline (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if own:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
