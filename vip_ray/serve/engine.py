@@ -1,7 +1,7 @@
 """``vip-sim run FILE --engine serve``: a scenario's replications live on Ray Serve, into the
 simulator's tables (``requests.parquet``, ``devices.parquet``; :mod:`vip_ray.core.tables`) plus
 ``serve_timing.parquet`` (per request: send lag, emulated finish, harness overhead) and
-``jobs.parquet`` (per request and device: outcome, emulated reply time, variant; the simulator's
+``jobs.parquet`` (per request and device: outcome, variant, each stage's emulated time; the simulator's
 columns, :data:`vip_ray.core.breakdown.JOB_COLUMNS`).
 
 Table semantics, where the emulation differs from the simulator:
