@@ -45,8 +45,8 @@ def runs(small_pool, tmp_path_factory):
         out.mkdir(parents=True)
         replicate(engine, strat, context(sc, Pool.open("small", root), file=SCENARIO, log=lambda s: None), out)
         table = analysis.load(out)
-        if (out / "serve_jobs.parquet").exists():
-            table.attrs["jobs"] = pd.read_parquet(out / "serve_jobs.parquet")
+        if engine.name == "serve":
+            table.attrs["jobs"] = pd.read_parquet(out / "jobs.parquet")
         return table
 
     out = {}

@@ -108,11 +108,15 @@ class LiveRequest:
                                                    np.zeros(1, dtype=np.int64))
         return float(finish[0]), responded[0]
 
-    def done(self) -> bool:
-        """Nothing more to wait for: every device waited for replied, or the answer is decided."""
-        if all(d in self.got for d in np.flatnonzero(self.waits)):
-            return True
-        return self.decide(self.got)[0] < self.t_a + self.deadline_s
+    def decided_wall(self) -> float | None:
+        """When (wall time) the answer is final: the decided finish's wall instant, once every device
+        waited for replied or the policy answers before the deadline — not earlier, because device
+        groups send foreseen replies ahead of their emulated arrival, so a reply that arrives
+        (emulated) before that finish may still be on its way until then; ``None``: not decided."""
+        finish = self.decide(self.got)[0]
+        if finish < self.t_a + self.deadline_s or all(d in self.got for d in np.flatnonzero(self.waits)):
+            return self.s.wall(finish)
+        return None
 
     def _observe(self, replies: list) -> None:
         for r in replies:
@@ -123,25 +127,29 @@ class LiveRequest:
 
     # -- the collection --------------------------------------------------------------------------
     async def collect(self, ing: Any, calls: list) -> list:
-        """The replies the master answers with (as ``Ingress._collect``), stopping once
-        :meth:`done`; the rest of the collection (grace, timeouts, observations) runs on."""
+        """The replies the master answers with (as ``Ingress._collect``), stopping at
+        :meth:`decided_wall`; the rest of the collection (grace, timeouts, observations) runs on."""
         deadline_wall = self.s.wall(self.t_a + self.deadline_s)
         tasks = [asyncio.ensure_future(_awaitable(c)) for c in calls]
         for t in tasks:
             t.add_done_callback(_retrieve)
         pending = set(tasks)
         early = False
-        while pending:
-            done, pending = await asyncio.wait(pending, timeout=max(0.0, deadline_wall - time.time()),
+        while True:
+            final = self.decided_wall()
+            if final is not None and time.time() >= final:
+                early = bool(pending)
+                break
+            if not pending:
+                break
+            until = deadline_wall if final is None else min(final, deadline_wall)
+            done, pending = await asyncio.wait(pending, timeout=max(0.0, until - time.time()),
                                                return_when=asyncio.FIRST_COMPLETED)
-            if not done:
+            if not done and final is None:   # the deadline
                 break
             for t in done:
                 if not t.cancelled() and t.exception() is None:
                     self._observe(t.result()[0])   # a group answers (replies, sent)
-            if self.done():
-                early = bool(pending)
-                break
         replies = list(self.got.values())
         rest = self._finish(ing, tasks, calls, pending, deadline_wall)
         if early:
