@@ -135,9 +135,7 @@ def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
     np.testing.assert_allclose(means[0], [2.0 * (j + 1) for j in range(len(cols))])   # ms: (1 + 3) / 2 x (j + 1)
     np.testing.assert_allclose(means[1], [2.0] * len(cols))
     req.to_parquet(tmp_path / "requests.parquet")
-    from vip_ray.experiment.plots import new_figure
-
-    [png] = run_breakdown_plot(tmp_path, new_figure)
+    [png] = run_breakdown_plot(tmp_path)
     assert png.name == "latency_breakdown.png" and png.stat().st_size > 0
 
 

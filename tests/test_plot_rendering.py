@@ -1,6 +1,6 @@
 """The run plots' rendering shortcuts change nothing a reader sees.
 
-The axes are placed by fixed margins instead of ``tight_layout`` (vip_ray/experiment/plots.py):
+The axes are placed by fixed margins instead of ``tight_layout`` (vip_ray/experiment/canvas.py):
 every text drawn — tick labels, axis labels, titles, legends, the CDF's note, a colour bar's label
 — must still lie inside the figure and off the plotting area's data. The latency CDF strokes only
 the corners of its step curve: the same curve as all bins, checked against numpy.
@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vip_ray.experiment.energy_plots import STAGES, latency_breakdown_figure
 from vip_ray.experiment.plots import (
     CDF_BINS,
     _steps,
@@ -63,13 +64,17 @@ NAMES = {"five devices": ["tablet", "tv", "pi", "nx", "tx2"],
 @pytest.mark.parametrize("names", NAMES.values(), ids=NAMES.keys())
 def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
     red = _reduced(names)
+    rng = np.random.default_rng(1)
+    breakdown = latency_breakdown_figure(names, rng.uniform(0, 400, (len(names), len(STAGES))),
+                                         rng.integers(1, 200_000, len(names)))
     for fig in (latency_cdf_figure(red, 0.05, "smart_home"), accuracy_vs_responders_figure(red),
-                availability_timeline_figure(red, names)):
+                availability_timeline_figure(red, names), breakdown):
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
         box = fig.bbox
         texts = [t for ax in fig.axes for t in (*_ticklabels(ax), ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
-        texts += [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+        texts += [t for ax in fig.axes if ax.get_legend()
+                  for t in (*ax.get_legend().get_texts(), ax.get_legend().get_title())]
         drawn = [t for t in texts if t.get_visible() and t.get_text()]
         assert len(drawn) >= 8
         for t in drawn:
@@ -82,3 +87,21 @@ def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
         for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
             if t.get_visible() and t.get_text():
                 assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
+        if fig is breakdown:   # its legend stands beside the bars, inside the figure, hiding none
+            legend = ax.get_legend().get_window_extent(renderer)
+            assert not legend.overlaps(inner) and legend.x1 <= box.x1 + 0.5 and legend.y0 >= box.y0 - 0.5
+
+
+def test_the_png_holds_the_pixels_matplotlib_would_save(tmp_path):
+    """save_png drops only the alpha channel, which an opaque figure does not use: its pixels are
+    those of matplotlib's own savefig."""
+    from PIL import Image
+
+    from vip_ray.experiment.canvas import save_png
+
+    fig = accuracy_vs_responders_figure(_reduced(["a", "b"]))
+    fig.savefig(tmp_path / "mpl.png", dpi="figure")
+    ours = np.asarray(Image.open(save_png(fig, tmp_path / "ours.png")))
+    theirs = np.asarray(Image.open(tmp_path / "mpl.png"))
+    assert ours.shape == theirs.shape[:2] + (3,) and (theirs[..., 3] == 255).all()
+    np.testing.assert_array_equal(ours, theirs[..., :3])

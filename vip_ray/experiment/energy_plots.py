@@ -72,7 +72,9 @@ STAGES = (("t_down_s", "downlink"), ("t_queue_s", "queue"), ("t_compute_s", "com
 
 
 def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=None) -> None:
-    """Bars of ``means_ms`` (rows: ``labels``, columns: :data:`STAGES`) stacked stage on stage."""
+    """Bars of ``means_ms`` (rows: ``labels``, columns: :data:`STAGES`) stacked stage on stage. The
+    legend stands right of the axes, where it hides no bar (and costs no search for a free
+    corner), listing the stages top to bottom as they are stacked."""
     import matplotlib
 
     colors = matplotlib.colormaps["tab10"].colors
@@ -83,9 +85,16 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=N
         ax.bar(x, v, bottom=bottom, color=colors[j], label=label, edgecolor=edge, linewidth=1.2 if edge else 0)
         bottom += v
     ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+    ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_ylabel("mean latency of answered requests (ms)")
-    ax.legend(fontsize=7, ncol=2)
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+              borderaxespad=0.5, title=LEGEND_TITLE, title_fontsize=LEGEND_SIZE)
     ax.grid(axis="y", alpha=0.3)
+
+
+#: font size (points) and title of the breakdown's legend
+LEGEND_SIZE, LEGEND_TITLE = 7, "stage (top to bottom)"
 
 
 def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -100,11 +109,48 @@ def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, 
     return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
 
 
-def run_breakdown_plot(run_dir, new_figure) -> list:
+def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120):
+    """Per decisive device (``names``, the requests each decided: ``counts``), its requests' mean
+    stage times (``means_ms``) stacked. Laid out by margins worked from its own texts (see
+    :func:`vip_ray.experiment.canvas.margins`): tick labels, axis labels and the legend measured."""
+    from vip_ray.experiment.canvas import legend_width, margins, new_figure, text_width
+
+    n = len(names)
+    labels = [f"{d}\n({c:,} req.)" for d, c in zip(names, counts)]
+    line = 10 * 1.2 / 72                                  # one line of a 10-point tick label, in inches
+    widest = text_width([part for lab in labels for part in lab.split("\n")], 10, dpi)
+    plot_w, plot_h = max(3.2, 0.7 * n + 0.8), 3.2
+    if n > 6:   # labels turned 30°, right end at the bar: their height, and how far left the first one reaches
+        ticks_h = 0.5 * widest + 0.87 * 2 * line
+        reach = 0.87 * widest + 0.5 * 2 * line - plot_w / (2 * n)
+    else:
+        ticks_h, reach = 2 * line, 0.0
+    bottom = 0.1 + ticks_h + 0.32                         # tick and pad, the labels, the axis label
+    right = legend_width([label for _, label in STAGES], LEGEND_SIZE, dpi, LEGEND_TITLE) + 0.12
+    totals = np.nan_to_num(means_ms).sum(axis=1) if n else np.zeros(1)
+    top_ms = max(float(totals.max()), 1e-9) * 1.05
+    fig, ax = new_figure(figsize=(plot_w + 1.0 + right, plot_h + bottom + 0.3), dpi=dpi)
+    stacked_breakdown(ax, labels, means_ms)
+    ax.set_ylim(0, top_ms)
+    # the y tick labels, as the locator will place them on an axes of this height (the width changes
+    # below, the height does not), give the left margin; no renderer exists yet, so none is dropped
+    margins(fig, left=1.0, bottom=bottom, right=right, top=0.3)
+    ticks = ax.yaxis.get_major_locator()()
+    tick_labels = ax.yaxis.get_major_formatter().format_ticks([t for t in ticks if 0 <= t <= top_ms])
+    left = max(text_width(tick_labels, 10, dpi) + 0.45, reach + 0.1)
+    fig.set_size_inches(plot_w + left + right, plot_h + bottom + 0.3)
+    ax.set_xlabel("decisive device (requests it decided)")
+    ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9, y=1.0)
+    margins(fig, left=left, bottom=bottom, right=right, top=0.3)
+    return fig
+
+
+def run_breakdown_plot(run_dir) -> list:
     """``latency_breakdown.png`` of a run: per decisive device, where its requests' latency went
-    (nothing when no request has a breakdown: the Serve engine's fan-outs). ``new_figure``:
-    :func:`vip_ray.experiment.plots.new_figure` (passed in: that module calls this one)."""
+    (nothing when no request has a breakdown: the Serve engine's fan-outs)."""
     from pathlib import Path
+
+    from vip_ray.experiment.canvas import save_png
 
     run_dir = Path(run_dir)
     cols = ["decisive_device"] + [c for c, _ in STAGES]
@@ -115,13 +161,7 @@ def run_breakdown_plot(run_dir, new_figure) -> list:
     names, means, counts = breakdown_by_device(req)
     if not names:
         return []
-    fig, ax = new_figure(figsize=(max(5.0, 0.7 * len(names) + 2), 4.2), dpi=120)
-    stacked_breakdown(ax, [f"{n}\n({c} req.)" for n, c in zip(names, counts)], means)
-    ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9)
-    fig.tight_layout()
-    path = run_dir / "latency_breakdown.png"
-    fig.savefig(path, dpi="figure", pil_kwargs={"compress_level": 3})   # laid out and saved at one dpi
-    return [path]
+    return [save_png(latency_breakdown_figure(names, means, counts), run_dir / "latency_breakdown.png")]
 
 
 def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str], new_figure):
@@ -129,7 +169,7 @@ def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str], new
     cols = [f"{c[:-2]}_mean_ms" for c, _ in STAGES]
     base = means[means["condition"] == "failed=0"].set_index("strategy").reindex(strategies)
     vals = base[cols].to_numpy(float) if all(c in base for c in cols) else np.full((len(strategies), len(cols)), np.nan)
-    fig, ax = new_figure(figsize=(max(5.0, 0.9 * len(strategies) + 2), 4.2))
+    fig, ax = new_figure(figsize=(max(5.0, 0.9 * len(strategies) + 2) + 1.3, 4.2))   # + the legend
     stacked_breakdown(ax, list(strategies), vals)
     ax.set_title("where the latency went, per strategy (no failures; NaN: not reported)", fontsize=9)
     fig.tight_layout()

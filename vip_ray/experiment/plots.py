@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from vip_ray.experiment.canvas import margins, new_figure, save_png, text_width
+
 CDF_BINS = 2000
 TIME_BINS = 40
 #: The latency CDF is drawn up to this multiple of the deadline; later answers are counted, not drawn.
@@ -99,7 +101,7 @@ def latency_cdf_figure(red: dict, deadline: float, scenario: str):
     ax.set_ylabel("fraction of all requests answered")
     ax.set_title(f"{scenario}: latency CDF", fontsize=10, y=1.0)
     ax.legend(fontsize=7, loc="lower right")
-    _margins(fig, left=0.62, bottom=0.82, right=0.2, top=0.3)
+    margins(fig, left=0.62, bottom=0.82, right=0.2, top=0.3)
     return fig
 
 
@@ -118,7 +120,7 @@ def accuracy_vs_responders_figure(red: dict):
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_ylim(0, 110)
     ax.set_title("graceful degradation: accuracy vs responders", fontsize=10, y=1.0)
-    _margins(fig, left=0.62, bottom=0.5, right=0.12, top=0.3)
+    margins(fig, left=0.62, bottom=0.5, right=0.12, top=0.3)
     return fig
 
 
@@ -126,7 +128,9 @@ def availability_timeline_figure(red: dict, names: list[str]):
 
     t_bins = red["t_bins"]
     width = float(t_bins[1] - t_bins[0])
-    fig, ax = new_figure(figsize=(6.4, 0.35 * len(names) + 1.6), dpi=DPI)
+    left = text_width(names, 7, DPI) + 0.45
+    # long names widen the figure, not squeeze the plot; sized before it is made (one renderer)
+    fig, ax = new_figure(figsize=(max(6.4, 5.3 + left), 0.35 * len(names) + 1.6), dpi=DPI)
     im = ax.imshow(red["timeline"], aspect="auto", cmap="viridis", vmin=0, vmax=1,
                    extent=(t_bins[0], t_bins[-1], len(names) - 0.5, -0.5))
     ax.set_yticks(range(len(names)), names, fontsize=7)
@@ -138,9 +142,7 @@ def availability_timeline_figure(red: dict, names: list[str]):
     bar = fig.colorbar(im, ax=ax, fraction=0.04)
     bar.set_label("share answered in time", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    left = _text_width(fig, names, 7) + 0.45
-    fig.set_size_inches(max(6.4, 5.3 + left), fig.get_size_inches()[1])   # long names widen it, not squeeze it
-    _margins(fig, left=left, bottom=0.5, right=0.62, top=0.3)
+    margins(fig, left=left, bottom=0.5, right=0.62, top=0.3)
     return fig
 
 
@@ -154,52 +156,6 @@ def _steps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     keep = np.r_[True, y[1:] != y[:-1]]
     keep[-1] = True
     return x[keep], y[keep]
-
-
-def _margins(fig, *, left: float, bottom: float, right: float, top: float) -> None:
-    """Axes placed by margins in inches around them (tick labels, axis labels, title), instead of
-    ``tight_layout``: that lays every tick label out once more before the drawing does — about
-    a third of drawing these plots. The margins are fixed by the plots' own texts (font sizes
-    and label lengths known here; the device names measured by :func:`_text_width`). Titles are
-    set with ``y=1.0`` for the same reason: no top tick labels to dodge, so no search for them."""
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
-
-
-def _text_width(fig, texts: list[str], size: float) -> float:
-    """Width in inches of the widest of ``texts`` at font ``size`` (points), as the figure draws it."""
-    from matplotlib.font_manager import FontProperties
-
-    renderer, font = fig.canvas.get_renderer(), FontProperties(size=size)
-    widest = max((renderer.get_text_width_height_descent(t, font, ismath=False)[0] for t in texts), default=0.0)
-    return widest / fig.dpi
-
-
-def _skip_artist_set_docstrings() -> None:
-    """matplotlib writes the docstring of every Artist subclass's ``set()`` (the list of its
-    properties, found by introspecting ~100 classes) while its modules import: ≈ 0.2–0.3 s of a
-    1.6 s ``vip-sim run``. Nothing here reads those docstrings, so before matplotlib's artist
-    classes are defined the generator returns an empty list; drawing is untouched."""
-    import sys
-
-    if "matplotlib.figure" in sys.modules:   # too late (and already paid): leave it
-        return
-    import matplotlib.artist
-
-    matplotlib.artist.kwdoc = lambda artist: ""
-
-
-def new_figure(nrows: int = 1, ncols: int = 1, **kw):
-    """A figure and its axes drawn straight on the Agg canvas: no ``pyplot`` (whose import and
-    figure manager cost more than drawing these plots) and nothing to close afterwards."""
-    _skip_artist_set_docstrings()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kw)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols)
-    return fig, axes
 
 
 def run_plots(run_dir: str | Path) -> list[Path]:
@@ -217,13 +173,9 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         size = np.bincount([gi[g] for g in first["group"]], minlength=len(groups))
         names, weight = [f"{g} (mean of {k})" for g, k in zip(groups, size)], 1.0 / size
     red = _reduce(run_dir, deadline, names, row_of, weight)
-    paths = []
-    for name, fig in (("latency_cdf.png", latency_cdf_figure(red, deadline, summary["scenario"])),
-                      ("accuracy_vs_responders.png", accuracy_vs_responders_figure(red)),
-                      ("availability_timeline.png", availability_timeline_figure(red, names))):
-        paths.append(run_dir / name)
-        # zlib level 3: the same file size as the default 6 in about half the time
-        fig.savefig(paths[-1], dpi="figure", pil_kwargs={"compress_level": 3})
+    paths = [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
+             save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
+             save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png")]
     from vip_ray.experiment.energy_plots import run_breakdown_plot
 
-    return paths + run_breakdown_plot(run_dir, new_figure)
+    return paths + run_breakdown_plot(run_dir)
