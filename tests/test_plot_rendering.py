@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vip_ray.experiment.canvas import drawing
 from vip_ray.experiment.energy_plots import STAGES, latency_breakdown_figure
 from vip_ray.experiment.plots import (
     CDF_BINS,
@@ -65,31 +66,34 @@ NAMES = {"five devices": ["tablet", "tv", "pi", "nx", "tx2"],
 def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
     red = _reduced(names)
     rng = np.random.default_rng(1)
-    breakdown = latency_breakdown_figure(names, rng.uniform(0, 400, (len(names), len(STAGES))),
-                                         rng.integers(1, 200_000, len(names)))
-    for fig in (latency_cdf_figure(red, 0.05, "smart_home"), accuracy_vs_responders_figure(red),
-                availability_timeline_figure(red, names), breakdown):
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        box = fig.bbox
-        texts = [t for ax in fig.axes for t in (*_ticklabels(ax), ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
-        texts += [t for ax in fig.axes if ax.get_legend()
-                  for t in (*ax.get_legend().get_texts(), ax.get_legend().get_title())]
-        drawn = [t for t in texts if t.get_visible() and t.get_text()]
-        assert len(drawn) >= 8
-        for t in drawn:
-            ext = t.get_window_extent(renderer)
-            assert (ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5 and ext.x1 <= box.x1 + 0.5
-                    and ext.y1 <= box.y1 + 0.5), f"{t.get_text()!r} is cut off: {ext} outside {box}"
-        # the main axes' labels and y tick labels stay off its plotting area
-        ax = fig.axes[0]
-        inner = ax.get_window_extent(renderer)
-        for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
-            if t.get_visible() and t.get_text():
-                assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
-        if fig is breakdown:   # its legend stands beside the bars, inside the figure, hiding none
-            legend = ax.get_legend().get_window_extent(renderer)
-            assert not legend.overlaps(inner) and legend.x1 <= box.x1 + 0.5 and legend.y0 >= box.y0 - 0.5
+    with drawing():   # as run_plots measures and draws them
+        breakdown = latency_breakdown_figure(names, rng.uniform(0, 400, (len(names), len(STAGES))),
+                                             rng.integers(1, 200_000, len(names)))
+        figs = (latency_cdf_figure(red, 0.05, "smart_home"), accuracy_vs_responders_figure(red),
+                availability_timeline_figure(red, names), breakdown)
+        for fig in figs:
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            box = fig.bbox
+            texts = [t for ax in fig.axes
+                     for t in (*_ticklabels(ax), ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
+            texts += [t for ax in fig.axes if ax.get_legend()
+                      for t in (*ax.get_legend().get_texts(), ax.get_legend().get_title())]
+            drawn = [t for t in texts if t.get_visible() and t.get_text()]
+            assert len(drawn) >= 8
+            for t in drawn:
+                ext = t.get_window_extent(renderer)
+                assert (ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5 and ext.x1 <= box.x1 + 0.5
+                        and ext.y1 <= box.y1 + 0.5), f"{t.get_text()!r} is cut off: {ext} outside {box}"
+            # the main axes' labels and y tick labels stay off its plotting area
+            ax = fig.axes[0]
+            inner = ax.get_window_extent(renderer)
+            for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
+                if t.get_visible() and t.get_text():
+                    assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
+            if fig is breakdown:   # its legend stands beside the bars, inside the figure, hiding none
+                legend = ax.get_legend().get_window_extent(renderer)
+                assert not legend.overlaps(inner) and legend.x1 <= box.x1 + 0.5 and legend.y0 >= box.y0 - 0.5
 
 
 def test_the_png_holds_the_pixels_matplotlib_would_save(tmp_path):

@@ -89,12 +89,12 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=N
     ax.set_ylabel("mean latency of answered requests (ms)")
     handles, names = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], names[::-1], fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              borderaxespad=0.5, title=LEGEND_TITLE, title_fontsize=LEGEND_SIZE)
+              borderaxespad=0.5)
     ax.grid(axis="y", alpha=0.3)
 
 
-#: font size (points) and title of the breakdown's legend
-LEGEND_SIZE, LEGEND_TITLE = 7, "stage (top to bottom)"
+#: font size (points) of the breakdown's legend
+LEGEND_SIZE = 7
 
 
 def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
     """Per decisive device (``names``, the requests each decided: ``counts``), its requests' mean
     stage times (``means_ms``) stacked. Laid out by margins worked from its own texts (see
     :func:`vip_ray.experiment.canvas.margins`): tick labels, axis labels and the legend measured."""
-    from vip_ray.experiment.canvas import legend_width, margins, new_figure, text_width
+    from vip_ray.experiment.canvas import legend_width, margins, new_figure, text_width, ticks_within
 
     n = len(names)
     labels = [f"{d}\n({c:,} req.)" for d, c in zip(names, counts)]
@@ -126,17 +126,15 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
     else:
         ticks_h, reach = 2 * line, 0.0
     bottom = 0.1 + ticks_h + 0.32                         # tick and pad, the labels, the axis label
-    right = legend_width([label for _, label in STAGES], LEGEND_SIZE, dpi, LEGEND_TITLE) + 0.12
+    right = legend_width([label for _, label in STAGES], LEGEND_SIZE, dpi) + 0.12
     totals = np.nan_to_num(means_ms).sum(axis=1) if n else np.zeros(1)
     top_ms = max(float(totals.max()), 1e-9) * 1.05
     fig, ax = new_figure(figsize=(plot_w + 1.0 + right, plot_h + bottom + 0.3), dpi=dpi)
     stacked_breakdown(ax, labels, means_ms)
     ax.set_ylim(0, top_ms)
-    # the y tick labels, as the locator will place them on an axes of this height (the width changes
-    # below, the height does not), give the left margin; no renderer exists yet, so none is dropped
-    margins(fig, left=1.0, bottom=bottom, right=right, top=0.3)
-    ticks = ax.yaxis.get_major_locator()()
-    tick_labels = ax.yaxis.get_major_formatter().format_ticks([t for t in ticks if 0 <= t <= top_ms])
+    # the y tick labels give the left margin; no renderer exists yet, so resizing drops none
+    ticks_within(ax.yaxis, 0, top_ms, nbins=6)
+    tick_labels = ax.yaxis.get_major_formatter().format_ticks(ax.get_yticks())
     left = max(text_width(tick_labels, 10, dpi) + 0.45, reach + 0.1)
     fig.set_size_inches(plot_w + left + right, plot_h + bottom + 0.3)
     ax.set_xlabel("decisive device (requests it decided)")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from vip_ray.experiment.canvas import margins, new_figure, save_png, text_width
+from vip_ray.experiment.canvas import drawing, margins, new_figure, save_png, text_width, ticks_within
 
 CDF_BINS = 2000
 TIME_BINS = 40
@@ -97,6 +97,8 @@ def latency_cdf_figure(red: dict, deadline: float, scenario: str):
     ax.annotate(note, xy=(0.02, 0.02), xycoords="figure fraction", fontsize=6.5, va="bottom")
     ax.set_xlim(0, CDF_SPAN * deadline * 1e3)
     ax.set_ylim(0, 1.02)
+    ticks_within(ax.xaxis, 0, CDF_SPAN * deadline * 1e3)
+    ticks_within(ax.yaxis, 0, 1)
     ax.set_xlabel(f"latency (ms), up to {CDF_SPAN:g}× the deadline")
     ax.set_ylabel("fraction of all requests answered")
     ax.set_title(f"{scenario}: latency CDF", fontsize=10, y=1.0)
@@ -106,8 +108,6 @@ def latency_cdf_figure(red: dict, deadline: float, scenario: str):
 
 
 def accuracy_vs_responders_figure(red: dict):
-    from matplotlib.ticker import MaxNLocator
-
     n, ok = red["by_resp_n"], red["by_resp_ok"]
     xs = np.flatnonzero(n)
     acc = 100 * ok[xs] / n[xs]
@@ -115,10 +115,13 @@ def accuracy_vs_responders_figure(red: dict):
     ax.bar(xs, acc, color="#1f77b4")
     for x, a, c in zip(xs, acc, n[xs]):
         ax.text(x, a, f"{a:.1f}%\nn={int(c):,}", ha="center", va="bottom", fontsize=6)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole numbers of devices
+    if len(xs):
+        ax.set_xlim(xs.min() - 0.6, xs.max() + 0.6)
+        ticks_within(ax.xaxis, xs.min(), xs.max(), nbins=8, integer=True)  # whole numbers of devices
     ax.set_xlabel("devices that answered in time (responders per request)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.set_ylim(0, 110)
+    ticks_within(ax.yaxis, 0, 100)
     ax.set_title("graceful degradation: accuracy vs responders", fontsize=10, y=1.0)
     margins(fig, left=0.62, bottom=0.5, right=0.12, top=0.3)
     return fig
@@ -130,19 +133,25 @@ def availability_timeline_figure(red: dict, names: list[str]):
     width = float(t_bins[1] - t_bins[0])
     left = text_width(names, 7, DPI) + 0.45
     # long names widen the figure, not squeeze the plot; sized before it is made (one renderer)
-    fig, ax = new_figure(figsize=(max(6.4, 5.3 + left), 0.35 * len(names) + 1.6), dpi=DPI)
+    w, h = max(6.4, 5.3 + left), 0.35 * len(names) + 1.6
+    fig, ax = new_figure(figsize=(w, h), dpi=DPI)
     im = ax.imshow(red["timeline"], aspect="auto", cmap="viridis", vmin=0, vmax=1,
                    extent=(t_bins[0], t_bins[-1], len(names) - 0.5, -0.5))
     ax.set_yticks(range(len(names)), names, fontsize=7)
+    ticks_within(ax.xaxis, t_bins[0], t_bins[-1], nbins=8)
     ax.set_ylabel("device", fontsize=8)
     ax.set_xlabel(f"arrival time (s), bins of {width:.3g} s")
     reps = red["replications"]
     pooled = f"all {reps} replications pooled" if reps > 1 else "1 replication"
     ax.set_title(f"share of requests each device answered in time ({pooled})", fontsize=9, y=1.0)
-    bar = fig.colorbar(im, ax=ax, fraction=0.04)
+    # the colour bar in its own axes placed by margins too (0.2 in wide, 0.25 in right of the plot,
+    # its labels in the last 0.6 in), not carved out of the plot's grid cell
+    bottom, top, bar_w, gap, labels = 0.5, 0.3, 0.2, 0.25, 0.6
+    margins(fig, left=left, bottom=bottom, right=labels + bar_w + gap, top=top)
+    cax = fig.add_axes(((w - labels - bar_w) / w, bottom / h, bar_w / w, (h - bottom - top) / h))
+    bar = fig.colorbar(im, cax=cax)
     bar.set_label("share answered in time", fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    margins(fig, left=left, bottom=0.5, right=0.62, top=0.3)
     return fig
 
 
@@ -173,9 +182,10 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         size = np.bincount([gi[g] for g in first["group"]], minlength=len(groups))
         names, weight = [f"{g} (mean of {k})" for g, k in zip(groups, size)], 1.0 / size
     red = _reduce(run_dir, deadline, names, row_of, weight)
-    paths = [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
-             save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
-             save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png")]
     from vip_ray.experiment.energy_plots import run_breakdown_plot
 
-    return paths + run_breakdown_plot(run_dir)
+    with drawing():
+        return [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
+                save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
+                save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png"),
+                *run_breakdown_plot(run_dir)]
