@@ -87,6 +87,32 @@ def test_run_plots_writes_the_three_files(run_dir):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_run_plots_add_the_breakdown_batch_by_batch(run_dir):
+    """A table with the breakdown: b decided the answered even-numbered requests, a the other
+    answered ones; each of the seven stages took a seventh of the latency."""
+    from vip_ray.experiment.energy_plots import STAGES
+
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    answered = req["latency_s"].notna()
+    even = req.index % 10 % 2 == 0                       # i within its replication (10 requests each)
+    req["decisive_device"] = pd.Categorical(np.where(answered, np.where(even, "b", "a"), None), categories=["a", "b"])
+    for col, _ in STAGES:
+        req[col] = req["latency_s"] / len(STAGES)
+    req.to_parquet(run_dir / "requests.parquet", index=False)
+    red = _reduce(run_dir, DEADLINE, ["a", "b"], batch_size=3)   # 7 batches, devices split across them
+    names, means, counts = red["breakdown"]
+    lat0 = [0.01, 0.02, 0.02, 0.03, 0.04, 0.045, 0.049, 0.07, 0.2]   # the fixture's answered latencies
+    lat1 = [0.01] * 8 + [0.11, 1.0]
+    b = lat0[0::2] + lat1[0::2]
+    a = lat0[1::2] + lat1[1::2]
+    assert dict(zip(names, counts.tolist())) == {"a": len(a), "b": len(b)}
+    want = {"a": 1e3 * sum(a) / len(a) / 7, "b": 1e3 * sum(b) / len(b) / 7}
+    for name, row in zip(names, means):
+        np.testing.assert_allclose(row, [want[name]] * len(STAGES))
+    paths = run_plots(run_dir)
+    assert [p.name for p in paths][-1] == "latency_breakdown.png" and len(paths) == 4
+
+
 def test_sweep_figure_shows_latency_and_keeps_both_rates_visible():
     rows = []
     for n, (acc, p50) in enumerate([(0.97, 0.012), (0.95, 0.020), (0.93, 0.050)]):

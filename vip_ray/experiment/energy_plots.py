@@ -109,6 +109,22 @@ def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, 
     return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
 
 
+def add_breakdown(requests: pd.DataFrame, sums: dict[str, np.ndarray], counts: dict[str, int]) -> None:
+    """Add one batch of the request table to per-decisive-device sums of the stage times (s) and
+    counts of requests, over the requests :func:`breakdown_by_device` averages (a decisive device,
+    every stage known): the run plots read the table in batches."""
+    cols = [c for c, _ in STAGES]
+    ok = requests.dropna(subset=cols)
+    ok = ok[ok["decisive_device"].notna()]
+    if not len(ok):
+        return
+    g = ok.groupby("decisive_device", observed=True)
+    total = g[cols].sum()
+    for name, row, n in zip(total.index, total.to_numpy(), g.size().reindex(total.index).to_numpy()):
+        sums[str(name)] = sums.get(str(name), 0.0) + row
+        counts[str(name)] = counts.get(str(name), 0) + int(n)
+
+
 def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120):
     """Per decisive device (``names``, the requests each decided: ``counts``), its requests' mean
     stage times (``means_ms``) stacked. Laid out by margins worked from its own texts (see
@@ -141,25 +157,6 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
     ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9, y=1.0)
     margins(fig, left=left, bottom=bottom, right=right, top=0.3)
     return fig
-
-
-def run_breakdown_plot(run_dir) -> list:
-    """``latency_breakdown.png`` of a run: per decisive device, where its requests' latency went
-    (nothing when no request has a breakdown: the Serve engine's fan-outs)."""
-    from pathlib import Path
-
-    from vip_ray.experiment.canvas import save_png
-
-    run_dir = Path(run_dir)
-    cols = ["decisive_device"] + [c for c, _ in STAGES]
-    try:
-        req = pd.read_parquet(run_dir / "requests.parquet", columns=cols)
-    except (KeyError, ValueError, OSError):      # a run written before the breakdown existed
-        return []
-    names, means, counts = breakdown_by_device(req)
-    if not names:
-        return []
-    return [save_png(latency_breakdown_figure(names, means, counts), run_dir / "latency_breakdown.png")]
 
 
 def compare_breakdown_figure(means: pd.DataFrame, strategies: Sequence[str], new_figure):

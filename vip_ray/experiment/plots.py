@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from vip_ray.experiment.canvas import drawing, margins, new_figure, save_png, text_width, ticks_within
+from vip_ray.experiment.energy_plots import STAGES, add_breakdown, latency_breakdown_figure
 
 CDF_BINS = 2000
 TIME_BINS = 40
@@ -27,15 +28,21 @@ DPI = 120
 
 
 def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, int] | None = None,
-            weight: np.ndarray | None = None) -> dict:
+            weight: np.ndarray | None = None, batch_size: int = 500_000) -> dict:
     """Histograms of the request table, read in batches: latency per replication (up to
     CDF_SPAN × deadline, with the answers past it and the unanswered counted), accuracy per
-    responder count, and the per-device share of requests answered in time per arrival-time
-    bin, every replication pooled."""
+    responder count, the per-device share of requests answered in time per arrival-time
+    bin, every replication pooled, and the latency breakdown's sums per decisive device
+    (``breakdown``: names, mean stage times in ms, requests; empty for a table without it)."""
     row_of = {n: i for i, n in enumerate(names)} if row_of is None else row_of
     weight = np.ones(len(names)) if weight is None else weight
     f = pq.ParquetFile(run_dir / "requests.parquet")
     cols = ["replication", "arrival_s", "latency_s", "n_responders", "correct_top1", "responders"]
+    stages = [c for c, _ in STAGES]
+    with_breakdown = {"decisive_device", *stages} <= set(f.schema_arrow.names)   # not in older runs
+    cols += ["decisive_device", *stages] if with_breakdown else []
+    stage_sums: dict[str, np.ndarray] = {}
+    decided: dict[str, int] = {}
     arr = pq.read_table(run_dir / "requests.parquet", columns=["arrival_s"])["arrival_s"].to_numpy()
     t_bins = np.linspace(arr.min(), arr.max() + 1e-9, TIME_BINS + 1)
     del arr
@@ -48,8 +55,10 @@ def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, 
     by_resp_ok = np.zeros(0)
     hits = np.zeros((len(names), TIME_BINS))
     per_bin = np.zeros(TIME_BINS)
-    for batch in f.iter_batches(batch_size=500_000, columns=cols):
+    for batch in f.iter_batches(batch_size=batch_size, columns=cols):
         b = batch.to_pandas()
+        if with_breakdown:
+            add_breakdown(b, stage_sums, decided)
         for rep, g in b.groupby("replication"):
             lat = g["latency_s"].to_numpy()
             answered = lat[~np.isnan(lat)]
@@ -78,7 +87,9 @@ def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, 
             hits[i] += np.bincount(which, weights=member[i][codes], minlength=TIME_BINS)
     return {"lat_edges": lat_edges, "lat_hist": lat_hist, "n_rep": n_rep, "late": late, "unanswered": unanswered,
             "by_resp_n": by_resp_n, "by_resp_ok": by_resp_ok, "timeline": hits / np.maximum(per_bin, 1),
-            "per_bin": per_bin, "t_bins": t_bins, "replications": len(n_rep)}
+            "per_bin": per_bin, "t_bins": t_bins, "replications": len(n_rep),
+            "breakdown": (list(decided), np.array([1e3 * stage_sums[d] / decided[d] for d in decided]),
+                          np.array(list(decided.values()), dtype=np.int64))}
 
 
 def latency_cdf_figure(red: dict, deadline: float, scenario: str):
@@ -182,10 +193,11 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         size = np.bincount([gi[g] for g in first["group"]], minlength=len(groups))
         names, weight = [f"{g} (mean of {k})" for g, k in zip(groups, size)], 1.0 / size
     red = _reduce(run_dir, deadline, names, row_of, weight)
-    from vip_ray.experiment.energy_plots import run_breakdown_plot
-
     with drawing():
-        return [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
-                save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
-                save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png"),
-                *run_breakdown_plot(run_dir)]
+        paths = [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
+                 save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
+                 save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png")]
+        if red["breakdown"][0]:   # none when no request has a breakdown (older runs)
+            paths.append(save_png(latency_breakdown_figure(*red["breakdown"], dpi=DPI),
+                                  run_dir / "latency_breakdown.png"))
+    return paths
