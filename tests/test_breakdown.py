@@ -141,8 +141,13 @@ def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
         add_breakdown(req.iloc[i:i + 1], sums, n)
     assert n == {"a": 2, "b": 1}
     np.testing.assert_allclose(sums["a"], [0.004 * (j + 1) for j in range(len(cols))])   # s: 0.001 + 0.003
-    png = save_png(latency_breakdown_figure(names, means, counts), tmp_path / "latency_breakdown.png")
-    assert png.stat().st_size > 0
+    fig = latency_breakdown_figure(names, means, counts)
+    # each device's bar: stage j spans the sum of the stages before it to that sum plus its own mean
+    spans = [(p.vertices[:, 1].min(), p.vertices[:, 1].max()) for p in fig.axes[0].collections[0].get_paths()]
+    want = [(sum(row[:j]), sum(row[:j + 1])) for row in ([2.0 * (j + 1) for j in range(len(cols))],
+                                                         [2.0] * len(cols)) for j in range(len(cols))]
+    np.testing.assert_allclose(spans, want, atol=1e-9)
+    assert save_png(fig, tmp_path / "latency_breakdown.png").stat().st_size > 0
 
 
 def test_chain_breakdown_of_a_hand_worked_timeline():

@@ -71,24 +71,30 @@ STAGES = (("t_down_s", "downlink"), ("t_queue_s", "queue"), ("t_compute_s", "com
           ("t_up_s", "uplink"), ("t_wait_s", "master waits"), ("t_aggregate_s", "aggregate"))
 
 
-def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=None) -> None:
-    """Bars of ``means_ms`` (rows: ``labels``, columns: :data:`STAGES`) stacked stage on stage. The
-    legend stands right of the axes, where it hides no bar (and costs no search for a free
-    corner), listing the stages top to bottom as they are stacked."""
+def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray) -> None:
+    """Bars of ``means_ms`` (rows: ``labels``, columns: :data:`STAGES`) stacked stage on stage:
+    one polygon collection (one artist to build and draw, not a patch per bar and stage), the
+    axes fitted to the tallest bar. The legend stands right of the axes, where it hides no bar
+    (and costs no search for a free corner), listing the stages top to bottom as they are stacked."""
     import matplotlib
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
 
-    colors = matplotlib.colormaps["tab10"].colors
-    x = np.arange(len(labels))
-    bottom = np.zeros(len(labels))
-    for j, (_, label) in enumerate(STAGES):
-        v = np.nan_to_num(means_ms[:, j]) if len(labels) else np.zeros(0)
-        ax.bar(x, v, bottom=bottom, color=colors[j], label=label, edgecolor=edge, linewidth=1.2 if edge else 0)
-        bottom += v
-    ax.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
-    ax.set_xlim(-0.5, len(labels) - 0.5)
+    colors = matplotlib.colormaps["tab10"].colors[:len(STAGES)]
+    n, k = len(labels), len(STAGES)
+    v = np.nan_to_num(np.asarray(means_ms, dtype=float).reshape(n, k))
+    top = np.cumsum(v, axis=1).ravel()
+    low, high = top - v.ravel(), top
+    left = np.repeat(np.arange(n) - 0.4, k)               # bars 0.8 wide, as ax.bar draws them
+    right = left + 0.8
+    verts = np.stack([np.c_[left, low], np.c_[right, low], np.c_[right, high], np.c_[left, high]], axis=1)
+    ax.add_collection(PolyCollection(verts, facecolors=list(colors) * n, edgecolors="none"), autolim=False)
+    ax.set_xlim(-0.5, n - 0.5)
+    ax.set_ylim(0, max(float(top.max()) if n else 0.0, 1e-9) * 1.05)
+    ax.set_xticks(np.arange(n), labels, rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel("mean latency of answered requests (ms)")
-    handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], names[::-1], fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.0, 1.0),
+    handles = [Patch(facecolor=c, label=label) for c, (_, label) in zip(colors, STAGES)]
+    ax.legend(handles=handles[::-1], fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.0, 1.0),
               borderaxespad=0.5)
     ax.grid(axis="y", alpha=0.3)
 
@@ -143,11 +149,9 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
         ticks_h, reach = 2 * line, 0.0
     bottom = 0.1 + ticks_h + 0.32                         # tick and pad, the labels, the axis label
     right = legend_width([label for _, label in STAGES], LEGEND_SIZE, dpi) + 0.12
-    totals = np.nan_to_num(means_ms).sum(axis=1) if n else np.zeros(1)
-    top_ms = max(float(totals.max()), 1e-9) * 1.05
     fig, ax = new_figure(figsize=(plot_w + 1.0 + right, plot_h + bottom + 0.3), dpi=dpi)
     stacked_breakdown(ax, labels, means_ms)
-    ax.set_ylim(0, top_ms)
+    top_ms = ax.get_ylim()[1]
     # the y tick labels give the left margin; no renderer exists yet, so resizing drops none
     ticks_within(ax.yaxis, 0, top_ms, nbins=6)
     tick_labels = ax.yaxis.get_major_formatter().format_ticks(ax.get_yticks())
