@@ -157,3 +157,15 @@ def test_compare_figure_one_legend_and_distinct_strategy_lines():
     xs = [tuple(np.round(line.get_xdata(), 3)) for line in acc_lines]
     assert len(set(xs)) == 3  # and side by side, not on top of each other
     plt.close(fig)
+
+
+def test_matplotlib_loads_only_when_a_plot_is_made(run_dir):
+    """vip-sim run's modules (the CLI, the run, the plots module itself) leave matplotlib out; the
+    first figure brings it in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vip_ray.cli, vip_ray.experiment.run, vip_ray.experiment.plots; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')); assert not bad, bad; "
+            f"vip_ray.experiment.plots.run_plots({str(run_dir)!r}); assert 'matplotlib.figure' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
