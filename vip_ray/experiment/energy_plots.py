@@ -90,7 +90,8 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray) -> None:
     verts = np.stack([np.c_[left, low], np.c_[right, low], np.c_[right, high], np.c_[left, high]], axis=1)
     ax.add_collection(PolyCollection(verts, facecolors=list(colors) * n, edgecolors="none"), autolim=False)
     ax.set_xlim(-0.5, n - 0.5)
-    ax.set_ylim(0, max(float(top.max()) if n else 0.0, 1e-9) * 1.05)
+    tallest = float(top.max()) if n else 0.0
+    ax.set_ylim(0, 1.05 * tallest if tallest > 0 else 1.0)   # nothing reported: an empty 0–1 ms axis
     ax.set_xticks(np.arange(n), labels, rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel("mean latency of answered requests (ms)")
     handles = [Patch(facecolor=c, label=label) for c, (_, label) in zip(colors, STAGES)]
