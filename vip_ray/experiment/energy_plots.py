@@ -119,17 +119,22 @@ def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, 
 def add_breakdown(requests: pd.DataFrame, sums: dict[str, np.ndarray], counts: dict[str, int]) -> None:
     """Add one batch of the request table to per-decisive-device sums of the stage times (s) and
     counts of requests, over the requests :func:`breakdown_by_device` averages (a decisive device,
-    every stage known): the run plots read the table in batches."""
-    cols = [c for c, _ in STAGES]
-    ok = requests.dropna(subset=cols)
-    ok = ok[ok["decisive_device"].notna()]
-    if not len(ok):
-        return
-    g = ok.groupby("decisive_device", observed=True)
-    total = g[cols].sum()
-    for name, row, n in zip(total.index, total.to_numpy(), g.size().reindex(total.index).to_numpy()):
-        sums[str(name)] = sums.get(str(name), 0.0) + row
-        counts[str(name)] = counts.get(str(name), 0) + int(n)
+    every stage known): the run plots read the table in batches. Bin counts over the device
+    codes, not a pandas group-by (whose set-up costs more than the sums, batch after batch)."""
+    v = requests[[c for c, _ in STAGES]].to_numpy(dtype=float)
+    dev = requests["decisive_device"]
+    if isinstance(dev.dtype, pd.CategoricalDtype):
+        codes, names = dev.cat.codes.to_numpy(), dev.cat.categories
+    else:
+        codes, names = pd.factorize(dev)
+    ok = (codes >= 0) & ~np.isnan(v).any(axis=1)
+    codes, v = codes[ok], v[ok]
+    n = np.bincount(codes, minlength=len(names))
+    total = np.stack([np.bincount(codes, weights=v[:, j], minlength=len(names)) for j in range(v.shape[1])], axis=1)
+    for i in np.flatnonzero(n):
+        name = str(names[i])
+        sums[name] = sums.get(name, 0.0) + total[i]
+        counts[name] = counts.get(name, 0) + int(n[i])
 
 
 def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120):

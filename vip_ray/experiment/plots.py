@@ -59,12 +59,13 @@ def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, 
         b = batch.to_pandas()
         if with_breakdown:
             add_breakdown(b, stage_sums, decided)
-        for rep, g in b.groupby("replication"):
-            lat = g["latency_s"].to_numpy()
+        reps, lats = b["replication"].to_numpy(), b["latency_s"].to_numpy(dtype=float)
+        for rep in np.unique(reps).tolist():
+            lat = lats[reps == rep]
             answered = lat[~np.isnan(lat)]
             h, _ = np.histogram(answered[answered <= lat_edges[-1]], bins=lat_edges)
             lat_hist[rep] = lat_hist.get(rep, 0) + h
-            n_rep[rep] = n_rep.get(rep, 0) + len(g)
+            n_rep[rep] = n_rep.get(rep, 0) + len(lat)
             late[rep] = late.get(rep, 0) + int((answered > lat_edges[-1]).sum())
             unanswered[rep] = unanswered.get(rep, 0) + int(len(lat) - len(answered))
         nr = b["n_responders"].to_numpy()
