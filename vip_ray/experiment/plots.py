@@ -161,7 +161,7 @@ def availability_timeline_figure(red: dict, names: list[str]):
     bottom, top, bar_w, gap, labels = 0.5, 0.3, 0.2, 0.25, 0.6
     margins(fig, left=left, bottom=bottom, right=labels + bar_w + gap, top=top)
     cax = fig.add_axes(((w - labels - bar_w) / w, bottom / h, bar_w / w, (h - bottom - top) / h))
-    bar = fig.colorbar(im, cax=cax)
+    bar = fig.colorbar(im, cax=cax, ticks=[0, 0.5, 1])   # its ends and middle: the colours carry the rest
     bar.set_label("share answered in time", fontsize=7)
     bar.ax.tick_params(labelsize=6)
     return fig
