@@ -85,15 +85,20 @@ def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
                 ext = t.get_window_extent(renderer)
                 assert (ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5 and ext.x1 <= box.x1 + 0.5
                         and ext.y1 <= box.y1 + 0.5), f"{t.get_text()!r} is cut off: {ext} outside {box}"
+            # the keys' labels, the notes and the bar labels are apart from one another
+            boxes = [t.get_window_extent(renderer) for ax in fig.axes for t in ax.texts if t.get_text()]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
             # the main axes' labels and y tick labels stay off its plotting area
             ax = fig.axes[0]
             inner = ax.get_window_extent(renderer)
             for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
                 if t.get_visible() and t.get_text():
                     assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
-            if fig is breakdown:   # its legend stands beside the bars, inside the figure, hiding none
-                legend = ax.get_legend().get_window_extent(renderer)
-                assert not legend.overlaps(inner) and legend.x1 <= box.x1 + 0.5 and legend.y0 >= box.y0 - 0.5
+            if fig is breakdown:   # its key stands beside the bars (inside the figure, checked above), hiding none
+                stages = {label for _, label in STAGES}
+                keys = [t for t in ax.texts if t.get_text() in stages]
+                assert len(keys) == len(STAGES)
+                assert all(t.get_window_extent(renderer).x0 > inner.x1 for t in keys)
 
 
 def test_the_png_holds_the_pixels_matplotlib_would_save(tmp_path):

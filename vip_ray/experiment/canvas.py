@@ -95,6 +95,47 @@ def legend_width(labels, size: float, dpi: float) -> float:
     return text_width(labels, size, dpi) + 3.6 * size / 72 + 0.03
 
 
+def key(ax, entries, *, at: tuple[float, float], corner: str, size: float, frame: bool = True) -> list:
+    """A legend drawn as plain artists: a handle and a label per entry, in a rounded frame, laid
+    out like matplotlib's legend (its default paddings and spacing, in font sizes). ``entries``:
+    ``(style, label)`` pairs, ``style`` the keyword arguments of a line handle (``color``,
+    ``lw``, ``ls``) or ``{"patch": colour}`` for a filled box. The key's ``corner``
+    ("upper left", "lower right", ...) sits half a font size inside the point ``at`` (axes
+    fraction), where nothing is searched for: matplotlib's ``Legend`` lays its boxes out through
+    nested packers, measuring every label several times — a fifth of drawing a plot with one.
+    Returns the labels (texts of ``ax``, drawn unclipped)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import FancyBboxPatch, Rectangle
+    from matplotlib.transforms import ScaledTranslation
+
+    fig = ax.get_figure(root=True)
+    em = size / 72                                      # inches
+    # inches from the point ``at`` of the axes, wherever the axes end up
+    where = fig.dpi_scale_trans + ScaledTranslation(*at, ax.transAxes)
+    row = 1.5 * em                                      # a label's height and the spacing after it
+    width = (0.4 + 2.0 + 0.8 + 0.4) * em + text_width([label for _, label in entries], size, fig.dpi)
+    height = 0.8 * em + len(entries) * row - 0.5 * em
+    vertical, horizontal = corner.split()
+    x0 = 0.5 * em if horizontal == "left" else -0.5 * em - width
+    y0 = 0.5 * em if vertical == "lower" else -0.5 * em - height
+    if frame:
+        ax.add_artist(FancyBboxPatch((x0, y0), width, height, boxstyle=f"round,pad=0,rounding_size={0.2 * em}",
+                                     transform=where, facecolor="white", edgecolor="0.8", alpha=0.8, lw=0.8,
+                                     clip_on=False, zorder=5))
+    texts = []
+    for i, (style, label) in enumerate(entries):
+        y = y0 + height - 0.4 * em - (i + 0.5) * row + 0.25 * em
+        hx = x0 + 0.4 * em
+        if "patch" in style:
+            ax.add_artist(Rectangle((hx, y - 0.35 * em), 2.0 * em, 0.7 * em, transform=where,
+                                    facecolor=style["patch"], clip_on=False, zorder=5))
+        else:
+            ax.add_artist(Line2D([hx, hx + 2.0 * em], [y, y], transform=where, clip_on=False, zorder=5, **style))
+        texts.append(ax.text(hx + 2.8 * em, y, label, transform=where, fontsize=size, va="center",
+                             clip_on=False, zorder=5))
+    return texts
+
+
 def save_png(fig, path: Path) -> Path:
     """``fig`` drawn at its own dpi and written as an RGB PNG: the pixels ``savefig`` writes, less
     the alpha channel, which says nothing in an opaque (white-faced) figure; PIL filters and

@@ -78,7 +78,8 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray) -> None:
     (and costs no search for a free corner), listing the stages top to bottom as they are stacked."""
     import matplotlib
     from matplotlib.collections import PolyCollection
-    from matplotlib.patches import Patch
+
+    from vip_ray.experiment.canvas import key
 
     colors = matplotlib.colormaps["tab10"].colors[:len(STAGES)]
     n, k = len(labels), len(STAGES)
@@ -94,9 +95,8 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray) -> None:
     ax.set_ylim(0, 1.05 * tallest if tallest > 0 else 1.0)   # nothing reported: an empty 0–1 ms axis
     ax.set_xticks(np.arange(n), labels, rotation=30 if n > 6 else 0, ha="right" if n > 6 else "center")
     ax.set_ylabel("mean latency of answered requests (ms)")
-    handles = [Patch(facecolor=c, label=label) for c, (_, label) in zip(colors, STAGES)]
-    ax.legend(handles=handles[::-1], fontsize=LEGEND_SIZE, loc="upper left", bbox_to_anchor=(1.0, 1.0),
-              borderaxespad=0.5)
+    key(ax, [({"patch": c}, label) for c, (_, label) in zip(colors, STAGES)][::-1], at=(1, 1), corner="upper left",
+        size=LEGEND_SIZE)
     ax.grid(axis="y", alpha=0.3)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from vip_ray.experiment.canvas import drawing, margins, new_figure, save_png, text_width, ticks_within
+from vip_ray.experiment.canvas import drawing, key, margins, new_figure, save_png, text_width, ticks_within
 from vip_ray.experiment.energy_plots import STAGES, add_breakdown, latency_breakdown_figure
 
 CDF_BINS = 2000
@@ -95,12 +95,16 @@ def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, 
 
 def latency_cdf_figure(red: dict, deadline: float, scenario: str):
     fig, ax = new_figure(figsize=(5.4, 3.9), dpi=DPI)
+    entries = []
     for k, rep in enumerate(sorted(red["lat_hist"])):
         cdf = np.cumsum(red["lat_hist"][rep]) / red["n_rep"][rep]
         # replications often coincide: each its own dash and a thinner line drawn on top, so none hides
-        ax.step(*_steps(red["lat_edges"][1:] * 1e3, cdf), where="post", label=f"replication {rep}",
-                lw=max(2.2 - 0.5 * k, 0.8), ls=_LINE_STYLES[k % len(_LINE_STYLES)], zorder=2 + k)
-    ax.axvline(deadline * 1e3, color="k", ls="--", lw=0.8, label=f"deadline {deadline * 1e3:g} ms")
+        style = {"color": f"C{k % 10}", "lw": max(2.2 - 0.5 * k, 0.8), "ls": _LINE_STYLES[k % len(_LINE_STYLES)]}
+        ax.step(*_steps(red["lat_edges"][1:] * 1e3, cdf), where="post", zorder=2 + k, **style)
+        entries.append((style, f"replication {rep}"))
+    deadline_style = {"color": "k", "ls": "--", "lw": 0.8}
+    ax.axvline(deadline * 1e3, **deadline_style)
+    entries.append((deadline_style, f"deadline {deadline * 1e3:g} ms"))
     total = sum(red["n_rep"].values())
     late, never = sum(red["late"].values()), sum(red["unanswered"].values())
     note = (f"not drawn: {late:,} of {total:,} requests ({100 * late / max(total, 1):.2f} %) answered after "
@@ -114,7 +118,7 @@ def latency_cdf_figure(red: dict, deadline: float, scenario: str):
     ax.set_xlabel(f"latency (ms), up to {CDF_SPAN:g}× the deadline")
     ax.set_ylabel("fraction of all requests answered")
     ax.set_title(f"{scenario}: latency CDF", fontsize=10, y=1.0)
-    ax.legend(fontsize=7, loc="lower right")
+    key(ax, entries, at=(1, 0), corner="lower right", size=7)   # where a CDF has reached 1: no line there
     margins(fig, left=0.62, bottom=0.82, right=0.2, top=0.3)
     return fig
 
