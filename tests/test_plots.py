@@ -113,6 +113,16 @@ def test_run_plots_add_the_breakdown_batch_by_batch(run_dir):
     assert [p.name for p in paths][-1] == "latency_breakdown.png" and len(paths) == 4
 
 
+def test_a_citys_breakdown_is_pooled_by_device_group():
+    from vip_ray.experiment.plots import _by_group
+
+    means = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])   # ms per stage (two stages here)
+    groups, pooled, counts = _by_group(["a1", "b1", "a2"], means[[0, 2, 1]], np.array([1, 2, 3]),
+                                       {"a1": "a", "a2": "a", "b1": "b"})
+    assert groups == ["a", "b"] and counts.tolist() == [4, 2]
+    np.testing.assert_allclose(pooled, [[(1 * 1 + 3 * 3) / 4, (10 * 1 + 30 * 3) / 4], [5.0, 50.0]])
+
+
 def test_sweep_figure_shows_latency_and_keeps_both_rates_visible():
     rows = []
     for n, (acc, p50) in enumerate([(0.97, 0.012), (0.95, 0.020), (0.93, 0.050)]):

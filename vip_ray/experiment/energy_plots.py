@@ -137,10 +137,12 @@ def add_breakdown(requests: pd.DataFrame, sums: dict[str, np.ndarray], counts: d
         counts[name] = counts.get(name, 0) + int(n[i])
 
 
-def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120):
-    """Per decisive device (``names``, the requests each decided: ``counts``), its requests' mean
-    stage times (``means_ms``) stacked. Laid out by margins worked from its own texts (see
-    :func:`vip_ray.experiment.canvas.margins`): tick labels, axis labels and the legend measured."""
+def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120,
+                             what: str = "decisive device"):
+    """Per decisive device (``names``, the requests each decided: ``counts``; or per group of
+    them, ``what`` says), its requests' mean stage times (``means_ms``) stacked. Laid out by
+    margins worked from its own texts (see :func:`vip_ray.experiment.canvas.margins`): tick
+    labels, axis labels and the key measured."""
     from vip_ray.experiment.canvas import legend_width, margins, new_figure, text_width, ticks_within
 
     n = len(names)
@@ -163,7 +165,7 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
     tick_labels = ax.yaxis.get_major_formatter().format_ticks(ax.get_yticks())
     left = max(text_width(tick_labels, 10, dpi) + 0.45, reach + 0.1)
     fig.set_size_inches(plot_w + left + right, plot_h + bottom + 0.3)
-    ax.set_xlabel("decisive device (requests it decided)")
+    ax.set_xlabel(f"{what} (requests it decided)")
     ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9, y=1.0)
     margins(fig, left=left, bottom=bottom, right=right, top=0.3)
     return fig

@@ -202,7 +202,21 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         paths = [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
                  save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
                  save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png")]
-        if red["breakdown"][0]:   # none when no request has a breakdown (older runs)
-            paths.append(save_png(latency_breakdown_figure(*red["breakdown"], dpi=DPI),
+        bars, what = red["breakdown"], "decisive device"
+        if len(bars[0]) > TIMELINE_DEVICES:   # a city: one bar per device group, like the timeline's rows
+            bars, what = _by_group(*bars, dict(zip(first["device"], first["group"]))), "decisive device's group"
+        if bars[0]:   # none when no request has a breakdown (older runs)
+            paths.append(save_png(latency_breakdown_figure(*bars, dpi=DPI, what=what),
                                   run_dir / "latency_breakdown.png"))
     return paths
+
+
+def _by_group(names: list[str], means_ms: np.ndarray, counts: np.ndarray, group_of: dict[str, str]):
+    """Per-device breakdown means pooled by device group: each group's mean over every request
+    its devices decided (their means weighted by their counts)."""
+    groups = list(dict.fromkeys(group_of.get(n, n) for n in names))
+    gi = np.array([groups.index(group_of.get(n, n)) for n in names])
+    n = np.bincount(gi, weights=counts, minlength=len(groups))
+    total = np.stack([np.bincount(gi, weights=means_ms[:, j] * counts, minlength=len(groups))
+                      for j in range(means_ms.shape[1])], axis=1)
+    return groups, total / n[:, None], n.astype(np.int64)
