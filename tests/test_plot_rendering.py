@@ -102,15 +102,16 @@ def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
 
 
 def test_the_png_holds_the_pixels_matplotlib_would_save(tmp_path):
-    """save_png drops only the alpha channel, which an opaque figure does not use: its pixels are
-    those of matplotlib's own savefig."""
+    """save_png drops only the alpha channel, which an opaque figure does not use: its pixels,
+    decoded by PIL, are those of matplotlib's own savefig, at the figure's dpi."""
     from PIL import Image
 
     from vip_ray.experiment.canvas import save_png
 
     fig = accuracy_vs_responders_figure(_reduced(["a", "b"]))
     fig.savefig(tmp_path / "mpl.png", dpi="figure")
-    ours = np.asarray(Image.open(save_png(fig, tmp_path / "ours.png")))
-    theirs = np.asarray(Image.open(tmp_path / "mpl.png"))
+    png = Image.open(save_png(fig, tmp_path / "ours.png"))
+    ours, theirs = np.asarray(png), np.asarray(Image.open(tmp_path / "mpl.png"))
+    assert png.mode == "RGB" and png.info["dpi"] == pytest.approx((fig.dpi, fig.dpi), abs=0.05)  # px per metre
     assert ours.shape == theirs.shape[:2] + (3,) and (theirs[..., 3] == 255).all()
     np.testing.assert_array_equal(ours, theirs[..., :3])

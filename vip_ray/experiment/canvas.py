@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 
 def skip_artist_set_docstrings() -> None:
     """matplotlib writes the docstring of every Artist subclass's ``set()`` (the list of its
@@ -137,16 +139,30 @@ def key(ax, entries, *, at: tuple[float, float], corner: str, size: float, frame
 
 
 def save_png(fig, path: Path) -> Path:
-    """``fig`` drawn at its own dpi and written as an RGB PNG: the pixels ``savefig`` writes, less
-    the alpha channel, which says nothing in an opaque (white-faced) figure; PIL filters and
-    deflates three bytes a pixel instead of four (≈ 2.5 ms less per plot, for a 1.5 ms copy).
-    zlib level 3: two thirds of the default level 6's time for files ≈ 5 % larger; lower levels
-    save nothing more (PIL's per-row filter, not deflate, is the rest)."""
-    from PIL import Image
+    """``fig`` drawn at its own dpi and written as an 8-bit RGB PNG: the pixels ``savefig``
+    writes, less the alpha channel (an opaque, white-faced figure has nothing in it). Every row
+    is stored with the PNG "Up" filter (each byte less the one above: one numpy subtraction)
+    and deflated at zlib level 3. PIL's encoder, which ``savefig`` uses, tries every filter on
+    every row to pick one: ≈ 11 ms of a plot's drawing, this ≈ 3 ms, for files within a few %
+    of its size (PNG specification, ISO/IEC 15948: filter type 2, chunks IHDR, pHYs, IDAT, IEND)."""
+    import struct
+    import zlib
 
     canvas = fig.canvas
     canvas.draw()
-    w, h = canvas.get_width_height(physical=True)
-    Image.frombuffer("RGBA", (w, h), canvas.buffer_rgba(), "raw", "RGBA", 0, 1).convert("RGB").save(
-        path, format="png", compress_level=3, dpi=(fig.dpi, fig.dpi))
-    return path
+    rgba = np.asarray(canvas.buffer_rgba())
+    h, w = rgba.shape[:2]
+    rows = np.ascontiguousarray(rgba[..., :3]).reshape(h, 3 * w)
+    raw = np.empty((h, 3 * w + 1), dtype=np.uint8)
+    raw[:, 0] = 2                                            # filter type of each row: Up
+    raw[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=raw[1:, 1:])        # modulo 256, as the filter defines it
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    per_metre = round(fig.dpi / 0.0254)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                           + chunk(b"pHYs", struct.pack(">IIB", per_metre, per_metre, 1))
+                           + chunk(b"IDAT", zlib.compress(raw.tobytes(), 3)) + chunk(b"IEND", b""))
+    return Path(path)
