@@ -110,7 +110,7 @@ def key(ax, entries, *, at: tuple[float, float], corner: str, size: float, frame
     from matplotlib.patches import FancyBboxPatch, Rectangle
     from matplotlib.transforms import ScaledTranslation
 
-    fig = ax.get_figure(root=True)
+    fig = ax.figure
     em = size / 72                                      # inches
     # inches from the point ``at`` of the axes, wherever the axes end up
     where = fig.dpi_scale_trans + ScaledTranslation(*at, ax.transAxes)
