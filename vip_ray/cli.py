@@ -486,9 +486,11 @@ def _print_summary(run_dir: Path, console: Console) -> None:
     t.add_column("± 95 % CI", justify="right")
     for name, v in summary["metrics"].items():
         pct = name in ("answered", "deadline_met") or name.startswith("accuracy")
-        ms = name.endswith("_s")
-        fmt = (lambda x: f"{100 * x:.2f} %") if pct else (lambda x: f"{1e3 * x:.2f} ms") if ms else (lambda x: f"{x:,.2f}")
-        label = name[:-2] if ms else name
+        stem = name.removesuffix("_mean")   # the breakdown's stage means: t_down_s_mean → t_down mean, in ms
+        ms, joules = stem.endswith("_s"), stem.endswith("_j")
+        fmt = ((lambda x: f"{100 * x:.2f} %") if pct else (lambda x: f"{1e3 * x:.2f} ms") if ms
+               else (lambda x: f"{x:,.2f} J") if joules else (lambda x: f"{x:,.2f}"))
+        label = stem[:-2] + name[len(stem):].replace("_", " ") if ms or joules else name
         t.add_row(label, fmt(v["mean"]), fmt(v["ci95"]) if v["ci95"] is not None else "—")
     console.print(t)
     console.print(f"run directory: {run_dir}  (vip_ray.analysis.load(path) reads it)")
