@@ -90,3 +90,16 @@ def test_run_summary_prints_stage_means_in_ms_and_energy_in_joules(tmp_path):
             for line in console.export_text().splitlines() if line.count("│") >= 3}
     assert rows == {"latency_p50": "13.05 ms", "t_down mean": "7.47 ms", "energy_per_request": "1.28 J",
                     "deadline_met": "50.00 %", "responders_mean": "4.87"}
+
+
+def test_stdout_to_stderr_moves_file_descriptor_writes_and_restores_them(tmp_path):
+    """What a subprocess or a C library writes on fd 1 meanwhile lands on fd 2; afterwards fd 1 is back."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from vip_ray.cli import stdout_to_stderr\n"
+            "with stdout_to_stderr():\n    os.write(1, b'noise\\n'); print('more noise')\n"
+            "print('{\"ok\": true}')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert proc.stdout == '{"ok": true}\n'
+    assert proc.stderr == "noise\nmore noise\n"

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -343,7 +344,8 @@ def _list(args, console: Console) -> int:
     store = pools_root(args.root)
     in_store = {p.name for p in list_pools(args.root)}
     entries = [(p, "store") for p in list_pools(args.root)] + \
-              [(p, "reference, shadowed by the store" if p.name in in_store else "reference") for p in reference_pools()]
+              [(p, "reference, shadowed by the store" if p.name in in_store else "reference")
+               for p in reference_pools()]
     rows = []
     for path, source in entries:
         row = {"name": path.name, "source": source, "path": str(path.resolve())}
@@ -520,6 +522,24 @@ def _plain(console: Console, text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Everything written to file descriptor 1 goes to 2 meanwhile: Ray's processes print their
+    notices (a killed actor's retries, …) on the driver's stdout, and ``--json`` promises one JSON
+    object there."""
+    import os
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _print_json(obj) -> None:
     """Strict JSON on stdout (NaN, e.g. the latency of a run that answered nothing, becomes null)."""
     import math
@@ -676,9 +696,10 @@ def _validate(args, console: Console, log) -> int:
     options = _serve_options(args)
     factory, stop = _progress(console, "validating")
     try:
-        report = validate_scenario(args.file, requests=args.requests, overrides=args.overrides, out=args.out,
-                                   serve_options=options, latency_tol=args.latency_tol, rate_tol=args.rate_tol,
-                                   log=log, progress_factory=factory)
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():
+            report = validate_scenario(args.file, requests=args.requests, overrides=args.overrides, out=args.out,
+                                       serve_options=options, latency_tol=args.latency_tol, rate_tol=args.rate_tol,
+                                       log=log, progress_factory=factory)
     finally:
         stop()
     if args.json:
