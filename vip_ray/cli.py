@@ -303,8 +303,8 @@ def _policies(args, console: Console) -> int:
         return 0
     for name, row in rows.items():
         console.print(f"[bold]{name:<10}[/] {row['summary']}  [dim](engines: {', '.join(row['engines'])})[/]")
-    console.print("every policy takes anytime: true (the margin rule on top); "
-                  "scenario key control: {policy: NAME, ...}")
+    console.print("every policy takes anytime: true (the margin rule on top) and adaptive_k: true (each "
+                  "device's top-k from its measured up-link); scenario key control: {policy: NAME, ...}")
     return 0
 
 

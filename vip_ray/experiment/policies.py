@@ -122,7 +122,8 @@ def mean_policy_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> None:
     """Accuracy within the deadline vs p99 latency, one marker per policy (mean over replications,
-    bars: the replications' spread)."""
+    bars: the replications' spread). Policies that land on the same point stay visible: hollow
+    markers, each its own colour and shape, drawn from the largest to the smallest (concentric)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,14 +132,18 @@ def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> No
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-    for i, (name, g) in enumerate(table.groupby("policy", sort=False)):
+    groups = list(table.groupby("policy", sort=False))
+    colours = plt.get_cmap("tab10").colors
+    for i, (name, g) in enumerate(groups):
         x, y = g["latency_p99_ms"].to_numpy(), 100 * g["accuracy_in_deadline"].to_numpy()
         ax.errorbar(x.mean(), y.mean(), xerr=np.ptp(x) / 2, yerr=np.ptp(y) / 2, fmt="os^DvPX*"[i % 8],
-                    label=name, capsize=3)
+                    color=colours[i % len(colours)], markerfacecolor="none", markeredgewidth=1.6,
+                    markersize=max(4.0, 15.0 - 2.0 * i), label=name, capsize=3, zorder=2 + i)
     ax.set_xlabel("p99 latency (ms)")
     ax.set_ylabel("accuracy within the deadline (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.margins(x=0.12, y=0.12)
     ax.legend(fontsize=8)
     if own:
         fig.tight_layout()
