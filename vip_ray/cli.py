@@ -84,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
     cmp.add_argument("--policies", default=None, metavar="P1,P2,...",
                      help="compare the master's online controllers instead (vip-sim policies; NAME+anytime "
-                          "adds the margin rule), the scenario's own strategy, same seeds")
+                          "adds the margin rule, NAME+adaptive_k each device's k), the scenario's own "
+                          "strategy, same seeds")
     cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
                      help="failed-device counts to run (default: 0..workers)")
     cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",

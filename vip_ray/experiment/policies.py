@@ -1,7 +1,8 @@
 """``vip-sim compare FILE --policies static,reactive,...``: the master's online controllers
 (:mod:`vip_ray.control`) side by side on the same scenario, strategy and seeds.
 
-A name is a registered policy, or ``POLICY+anytime`` (the margin rule on top of it). Output::
+A name is a registered policy, or ``POLICY+anytime`` (the margin rule on top of it), ``POLICY+adaptive_k``
+(each device's top-k from its up-link) or both. Output::
 
     policies.parquet   one row per policy × replication: POLICY_COLUMNS
     points/<policy>/   requests.parquet, devices.parquet, summary.json, config.yaml
@@ -19,7 +20,7 @@ import pandas as pd
 
 #: the comparison table: the strategy comparison's figures, plus the controller's
 POLICY_COLUMNS: dict[str, str] = {
-    "policy": "controller (control.policy, +anytime: the margin rule on top)",
+    "policy": "controller (control.policy; +anytime: the margin rule on top; +adaptive_k: each device's k)",
     "replication": "replication index (seed = seeds.base + replication)",
     "requests": "requests simulated",
     "answered": "fraction of requests answered (in time, or late by the scenario's fallback)",
@@ -35,16 +36,21 @@ POLICY_COLUMNS: dict[str, str] = {
 }
 
 
+#: options every policy takes that ``POLICY+OPTION`` switches on
+COMBINES = ("anytime", "adaptive_k")
+
+
 def policy_overrides(name: str) -> list[str]:
-    """``reactive+anytime`` -> the ``--set`` overrides that pick it."""
-    base, _, extra = name.partition("+")
+    """``reactive+anytime`` (``+adaptive_k``, or both) -> the ``--set`` overrides that pick it."""
+    base, *extras = name.split("+")
     out = [f"control.policy={base}"]
-    if extra:
-        if extra != "anytime":
+    for extra in extras:
+        if extra not in COMBINES:
             from vip_ray.scenario import ScenarioError
 
-            raise ScenarioError(f"--policies: {name!r}: only '+anytime' combines with a policy")
-        out.append("control.anytime=true")
+            raise ScenarioError(f"--policies: {name!r}: only {' and '.join(repr('+' + c) for c in COMBINES)} "
+                                f"combine with a policy")
+        out.append(f"control.{extra}=true")
     return out
 
 
@@ -66,7 +72,8 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
         from vip_ray.control import POLICIES
         from vip_ray.scenario import ScenarioError
 
-        raise ScenarioError(f"--policies: none given; allowed: {', '.join(POLICIES.names())} (and NAME+anytime)")
+        raise ScenarioError(f"--policies: none given; allowed: {', '.join(POLICIES.names())} "
+                            f"(and NAME+anytime, NAME+adaptive_k)")
     points = []
     for name in policies:    # validate them all first
         scenario = load_scenario(path, [*overrides, *policy_overrides(name)])
