@@ -16,8 +16,8 @@ MS = 1e-3
 #: a master and two workers (tests/data/three_devices.yaml) on the shipped default pool (10 classes);
 #: ``slow`` behind a 2 kbit/s up-link, periodic 1 request/s, 10-byte inputs, deadline 1 s
 TINY = ["pool.name=default", "devices.2.link={bandwidth_mbps: 0.002}", "workload.arrival=periodic",
-        "workload.fps=1", "workload.requests=40", "workload.input_bytes=10", "workload.deadline_ms=1000",
-        "seeds.replications=1"]
+        "workload.rate_hz=null", "workload.fps=1", "workload.requests=40", "workload.input_bytes=10",
+        "workload.deadline_ms=1000", "seeds.replications=1"]
 ADAPTIVE = ["control.adaptive_k=true", "control.k_budget=0.01"]
 
 
@@ -176,7 +176,7 @@ def test_adaptive_k_runs_end_to_end_with_anytime_and_is_in_the_summary(tmp_path)
 @pytest.mark.parametrize("sets, words", [
     (["control.adaptive_k=true", "strategy.aggregator=vip"], ["control.adaptive_k", "'vp'", "'vip'"]),
     (["control.adaptive_k=true", "control.k_min=3", "control.k_max=2"], ["control.k_min", "k_max (2)"]),
-    (["control.adaptive_k=true", "control.k_budget=0"], ["control.k_budget", "greater than 0"]),
+    (["control.adaptive_k=true", "control.k_budget=0"], ["control.k_budget", "must be > 0"]),
 ])
 def test_bad_adaptive_k_input_is_one_line_and_exit_2(tmp_path, capsys, sets, words):
     from vip_ray.cli import main
