@@ -127,10 +127,11 @@ def mean_policy_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("policy", sort=False)[cols].mean()
 
 
-def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> None:
+def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None, legend: bool = True) -> None:
     """Accuracy within the deadline vs p99 latency, one marker per policy (mean over replications,
     bars: the replications' spread). Policies that land on the same point stay visible: hollow
-    markers, each its own colour and shape, drawn from the largest to the smallest (concentric)."""
+    markers, each its own colour and shape, drawn from the largest to the smallest (concentric),
+    and the point is labelled with their names. ``legend`` False: the caller draws one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -141,17 +142,33 @@ def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> No
         fig, ax = plt.subplots(figsize=(5.5, 4))
     groups = list(table.groupby("policy", sort=False))
     colours = plt.get_cmap("tab10").colors
+    points: list[tuple[float, float, str]] = []
     for i, (name, g) in enumerate(groups):
         x, y = g["latency_p99_ms"].to_numpy(), 100 * g["accuracy_in_deadline"].to_numpy()
         ax.errorbar(x.mean(), y.mean(), xerr=np.ptp(x) / 2, yerr=np.ptp(y) / 2, fmt="os^DvPX*"[i % 8],
                     color=colours[i % len(colours)], markerfacecolor="none", markeredgewidth=1.6,
                     markersize=max(4.0, 15.0 - 2.0 * i), label=name, capsize=3, zorder=2 + i)
+        points.append((float(x.mean()), float(y.mean()), name))
+    # policies on one point (within 2 % of the axes' spans, where their markers overlap): say which
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    tol_x, tol_y = 0.02 * max(np.ptp(xs), 1e-9), 0.02 * max(np.ptp(ys), 1e-9)
+    left = list(range(len(points)))
+    while left:
+        i = left.pop(0)
+        near = [j for j in left if abs(xs[j] - xs[i]) <= tol_x and abs(ys[j] - ys[i]) <= tol_y]
+        left = [j for j in left if j not in near]
+        if near:   # the label runs inwards from a point near either side (not over the axis labels)
+            frac = (xs[i] - xs.min()) / max(np.ptp(xs), 1e-9)
+            ha, dx = ("left", -8) if frac < 0.33 else ("right", 8) if frac > 0.67 else ("center", 0)
+            ax.annotate(" = ".join(points[j][2] for j in [i, *near]), (xs[i], ys[i]), xytext=(dx, -16),
+                        textcoords="offset points", ha=ha, va="top", fontsize=7, color="0.25")
     ax.set_xlabel("p99 latency (ms)")
     ax.set_ylabel("accuracy within the deadline (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.margins(x=0.12, y=0.12)
-    ax.legend(fontsize=8)
+    ax.margins(x=0.15, y=0.2)
+    if legend:
+        ax.legend(fontsize=8)
     if own:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
