@@ -177,16 +177,18 @@ def test_adaptive_k_runs_end_to_end_with_anytime_and_is_in_the_summary(tmp_path)
     (["control.adaptive_k=true", "strategy.aggregator=vip"], ["control.adaptive_k", "'vp'", "'vip'"]),
     (["control.adaptive_k=true", "control.k_min=3", "control.k_max=2"], ["control.k_min", "k_max (2)"]),
     (["control.adaptive_k=true", "control.k_budget=0"], ["control.k_budget", "must be > 0"]),
+    (["control.adaptive_k=true"], ["control.adaptive_k", "one master", "masters", "without adaptive_k"]),
 ])
 def test_bad_adaptive_k_input_is_one_line_and_exit_2(tmp_path, capsys, sets, words):
     from vip_ray.cli import main
 
-    argv = ["run", "scenarios/smart_home.yaml", "--out", str(tmp_path / "x")]
+    file = "scenarios/smart_city.yaml" if "masters" in words else "scenarios/smart_home.yaml"
+    argv = ["run", file, "--out", str(tmp_path / "x")]
     for s in sets:
         argv += ["--set", s]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "smart_home.yaml" in err, err
+    assert len(err.splitlines()) == 1 and file in err, err
     for w in words:
         assert w in err, err
     assert not (tmp_path / "x").exists()

@@ -80,6 +80,10 @@ def check_control(options, *, file: str, family: str, fanout: bool, aggregator: 
     if not fanout:
         return f"{file}: control.policy: {name!r} controls a fan-out master (strategies single, cp, vp, vip)"
     if multi_master:
+        if name == "static":   # static with an option on (anytime, adaptive_k)
+            on = [k for k in ("anytime", "adaptive_k") if getattr(options, k, False)]
+            return (f"{file}: control.{on[0]}: runs with one master; a scenario with masters runs control.policy "
+                    f"'static' without {' or '.join(on)}")
         return f"{file}: control.policy: {name!r} runs one master; a scenario with masters runs control.policy 'static'"
     if getattr(options, "adaptive_k", False) and aggregator != "vp":
         return (f"{file}: control.adaptive_k: picks the top-k of VP's compressed replies (strategy.aggregator "
