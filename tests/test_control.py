@@ -169,8 +169,8 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
 @pytest.mark.parametrize("sets, words", [
     (["control.policy=nope"], ["control.policy", "unknown policy 'nope'",
                                "anytime, bandit, learned, oracle, reactive, static"]),
-    (["control.misses=3"], ["control.misses", "unknown key 'misses'",
-                            "allowed: anytime, anytime_scale, min_replies, policy"]),
+    (["control.misses=3"], ["control.misses", "unknown key 'misses'", "allowed: anytime, anytime_scale, "
+                            "min_replies, adaptive_k, k_budget, k_min, k_max, policy"]),
     (["control.policy=reactive", "control.ewma_alpha=0"], ["control.ewma_alpha", "must be > 0"]),
     (["control.policy=oracle", "engine=serve"], ["control.policy", "'oracle'", "simulator only"]),
     (["control.policy=anytime", "strategy.aggregator=majority"], ["control.anytime", "vp, vip", "'majority'"]),

@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
     cmp.add_argument("--policies", default=None, metavar="P1,P2,...",
                      help="compare the master's online controllers instead (vip-sim policies; NAME+anytime "
-                          "adds the margin rule), the scenario's own strategy, same seeds")
+                          "adds the margin rule, NAME+adaptive_k each device's k), the scenario's own "
+                          "strategy, same seeds")
     cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
                      help="failed-device counts to run (default: 0..workers)")
     cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",
@@ -304,8 +305,8 @@ def _policies(args, console: Console) -> int:
         return 0
     for name, row in rows.items():
         console.print(f"[bold]{name:<10}[/] {row['summary']}  [dim](engines: {', '.join(row['engines'])})[/]")
-    console.print("every policy takes anytime: true (the margin rule on top); "
-                  "scenario key control: {policy: NAME, ...}")
+    console.print("every policy takes anytime: true (the margin rule on top) and adaptive_k: true (each "
+                  "device's top-k from its measured up-link); scenario key control: {policy: NAME, ...}")
     return 0
 
 
