@@ -118,7 +118,8 @@ def _rows(policy: str, summary: dict, requests: pd.DataFrame) -> list[dict]:
                     "accuracy_in_deadline": float((r["correct_top1"] & r["deadline_met"]).mean()),
                     "accuracy_topM": v[topm], "latency_p50_ms": 1e3 * v["latency_p50_s"],
                     "latency_p99_ms": 1e3 * v["latency_p99_s"], "latency_mean_ms": 1e3 * v["latency_mean_s"],
-                    "bytes_per_request": v["bytes_per_request"], "redeployments": int(summary.get("redeployments", 0))})
+                    "bytes_per_request": v["bytes_per_request"],
+                    "redeployments": int(summary.get("redeployments_per_replication", [0] * (rep + 1))[rep])})
     return out
 
 
