@@ -87,7 +87,7 @@ def test_run_plots_writes_the_three_files(run_dir):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def test_run_plots_add_the_breakdown_batch_by_batch(run_dir):
+def test_run_plots_add_the_breakdown_batch_by_batch(run_dir, monkeypatch):
     """A table with the breakdown: b decided the answered even-numbered requests, a the other
     answered ones; each of the seven stages took a seventh of the latency."""
     from vip_ray.experiment.energy_plots import STAGES
@@ -111,16 +111,13 @@ def test_run_plots_add_the_breakdown_batch_by_batch(run_dir):
         np.testing.assert_allclose(row, [want[name]] * len(STAGES))
     paths = run_plots(run_dir)
     assert [p.name for p in paths][-1] == "latency_breakdown.png" and len(paths) == 4
+    # past MAX_DEVICE_BARS (here 1) the devices share one bar, over all their requests
+    from vip_ray.experiment import energy_plots
 
-
-def test_a_citys_breakdown_is_pooled_by_device_group():
-    from vip_ray.experiment.plots import _by_group
-
-    means = np.array([[1.0, 10.0], [3.0, 30.0], [5.0, 50.0]])   # ms per stage (two stages here)
-    groups, pooled, counts = _by_group(["a1", "b1", "a2"], means[[0, 2, 1]], np.array([1, 2, 3]),
-                                       {"a1": "a", "a2": "a", "b1": "b"})
-    assert groups == ["a", "b"] and counts.tolist() == [4, 2]
-    np.testing.assert_allclose(pooled, [[(1 * 1 + 3 * 3) / 4, (10 * 1 + 30 * 3) / 4], [5.0, 50.0]])
+    monkeypatch.setattr(energy_plots, "MAX_DEVICE_BARS", 1)
+    names, means, counts = _reduce(run_dir, DEADLINE, ["a", "b"], batch_size=3)["breakdown"]
+    assert names == ["other 2 devices"] and counts.tolist() == [len(a) + len(b)]
+    np.testing.assert_allclose(means[0], [1e3 * sum(a + b) / len(a + b) / 7] * len(STAGES))
 
 
 def test_sweep_figure_shows_latency_and_keeps_both_rates_visible():

@@ -100,20 +100,42 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-#: font size (points) of the breakdown's legend
+#: font size (points) of the breakdown's key
 LEGEND_SIZE = 7
+
+#: bars in a run's breakdown plot: past this many decisive devices (a city has thousands) the ones
+#: that decided fewest requests share one bar, so the plot stays readable and takes milliseconds
+MAX_DEVICE_BARS = 24
 
 
 def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Per decisive device: its name, the mean of each stage (ms) and the requests it decided."""
+    """Per decisive device: its name, the mean of each stage (ms) and the requests it decided. With
+    more than :data:`MAX_DEVICE_BARS` devices, the ``MAX_DEVICE_BARS − 1`` that decided most keep
+    their bars (in device order) and the rest are one bar, ``other N devices``, over their requests."""
     cols = [c for c, _ in STAGES]
     ok = requests.dropna(subset=cols)
     ok = ok[ok["decisive_device"].notna()]
     if not len(ok):
         return [], np.zeros((0, len(cols))), np.zeros(0, dtype=np.int64)
     g = ok.groupby("decisive_device", observed=True)
-    means = g[cols].mean()
-    return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
+    sums, counts = g[cols].sum(), g.size()
+    counts = counts[counts > 0]
+    sums = sums.reindex(counts.index)
+    return device_bars([str(n) for n in counts.index], sums.to_numpy(), counts.to_numpy())
+
+
+def device_bars(names: list[str], totals_s: np.ndarray, n: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The bars of per-device stage sums (s) over ``n`` requests each: their means in ms, and past
+    :data:`MAX_DEVICE_BARS` devices the ``MAX_DEVICE_BARS − 1`` that decided most (in device
+    order) and one bar, ``other N devices``, over the rest's requests."""
+    n = np.asarray(n)
+    if len(names) > MAX_DEVICE_BARS:
+        keep = np.sort(np.argsort(-n, kind="stable")[:MAX_DEVICE_BARS - 1])
+        rest = np.setdiff1d(np.arange(len(names)), keep)
+        names = [names[i] for i in keep] + [f"other {len(rest):,} devices"]
+        totals_s = np.vstack([totals_s[keep], totals_s[rest].sum(axis=0)])
+        n = np.concatenate([n[keep], [n[rest].sum()]])
+    return names, 1e3 * totals_s / n[:, None], n
 
 
 def add_breakdown(requests: pd.DataFrame, sums: dict[str, np.ndarray], counts: dict[str, int]) -> None:
@@ -137,12 +159,10 @@ def add_breakdown(requests: pd.DataFrame, sums: dict[str, np.ndarray], counts: d
         counts[name] = counts.get(name, 0) + int(n[i])
 
 
-def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120,
-                             what: str = "decisive device"):
-    """Per decisive device (``names``, the requests each decided: ``counts``; or per group of
-    them, ``what`` says), its requests' mean stage times (``means_ms``) stacked. Laid out by
-    margins worked from its own texts (see :func:`vip_ray.experiment.canvas.margins`): tick
-    labels, axis labels and the key measured."""
+def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts: np.ndarray, *, dpi: float = 120):
+    """Per decisive device (``names``, the requests each decided: ``counts``), its requests' mean
+    stage times (``means_ms``) stacked. Laid out by margins worked from its own texts (see
+    :func:`vip_ray.experiment.canvas.margins`): tick labels, axis labels and the key measured."""
     from vip_ray.experiment.canvas import legend_width, margins, new_figure, text_width, ticks_within
 
     n = len(names)
@@ -165,7 +185,7 @@ def latency_breakdown_figure(names: Sequence[str], means_ms: np.ndarray, counts:
     tick_labels = ax.yaxis.get_major_formatter().format_ticks(ax.get_yticks())
     left = max(text_width(tick_labels, 10, dpi) + 0.45, reach + 0.1)
     fig.set_size_inches(plot_w + left + right, plot_h + bottom + 0.3)
-    ax.set_xlabel(f"{what} (requests it decided)")
+    ax.set_xlabel("decisive device (requests it decided)")
     ax.set_title("where the latency went, by the device whose reply decided it", fontsize=9, y=1.0)
     margins(fig, left=left, bottom=bottom, right=right, top=0.3)
     return fig

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from vip_ray.experiment.canvas import drawing, key, margins, new_figure, save_png, text_width, ticks_within
-from vip_ray.experiment.energy_plots import STAGES, add_breakdown, latency_breakdown_figure
+from vip_ray.experiment.energy_plots import STAGES, add_breakdown, device_bars, latency_breakdown_figure
 
 CDF_BINS = 2000
 TIME_BINS = 40
@@ -89,8 +89,8 @@ def _reduce(run_dir: Path, deadline: float, names: list[str], row_of: dict[str, 
     return {"lat_edges": lat_edges, "lat_hist": lat_hist, "n_rep": n_rep, "late": late, "unanswered": unanswered,
             "by_resp_n": by_resp_n, "by_resp_ok": by_resp_ok, "timeline": hits / np.maximum(per_bin, 1),
             "per_bin": per_bin, "t_bins": t_bins, "replications": len(n_rep),
-            "breakdown": (list(decided), np.array([1e3 * stage_sums[d] / decided[d] for d in decided]),
-                          np.array(list(decided.values()), dtype=np.int64))}
+            "breakdown": device_bars(list(decided), np.array([stage_sums[d] for d in decided]).reshape(-1, len(stages)),
+                                     np.array(list(decided.values()), dtype=np.int64))}
 
 
 def latency_cdf_figure(red: dict, deadline: float, scenario: str):
@@ -202,21 +202,7 @@ def run_plots(run_dir: str | Path) -> list[Path]:
         paths = [save_png(latency_cdf_figure(red, deadline, summary["scenario"]), run_dir / "latency_cdf.png"),
                  save_png(accuracy_vs_responders_figure(red), run_dir / "accuracy_vs_responders.png"),
                  save_png(availability_timeline_figure(red, names), run_dir / "availability_timeline.png")]
-        bars, what = red["breakdown"], "decisive device"
-        if len(bars[0]) > TIMELINE_DEVICES:   # a city: one bar per device group, like the timeline's rows
-            bars, what = _by_group(*bars, dict(zip(first["device"], first["group"]))), "decisive device's group"
-        if bars[0]:   # none when no request has a breakdown (older runs)
-            paths.append(save_png(latency_breakdown_figure(*bars, dpi=DPI, what=what),
+        if red["breakdown"][0]:   # none when no request has a breakdown (older runs)
+            paths.append(save_png(latency_breakdown_figure(*red["breakdown"], dpi=DPI),
                                   run_dir / "latency_breakdown.png"))
     return paths
-
-
-def _by_group(names: list[str], means_ms: np.ndarray, counts: np.ndarray, group_of: dict[str, str]):
-    """Per-device breakdown means pooled by device group: each group's mean over every request
-    its devices decided (their means weighted by their counts)."""
-    groups = list(dict.fromkeys(group_of.get(n, n) for n in names))
-    gi = np.array([groups.index(group_of.get(n, n)) for n in names])
-    n = np.bincount(gi, weights=counts, minlength=len(groups))
-    total = np.stack([np.bincount(gi, weights=means_ms[:, j] * counts, minlength=len(groups))
-                      for j in range(means_ms.shape[1])], axis=1)
-    return groups, total / n[:, None], n.astype(np.int64)
