@@ -125,7 +125,8 @@ def test_decisive_device_is_the_last_used_reply():
 def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
     import pandas as pd
 
-    from vip_ray.experiment.energy_plots import STAGES, breakdown_by_device, run_breakdown_plot
+    from vip_ray.experiment.canvas import save_png
+    from vip_ray.experiment.energy_plots import STAGES, add_breakdown, breakdown_by_device, latency_breakdown_figure
 
     cols = [c for c, _ in STAGES]
     req = pd.DataFrame({"decisive_device": pd.Categorical(["a", "b", "a", None], categories=["a", "b"]),
@@ -134,11 +135,19 @@ def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
     assert names == ["a", "b"] and counts.tolist() == [2, 1]
     np.testing.assert_allclose(means[0], [2.0 * (j + 1) for j in range(len(cols))])   # ms: (1 + 3) / 2 x (j + 1)
     np.testing.assert_allclose(means[1], [2.0] * len(cols))
-    req.to_parquet(tmp_path / "requests.parquet")
-    from vip_ray.experiment.plots import new_figure
-
-    [png] = run_breakdown_plot(tmp_path, new_figure)
-    assert png.name == "latency_breakdown.png" and png.stat().st_size > 0
+    # the run plots add the table up batch by batch: row by row gives the same sums and counts
+    sums, n = {}, {}
+    for i in range(len(req)):
+        add_breakdown(req.iloc[i:i + 1], sums, n)
+    assert n == {"a": 2, "b": 1}
+    np.testing.assert_allclose(sums["a"], [0.004 * (j + 1) for j in range(len(cols))])   # s: 0.001 + 0.003
+    fig = latency_breakdown_figure(names, means, counts)
+    # each device's bar: stage j spans the sum of the stages before it to that sum plus its own mean
+    spans = [(p.vertices[:, 1].min(), p.vertices[:, 1].max()) for p in fig.axes[0].collections[0].get_paths()]
+    want = [(sum(row[:j]), sum(row[:j + 1])) for row in ([2.0 * (j + 1) for j in range(len(cols))],
+                                                         [2.0] * len(cols)) for j in range(len(cols))]
+    np.testing.assert_allclose(spans, want, atol=1e-9)
+    assert save_png(fig, tmp_path / "latency_breakdown.png").stat().st_size > 0
 
 
 def test_breakdown_plot_of_a_city_lumps_the_devices_that_decided_least(monkeypatch):

@@ -1,6 +1,6 @@
 """The run plots' rendering shortcuts change nothing a reader sees.
 
-The axes are placed by fixed margins instead of ``tight_layout`` (vip_ray/experiment/plots.py):
+The axes are placed by fixed margins instead of ``tight_layout`` (vip_ray/experiment/canvas.py):
 every text drawn — tick labels, axis labels, titles, legends, the CDF's note, a colour bar's label
 — must still lie inside the figure and off the plotting area's data. The latency CDF strokes only
 the corners of its step curve: the same curve as all bins, checked against numpy.
@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vip_ray.experiment.canvas import drawing
+from vip_ray.experiment.energy_plots import STAGES, latency_breakdown_figure
 from vip_ray.experiment.plots import (
     CDF_BINS,
     _steps,
@@ -63,22 +65,53 @@ NAMES = {"five devices": ["tablet", "tv", "pi", "nx", "tx2"],
 @pytest.mark.parametrize("names", NAMES.values(), ids=NAMES.keys())
 def test_every_text_of_the_run_plots_lies_inside_the_figure(names):
     red = _reduced(names)
-    for fig in (latency_cdf_figure(red, 0.05, "smart_home"), accuracy_vs_responders_figure(red),
-                availability_timeline_figure(red, names)):
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        box = fig.bbox
-        texts = [t for ax in fig.axes for t in (*_ticklabels(ax), ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
-        texts += [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-        drawn = [t for t in texts if t.get_visible() and t.get_text()]
-        assert len(drawn) >= 8
-        for t in drawn:
-            ext = t.get_window_extent(renderer)
-            assert (ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5 and ext.x1 <= box.x1 + 0.5
-                    and ext.y1 <= box.y1 + 0.5), f"{t.get_text()!r} is cut off: {ext} outside {box}"
-        # the main axes' labels and y tick labels stay off its plotting area
-        ax = fig.axes[0]
-        inner = ax.get_window_extent(renderer)
-        for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
-            if t.get_visible() and t.get_text():
-                assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
+    rng = np.random.default_rng(1)
+    with drawing():   # as run_plots measures and draws them
+        breakdown = latency_breakdown_figure(names, rng.uniform(0, 400, (len(names), len(STAGES))),
+                                             rng.integers(1, 200_000, len(names)))
+        figs = (latency_cdf_figure(red, 0.05, "smart_home"), accuracy_vs_responders_figure(red),
+                availability_timeline_figure(red, names), breakdown)
+        for fig in figs:
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            box = fig.bbox
+            texts = [t for ax in fig.axes
+                     for t in (*_ticklabels(ax), ax.xaxis.label, ax.yaxis.label, ax.title, *ax.texts)]
+            texts += [t for ax in fig.axes if ax.get_legend()
+                      for t in (*ax.get_legend().get_texts(), ax.get_legend().get_title())]
+            drawn = [t for t in texts if t.get_visible() and t.get_text()]
+            assert len(drawn) >= 8
+            for t in drawn:
+                ext = t.get_window_extent(renderer)
+                assert (ext.x0 >= box.x0 - 0.5 and ext.y0 >= box.y0 - 0.5 and ext.x1 <= box.x1 + 0.5
+                        and ext.y1 <= box.y1 + 0.5), f"{t.get_text()!r} is cut off: {ext} outside {box}"
+            # the keys' labels, the notes and the bar labels are apart from one another
+            boxes = [t.get_window_extent(renderer) for ax in fig.axes for t in ax.texts if t.get_text()]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+            # the main axes' labels and y tick labels stay off its plotting area
+            ax = fig.axes[0]
+            inner = ax.get_window_extent(renderer)
+            for t in (ax.xaxis.label, ax.yaxis.label, *_ticklabels(ax)):
+                if t.get_visible() and t.get_text():
+                    assert not t.get_window_extent(renderer).overlaps(inner), f"{t.get_text()!r} overlaps the axes"
+            if fig is breakdown:   # its key stands beside the bars (inside the figure, checked above), hiding none
+                stages = {label for _, label in STAGES}
+                keys = [t for t in ax.texts if t.get_text() in stages]
+                assert len(keys) == len(STAGES)
+                assert all(t.get_window_extent(renderer).x0 > inner.x1 for t in keys)
+
+
+def test_the_png_holds_the_pixels_matplotlib_would_save(tmp_path):
+    """save_png drops only the alpha channel, which an opaque figure does not use: its pixels,
+    decoded by PIL, are those of matplotlib's own savefig, at the figure's dpi."""
+    from PIL import Image
+
+    from vip_ray.experiment.canvas import save_png
+
+    fig = accuracy_vs_responders_figure(_reduced(["a", "b"]))
+    fig.savefig(tmp_path / "mpl.png", dpi="figure")
+    png = Image.open(save_png(fig, tmp_path / "ours.png"))
+    ours, theirs = np.asarray(png), np.asarray(Image.open(tmp_path / "mpl.png"))
+    assert png.mode == "RGB" and png.info["dpi"] == pytest.approx((fig.dpi, fig.dpi), abs=0.05)  # px per metre
+    assert ours.shape == theirs.shape[:2] + (3,) and (theirs[..., 3] == 255).all()
+    np.testing.assert_array_equal(ours, theirs[..., :3])

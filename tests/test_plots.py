@@ -87,6 +87,39 @@ def test_run_plots_writes_the_three_files(run_dir):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def test_run_plots_add_the_breakdown_batch_by_batch(run_dir, monkeypatch):
+    """A table with the breakdown: b decided the answered even-numbered requests, a the other
+    answered ones; each of the seven stages took a seventh of the latency."""
+    from vip_ray.experiment.energy_plots import STAGES
+
+    req = pd.read_parquet(run_dir / "requests.parquet")
+    answered = req["latency_s"].notna()
+    even = req.index % 10 % 2 == 0                       # i within its replication (10 requests each)
+    req["decisive_device"] = pd.Categorical(np.where(answered, np.where(even, "b", "a"), None), categories=["a", "b"])
+    for col, _ in STAGES:
+        req[col] = req["latency_s"] / len(STAGES)
+    req.to_parquet(run_dir / "requests.parquet", index=False)
+    red = _reduce(run_dir, DEADLINE, ["a", "b"], batch_size=3)   # 7 batches, devices split across them
+    names, means, counts = red["breakdown"]
+    lat0 = [0.01, 0.02, 0.02, 0.03, 0.04, 0.045, 0.049, 0.07, 0.2]   # the fixture's answered latencies
+    lat1 = [0.01] * 8 + [0.11, 1.0]
+    b = lat0[0::2] + lat1[0::2]
+    a = lat0[1::2] + lat1[1::2]
+    assert dict(zip(names, counts.tolist())) == {"a": len(a), "b": len(b)}
+    want = {"a": 1e3 * sum(a) / len(a) / 7, "b": 1e3 * sum(b) / len(b) / 7}
+    for name, row in zip(names, means):
+        np.testing.assert_allclose(row, [want[name]] * len(STAGES))
+    paths = run_plots(run_dir)
+    assert [p.name for p in paths][-1] == "latency_breakdown.png" and len(paths) == 4
+    # past MAX_DEVICE_BARS (here 1) the devices share one bar, over all their requests
+    from vip_ray.experiment import energy_plots
+
+    monkeypatch.setattr(energy_plots, "MAX_DEVICE_BARS", 1)
+    names, means, counts = _reduce(run_dir, DEADLINE, ["a", "b"], batch_size=3)["breakdown"]
+    assert names == ["other 2 devices"] and counts.tolist() == [len(a) + len(b)]
+    np.testing.assert_allclose(means[0], [1e3 * sum(a + b) / len(a + b) / 7] * len(STAGES))
+
+
 def test_sweep_figure_shows_latency_and_keeps_both_rates_visible():
     rows = []
     for n, (acc, p50) in enumerate([(0.97, 0.012), (0.95, 0.020), (0.93, 0.050)]):
@@ -131,3 +164,15 @@ def test_compare_figure_one_legend_and_distinct_strategy_lines():
     xs = [tuple(np.round(line.get_xdata(), 3)) for line in acc_lines]
     assert len(set(xs)) == 3  # and side by side, not on top of each other
     plt.close(fig)
+
+
+def test_matplotlib_loads_only_when_a_plot_is_made(run_dir):
+    """vip-sim run's modules (the CLI, the run, the plots module itself) leave matplotlib out; the
+    first figure brings it in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vip_ray.cli, vip_ray.experiment.run, vip_ray.experiment.plots; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'PIL')); assert not bad, bad; "
+            f"vip_ray.experiment.plots.run_plots({str(run_dir)!r}); assert 'matplotlib.figure' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,11 +1,12 @@
 """Plot benchmark: ``python -m vip_ray.bench.plots [--scenario FILE] [--repeat N]``.
 
-Times the three plots of a run (latency CDF, accuracy vs responders, availability timeline), the
-part of ``vip-sim run`` that draws, on the run directory of ``--scenario`` (made once, without
-plots). Prints the median and spread of ``--repeat`` calls of ``run_plots`` (wall and CPU), the
-cost of importing matplotlib's figure and Agg canvas in a fresh process (paid once per
-``vip-sim run``), and the load average before and after, so a reader can tell a quiet machine
-from a loaded one. Goal (issue 14): the three plots in ≤ 0.3 s on a quiet machine.
+Times the four plots of a run (latency CDF, accuracy vs responders, availability timeline,
+latency breakdown), the part of ``vip-sim run`` that draws, on the run directory of
+``--scenario`` (made once, without plots). Prints the first call (what ``vip-sim run`` pays: its
+fonts loaded, its caches empty) and the median and spread of ``--repeat`` further calls of
+``run_plots`` (wall and CPU), the cost of importing matplotlib's figure and Agg canvas in a fresh
+process (paid once per ``vip-sim run``), and the load average before and after, so a reader can
+tell a quiet machine from a loaded one. Goal (issue 14): the plots in ≤ 0.3 s on a quiet machine.
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ def main(argv=None) -> int:
         out = Path(tmp) / "run"
         run_scenario(args.scenario, overrides=args.overrides, out=out, plots=False, log=lambda s: None)
         load0 = os.getloadavg()
-        run_plots(out)                                   # warm: matplotlib imported, fonts cached
+        w, c = time.perf_counter(), time.process_time()
+        run_plots(out)                                   # the first call: fonts loaded, caches filled
+        first = (time.perf_counter() - w, time.process_time() - c)
         walls, cpus = [], []
         for _ in range(args.repeat):
             w, c = time.perf_counter(), time.process_time()
@@ -54,9 +57,12 @@ def main(argv=None) -> int:
     imports = [float(subprocess.run([sys.executable, "-c", _IMPORT_PROBE], capture_output=True, text=True,
                                     check=True, env=env).stdout) for _ in range(3)]
     wall = statistics.median(walls)
-    print(f"{args.scenario}: three run plots, median of {args.repeat}: {wall:.3f} s wall "
-          f"(min {min(walls):.3f}, max {max(walls):.3f}), {statistics.median(cpus):.3f} s CPU; "
-          f"goal ≤ {GOAL_S} s: {'met' if wall <= GOAL_S else 'NOT met'}")
+    cpu = statistics.median(cpus)
+    print(f"{args.scenario}: {len(sizes)} run plots, median of {args.repeat}: {wall:.3f} s wall "
+          f"(min {min(walls):.3f}, max {max(walls):.3f}), {cpu:.3f} s CPU; "
+          f"goal ≤ {GOAL_S} s: {'met' if max(wall, cpu) <= GOAL_S else 'NOT met'}")
+    print(f"first call in the process (imports matplotlib, loads the fonts): {first[0]:.3f} s wall, "
+          f"{first[1]:.3f} s CPU")
     print(f"first figure in a fresh process (matplotlib import), median of 3: {statistics.median(imports):.3f} s")
     print("files: " + ", ".join(f"{k} {v / 1024:.0f} KiB" for k, v in sizes.items()))
     print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load0)}, "
