@@ -141,6 +141,26 @@ def test_latency_breakdown_plot_stacks_each_devices_mean_stages(tmp_path):
     assert png.name == "latency_breakdown.png" and png.stat().st_size > 0
 
 
+def test_breakdown_plot_of_a_city_lumps_the_devices_that_decided_least(monkeypatch):
+    """Past MAX_DEVICE_BARS (here 3) the devices that decided fewest requests share one bar whose
+    means are over their requests: d0 decided 3 requests, d1 2, d2 and d3 one each."""
+    import pandas as pd
+
+    from vip_ray.experiment import energy_plots
+    from vip_ray.experiment.energy_plots import STAGES, breakdown_by_device
+
+    monkeypatch.setattr(energy_plots, "MAX_DEVICE_BARS", 3)
+    cols = [c for c, _ in STAGES]
+    dev = ["d0", "d0", "d0", "d1", "d1", "d2", "d3"]
+    down = [0.001, 0.002, 0.003, 0.004, 0.006, 0.010, 0.020]
+    req = pd.DataFrame({"decisive_device": pd.Categorical(dev), **{c: 0.0 for c in cols}})
+    req["t_down_s"] = down
+    names, means, counts = breakdown_by_device(req)
+    assert names == ["d0", "d1", "other 2 devices"] and counts.tolist() == [3, 2, 2]
+    np.testing.assert_allclose(means[:, 0], [2.0, 5.0, 15.0])     # ms: (1+2+3)/3, (4+6)/2, (10+20)/2
+    np.testing.assert_allclose(means[:, 1:], 0.0)
+
+
 def test_chain_breakdown_of_a_hand_worked_timeline():
     """mp: master (10 ms) -> worker over 1 Mbit/s, rtt 2 ms; 1,000-byte activation (8 ms + 1 ms),
     5 ms on the worker, 10-byte reply (0.08 ms + 1 ms). Request 1 (at 5 ms) queues 5 ms at the

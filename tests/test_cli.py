@@ -71,3 +71,35 @@ def test_pools_show_writes_plots_and_list_shows_damage(store, capsys):
     assert "refused" in capsys.readouterr().out
     assert main(["pools", "show", "toy", "--root", str(tmp / "pools")]) == 2
     assert "bank.npz does not match its checksum" in capsys.readouterr().err
+
+
+def test_run_summary_prints_stage_means_in_ms_and_energy_in_joules(tmp_path):
+    """The breakdown's stage means (seconds in summary.json) print in ms, energies in J."""
+    from rich.console import Console
+
+    from vip_ray.cli import _print_summary
+
+    metrics = {"latency_p50_s": 0.01305, "t_down_s_mean": 0.00747, "energy_per_request_j": 1.28,
+               "deadline_met": 0.5, "responders_mean": 4.87}
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "scenario": "s", "strategy": "vp", "pool": "p", "replications": 1, "engine": "loop",
+        "metrics": {k: {"mean": v, "ci95": None} for k, v in metrics.items()}}))
+    console = Console(width=200, record=True)
+    _print_summary(tmp_path, console)
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip()
+            for line in console.export_text().splitlines() if line.count("│") >= 3}
+    assert rows == {"latency_p50": "13.05 ms", "t_down mean": "7.47 ms", "energy_per_request": "1.28 J",
+                    "deadline_met": "50.00 %", "responders_mean": "4.87"}
+
+
+def test_stdout_to_stderr_moves_file_descriptor_writes_and_restores_them(tmp_path):
+    """What a subprocess or a C library writes on fd 1 meanwhile lands on fd 2; afterwards fd 1 is back."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from vip_ray.cli import stdout_to_stderr\n"
+            "with stdout_to_stderr():\n    os.write(1, b'noise\\n'); print('more noise')\n"
+            "print('{\"ok\": true}')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert proc.stdout == '{"ok": true}\n'
+    assert proc.stderr == "noise\nmore noise\n"

@@ -169,8 +169,8 @@ def test_policies_on_smart_home_keep_the_answer_and_cut_the_wait(tmp_path):
 @pytest.mark.parametrize("sets, words", [
     (["control.policy=nope"], ["control.policy", "unknown policy 'nope'",
                                "anytime, bandit, learned, oracle, reactive, static"]),
-    (["control.misses=3"], ["control.misses", "unknown key 'misses'",
-                            "allowed: anytime, anytime_scale, min_replies, policy"]),
+    (["control.misses=3"], ["control.misses", "unknown key 'misses'", "allowed: anytime, anytime_scale, "
+                            "min_replies, adaptive_k, k_budget, k_min, k_max, policy"]),
     (["control.policy=reactive", "control.ewma_alpha=0"], ["control.ewma_alpha", "must be > 0"]),
     (["control.policy=oracle", "engine=serve"], ["control.policy", "'oracle'", "simulator only"]),
     (["control.policy=anytime", "strategy.aggregator=majority"], ["control.anytime", "vp, vip", "'majority'"]),
@@ -449,3 +449,28 @@ def test_learned_policy_without_a_readable_file_is_one_line_and_exit_2(tmp_path,
                      "--set", f"control.file={path}", "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_compare_policies_counts_each_replications_own_redeployments(tmp_path):
+    """reactive with redeploy moves variants a different number of times per replication: each
+    row carries its own replication's count, the one a run of that seed alone reports (the
+    summary kept only the last replication's before)."""
+    import json
+
+    import pandas as pd
+
+    from vip_ray.cli import main
+
+    sets = ["--set", "workload.requests=3000", "--set", "workload.duration_s=null", "--set", "placement.dynamic=false",
+            "--set", "control.redeploy=true"]
+    out = tmp_path / "cmp"
+    assert main(["compare", "scenarios/cycle_stealing.yaml", "--policies", "reactive", *sets,
+                 "--set", "seeds.replications=2", "--out", str(out)]) == 0
+    rows = pd.read_parquet(out / "policies.parquet").sort_values("replication")["redeployments"].tolist()
+    alone = []
+    for rep in (0, 1):
+        run = tmp_path / f"r{rep}"
+        assert main(["run", "scenarios/cycle_stealing.yaml", "--set", "control.policy=reactive", *sets,
+                     "--set", f"seeds.base={rep}", "--set", "seeds.replications=1", "--out", str(run)]) == 0
+        alone.append(json.loads((run / "summary.json").read_text())["redeployments"])
+    assert rows == alone and len(set(rows)) == 2    # cycle_stealing's seeds start at 0

@@ -20,8 +20,11 @@ SCENARIO = "tests/data/serve_devices.yaml"
 #: reactive's latency bound: 0.28 x 200 ms = 56 ms, between fast's (45 + 4 ms RTT) and slow's (60 + 4 ms) latency
 REACTIVE = ["control.policy=reactive", "control.slow_fraction=0.28", "control.misses=1"]
 #: learned: a trained policy's file (vip_ray.control.learned) that leaves slow out (written by the fixture)
+#: adaptive_k: a budget of 1e-5 x 200 ms = 2 us fits h(1) = 8 bits on the 10 Mbit/s links (0.8 us), not
+#: h(2) = 80 bits (8 us): the workers reply with k = 1, the master's own variant keeps k = 2
 POLICIES = {"anytime": ["control.policy=anytime"], "reactive": REACTIVE,
-            "learned": ["control.policy=learned", "control.file=WAITS"]}
+            "learned": ["control.policy=learned", "control.file=WAITS"],
+            "adaptive_k": ["control.adaptive_k=true", "control.k_budget=0.00001"]}
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,11 @@ def test_learned_waits_live_as_in_the_simulator(runs):
     assert (want == "master,fast").sum() >= 20
     np.testing.assert_array_equal(_responders(runs["learned", "sim"]), want)
     assert (_responders(live) == want).mean() >= 0.9
+
+
+def test_adaptive_k_is_honoured_live_as_in_the_simulator(runs):
+    """Each worker's reply carries its k = 1 (1 byte) in both engines: 2 bytes up per request
+    (k = 2 would send 10 each); the predictions agree (the parametrized test above)."""
+    for engine in ("sim", "serve"):
+        t = runs["adaptive_k", engine]
+        assert (t["bytes_up"] == 2).all(), (engine, t["bytes_up"].unique())

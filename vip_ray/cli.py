@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -84,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="comma-separated strategy names (default: single,mp,cp,vp,vip)")
     cmp.add_argument("--policies", default=None, metavar="P1,P2,...",
                      help="compare the master's online controllers instead (vip-sim policies; NAME+anytime "
-                          "adds the margin rule), the scenario's own strategy, same seeds")
+                          "adds the margin rule, NAME+adaptive_k each device's k), the scenario's own "
+                          "strategy, same seeds")
     cmp.add_argument("--failed", default=None, metavar="A..B|N,M",
                      help="failed-device counts to run (default: 0..workers)")
     cmp.add_argument("--stealing", default="10:30", metavar="BUSY:FREE|none",
@@ -303,8 +305,8 @@ def _policies(args, console: Console) -> int:
         return 0
     for name, row in rows.items():
         console.print(f"[bold]{name:<10}[/] {row['summary']}  [dim](engines: {', '.join(row['engines'])})[/]")
-    console.print("every policy takes anytime: true (the margin rule on top); "
-                  "scenario key control: {policy: NAME, ...}")
+    console.print("every policy takes anytime: true (the margin rule on top) and adaptive_k: true (each "
+                  "device's top-k from its measured up-link); scenario key control: {policy: NAME, ...}")
     return 0
 
 
@@ -343,7 +345,8 @@ def _list(args, console: Console) -> int:
     store = pools_root(args.root)
     in_store = {p.name for p in list_pools(args.root)}
     entries = [(p, "store") for p in list_pools(args.root)] + \
-              [(p, "reference, shadowed by the store" if p.name in in_store else "reference") for p in reference_pools()]
+              [(p, "reference, shadowed by the store" if p.name in in_store else "reference")
+               for p in reference_pools()]
     rows = []
     for path, source in entries:
         row = {"name": path.name, "source": source, "path": str(path.resolve())}
@@ -486,9 +489,11 @@ def _print_summary(run_dir: Path, console: Console) -> None:
     t.add_column("± 95 % CI", justify="right")
     for name, v in summary["metrics"].items():
         pct = name in ("answered", "deadline_met") or name.startswith("accuracy")
-        ms = name.endswith("_s")
-        fmt = (lambda x: f"{100 * x:.2f} %") if pct else (lambda x: f"{1e3 * x:.2f} ms") if ms else (lambda x: f"{x:,.2f}")
-        label = name[:-2] if ms else name
+        stem = name.removesuffix("_mean")   # the breakdown's stage means: t_down_s_mean → t_down mean, in ms
+        ms, joules = stem.endswith("_s"), stem.endswith("_j")
+        fmt = ((lambda x: f"{100 * x:.2f} %") if pct else (lambda x: f"{1e3 * x:.2f} ms") if ms
+               else (lambda x: f"{x:,.2f} J") if joules else (lambda x: f"{x:,.2f}"))
+        label = stem[:-2] + name[len(stem):].replace("_", " ") if ms or joules else name
         t.add_row(label, fmt(v["mean"]), fmt(v["ci95"]) if v["ci95"] is not None else "—")
     console.print(t)
     console.print(f"run directory: {run_dir}  (vip_ray.analysis.load(path) reads it)")
@@ -516,6 +521,24 @@ def _check_overrides(args) -> None:
 def _plain(console: Console, text: str) -> None:
     """Print text as it is: no markup (brackets stay), no highlighting, no wrapping."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """Everything written to file descriptor 1 goes to 2 meanwhile: Ray's processes print their
+    notices (a killed actor's retries, …) on the driver's stdout, and ``--json`` promises one JSON
+    object there."""
+    import os
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _print_json(obj) -> None:
@@ -674,9 +697,10 @@ def _validate(args, console: Console, log) -> int:
     options = _serve_options(args)
     factory, stop = _progress(console, "validating")
     try:
-        report = validate_scenario(args.file, requests=args.requests, overrides=args.overrides, out=args.out,
-                                   serve_options=options, latency_tol=args.latency_tol, rate_tol=args.rate_tol,
-                                   log=log, progress_factory=factory)
+        with stdout_to_stderr() if args.json else contextlib.nullcontext():
+            report = validate_scenario(args.file, requests=args.requests, overrides=args.overrides, out=args.out,
+                                       serve_options=options, latency_tol=args.latency_tol, rate_tol=args.rate_tol,
+                                       log=log, progress_factory=factory)
     finally:
         stop()
     if args.json:

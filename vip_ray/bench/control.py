@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             out = run_policies(file, POLICIES, overrides=sets, out=tmp / name, log=lambda s: None)
             table = pd.read_parquet(out / "policies.parquet")
             means = mean_policy_table(table)
-            policy_plot(table, None, title=name, ax=ax)
+            policy_plot(table, None, title=name, ax=ax, legend=False)
             st, orc = means.loc["static"], means.loc["oracle"]
             online = means.loc[list(ONLINE)]
             ok = online[(st["accuracy_top1"] - online["accuracy_top1"]) <= 0.003]
@@ -149,8 +149,12 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     report["load_average_start"], report["load_average_end"] = load0, load1
     fig.suptitle(f"accuracy within the deadline vs p99 latency per policy ({args.requests:,} requests x "
-                 f"{args.replications}; {report['date'][:10]}, load {load1[0]:.1f})", fontsize=9)
-    fig.tight_layout()
+                 f"{args.replications} replication{'s' if args.replications != 1 else ''}; mean, bars: spread "
+                 f"over the replications; "
+                 f"{report['date'][:10]}, load {load1[0]:.1f})", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()   # one legend for the three panels, below them
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     fig.savefig(Path(args.out) / "control.png", dpi=120)
     (Path(args.out) / "control.json").write_text(json.dumps(report, indent=2, default=str))

@@ -1,4 +1,5 @@
-"""Simulator engine benchmark: ``python -m vip_ray.bench.sim [--quick] [--long] [--repeat N] [--out FILE]``.
+"""Simulator engine benchmark: ``python -m vip_ray.bench.sim [--quick] [--long] [--repeat N] [--out FILE]
+[--throughput-only | --multi-master-only]``.
 
 The scenario is the issue's fan-out model with the full engine feature set: Poisson arrivals
 (20 req/s), a local variant on the master plus D−1 edge devices with lognormal jitter and 2 %
@@ -322,6 +323,8 @@ def main(argv=None) -> int:
     p.add_argument("--neighbourhoods", type=int, default=1000,
                    help="section 5: smart_city neighbourhoods of 10 devices (default 1000: 10,000 devices)")
     p.add_argument("--multi-master-only", action="store_true", help="run section 5 only")
+    p.add_argument("--throughput-only", action="store_true",
+                   help="run section 2 only (to compare two checkouts in turns: a change's cost on the engines)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         print(f"--repeat: must be an int >= 1, got {args.repeat}", file=sys.stderr)
@@ -334,6 +337,11 @@ def main(argv=None) -> int:
     out = {}
     if args.multi_master_only:
         out["multi_master"] = multi_master(console, 10 if q else args.neighbourhoods, repeat=args.repeat)
+        return _write(console, args.out, out)
+    if args.throughput_only:
+        _timed(bench_spec(3, 100), "jit")   # the jit kernels loaded (or compiled) before timing
+        out["throughput"] = throughput(console, [(10, 20_000 if q else 100_000), (100, 2_000 if q else 10_000),
+                                                 (1000, 500 if q else 5_000)], repeat=args.repeat, quick=q)
         return _write(console, args.out, out)
     out["jit_compile"] = compile_cost(console)
     _timed(bench_spec(3, 100), "jit")   # load the jit kernels here: their one-off cost is section 0

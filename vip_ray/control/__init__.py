@@ -20,7 +20,9 @@ options are validated by :mod:`vip_ray.scenario.schema.control`::
 static, anytime and reactive (without redeploy) run live on the Serve engine too, the same
 objects fed one request at a time (:mod:`vip_ray.control.live`).
 
-Every policy also takes ``anytime: true`` (the margin rule on top of it). Add one with
+Every policy also takes ``anytime: true`` (the margin rule on top of it) and ``adaptive_k: true``
+(each device's top-k from its measured up-link bandwidth, :mod:`vip_ray.control.topk`; in the
+simulator and live). Add one with
 ``@register_policy("name")`` on a :class:`vip_ray.control.base.Policy` subclass.
 """
 from __future__ import annotations
@@ -46,9 +48,15 @@ def register_policy(name: str):
 def controller(options, aggregation=None):
     """The policy object for a scenario's validated ``control`` options (``None`` for ``static``
     without ``anytime``: the master runs exactly as before, bit for bit)."""
-    if options is None or (options.policy == "static" and not options.anytime):
+    if _plain(options):
         return None
     return POLICIES.get(options.policy)(options, aggregation)
+
+
+def _plain(options) -> bool:
+    """``static`` with no option on: today's master."""
+    return options is None or (options.policy == "static" and not options.anytime
+                               and not getattr(options, "adaptive_k", False))
 
 
 __all__ = ["POLICIES", "controller", "register_policy"]
@@ -57,7 +65,7 @@ __all__ = ["POLICIES", "controller", "register_policy"]
 def check_control(options, *, file: str, family: str, fanout: bool, aggregator: str | None,
                   multi_master: bool) -> str | None:
     """The one line refusing ``options`` for this run (before anything starts), or ``None``."""
-    if options is None or (options.policy == "static" and not options.anytime):
+    if _plain(options):
         return None
     policy = POLICIES.get(options.policy)
     name = options.policy
@@ -72,7 +80,14 @@ def check_control(options, *, file: str, family: str, fanout: bool, aggregator: 
     if not fanout:
         return f"{file}: control.policy: {name!r} controls a fan-out master (strategies single, cp, vp, vip)"
     if multi_master:
+        if name == "static":   # static with an option on (anytime, adaptive_k)
+            on = [k for k in ("anytime", "adaptive_k") if getattr(options, k, False)]
+            return (f"{file}: control.{on[0]}: runs with one master; a scenario with masters runs control.policy "
+                    f"'static' without {' or '.join(on)}")
         return f"{file}: control.policy: {name!r} runs one master; a scenario with masters runs control.policy 'static'"
+    if getattr(options, "adaptive_k", False) and aggregator != "vp":
+        return (f"{file}: control.adaptive_k: picks the top-k of VP's compressed replies (strategy.aggregator "
+                f"'vp'); strategy.aggregator is {aggregator!r}")
     if options.anytime or name == "anytime":
         from vip_ray.control.margin import ANYTIME_AGGREGATORS
 

@@ -50,8 +50,8 @@ class Policy:
                 pass
             if getattr(self, "_rule", None) is None or self._rule.probs is not probs:
                 self._rule = MarginRule(self.aggregation, probs)   # once per deployment: the bank's contributions
-            finish, responded = early_answers(timing, finish, responded, waits_for, self._rule, samples,
-                                              scale=self.options.anytime_scale,
+            finish, responded = early_answers(self._rule.rows(timing), finish, responded, waits_for, self._rule,
+                                              samples, scale=self.options.anytime_scale,
                                               min_replies=self.options.min_replies)
         return finish, responded
 

@@ -1,6 +1,6 @@
 """A Gymnasium-style environment over the simulator: learn when the master waits for whom.
 
-``ControlEnv(scenario_file, overrides=(), interval_s=10, latency_weight=0.5)``: an episode is one
+``ControlEnv(scenario_file, overrides=(), interval_s=10, latency_weight=0.5, energy_weight=0)``: an episode is one
 replication of the scenario (its strategy, pool and seeds; ``reset(seed=...)`` picks the seed),
 cut into decision epochs of ``interval_s``. Each step:
 
@@ -9,8 +9,13 @@ cut into decision epochs of ``interval_s``. Each step:
 * observation — ``(D, 3)`` float32 in [0, 1] from the last epoch, what a master sees per device:
   the fraction of its replies in time, of its timeouts, and its mean latency / deadline (a
   timeout counts the deadline);
-* reward — accuracy within the deadline − ``latency_weight`` × mean latency / deadline over the
-  epoch's requests.
+* reward — over the epoch's requests: accuracy within the deadline − ``latency_weight`` × mean
+  latency / deadline − ``energy_weight`` × mean energy per request / ``energy_norm_j``. A request's
+  energy is ``requests.parquet``'s ``energy_j`` (:class:`vip_ray.core.energy.EnergyMeter`: the
+  compute of the devices whose replies it used + its bytes at both ends of the links); the
+  normaliser defaults to :func:`reference_energy_j`, the energy of a request that every device
+  answers (so the term is about 1 when the master uses every reply). ``energy_weight`` > 0 needs
+  an energy model (devices' ``power``, links' ``radio``).
 
 The waiting decision is the master's alone (it changes no device timeline), so the replication is
 simulated once per episode and each step tables one epoch with :mod:`vip_ray.core.master`.
@@ -66,7 +71,10 @@ class ControlEnv(_Base):
     metadata = {"render_modes": []}
 
     def __init__(self, scenario_file: str = "scenarios/smart_home.yaml", overrides: Sequence[str] = (),
-                 interval_s: float = 10.0, latency_weight: float = 0.5):
+                 interval_s: float = 10.0, latency_weight: float = 0.5, energy_weight: float = 0.0,
+                 energy_norm_j: float | None = None):
+        from vip_ray.core.energy import has_energy
+
         from vip_ray.experiment.run import checked_strategy, context, open_pool
         from vip_ray.scenario import load_scenario
 
@@ -79,6 +87,18 @@ class ControlEnv(_Base):
         self.engine = engine
         self.interval_s = float(interval_s)
         self.latency_weight = float(latency_weight)
+        self.energy_weight = float(energy_weight)
+        if not (np.isfinite(self.energy_weight) and self.energy_weight >= 0):
+            raise ValueError(f"energy_weight: must be a finite number >= 0, got {energy_weight!r}")
+        self.energy_norm_j = None
+        if self.energy_weight > 0:
+            world = self.strategy.deploy(self.ctx, self.scenario.seeds.base).world
+            if not has_energy(world):
+                raise ValueError(f"energy_weight: {scenario_file} has no energy model (no device power, no link "
+                                 f"radio); give one, or energy_weight 0")
+            self.energy_norm_j = float(energy_norm_j) if energy_norm_j is not None else reference_energy_j(world)
+            if not (np.isfinite(self.energy_norm_j) and self.energy_norm_j > 0):
+                raise ValueError(f"energy_norm_j: must be a finite number > 0 (J), got {self.energy_norm_j!r}")
         self.n_devices = len(self.scenario.devices)
         if _spaces is not None:
             self.observation_space = _spaces.Box(0.0, 1.0, shape=(self.n_devices, 3), dtype=np.float32)
@@ -95,6 +115,10 @@ class ControlEnv(_Base):
         self._dep = self.strategy.deploy(self.ctx, seed)
         self._res = run(self._dep.world, self.engine)
         self._samples = sample_rng(self._dep.seed)
+        if self.energy_weight > 0:
+            from vip_ray.core.energy import EnergyMeter
+
+            self._meter = EnergyMeter(self._dep.world)
         self._t = 0.0
         self._end = float(self._res.arrival[-1]) if len(self._res.arrival) else 0.0
         return np.zeros((self.n_devices, 3), dtype=np.float32), {"seed": seed}
@@ -117,6 +141,10 @@ class ControlEnv(_Base):
             ok = (table["correct_top1"] & table["deadline_met"]).to_numpy()
             lat = np.nan_to_num(table["latency_s"].to_numpy(), nan=deadline)
             reward = float(ok.mean() - self.latency_weight * np.minimum(lat, deadline).mean() / deadline)
+            if self.energy_weight > 0:
+                energy = float(self._meter.annotate(table)["energy_j"].mean())
+                reward -= self.energy_weight * energy / self.energy_norm_j
+                info_energy = {"energy_j": energy}
             due = timing.arrival + deadline
             in_time = timing.reply_at <= due[:, None]
             obs = np.stack([in_time.mean(axis=0), (~in_time).mean(axis=0),
@@ -126,7 +154,22 @@ class ControlEnv(_Base):
             reward, obs = 0.0, np.zeros((self.n_devices, 3))
         self._t = t1
         terminated = t1 > self._end
-        return obs.astype(np.float32), reward, terminated, False, {"requests": int(len(rows))}
+        info = {"requests": int(len(rows))}
+        if self.energy_weight > 0 and len(rows):
+            info.update(info_energy)     # the epoch's mean energy per request (J)
+        return obs.astype(np.float32), reward, terminated, False, info
+
+
+def reference_energy_j(world: Any) -> float:
+    """The energy of one request that every device answers (J), the default normaliser of the
+    reward's energy term: each placed device's compute for one job (its first slot's mean service
+    time at busy power) + one input and one reply on every link, at the world's mean J/bit (as
+    :class:`vip_ray.core.energy.EnergyMeter` prices a request's bytes)."""
+    from vip_ray.core.energy import EnergyMeter
+
+    meter = EnergyMeter(world)
+    bits = 8.0 * sum(world.workload.input_bytes + d.reply_bytes for d in world.devices if d.link is not None)
+    return float(sum(meter.job_j.values()) + bits * meter.j_per_bit)
 
 
 def rollout(env: ControlEnv, probs: np.ndarray, rng: np.random.Generator, seed: int) -> float:

@@ -37,22 +37,42 @@ class MarginRule:
     def __init__(self, agg: Any, probs: np.ndarray):
         self.probs = probs
         v, _n, c = probs.shape
+        self.kidx = None                 # per-device k (control.adaptive_k): device -> its k's block
         if agg.name == "vp":
             idx = np.arange(v)
             w = vp_weights(np.asarray(agg.rho)[idx], np.asarray(agg.width)[idx], agg.alpha,
                            rho_max=agg.rho_max, width_min=agg.width_min)
-            values, indices = topk_compress(probs, agg.k)
-            dense = softmax(topk_decompress(values, indices, c, agg.k), axis=-1)
-            self.bank = dense * w[:, None, None]
-            self.swing = w * (math.e - 1.0) / (math.e + c - 1.0)
+            k_device = getattr(agg, "k_device", None)
+            ks = [agg.k] if k_device is None else sorted(set(k_device), key=lambda k: (k is None, k or 0))
+            blocks = []
+            for k in ks:                 # one (V, N, C) block per k in use; a reply's row: block · V + variant
+                values, indices = topk_compress(probs, k)
+                blocks.append(softmax(topk_decompress(values, indices, c, k), axis=-1) * w[:, None, None])
+            self.bank = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=0)
+            # the swing bound holds for any k (a decompressed reply's entries lie in [0, 1])
+            self.swing = np.tile(w * (math.e - 1.0) / (math.e + c - 1.0), len(ks))
+            if k_device is not None:
+                self.kidx = np.array([ks.index(k) for k in k_device], dtype=np.int64)
+                self.n_variants = v
         elif agg.name == "vip":
             self.bank = np.asarray(probs, dtype=np.float64)
             self.swing = np.ones(v)
         else:
             raise ValueError(f"anytime: aggregator {agg.name!r} has no margin rule; allowed: "
                              f"{', '.join(ANYTIME_AGGREGATORS)}")
-        self.zero = v                    # index of an all-zero row: a reply that is not in adds nothing
+        self.zero = len(self.bank)       # index of an all-zero row: a reply that is not in adds nothing
         self.bank_z = np.concatenate([self.bank, np.zeros((1,) + self.bank.shape[1:])], axis=0)
+
+    def rows(self, timing: Any) -> Any:
+        """``timing`` as the rule reads it: with a k per device, each reply's bank row is its
+        device's k block plus its variant (-1, none, stays -1)."""
+        if self.kidx is None:
+            return timing
+        from types import SimpleNamespace
+
+        var = np.asarray(timing.variant)
+        return SimpleNamespace(reply_at=timing.reply_at,
+                               variant=np.where(var >= 0, self.kidx[None, :] * self.n_variants + var, var))
 
 
 def early_answers(timing: Any, finish: np.ndarray, responded: np.ndarray, waits_for: np.ndarray,

@@ -52,6 +52,28 @@ def topk_compress(probs: np.ndarray, k: int | None) -> tuple[np.ndarray, np.ndar
     return np.take_along_axis(probs, idx, axis=-1), idx
 
 
+def topk_dense(probs: np.ndarray, k) -> np.ndarray:
+    """The replies as the master decompresses them, (..., V, C): ``k`` one top-k for every reply
+    (an int, ``None``: the full vector), or one per variant column (a sequence of length V, as a
+    controller that picks each device's k gives). Per column, the same as compressing and
+    decompressing that column alone (one sort to the largest k, the extra entries masked)."""
+    c = probs.shape[-1]
+    if k is None or np.ndim(k) == 0:
+        values, indices = topk_compress(probs, k)
+        return topk_decompress(values, indices, c, k)
+    ks = np.array([c if x is None else min(int(x), c) for x in k], dtype=np.int64)
+    if len(ks) != probs.shape[-2]:
+        raise ValueError(f"k: one per variant column ({probs.shape[-2]}), got {len(ks)}")
+    kmax = int(ks.max())
+    values, indices = topk_compress(probs, kmax)
+    # a k = 1 reply carries only the index (one-hot); entries past a column's k never travelled
+    vals = np.where((ks == 1)[:, None], 1.0, values)
+    vals = np.where(np.arange(kmax) < ks[:, None], vals, 0.0)
+    out = np.zeros(probs.shape, dtype=np.float64)
+    np.put_along_axis(out, indices, vals, axis=-1)
+    return out
+
+
 def topk_decompress(values: np.ndarray, indices: np.ndarray, num_classes: int, k: int | None) -> np.ndarray:
     """Scatter compressed replies back into (..., C). With k=1 only the index travels
     (h(1) = 1 byte), so the decompressed vector is one-hot."""
@@ -81,7 +103,7 @@ def _masked(responded: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
 def vp_aggregate(
     probs: np.ndarray,
     *,
-    k: int | None = 2,
+    k: int | None | Sequence = 2,
     rho: Sequence[float] | None = None,
     depth: Sequence[float] | None = None,
     alpha: float = 1.0,
@@ -92,7 +114,8 @@ def vp_aggregate(
     scale by eq. 1, sum over the variants that answered, softmax.
 
     The eq. 1 weights come from ``rho``/``depth`` per variant (V,), or ready-made as
-    ``weights`` of shape (V,) or (B, V) — per request when placement changes during a run."""
+    ``weights`` of shape (V,) or (B, V) — per request when placement changes during a run.
+    ``k``: one for every reply, or one per variant column (V,) (:func:`topk_dense`)."""
     b, v, c = probs.shape
     mask = _masked(responded, (b, v))
     if weights is None:
@@ -101,8 +124,7 @@ def vp_aggregate(
         weights = vp_scale(rho, depth, alpha)
     w = np.asarray(weights, dtype=np.float64)
     w = w[None, :, None] if w.ndim == 1 else w[..., None]
-    values, indices = topk_compress(probs, k)
-    dense = softmax(topk_decompress(values, indices, c, k), axis=-1)
+    dense = softmax(topk_dense(probs, k), axis=-1)
     summed = np.where(mask[..., None], dense * w, 0.0).sum(axis=1)
     out = softmax(summed, axis=-1)
     out[~mask.any(axis=1)] = np.nan
@@ -229,6 +251,9 @@ class AggregationSpec:
     width_min: float
     num_classes: int = 0
     classes: tuple[tuple[int, ...], ...] | None = None   # cp: the classes each variant owns
+    #: vp: each device's own top-k (device order), as a controller picked it
+    #: (``control.adaptive_k``, :mod:`vip_ray.control.topk`); None: ``k`` for every device
+    k_device: tuple | None = None
 
     @classmethod
     def build(cls, name: str, k: int | None, alpha: float, variants: Sequence, placed: Sequence[int], *,
@@ -254,6 +279,10 @@ class AggregationSpec:
             return cp_reply_bytes(len(self.classes[variant]))
         return reply_bytes(self.k, self.num_classes)
 
+    def device_reply_bytes(self, device: int) -> int:
+        """Bytes of a reply of ``device`` under its own k (``k_device``)."""
+        return reply_bytes(self.k_device[device], self.num_classes)
+
     def owners(self) -> np.ndarray:
         """(V, C) bool: the classes each variant owns (``cp``)."""
         out = np.zeros((len(self.classes), self.num_classes), dtype=bool)
@@ -267,8 +296,9 @@ class AggregationSpec:
         kwargs: dict = {"responded": responded}
         if self.name == "vp":
             v = np.where(responded, variant, 0)
-            kwargs.update(k=self.k, weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.width)[v], self.alpha,
-                                                       rho_max=self.rho_max, width_min=self.width_min))
+            kwargs.update(k=self.k if self.k_device is None else self.k_device,
+                          weights=vp_weights(np.asarray(self.rho)[v], np.asarray(self.width)[v], self.alpha,
+                                             rho_max=self.rho_max, width_min=self.width_min))
         elif self.name == "cp":
             kwargs.update(classes=self.owners()[np.where(responded, variant, 0)] & np.asarray(responded)[..., None])
         return get_aggregator(self.name)(probs, **kwargs)

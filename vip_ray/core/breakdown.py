@@ -142,12 +142,12 @@ class BreakdownStats:
         return {f"{c}_mean": float(v / self.n) if self.n else nan for c, v in zip(BREAKDOWN_COLUMNS, self.sums)}
 
 
-def job_frame(*, replication: int, request_id: np.ndarray, device_names: Sequence[str], variant: np.ndarray,
-              outcome: np.ndarray, reply_at: np.ndarray, input_at=None, start=None, end=None, paused=None):
-    """:data:`JOB_COLUMNS` of the jobs given as (R, D) arrays (one row per job, request-major; the
-    jobs a multi-master request never sent are left out); stage times ``None``: NaN."""
-    import pandas as pd
-
+def job_columns(*, replication: int, request_id: np.ndarray, variant: np.ndarray, outcome: np.ndarray,
+                reply_at: np.ndarray, input_at=None, start=None, end=None, paused=None,
+                devices: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """:data:`JOB_COLUMNS` of the jobs given as (R, D) arrays, as numpy arrays (one row per job,
+    request-major; the jobs a multi-master request never sent are left out; stage times ``None``:
+    NaN); ``device`` holds codes: ``devices[column]`` (default: the column)."""
     from vip_ray.core.tables import Outcome
 
     keep = np.asarray(outcome) != Outcome.NOT_SENT
@@ -157,27 +157,40 @@ def job_frame(*, replication: int, request_id: np.ndarray, device_names: Sequenc
     def cells(a):
         return nan if a is None else np.asarray(a, dtype=np.float64)[rows, cols]
 
-    return pd.DataFrame({
-        "replication": np.full(len(rows), replication, dtype=np.int32),
-        "request_id": np.asarray(request_id, dtype=np.int64)[rows],
-        "device": pd.Categorical.from_codes(cols, categories=list(device_names)),
-        "variant": np.asarray(variant, dtype=np.int32)[rows, cols],
-        "outcome": np.asarray(outcome, dtype=np.int8)[rows, cols],
-        "input_at_s": cells(input_at), "start_s": cells(start), "end_s": cells(end), "paused_s": cells(paused),
-        "reply_at_s": cells(reply_at)})
+    return {"replication": np.full(len(rows), replication, dtype=np.int32),
+            "request_id": np.asarray(request_id, dtype=np.int64)[rows],
+            "device": cols if devices is None else np.asarray(devices)[cols],
+            "variant": np.asarray(variant, dtype=np.int32)[rows, cols],
+            "outcome": np.asarray(outcome, dtype=np.int8)[rows, cols],
+            "input_at_s": cells(input_at), "start_s": cells(start), "end_s": cells(end), "paused_s": cells(paused),
+            "reply_at_s": cells(reply_at)}
+
+
+def jobs_frame(columns: dict[str, np.ndarray], device_names: Sequence[str]):
+    """The jobs table of :func:`job_columns`' arrays, ``device`` a categorical of ``device_names``."""
+    import pandas as pd
+
+    return pd.DataFrame({**columns, "device": pd.Categorical.from_codes(
+        columns["device"], dtype=pd.CategoricalDtype(list(device_names)))})[list(JOB_COLUMNS)]
+
+
+def job_frame(*, device_names: Sequence[str], **arrays):
+    """:func:`job_columns` of ``arrays`` as a table (``device_names``: the columns' devices)."""
+    return jobs_frame(job_columns(**arrays), device_names)
 
 
 class JobsTable:
-    """The jobs of one replication, chunk by chunk, up to :data:`JOBS_LIMIT` rows."""
+    """The jobs of one replication, chunk by chunk, up to :data:`JOBS_LIMIT` rows (kept as arrays:
+    one table is built at the end, not one per chunk — a city has a thousand cells)."""
 
     def __init__(self, replication: int, names: Sequence[str]):
         self.replication, self.names = replication, list(names)
-        self.frames: list = []
+        self.parts: list[dict[str, np.ndarray]] = []
         self.kept = self.left_out = 0
 
-    def add(self, timing: Any, request_offset: int = 0, names: Sequence[str] | None = None) -> None:
-        """The jobs of ``timing`` (request ids + ``request_offset``; ``names``: its devices, default
-        the table's)."""
+    def add(self, timing: Any, request_offset: int = 0, devices: np.ndarray | None = None) -> None:
+        """The jobs of ``timing`` (request ids + ``request_offset``; ``devices``: its columns'
+        indices among the table's devices, default all of them in order)."""
         n = timing.reply_at.size
         room = JOBS_LIMIT - self.kept
         if room <= 0:
@@ -190,20 +203,17 @@ class JobsTable:
             a = getattr(timing, name, None)
             return None if a is None else a[sl]
 
-        f = job_frame(replication=self.replication, request_id=timing.request_id[sl] + request_offset,
-                      device_names=self.names if names is None else list(names), variant=timing.variant[sl],
-                      outcome=timing.outcome[sl],
-                      reply_at=timing.reply_at[sl], input_at=part("ready_at"), start=part("start_at"),
-                      end=part("end_at"), paused=part("paused_s"))
-        self.frames.append(f)
-        self.kept += len(f)
+        cols = job_columns(replication=self.replication, request_id=timing.request_id[sl] + request_offset,
+                           devices=devices, variant=timing.variant[sl], outcome=timing.outcome[sl],
+                           reply_at=timing.reply_at[sl], input_at=part("ready_at"), start=part("start_at"),
+                           end=part("end_at"), paused=part("paused_s"))
+        self.parts.append(cols)
+        self.kept += len(cols["request_id"])
         self.left_out += n - take * timing.reply_at.shape[1]
 
     def frame(self):
-        import pandas as pd
-
-        if not self.frames:
-            return job_frame(replication=self.replication, request_id=np.zeros(0, np.int64), device_names=self.names,
-                             variant=np.zeros((0, len(self.names))), outcome=np.zeros((0, len(self.names))),
-                             reply_at=np.zeros((0, len(self.names))))
-        return pd.concat(self.frames, ignore_index=True)
+        if not self.parts:
+            empty = np.zeros((0, len(self.names)))
+            return job_frame(replication=self.replication, request_id=np.zeros(0, np.int64),
+                             device_names=self.names, variant=empty, outcome=empty, reply_at=empty)
+        return jobs_frame({c: np.concatenate([p[c] for p in self.parts]) for c in self.parts[0]}, self.names)

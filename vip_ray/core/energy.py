@@ -96,6 +96,7 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
     compute, idle, radio = np.zeros(d), np.zeros(d), np.zeros(d)
     master = next((i for i, dev in enumerate(world.devices) if dev.role == "master"), None)
     master_tail = 0.0
+    tails: dict[tuple[float, float], float] = {}
     for i, dev in enumerate(world.devices):
         p = getattr(dev, "power", None)
         if p is not None:
@@ -105,7 +106,11 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
         if tx == rx == tail_w == 0.0:
             continue
         bits_in, bits_out = 8.0 * in_bytes[i] * inputs[i], 8.0 * dev.reply_bytes * replies[i]
-        tail = float(tail_energy(arrivals, tail_w, tail_s).sum()) if inputs[i] else 0.0
+        tail = 0.0
+        if inputs[i] and tail_w and tail_s:   # links alike share one tail sum (a city has 10,000 devices)
+            if (tail_w, tail_s) not in tails:
+                tails[tail_w, tail_s] = float(tail_energy(arrivals, tail_w, tail_s).sum())
+            tail = tails[tail_w, tail_s]
         radio[i] += bits_in * rx + bits_out * tx + tail
         if master is not None:   # the other end of the link: same technology, same costs
             radio[master] += bits_in * tx + bits_out * rx

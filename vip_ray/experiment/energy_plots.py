@@ -88,16 +88,33 @@ def stacked_breakdown(ax, labels: Sequence[str], means_ms: np.ndarray, *, edge=N
     ax.grid(axis="y", alpha=0.3)
 
 
+#: bars in a run's breakdown plot: past this many decisive devices (a city has thousands) the ones
+#: that decided fewest requests share one bar, so the plot stays readable and takes milliseconds
+MAX_DEVICE_BARS = 24
+
+
 def breakdown_by_device(requests: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Per decisive device: its name, the mean of each stage (ms) and the requests it decided."""
+    """Per decisive device: its name, the mean of each stage (ms) and the requests it decided. With
+    more than :data:`MAX_DEVICE_BARS` devices, the ``MAX_DEVICE_BARS − 1`` that decided most keep
+    their bars (in device order) and the rest are one bar, ``other N devices``, over their requests."""
     cols = [c for c, _ in STAGES]
     ok = requests.dropna(subset=cols)
     ok = ok[ok["decisive_device"].notna()]
     if not len(ok):
         return [], np.zeros((0, len(cols))), np.zeros(0, dtype=np.int64)
     g = ok.groupby("decisive_device", observed=True)
-    means = g[cols].mean()
-    return [str(n) for n in means.index], 1e3 * means.to_numpy(), g.size().reindex(means.index).to_numpy()
+    sums, counts = g[cols].sum(), g.size()
+    counts = counts[counts > 0]
+    sums = sums.reindex(counts.index)
+    names = [str(n) for n in counts.index]
+    totals, n = sums.to_numpy(), counts.to_numpy()
+    if len(names) > MAX_DEVICE_BARS:
+        keep = np.sort(np.argsort(-n, kind="stable")[:MAX_DEVICE_BARS - 1])
+        rest = np.setdiff1d(np.arange(len(names)), keep)
+        names = [names[i] for i in keep] + [f"other {len(rest):,} devices"]
+        totals = np.vstack([totals[keep], totals[rest].sum(axis=0)])
+        n = np.concatenate([n[keep], [n[rest].sum()]])
+    return names, 1e3 * totals / n[:, None], n
 
 
 def run_breakdown_plot(run_dir, new_figure) -> list:

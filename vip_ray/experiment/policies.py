@@ -1,7 +1,8 @@
 """``vip-sim compare FILE --policies static,reactive,...``: the master's online controllers
 (:mod:`vip_ray.control`) side by side on the same scenario, strategy and seeds.
 
-A name is a registered policy, or ``POLICY+anytime`` (the margin rule on top of it). Output::
+A name is a registered policy, or ``POLICY+anytime`` (the margin rule on top of it), ``POLICY+adaptive_k``
+(each device's top-k from its up-link) or both. Output::
 
     policies.parquet   one row per policy × replication: POLICY_COLUMNS
     points/<policy>/   requests.parquet, devices.parquet, summary.json, config.yaml
@@ -19,7 +20,7 @@ import pandas as pd
 
 #: the comparison table: the strategy comparison's figures, plus the controller's
 POLICY_COLUMNS: dict[str, str] = {
-    "policy": "controller (control.policy, +anytime: the margin rule on top)",
+    "policy": "controller (control.policy; +anytime: the margin rule on top; +adaptive_k: each device's k)",
     "replication": "replication index (seed = seeds.base + replication)",
     "requests": "requests simulated",
     "answered": "fraction of requests answered (in time, or late by the scenario's fallback)",
@@ -35,16 +36,21 @@ POLICY_COLUMNS: dict[str, str] = {
 }
 
 
+#: options every policy takes that ``POLICY+OPTION`` switches on
+COMBINES = ("anytime", "adaptive_k")
+
+
 def policy_overrides(name: str) -> list[str]:
-    """``reactive+anytime`` -> the ``--set`` overrides that pick it."""
-    base, _, extra = name.partition("+")
+    """``reactive+anytime`` (``+adaptive_k``, or both) -> the ``--set`` overrides that pick it."""
+    base, *extras = name.split("+")
     out = [f"control.policy={base}"]
-    if extra:
-        if extra != "anytime":
+    for extra in extras:
+        if extra not in COMBINES:
             from vip_ray.scenario import ScenarioError
 
-            raise ScenarioError(f"--policies: {name!r}: only '+anytime' combines with a policy")
-        out.append("control.anytime=true")
+            raise ScenarioError(f"--policies: {name!r}: only {' and '.join(repr('+' + c) for c in COMBINES)} "
+                                f"combine with a policy")
+        out.append(f"control.{extra}=true")
     return out
 
 
@@ -66,7 +72,8 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
         from vip_ray.control import POLICIES
         from vip_ray.scenario import ScenarioError
 
-        raise ScenarioError(f"--policies: none given; allowed: {', '.join(POLICIES.names())} (and NAME+anytime)")
+        raise ScenarioError(f"--policies: none given; allowed: {', '.join(POLICIES.names())} "
+                            f"(and NAME+anytime, NAME+adaptive_k)")
     points = []
     for name in policies:    # validate them all first
         scenario = load_scenario(path, [*overrides, *policy_overrides(name)])
@@ -111,7 +118,8 @@ def _rows(policy: str, summary: dict, requests: pd.DataFrame) -> list[dict]:
                     "accuracy_in_deadline": float((r["correct_top1"] & r["deadline_met"]).mean()),
                     "accuracy_topM": v[topm], "latency_p50_ms": 1e3 * v["latency_p50_s"],
                     "latency_p99_ms": 1e3 * v["latency_p99_s"], "latency_mean_ms": 1e3 * v["latency_mean_s"],
-                    "bytes_per_request": v["bytes_per_request"], "redeployments": int(summary.get("redeployments", 0))})
+                    "bytes_per_request": v["bytes_per_request"],
+                    "redeployments": int(summary.get("redeployments_per_replication", [0] * (rep + 1))[rep])})
     return out
 
 
@@ -120,9 +128,11 @@ def mean_policy_table(table: pd.DataFrame) -> pd.DataFrame:
     return table.groupby("policy", sort=False)[cols].mean()
 
 
-def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> None:
+def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None, legend: bool = True) -> None:
     """Accuracy within the deadline vs p99 latency, one marker per policy (mean over replications,
-    bars: the replications' spread)."""
+    bars: the replications' spread). Policies that land on the same point stay visible: hollow
+    markers, each its own colour and shape, drawn from the largest to the smallest (concentric),
+    and the point is labelled with their names. ``legend`` False: the caller draws one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,15 +141,35 @@ def policy_plot(table: pd.DataFrame, path: Path, title: str = "", ax=None) -> No
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5.5, 4))
-    for i, (name, g) in enumerate(table.groupby("policy", sort=False)):
+    groups = list(table.groupby("policy", sort=False))
+    colours = plt.get_cmap("tab10").colors
+    points: list[tuple[float, float, str]] = []
+    for i, (name, g) in enumerate(groups):
         x, y = g["latency_p99_ms"].to_numpy(), 100 * g["accuracy_in_deadline"].to_numpy()
         ax.errorbar(x.mean(), y.mean(), xerr=np.ptp(x) / 2, yerr=np.ptp(y) / 2, fmt="os^DvPX*"[i % 8],
-                    label=name, capsize=3)
+                    color=colours[i % len(colours)], markerfacecolor="none", markeredgewidth=1.6,
+                    markersize=max(4.0, 15.0 - 2.0 * i), label=name, capsize=3, zorder=2 + i)
+        points.append((float(x.mean()), float(y.mean()), name))
+    # policies on one point (within 2 % of the axes' spans, where their markers overlap): say which
+    xs, ys = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    tol_x, tol_y = 0.02 * max(np.ptp(xs), 1e-9), 0.02 * max(np.ptp(ys), 1e-9)
+    left = list(range(len(points)))
+    while left:
+        i = left.pop(0)
+        near = [j for j in left if abs(xs[j] - xs[i]) <= tol_x and abs(ys[j] - ys[i]) <= tol_y]
+        left = [j for j in left if j not in near]
+        if near:   # the label runs inwards from a point near either side (not over the axis labels)
+            frac = (xs[i] - xs.min()) / max(np.ptp(xs), 1e-9)
+            ha, dx = ("left", -8) if frac < 0.33 else ("right", 8) if frac > 0.67 else ("center", 0)
+            ax.annotate(" = ".join(points[j][2] for j in [i, *near]), (xs[i], ys[i]), xytext=(dx, -16),
+                        textcoords="offset points", ha=ha, va="top", fontsize=7, color="0.25")
     ax.set_xlabel("p99 latency (ms)")
     ax.set_ylabel("accuracy within the deadline (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.margins(x=0.15, y=0.2)
+    if legend:
+        ax.legend(fontsize=8)
     if own:
         fig.tight_layout()
         fig.savefig(path, dpi=120)

@@ -168,8 +168,12 @@ class PointTables:
         self.meta["engine_wall_s"] += meta.get("engine_wall_s", 0.0)
         if "masters" in meta:   # a multi-master run: each master's figures, per replication
             self.per_master.append(meta["masters"])
+        if "redeployments" in meta:   # a controller's re-deployments: each replication its own
+            self.meta.setdefault("redeployments_per_replication", []).append(int(meta["redeployments"]))
         self.meta.update({k: v for k, v in meta.items()
-                          if k not in ("placement", "events", "engine_wall_s", "masters")})
+                          if k not in ("placement", "events", "engine_wall_s", "masters", "redeployments")})
+        if "redeployments_per_replication" in self.meta:
+            self.meta["redeployments"] = sum(self.meta["redeployments_per_replication"])
 
     def close(self) -> None:
         if self.writer is not None:

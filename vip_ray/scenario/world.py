@@ -85,12 +85,14 @@ def slots(plan: Any, i: int) -> tuple[W.VariantSlot, ...]:
 def world(scenario: Any, plan: Any, aggregation: Any, *, seed: int) -> W.SimSpec:
     """The world of one replication: the scenario's devices running ``plan``'s timeline (a
     :class:`vip_ray.placement.plan.PlacementPlan`), each replying with ``aggregation``'s reply
-    size for its variant."""
+    size for its variant (its own k where the aggregation has one per device)."""
     devices = []
     for i, d in enumerate(scenario.devices):
         own = slots(plan, i)
         first = next((s.variant for s in own if s.placed), None)
         rbytes = aggregation.reply_bytes(first) if (first is not None and aggregation.classes) else plan.reply_bytes
+        if getattr(aggregation, "k_device", None) is not None:   # each device's own top-k (vip_ray.control.topk)
+            rbytes = aggregation.device_reply_bytes(i)
         devices.append(device(d, own, int(rbytes)))
     app = workload(scenario, plan.input_bytes)
     return E.with_batteries(W.SimSpec(devices=tuple(devices), workload=app,

@@ -36,6 +36,12 @@ MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
 HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
 COLLECT_S = 0.001      # the least the master stops waiting for its groups before the deadline (wall s)
+#: the leads and the hold guard track the trailing *maximum* of their paths (×1.25), not a 99th
+#: percentile: a late answer is a missed deadline, and the rare slow path (the event loop busy with
+#: a neighbouring request for a few ms) is what makes them — quiet cycle_stealing at p99 × 1.25 missed
+#: 7 of 278 deadline-bound answers by 0.02–0.9 emulated ms. The price: such answers come that much
+#: before the deadline (measured latency a little below the simulator's, within validate's 5 %)
+GUARD_QUANTILE = 1.0
 
 
 class BadInput(ValueError):
@@ -213,10 +219,12 @@ class Ingress:
             t0 = time.time()
             await asyncio.gather(*(_bounded(g.reset.remote(token, seed, epoch), 2.0) for g in self.groups))
             trips.append(time.time() - t0)
-        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips),
+        q = GUARD_QUANTILE
+        session.lead = AnswerLead(self.cfg.options.answer_lead_ms / 1e3, start_s=min(trips), quantile=q,
                                   cap_s=0.25 * self.deadline * self.cfg.dilation)
-        session.hold = AnswerLead(0.0, start_s=HOLD_START_S, cap_s=0.05 * self.deadline * self.cfg.dilation)
-        session.stop = AnswerLead(COLLECT_S, start_s=COLLECT_S, cap_s=0.1 * self.deadline * self.cfg.dilation)
+        x = self.deadline * self.cfg.dilation
+        session.hold = AnswerLead(0.0, start_s=HOLD_START_S, quantile=q, cap_s=0.05 * x)
+        session.stop = AnswerLead(COLLECT_S, start_s=COLLECT_S, quantile=q, cap_s=0.1 * x)
         self.session = session
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll())

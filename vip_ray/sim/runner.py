@@ -98,7 +98,7 @@ class SimEngine(Engine):
                     yield table()
                     pending, held = [], 0
                 pending.append((chunk, cell, offset))
-                jobs.add(chunk, offset, names=[dep.device_names[i] for i in devs])
+                jobs.add(chunk, offset, devices=idx)
                 held += len(chunk.arrival)
                 n += len(chunk.arrival)
                 if held >= chunk_requests:

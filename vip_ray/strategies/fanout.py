@@ -72,6 +72,15 @@ class FanOutStrategy(Strategy):
         ctl = controller(ctx.scenario.control, agg)
         w = world(scenario, plan, agg, seed=seed)
         meta = {"placement_warnings": list(plan.warnings)} if plan.warnings else {}
+        if ctl is not None and getattr(ctl.options, "adaptive_k", False) and agg.name == "vp":
+            # each device's k from the up-link bandwidth the master measures, before any engine
+            # computes a timeline: the world is built again with the reply sizes these k give
+            from vip_ray.control.topk import with_device_k
+
+            agg = with_device_k(ctl.options, w, agg)
+            ctl.aggregation = agg
+            w = world(scenario, plan, agg, seed=seed)
+            meta["k_by_device"] = {d.name: k for d, k in zip(w.devices, agg.k_device)}
         if ctl is not None:   # what the controller changed (static's summary stays as it was)
             ctl.service_s = plan.service_s       # (device, variant) compute times, for re-deployments
             meta.update(ctl.meta(w))

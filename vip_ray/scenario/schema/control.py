@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import Field, PlainValidator, field_validator
+from pydantic import Field, PlainValidator, field_validator, model_validator
 
 from vip_ray.scenario.schema.base import NonNegFloat, PositiveInt, _custom, _Model
 
@@ -16,11 +16,24 @@ class _Control(_Model):
     """Every policy: ``anytime`` — also answer early by the margin rule (:mod:`vip_ray.control.anytime`);
     ``anytime_scale`` — the part of the missing devices' largest possible swing the margin must
     exceed (1: the answer provably cannot change; below 1 it may, rarely); ``min_replies`` —
-    replies needed before an early answer."""
+    replies needed before an early answer. ``adaptive_k`` — pick each device's top-k from its
+    measured up-link bandwidth (:mod:`vip_ray.control.topk`): the largest k in [``k_min``,
+    ``k_max``] (``k_max`` None: ``strategy.k``) whose reply serialises within ``k_budget`` × the
+    deadline."""
 
     anytime: bool = False
     anytime_scale: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
     min_replies: PositiveInt = 1
+    adaptive_k: bool = False
+    k_budget: Fraction = 0.1
+    k_min: PositiveInt = 1
+    k_max: Optional[PositiveInt] = None
+
+    @model_validator(mode="after")
+    def _k_range(self) -> Any:
+        if self.k_max is not None and self.k_min > self.k_max:
+            raise _custom("bad_k_range", f"k_min ({self.k_min}) must be <= k_max ({self.k_max})", sub="k_min")
+        return self
 
 
 class StaticControl(_Control):
