@@ -58,7 +58,193 @@ def test_radio_tail_is_cut_short_by_the_next_input():
     assert E.tail_energy(np.arange(5) * 20.0, 1.06, 11.576).sum() == pytest.approx(5 * 1.06 * 11.576)
 
 
-def test_per_request_energy_is_responders_compute_plus_bytes_at_both_ends():
+def test_per_request_energy_is_each_used_jobs_own_compute_plus_its_bits_at_both_ends():
+    """Two requests over a master (busy 5 W), worker ``a`` (10 W, 10-byte replies) and worker ``b``
+    (no power block, 20-byte replies), both on a link at 300 + 100 nJ/bit, 1,000-byte inputs.
+    Request 0 uses the master's job (10 ms) and a's (30 ms from start to end, 10 ms of it paused:
+    20 ms of compute); b's reply was lost on the uplink (sent: its bits count, nobody used it).
+    Request 1 uses the master's 12 ms; a's input was lost on the way (a's radio listened), b was
+    never sent it (another master's device)."""
+    from types import SimpleNamespace
+
+    from vip_ray.core.tables import Outcome as O
+
+    tx, rx = 300e-9, 100e-9
+    link = LinkSpec(0.002, 1e6, radio=RadioSpec(tx_j_per_bit=tx, rx_j_per_bit=rx))
+    devs = (DeviceSpec("m", (VariantSlot(0.0, 0, 0.5),), role="master", power=PowerSpec(1.0, 5.0)),
+            DeviceSpec("a", (VariantSlot(0.0, 1, 0.5),), link=link, reply_bytes=10, power=PowerSpec(1.0, 10.0)),
+            DeviceSpec("b", (VariantSlot(0.0, 2, 0.5),), link=link, reply_bytes=20))
+    inf = math.inf
+    timing = SimpleNamespace(
+        outcome=np.array([[O.REPLIED, O.REPLIED, O.LOST_UP], [O.REPLIED, O.LOST_DOWN, O.NOT_SENT]], dtype=np.int8),
+        start_at=np.array([[0.0, 0.02, 0.03], [0.2, inf, inf]]),
+        end_at=np.array([[0.01, 0.05, 0.04], [0.212, inf, inf]]),
+        paused_s=np.array([[0.0, 0.01, 0.0], [0.0, 0.0, 0.0]]), ready_at=np.zeros((2, 3)), reply_at=np.zeros((2, 3)))
+    use = np.array([[True, True, False], [True, False, False]])
+    got = E.request_energy([(devs, 1000, 2)], timing, use)
+    j = tx + rx
+    want = [0.01 * 5.0 + 0.02 * 10.0 + 2 * 8000 * j + (8 * 10 + 8 * 20) * j,
+            0.012 * 5.0 + 8000 * j]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # without stage times (an engine that does not record them): the used devices' mean service time
+    plain = SimpleNamespace(outcome=timing.outcome, reply_at=timing.reply_at)
+    np.testing.assert_allclose(E.request_energy([(devs, 1000, 2)], plain, use),
+                               [0.5 * 5 + 0.5 * 10 + 2 * 8000 * j + 240 * j, 0.5 * 5 + 8000 * j], rtol=1e-12)
+    # no power or radio anywhere: no figure
+    bare = tuple(DeviceSpec(d.name, d.slots, role=d.role, link=LinkSpec(0.002, 1e6) if d.link else None)
+                 for d in devs)
+    assert np.isnan(E.request_energy([(bare, 1000, 2)], timing, use)).all()
+
+
+def _with_energy(spec, seed=0):
+    """``spec`` with a power block on every device and a radio (no tail) on every link, drawn at random."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    devs = []
+    for d in spec.devices:
+        radio = RadioSpec(tx_j_per_bit=float(rng.uniform(50, 500)) * 1e-9,
+                          rx_j_per_bit=float(rng.uniform(20, 200)) * 1e-9)
+        devs.append(replace(d, power=PowerSpec(float(rng.uniform(1, 3)), float(rng.uniform(4, 15))),
+                            link=None if d.link is None else replace(d.link, radio=radio)))
+    return replace(spec, devices=tuple(devs))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_per_request_energy_is_the_same_in_every_engine_and_counts_each_job(seed):
+    """On the random specs that prove the engines identical (with power and radios added): every
+    engine writes the same ``energy_j``, and it is, job by job, the used jobs' end - start - paused
+    at busy_w plus every sent input and every sent reply (replied or lost up) at tx + rx J/bit."""
+    from tests.test_breakdown import ENGINES, fanout
+    from tests.test_sim_engine import rand_spec
+    from vip_ray.core.master import request_table
+    from vip_ray.core.tables import sample_rng
+
+    spec = _with_energy(rand_spec(seed), seed)
+    dep = fanout(spec, ("none", "local", "best_effort")[seed % 3])
+    names = [d.name for d in spec.devices]
+    first = None
+    for engine in ENGINES:
+        res = run(dep.world, engine)
+        rows = request_table(res, dep, replication=0, sample_rng=sample_rng(dep.seed))
+        got = rows["energy_j"].to_numpy()
+        if first is None:
+            first = got
+            want = np.zeros(len(rows))
+            for i in range(len(rows)):
+                used = [names.index(n) for n in str(rows["responders"].iloc[i]).split(",") if n]
+                for d, dev in enumerate(spec.devices):
+                    if d in used:
+                        want[i] += (res.end_at[i, d] - res.start_at[i, d] - res.paused_s[i, d]) * dev.power.busy_w
+                    if dev.link is None or res.outcome[i, d] == 7:     # no link / not sent
+                        continue
+                    j = dev.link.radio.tx_j_per_bit + dev.link.radio.rx_j_per_bit
+                    want[i] += 8 * spec.workload.input_bytes * j
+                    if res.outcome[i, d] in (0, 5):                    # a reply left the device
+                        want[i] += 8 * dev.reply_bytes * j
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+        else:
+            np.testing.assert_array_equal(got, first, err_msg=engine)
+
+
+def test_per_request_energy_adds_up_to_the_devices_compute_and_radio_when_every_reply_is_used():
+    """Always up, lossless, no tail, a deadline nobody misses: every job's work is some request's,
+    so the requests' energy adds up to the devices' compute + radio energy (idle is nobody's)."""
+    from tests.test_breakdown import ENGINES, fanout
+    from vip_ray.core.master import request_table
+    from vip_ray.core.tables import sample_rng
+
+    radio = RadioSpec(tx_j_per_bit=283e-9, rx_j_per_bit=137e-9)
+    devs = (DeviceSpec("m", (VariantSlot(0.0, 0, 0.01),), role="master", service_dist="exponential", jitter_cv=1.0,
+                       power=PowerSpec(2.0, 6.0)),
+            DeviceSpec("a", (VariantSlot(0.0, 1, 0.02),), service_dist="lognormal", jitter_cv=0.5,
+                       link=LinkSpec(0.004, 5e6, radio=radio), reply_bytes=18, power=PowerSpec(3.0, 9.0)),
+            DeviceSpec("b", (VariantSlot(0.0, 2, 0.015),), link=LinkSpec(0.002, 20e6, radio=radio), reply_bytes=18,
+                       power=PowerSpec(1.0, 4.0)))
+    spec = SimSpec(devs, WorkloadSpec("poisson", rate_hz=20.0, n_requests=400, deadline_s=30.0, input_bytes=3072),
+                   seed=4)
+    dep = fanout(spec)
+    for engine in ENGINES:
+        res = run(spec, engine)
+        rows = request_table(res, dep, replication=0, sample_rng=sample_rng(dep.seed))
+        assert rows["n_responders"].eq(3).all()
+        cols = E.device_energy(spec, _frame(res), 3072, res.arrival)
+        total = cols["energy_compute_j"].sum() + cols["energy_radio_j"].sum()
+        assert rows["energy_j"].sum() == pytest.approx(total, rel=1e-12), engine
+
+
+def test_chain_request_energy_is_its_slices_compute_and_its_bytes_on_each_link():
+    """mp, the hand-worked chain of tests/test_breakdown.py: the master computes 10 ms (6 W), sends
+    a 1,000-byte activation to the worker (no power block) over a 400 + 100 nJ/bit link, which
+    computes 5 ms and returns 10 bytes: 0.010 * 6 + 8 * 1,010 * 500e-9 J per request."""
+    from vip_ray.sim.chain import ChainSpec, run_chain
+
+    radio = RadioSpec(tx_j_per_bit=400e-9, rx_j_per_bit=100e-9)
+    devs = (DeviceSpec("m", (VariantSlot(0.0, 0, 0.010),), power=PowerSpec(2.0, 6.0)),
+            DeviceSpec("w", (VariantSlot(0.0, 0, 0.005),), link=LinkSpec(0.002, 1e6, radio=radio)))
+    spec = ChainSpec(devices=devs, stages=(0, 1), stage_bytes=(100, 1000), out_bytes=10, master=0,
+                     workload=WorkloadSpec("periodic", rate_hz=200, n_requests=2, deadline_s=1.0, input_bytes=100))
+    res = run_chain(spec)
+    np.testing.assert_allclose(res.work, [[0.010, 0.005]] * 2, atol=1e-15)
+    np.testing.assert_array_equal(res.link_bytes, [[0, 1010]] * 2)
+    got = E.chain_energy(devs, res.work, res.link_bytes, np.array([True, False]))
+    np.testing.assert_allclose(got, [0.010 * 6 + 8 * 1010 * 500e-9, 8 * 1010 * 500e-9], rtol=1e-12)
+
+
+def _end_cloud_timeline():
+    """COACH's pipeline, the exact timeline of tests/test_breakdown.py: 10 ms on the end device,
+    264 bytes up at 1 Mbit/s, 2.5 ms on the cloud, 40 bytes down; tasks at 0, 2 ms and 100 ms, the
+    last exits early (all on the end device, nothing sent)."""
+    import torch.nn as nn
+
+    from vip_ray.coach.blocks import Chain as Dag
+    from vip_ray.coach.offline import CostModel
+    from vip_ray.coach.profile import trace_dag
+    from vip_ray.sim.pipeline import Decision, simulate_pipeline
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1))
+    dag = Dag(trace_dag(net, (3, 8, 8)))
+    cost = CostModel(dag, np.array([0.0, 0.010, 0.002, 0.020]), np.array([0.0, 0.001, 0.0005, 0.002]), 1e6)
+    return simulate_pipeline(cost.plan(dag.boundary_cut(1)), np.array([0.0, 0.002, 0.1]),
+                             LinkSpec(rtt_s=0.002, bandwidth_bps=1e6), lambda i, now, bw, p: Decision(i == 2, 8),
+                             result_bytes=40)
+
+
+def test_end_cloud_energy_of_a_hand_worked_pipeline():
+    """The end device (3 W idle, 8 W busy) computes 10 ms per task; the cloud (no power block:
+    none reported, as the catalog's cloud GPU) 2.5 ms per task it answers; the link's radio costs
+    283 + 137 nJ/bit at each end. Tasks 0 and 1: 0.010 * 8 + 8 * (264 + 40) * 420e-9 J; task 2
+    (early exit): 0.010 * 8 J. Over the span 0 .. 0.11 s (task 2 ends at 0.1 + 0.01) the end
+    device is busy 30 ms: idle 0.08 s * 3 W."""
+    from types import SimpleNamespace
+
+    res = _end_cloud_timeline()
+    r = res.records
+    tx, rx = 283e-9, 137e-9
+    setup = SimpleNamespace(end_power=PowerSpec(3.0, 8.0), cloud_power=None,
+                            link=LinkSpec(0.002, 1e6, radio=RadioSpec(tx_j_per_bit=tx, rx_j_per_bit=rx)))
+    meter = E.meter_for(SimpleNamespace(setup=setup))
+    rows = pd.DataFrame({"arrival_s": r["arrival_s"], "correct_top1": [True, True, False],
+                         "t_end_s": r["t_end_s"], "t_cloud_s": r["t_cloud_s"],
+                         "bytes_up": r["bytes_up"], "bytes_down": r["bytes_down"]})
+    got = meter.annotate(rows)["energy_j"].to_numpy()
+    sent = 8 * (264 + 40) * (tx + rx)
+    np.testing.assert_allclose(got, [0.010 * 8 + sent, 0.010 * 8 + sent, 0.010 * 8], rtol=1e-12)
+    frame = pd.DataFrame({"role": ["end", "link", "cloud"], "busy_s": [0.030, 0.0064, 0.005],
+                          "available_s": [0.11, 0.11, 0.11]})
+    dev = meter.devices(frame)
+    np.testing.assert_allclose(dev["energy_compute_j"], [0.030 * 8, 0, 0], rtol=1e-12)
+    np.testing.assert_allclose(dev["energy_idle_j"], [0.08 * 3, 0, 0], rtol=1e-12)
+    bits_up, bits_down = 2 * 264 * 8, 2 * 40 * 8
+    np.testing.assert_allclose(dev["energy_radio_j"], [bits_up * tx + bits_down * rx, 0, bits_up * rx + bits_down * tx],
+                               rtol=1e-12)
+    fig = meter.figures()
+    assert fig["energy_per_correct_j"] == pytest.approx(dev["energy_j"].sum() / 2, rel=1e-12)
+    # the requests' energy is the devices' less idle (no tail here)
+    assert got.sum() == pytest.approx((dev["energy_compute_j"] + dev["energy_radio_j"]).sum(), rel=1e-12)
+
+
+def test_per_request_energy_without_per_job_times_is_responders_compute_plus_bytes_at_both_ends():
     tx, rx = 300e-9, 100e-9
     link = LinkSpec(0.002, 1e6, radio=RadioSpec(tx_j_per_bit=tx, rx_j_per_bit=rx))
     devs = (DeviceSpec("m", (VariantSlot(0.0, 0, 0.01),), role="master", power=PowerSpec(1.0, 5.0)),
@@ -223,3 +409,32 @@ def test_run_writes_jobs_and_the_breakdown(run_dir):
     replies = jobs.pivot_table(index=["replication", "request_id"], columns="device", values="reply_at_s",
                                observed=True).to_numpy()[ans]
     assert np.isclose(replies, y[:, None], rtol=0, atol=1e-12).any(axis=1).all()
+
+
+def test_end_cloud_run_reports_energy_of_the_end_device_its_radio_and_a_cloud_without_power(small_pool, tmp_path):
+    """COACH on the end–cloud scenario (Jetson NX end device, 4 W idle / 15 W busy in the catalog;
+    a cloud GPU with no power block; Wi-Fi at 283.17 + 137.01 nJ/bit): each task's energy is its
+    head on the NX plus its tensors and answer at both ends of the link; the cloud reports no
+    compute or idle energy; the summary divides all devices' energy by the tasks."""
+    from vip_ray.experiment.run import run_scenario
+
+    sets = [f"pool.root={small_pool.parent}", "pool.name=small", "workload.requests=60", "seeds.replications=1",
+            "strategy.name=coach", "strategy.options.coach={model: vp_v3, calibration_samples: 120}"]
+    out = run_scenario("scenarios/end_cloud_vp.yaml", overrides=sets, out=tmp_path / "run", plots=False,
+                       log=lambda s: None)
+    req = pd.read_parquet(out / "requests.parquet")
+    dev = pd.read_parquet(out / "devices.parquet")
+    j = (283.17 + 137.01) * 1e-9
+    want = req["t_end_s"] * 15.0 + 8 * (req["bytes_up"] + req["bytes_down"]) * j
+    np.testing.assert_allclose(req["energy_j"], want, rtol=1e-12)
+    assert (req["bytes_up"] > 0).any()
+    end, link, cloud = (dev.iloc[i] for i in range(3))
+    assert end["energy_compute_j"] == pytest.approx(end["busy_s"] * 15.0, rel=1e-12)
+    assert end["energy_idle_j"] == pytest.approx((end["available_s"] - end["busy_s"]) * 4.0, rel=1e-12)
+    bits_up, bits_down = 8 * req["bytes_up"].sum(), 8 * req["bytes_down"].sum()
+    assert end["energy_radio_j"] == pytest.approx(bits_up * 283.17e-9 + bits_down * 137.01e-9, rel=1e-12)
+    assert cloud["energy_radio_j"] == pytest.approx(bits_up * 137.01e-9 + bits_down * 283.17e-9, rel=1e-12)
+    assert cloud["energy_compute_j"] == cloud["energy_idle_j"] == link["energy_j"] == 0.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["energy_per_request_j"]["mean"] == pytest.approx(dev["energy_j"].sum() / len(req),
+                                                                               rel=1e-9)

@@ -1,7 +1,8 @@
-"""Where a live fan-out's latency went (issue 15): the Serve engine's emulated devices record each
-job's stage times, its jobs table carries them, and its requests table has the simulator's
-breakdown columns, computed by the same code (``vip_ray.core.breakdown``) — on a scenario both
-engines agree on (three devices always up, no loss, emulated delays of 40–60 ms, X = 3)."""
+"""Where a live fan-out's latency and energy went (issue 15): the Serve engine's emulated devices
+record each job's stage times, its jobs table carries them, and its requests table has the
+simulator's breakdown columns and per-request energy, computed by the same code
+(``vip_ray.core.breakdown``, ``vip_ray.core.energy``) — on a scenario both engines agree on
+(three devices always up, no loss, emulated delays of 40–60 ms, X = 3)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -17,7 +18,11 @@ from vip_ray.experiment.run import run_scenario
 from test_serve import DEVICES, deployment, emulation
 
 pytestmark = pytest.mark.ray
-EXTRA = ["workload.requests=12"]
+# power blocks and a radio (energy only: no effect on any time), for the per-request energy
+POWER_W = {"master": 3.0, "fast": 9.0, "slow": 4.0}
+ENERGY = [*(f"devices.{i}.power={{idle_w: 1.0, busy_w: {w}}}" for i, w in enumerate(POWER_W.values())),
+          "network.radio={tx_nj_per_bit: 400, rx_nj_per_bit: 100}"]
+EXTRA = ["workload.requests=12", *ENERGY]
 STAGES = (("input_at_s", "ready_at"), ("start_s", "start_at"), ("end_s", "end_at"), ("paused_s", "paused_s"),
           ("reply_at_s", "reply_at"))
 
@@ -108,3 +113,25 @@ def test_live_breakdown_is_the_simulators_and_sums_to_the_measured_latency(live,
     np.testing.assert_allclose(agg[ok], np.maximum(overhead[ok], 0.0), rtol=0, atol=1e-9)
     np.testing.assert_allclose((req["t_wait_s"] + req["t_aggregate_s"]).to_numpy()[same],
                                sim["t_wait_s"].to_numpy()[same] + overhead[same], rtol=0, atol=1e-9)
+
+
+def test_live_energy_per_request_is_the_simulators(live, sets, tmp_path):
+    """``energy_j`` of the live requests: where the same devices answered, the simulator's exactly
+    (the same jobs' emulated times, the same code); and worked out by hand: each used device's
+    emulated delay (40 / 45 / 60 ms, no jitter) at its busy power, plus, both workers being sent
+    every input and replying, their inputs and replies at 400 + 100 nJ/bit."""
+    cfg, ref, req, _, _ = live
+    sim = analysis.load(run_scenario(DEVICES, overrides=[*sets, *EXTRA], out=tmp_path / "sim", plots=False,
+                                     log=lambda s: None))
+    same = req["answered"].to_numpy() & (req["responders"].astype(str).to_numpy()
+                                         == sim["responders"].astype(str).to_numpy())
+    assert same.sum() >= 8
+    np.testing.assert_array_equal(req["energy_j"].to_numpy()[same], sim["energy_j"].to_numpy()[same])
+    delay = {"master": 0.040, "fast": 0.045, "slow": 0.060}
+    j = 500e-9
+    radio = sum(8 * (cfg.workload.input_bytes + d.reply_bytes) * j for d in cfg.devices if d.link is not None)
+    assert (ref.outcome == Outcome.REPLIED).all()
+    for i in np.flatnonzero(req["answered"].to_numpy()):
+        used = str(req["responders"].iloc[i]).split(",")
+        want = sum(delay[n] * POWER_W[n] for n in used) + radio
+        assert req["energy_j"].iloc[i] == pytest.approx(want, rel=1e-9), i

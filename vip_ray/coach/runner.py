@@ -25,6 +25,7 @@ from vip_ray.coach.calibrate import EndCloudModel
 from vip_ray.coach.frames import frame_samples
 from vip_ray.coach.offline import CostModel, StagePlan
 from vip_ray.scenario import ScenarioError
+from vip_ray.scenario.world import power, radio
 from vip_ray.core import world as S
 from vip_ray.core.streams import Arrivals
 
@@ -74,6 +75,8 @@ class Setup:
     eps: float
     file: str
     cloud_down: bool = False          # the cloud crashed at t = 0: every strategy runs all on the end
+    end_power: Any = None             # vip_ray.core.power.PowerSpec of each side (None: no compute or idle energy)
+    cloud_power: Any = None
 
     def cost_at(self, bandwidth_bps: float) -> CostModel:
         return CostModel(self.model.chain, self.t_end, self.t_cloud, bandwidth_bps)
@@ -116,7 +119,7 @@ def end_cloud_model(pool: Any, member_id: str, *, profile_size: int | None, cali
 def _link(link: Any) -> S.LinkSpec:
     trace = tuple((t, mbps * 1e6) for t, mbps in (link.bandwidth_trace.points if link.bandwidth_trace else ()))
     return S.LinkSpec(rtt_s=link.rtt_ms / 1e3, bandwidth_bps=link.bandwidth_mbps * 1e6, loss=link.loss or 0.0,
-                      bandwidth_trace=trace)
+                      bandwidth_trace=trace, radio=radio(getattr(link, "radio", None)))
 
 
 def availability_refusal(scenario: Any, options: EndCloudOptions) -> str | None:
@@ -195,7 +198,8 @@ def setup(scenario: Any, pool: Any, options: EndCloudOptions, *, name: str, file
     interval = 1.0 / w.rate if w.rate else None
     return Setup(scenario, pool, model, end_name, cloud_name, link, t_end, t_cloud, cost,
                  result_bytes=4 * pool.num_classes, deadline_s=w.deadline_ms / 1e3, frame_interval_s=interval,
-                 eps=options.eps, file=file, cloud_down=cloud_down)
+                 eps=options.eps, file=file, cloud_down=cloud_down,
+                 end_power=power(getattr(end_dev, "power", None)), cloud_power=power(getattr(cloud_dev, "power", None)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ cut into decision epochs of ``interval_s``. Each step:
   timeout counts the deadline);
 * reward — over the epoch's requests: accuracy within the deadline − ``latency_weight`` × mean
   latency / deadline − ``energy_weight`` × mean energy per request / ``energy_norm_j``. A request's
-  energy is ``requests.parquet``'s ``energy_j`` (:class:`vip_ray.core.energy.EnergyMeter`: the
-  compute of the devices whose replies it used + its bytes at both ends of the links); the
+  energy is ``requests.parquet``'s ``energy_j`` (:func:`vip_ray.core.energy.request_energy`: the
+  compute time of the jobs whose replies it used + its bytes at both ends of the links); the
   normaliser defaults to :func:`reference_energy_j`, the energy of a request that every device
   answers (so the term is about 1 when the master uses every reply). ``energy_weight`` > 0 needs
   an energy model (devices' ``power``, links' ``radio``).
@@ -133,7 +133,10 @@ class ControlEnv(_Base):
         rows = np.flatnonzero((res.arrival >= t0) & (res.arrival < t1))
         timing = SimpleNamespace(arrival=res.arrival[rows], reply_at=res.reply_at[rows], variant=res.variant[rows],
                                  outcome=res.outcome[rows], bytes_down=res.bytes_down[rows],
-                                 bytes_up=res.bytes_up[rows], request_id=res.request_id[rows])
+                                 bytes_up=res.bytes_up[rows], request_id=res.request_id[rows],
+                                 # each job's stage times: a request's energy is its jobs' own compute
+                                 **{k: getattr(res, k)[rows] for k in ("ready_at", "start_at", "end_at", "paused_s")
+                                    if getattr(res, k, None) is not None})
         dep = replace(self._dep, control=_MaskWaits(np.asarray(action).reshape(-1).astype(bool)))
         table = request_table(timing, dep, replication=0, sample_rng=self._samples)
         deadline = dep.workload.deadline_s

@@ -17,12 +17,25 @@ The model (the README's "Energy" section says the same):
   ``tail_s`` after each transfer, cut short by the next one: per input ``tail_w * min(gap, tail_s)``
   with ``gap`` the time to the next request's input (the reply falls inside the same active period
   when the latency is shorter than the tail — the model's simplification).
-* **Per request** ``energy_j``: the compute of the devices whose replies it used (their variant's
-  mean service time at ``busy_w``) + its bytes on the wire at both ends (the mean J/bit of the
-  world's links). Work nobody used (late replies, dropped jobs), the radio tail and idle power
+* **Per request** ``energy_j``: the work done for it — each job whose reply it used, for the
+  compute time that job actually took (its end less its start less its time paused, the engine's
+  stage times: ``jobs.parquet``'s ``end_s - start_s - paused_s``), at that device's ``busy_w``
+  (``devices.parquet``'s split: ``energy_compute_j`` is the busy time at ``busy_w``, idle power
+  is ``energy_idle_j`` and no request's), the master's own job included — plus its bits on the
+  wire at both ends of each link they crossed (every input sent, every reply sent, at that link's
+  tx + rx J/bit). Work nobody used (late replies, dropped jobs), the radio tail and idle power
   belong to no request: they are in the device totals, and ``summary.json``'s
   ``energy_per_request_j`` / ``energy_per_correct_j`` divide *all* devices' energy by the requests /
-  the correct (top-1) answers.
+  the correct (top-1) answers. Vectorised over the (R, D) job arrays after the event loop
+  (:func:`request_energy`). A chain (mp) in the simulator: an answered request's slices for the
+  time each computed, and its bytes on every link it crossed (:func:`chain_energy`). An engine
+  without per-job times (the Serve engine's chains) falls back on each used device's mean service
+  time and the links' mean J/bit.
+* **End–cloud pipelines** (:class:`PipelineMeter`): the end device computes each task's head for
+  ``t_end_s`` at its ``busy_w``, the cloud its tail for ``t_cloud_s`` at its own (none without a
+  power block: a cloud GPU of the catalog reports none), and both ends of the end–cloud link pay
+  the tensors sent up and the answer sent down at its radio's J/bit; idle power over the run's span
+  and the tail as for a fan-out.
 * **Battery** (``battery_wh``): the device goes down for good (a crash) when its battery is empty,
   at ``battery_wh * 3600 / P_mean``, ``P_mean`` the device's expected mean power under the
   workload: ``idle_w + rho * (busy_w - idle_w)`` with ``rho = min(1, rate * service_s)``, plus its
@@ -66,8 +79,7 @@ def tail_energy(arrivals: np.ndarray, tail_w: float, tail_s: float) -> np.ndarra
 
 def has_energy(world: Any) -> bool:
     """Whether any device of ``world`` (a :class:`vip_ray.core.world.SimSpec`) has a power or radio model."""
-    return world is not None and any(getattr(d, "power", None) is not None or _link_costs(d.link) != (0, 0, 0, 0)
-                                     for d in world.devices)
+    return world is not None and has_energy_devices(world.devices)
 
 
 def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, arrivals: np.ndarray):
@@ -109,6 +121,67 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
             "energy_j": compute + radio + idle}
 
 
+def _device_vectors(devices: Sequence[Any], input_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per device: ``busy_w`` (0 without a power block), J of one input on its link and J of one
+    reply, both ends (tx + rx of the link's technology; 0 without a link or a radio)."""
+    busy = np.array([p.busy_w if (p := getattr(d, "power", None)) is not None else 0.0 for d in devices])
+    both = np.array([sum(_link_costs(d.link)[:2]) for d in devices])
+    reply = np.array([8.0 * d.reply_bytes for d in devices], dtype=np.float64)
+    return busy, 8.0 * float(input_bytes) * both, reply * both
+
+
+def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: Any, use: np.ndarray) -> np.ndarray:
+    """(R,) ``energy_j`` of the rows of ``timing`` (the (R, D) job arrays: ``outcome``, and
+    ``start_at`` / ``end_at`` / ``paused_s`` when the engine records stage times) whose used
+    replies are ``use`` (R, D): each used job's compute time at its device's ``busy_w``, plus every
+    input sent and every reply sent at both ends of its link (see the module doc). ``parts``: the
+    ``(devices, input_bytes, rows)`` of consecutive row blocks (a multi-master run's cells; one
+    block otherwise). NaN everywhere when no device has a power or radio model."""
+    from vip_ray.core.breakdown import has_stages
+    from vip_ray.core.tables import Outcome
+
+    r = len(use)
+    if not any(has_energy_devices(devs) for devs, _, _ in parts):
+        return np.full(r, np.nan)
+    vecs = [_device_vectors(devs, ib) for devs, ib, _ in parts]
+    if len(parts) == 1:
+        busy, in_j, out_j = vecs[0]
+    else:   # one row of per-device costs per request (cells of one size, stacked)
+        counts = [n for _, _, n in parts]
+        busy, in_j, out_j = (np.repeat(np.stack([v[k] for v in vecs]), counts, axis=0) for k in range(3))
+    if has_stages(timing):
+        with np.errstate(invalid="ignore"):
+            work = np.where(use, timing.end_at - timing.start_at - timing.paused_s, 0.0)
+    else:   # no stage times: the used device's mean service time
+        service = [np.array([next((s.service_s for s in d.slots if s.placed), 0.0) for d in devs])
+                   for devs, _, _ in parts]
+        work = use * (service[0] if len(parts) == 1 else np.repeat(np.stack(service), counts, axis=0))
+    outcome = np.asarray(timing.outcome)
+    if outcome.dtype.kind == "f":   # a live engine's jobs: NaN where none was recorded
+        outcome = np.where(np.isnan(outcome), Outcome.NOT_SENT, outcome)
+    sent = outcome != Outcome.NOT_SENT
+    replied = (outcome == Outcome.REPLIED) | (outcome == Outcome.LOST_UP)
+    if busy.ndim == 1:
+        return work @ busy + sent @ in_j + replied @ out_j
+    return (work * busy).sum(axis=1) + (sent * in_j).sum(axis=1) + (replied * out_j).sum(axis=1)
+
+
+def chain_energy(devices: Sequence[Any], work: np.ndarray, link_bytes: np.ndarray, answered: np.ndarray) -> np.ndarray:
+    """(R,) ``energy_j`` of a chain's (mp) requests: an answered request's slices, each for the time
+    it computed (``work`` (R, D)) at its device's ``busy_w``, plus every byte it put on a device's
+    link (``link_bytes`` (R, D)) at both ends; NaN without a power or radio model."""
+    if not has_energy_devices(devices):
+        return np.full(len(work), np.nan)
+    busy, _, _ = _device_vectors(devices, 0)
+    both = np.array([sum(_link_costs(d.link)[:2]) for d in devices])
+    return np.where(answered, work @ busy, 0.0) + 8.0 * (link_bytes @ both)
+
+
+def has_energy_devices(devices: Sequence[Any]) -> bool:
+    """Whether any of ``devices`` has a power block or a link with a radio."""
+    return any(getattr(d, "power", None) is not None or _link_costs(d.link) != (0, 0, 0, 0) for d in devices)
+
+
 class EnergyMeter:
     """One replication's energy: ``annotate`` appends ``energy_j`` to each request chunk,
     ``devices`` the energy columns to the device table, ``figures`` the summary's figures.
@@ -145,6 +218,10 @@ class EnergyMeter:
         if self.world is None:
             rows["energy_j"] = np.nan
             return rows
+        if "energy_j" in rows:   # the engine's tables computed it from the jobs (request_energy): last column
+            rows["energy_j"] = rows.pop("energy_j")
+            return rows
+        # no per-job times (the Serve engine's chains): each used device's mean service time, the mean J/bit
         cat = rows["responders"].cat
         per_set = np.array([sum(self.job_j.get(n, 0.0) for n in str(label).split(",") if n)
                             for label in cat.categories], dtype=np.float64)
@@ -239,10 +316,72 @@ def with_batteries(world: Any) -> Any:
     return replace(world, devices=tuple(devs))
 
 
+class PipelineMeter(EnergyMeter):
+    """An end–cloud pipeline's energy (the module doc): ``setup`` is the run's
+    :class:`vip_ray.coach.runner.Setup` (``end_power``, ``cloud_power``, ``link.radio``). The device
+    table's rows are the end device, the link (its radios are at its ends: no energy of its own)
+    and the cloud."""
+
+    def __init__(self, setup: Any):
+        self.arrivals, self.sent_at = [], []
+        self.correct, self.requests = 0.0, 0
+        self.total_j = float("nan")
+        self.end_p, self.cloud_p = getattr(setup, "end_power", None), getattr(setup, "cloud_power", None)
+        self.tx, self.rx, self.tail_w, self.tail_s = _link_costs(setup.link)
+        self.world = setup if (self.end_p is not None or self.cloud_p is not None
+                               or (self.tx, self.rx, self.tail_w) != (0, 0, 0)) else None
+        self.bits_up = self.bits_down = 0.0
+
+    def annotate(self, rows):
+        self.requests += len(rows)
+        self.correct += float(rows["correct_top1"].sum())
+        self.arrivals.append(rows["arrival_s"].to_numpy(np.float64))
+        if self.world is None:
+            rows["energy_j"] = np.nan
+            return rows
+        up = 8.0 * rows["bytes_up"].to_numpy(np.float64)
+        down = 8.0 * rows["bytes_down"].to_numpy(np.float64)
+        self.bits_up += float(up.sum())
+        self.bits_down += float(down.sum())
+        self.sent_at.append(rows["arrival_s"].to_numpy(np.float64)[up > 0])
+        end_w = self.end_p.busy_w if self.end_p is not None else 0.0
+        cloud_w = self.cloud_p.busy_w if self.cloud_p is not None else 0.0
+        rows["energy_j"] = (rows["t_end_s"].to_numpy(np.float64) * end_w
+                            + rows["t_cloud_s"].to_numpy(np.float64) * cloud_w + (up + down) * (self.tx + self.rx))
+        return rows
+
+    def devices(self, frame):
+        roles = list(frame["role"])
+        if self.world is None or "end" not in roles or "cloud" not in roles:
+            for c in DEVICE_ENERGY_COLUMNS:
+                frame[c] = np.nan
+            return frame
+        n, end, cloud = len(roles), roles.index("end"), roles.index("cloud")
+        busy = frame["busy_s"].to_numpy(np.float64)
+        avail = frame["available_s"].to_numpy(np.float64)
+        compute, idle, radio = np.zeros(n), np.zeros(n), np.zeros(n)
+        for i, p in ((end, self.end_p), (cloud, self.cloud_p)):
+            if p is not None:
+                compute[i] = busy[i] * p.busy_w
+                idle[i] = max(avail[i] - busy[i], 0.0) * p.idle_w
+        sent = np.sort(np.concatenate(self.sent_at)) if self.sent_at else np.zeros(0)
+        tail = float(tail_energy(sent, self.tail_w, self.tail_s).sum())
+        # the end device sends the tensors and receives the answer; the cloud the other way round
+        radio[end] = self.bits_up * self.tx + self.bits_down * self.rx + tail
+        radio[cloud] = self.bits_up * self.rx + self.bits_down * self.tx + tail
+        for c, v in zip(DEVICE_ENERGY_COLUMNS, (compute, radio, idle, compute + radio + idle)):
+            frame[c] = v
+        self.total_j = float((compute + radio + idle).sum())
+        return frame
+
+
 def meter_for(dep: Any) -> EnergyMeter:
     """The :class:`EnergyMeter` of one replication of a deployment: a fan-out's world as it is; a
     chain's devices each receive the activations of the slices they run (the master's own input
-    crosses no link); an end–cloud pipeline has no world here (no energy figures)."""
+    crosses no link); an end–cloud pipeline's :class:`PipelineMeter`."""
+    setup = getattr(dep, "setup", None)
+    if setup is not None:
+        return PipelineMeter(setup)
     world = getattr(dep, "world", None)
     if world is None:
         return EnergyMeter(None)

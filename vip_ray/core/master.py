@@ -15,6 +15,7 @@ import numpy as np
 
 from vip_ray.core.breakdown import append_breakdown, has_stages
 from vip_ray.core.deployment import FanOut
+from vip_ray.core.energy import request_energy
 from vip_ray.core.tables import Outcome, device_frame, ranked, request_frame
 from vip_ray.core.world import SimSpec, merged_requests
 
@@ -229,6 +230,9 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         device_names=names[0][1] if len(names) == 1 else names, sample=samples, label=label, prediction=pred,
         correct_top1=answered & (pred == label), correct_topm=hit_m, m=m, bytes_down=timing.bytes_down,
         bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
+    # the energy of the work done for each request (core/energy.py), from its jobs' own times
+    frame["energy_j"] = request_energy([(wd.devices, wd.workload.input_bytes, len(t.arrival)) for t, wd, _ in parts],
+                                       timing, use)
     # where the latency went (core/breakdown.py)
     return append_breakdown(frame, timing, finish, use, names[0][1] if len(names) == 1 else names)
 

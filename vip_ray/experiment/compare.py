@@ -61,7 +61,8 @@ COMPARE_COLUMNS: dict[str, str] = {
     "macs_per_device": "MACs per request of the busiest device's model or slice",
     "macs_total": "MACs per request summed over the devices that compute",
     "devices_used": "devices that compute something",
-    "energy_per_request_j": "energy of all devices (compute + radio + idle) per request, J (NaN: no power model)",
+    "energy_per_request_j": "energy of all devices (compute + radio + idle) per request, J (NaN: no power model; "
+                            "a device without a power block, e.g. the catalog's cloud GPU, counts no compute or idle)",
     "energy_per_correct_j": "the same per correct (top-1) answer, J",
     "energy_compute_per_request_j": "compute part of energy_per_request_j, J",
     "energy_radio_per_request_j": "radio part of energy_per_request_j, J",

@@ -33,6 +33,7 @@ from vip_ray.core.engine import Engine, Replication
 from vip_ray.core.results import versions
 from vip_ray.core.breakdown import JOB_COLUMNS
 from vip_ray.core.breakdown import append_breakdown
+from vip_ray.core.energy import request_energy
 from vip_ray.core.tables import DEVICE_STAT_KEYS, INT_STATS, device_frame, request_frame
 from vip_ray.serve.app import ServeEmulation, start_ray_for, stop_ray
 from vip_ray.serve.config import DeployError, EmulationConfig, ServeOptions, build_config
@@ -345,8 +346,11 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
     # where the latency went (core/breakdown.py, the simulator's code): the decisive job's stages on
     # the emulated timeline; the measured finish after the emulated answer instant (the harness's
     # time) is t_aggregate_s, so that the seven columns sum to the measured latency_s
-    append_breakdown(req, job_stages(replay.final.get("jobs", []), arrival, d), finish, mask, cfg.device_names,
-                     answer_at=ideal)
+    stages = job_stages(replay.final.get("jobs", []), arrival, d)
+    # the energy of the work done for each request, from its jobs' emulated times (core/energy.py,
+    # the simulator's code): the same figure as the simulator's where the same jobs ran
+    req["energy_j"] = request_energy([(cfg.devices, cfg.workload.input_bytes, r)], stages, mask)
+    append_breakdown(req, stages, finish, mask, cfg.device_names, answer_at=ideal)
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)
 
 
@@ -361,8 +365,8 @@ def _job_array(jobs: list[tuple]) -> np.ndarray:
 
 
 def job_stages(jobs: list[tuple], arrival: np.ndarray, d: int):
-    """The replay's jobs as the (R, D) arrays of the simulator's results (``reply_at``, ``ready_at``,
-    ``start_at``, ``end_at``, ``paused_s``; NaN where no job was recorded, e.g. a killed replica's)."""
+    """The replay's jobs as the (R, D) arrays of the simulator's results (``outcome``, ``reply_at``,
+    ``ready_at``, ``start_at``, ``end_at``, ``paused_s``; NaN where no job was recorded, e.g. a killed replica's)."""
     from types import SimpleNamespace
 
     r = len(arrival)
@@ -370,7 +374,8 @@ def job_stages(jobs: list[tuple], arrival: np.ndarray, d: int):
     arr = arr[arr[:, 0] < r]
     rows, cols = arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64)
     out = SimpleNamespace(arrival=np.asarray(arrival, dtype=np.float64))
-    for name, k in (("reply_at", 3), ("ready_at", 5), ("start_at", 6), ("end_at", 7), ("paused_s", 8)):
+    for name, k in (("outcome", 2), ("reply_at", 3), ("ready_at", 5), ("start_at", 6), ("end_at", 7),
+                    ("paused_s", 8)):
         a = np.full((r, d), np.nan)
         a[rows, cols] = arr[:, k]
         setattr(out, name, a)

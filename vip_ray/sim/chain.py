@@ -79,6 +79,8 @@ class ChainResult:
     wall_s: float = 0.0
     t_end: float = 0.0
     stages: np.ndarray = None      # (R, len(BREAKDOWN_COLUMNS)) where each request's time went
+    work: np.ndarray = None        # (R, D) compute time of each request's slices on each device (energy)
+    link_bytes: np.ndarray = None  # (R, D) bytes each request put on each device's link (energy)
 
     @property
     def n_requests(self) -> int:
@@ -101,6 +103,9 @@ class _Chain:
         self.lost_up = [0] * len(devices)
         # where each request's time went, summed over its hops (columns: BREAKDOWN_COLUMNS)
         self.stages = np.zeros((R, len(BREAKDOWN_COLUMNS)))
+        # what each request cost each device, for its energy (vip_ray.core.energy.chain_energy)
+        self.work = np.zeros((R, len(devices)))
+        self.link_bytes = np.zeros((R, len(devices)))
         self.pending = R
         self.all_done = env.event()
         if R == 0:
@@ -120,6 +125,7 @@ class _Chain:
             if link is None:
                 continue
             t0 = self.env.now
+            self.link_bytes[i, d] += nbytes
             if up:
                 self.bytes_up[i] += nbytes
                 yield from link.up.send(nbytes, i)
@@ -150,6 +156,7 @@ class _Chain:
                 row = self.stages[i]
                 row[_QUEUE] += start - t0
                 row[_COMPUTE] += env.now - start - paused
+                self.work[i, d] += env.now - start - paused
                 row[_PAUSED] += paused
             if outcome == Outcome.REPLIED or self.spec.on_failure == "fail" or env.now >= deadline_at:
                 return outcome
@@ -197,7 +204,8 @@ def run_chain(spec: ChainSpec) -> ChainResult:
     stats = collect_stats(devices, spec.devices, chain.lost_down, chain.lost_up, spec.seed, t_end)
     return ChainResult(arrival=chain.arrival, finish=chain.finish, outcome=chain.outcome, failed_device=chain.failed,
                        bytes_down=chain.bytes_down, bytes_up=chain.bytes_up, device_stats=stats,
-                       events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end, stages=chain.stages)
+                       events=env.processed, wall_s=time.perf_counter() - t0, t_end=t_end, stages=chain.stages,
+                       work=chain.work, link_bytes=chain.link_bytes)
 
 
 def replicate_chain(dep, *, replication: int, chunk_requests: int):
@@ -206,6 +214,7 @@ def replicate_chain(dep, *, replication: int, chunk_requests: int):
     master by the deadline (``best_effort``: also later); the answer is the whole model's."""
     import pandas as pd
 
+    from vip_ray.core.energy import chain_energy
     from vip_ray.core.tables import responder_names, sample_rng
 
     w = dep.world.workload
@@ -244,6 +253,7 @@ def replicate_chain(dep, *, replication: int, chunk_requests: int):
     for j, c in enumerate(BREAKDOWN_COLUMNS):
         table[c] = np.where(answered, res.stages[:, j], np.nan)
     table["decisive_device"] = pd.Categorical.from_codes(np.where(answered, dep.stages[-1], -1), categories=names)
+    table["energy_j"] = chain_energy(dep.world.devices, res.work, res.link_bytes, answered)
     for a in range(0, max(r, 1), chunk_requests):
         yield table.iloc[a:a + chunk_requests].reset_index(drop=True)
     span = max(res.t_end, 1e-12)
