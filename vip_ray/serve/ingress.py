@@ -36,12 +36,11 @@ MAX_SIDE = 4096        # pixels per side accepted over HTTP (decompression bombs
 POLL_S = 0.5           # device counters are collected this often (a killed replica loses at most this much)
 HOLD_START_S = 0.001   # the master's hold timer lateness assumed until it has measured its own (wall s)
 COLLECT_S = 0.001      # the least the master stops waiting for its groups before the deadline (wall s)
-#: the leads and the hold guard track the trailing *maximum* of their paths (×1.25), not a 99th
-#: percentile: a late answer is a missed deadline, and the rare slow path (the event loop busy with
-#: a neighbouring request for a few ms) is what makes them — quiet cycle_stealing at p99 × 1.25 missed
-#: 7 of 278 deadline-bound answers by 0.02–0.9 emulated ms. The price: such answers come that much
-#: before the deadline (measured latency a little below the simulator's, within validate's 5 %)
-GUARD_QUANTILE = 1.0
+#: the leads and the hold guard track a trailing high quantile of their paths (×1.25). The trailing
+#: maximum was tried (2026-12-03): quiet cycle_stealing validate missed 3 deadline-bound answers of
+#: 300 instead of 7, but under load one stalled path sets every guard for the next 256 requests,
+#: and three live tests failed beside other jobs — one run each way is not evidence enough
+GUARD_QUANTILE = 0.99
 
 
 class BadInput(ValueError):
