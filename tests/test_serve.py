@@ -270,13 +270,13 @@ def test_all_devices_down_is_a_clear_no_responders_result(sets, pool, images):
 
     down = [f"devices.{i}.availability={{kind: crash, at_s: 0}}" for i in range(3)]
     cfg, weights = emulation(DEVICES, sets, pool, images, extra=[*down, "workload.requests=15"])
-    t0 = time.time()
+    # a hang would be caught by pytest's own timeout: no wall-clock bound here (a busy host stretches it)
     with ServeEmulation(cfg, weights, local_testing=True) as emu:
         replay = emu.replicate(cfg.base_seed, images=images)
-    assert time.time() - t0 < 30  # never a hang: each request ends at its deadline
     req, dev, tim, _, _ = replay_tables(cfg, replay, pool.labels, replication=0)
     assert not req["answered"].any() and (req["n_responders"] == 0).all() and (req["prediction"] == -1).all()
-    assert (tim["finish_s"] - tim["arrival_s"]).max() < cfg.workload.deadline_s + 0.5
+    # each request ends at its deadline on the emulated clock (a busy host may delay the measured one)
+    np.testing.assert_allclose(tim["emulated_finish_s"] - tim["arrival_s"], cfg.workload.deadline_s, rtol=0, atol=1e-9)
     assert (dev["crashed"] == 15).all()
     body, status = Ingress(cfg)._http_answer(replay.results[0])
     assert status == 503 and body["error"].startswith("no responders: none of the 3 devices answered")
