@@ -55,3 +55,21 @@ def test_sigint_then_rerun_resumes_without_retraining(ray_session, tmp_path):
     assert members["vp_v1"].train["finished_at"] < interrupted_at        # kept, not retrained
     assert members["vp_v3"].train["finished_at"] > interrupted_at        # trained after the restart
     assert not exp.parent.exists()  # checkpoints are cleaned up once the pool is written
+
+
+@pytest.mark.parametrize("registered, on_disk, expected", [
+    ("checkpoint_000003", ["checkpoint_000003"], "checkpoint_000003"),   # the usual case
+    ("checkpoint_000002", ["checkpoint_000003"], "checkpoint_000003"),   # Ctrl-C before Tune registered it
+    (None, ["checkpoint_000001", "checkpoint_000010"], "checkpoint_000010"),  # newest by number
+    ("checkpoint_000002", [], None),                                       # not finished: retrain
+])
+def test_the_final_checkpoint_is_found_where_the_worker_wrote_it(tmp_path, registered, on_disk, expected):
+    from vip_ray.tune.runner import FINAL_FILE, _find_final
+
+    trial = tmp_path / "000_vp_v1"
+    for name in ["checkpoint_000002", *on_disk]:
+        (trial / name).mkdir(parents=True, exist_ok=True)
+    for name in on_disk:
+        (trial / name / FINAL_FILE).write_bytes(b"x")
+    found = _find_final(trial / registered if registered else None, trial)
+    assert found == (trial / expected / FINAL_FILE if expected else None)

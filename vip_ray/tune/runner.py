@@ -83,8 +83,8 @@ def _trainable(config: dict[str, Any], groups: list[dict[str, Any]]) -> None:
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
-            final = Path(d) / FINAL_FILE
-            if final.exists():  # finished before the interruption: report it again, do not retrain
+            final = _find_final(Path(d), Path(ckpt.path).parent)
+            if final is not None:  # finished before the interruption: report it again, do not retrain
                 with tempfile.TemporaryDirectory() as out:
                     shutil.copy(final, Path(out) / FINAL_FILE)
                     tune.report({"done_epochs": -1, "final": True}, checkpoint=tune.Checkpoint.from_directory(out))
@@ -178,7 +178,7 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
         grid = tuner.fit()  # Ctrl-C: Tune saves the experiment state, stops the trials and returns
     finally:
         tune_logger.removeFilter(hint_filter)
-    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final")]
+    unfinished = [r for r in grid if r.error is None and not (r.metrics or {}).get("final") and _final_file(r) is None]
     if unfinished:
         raise KeyboardInterrupt(f"stage {name!r}: {len(unfinished)} trial(s) stopped before the end")
     out: dict[str, Any] = {"weights": {}, "logits": {}, "stats": {}, "val": {}, "teacher_seconds": 0.0,
@@ -187,10 +187,11 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
         if r.error is not None:
             raise TrainingError(f"stage {name!r}: a trial failed ({type(r.error).__name__}: {r.error}); "
                                 f"fix it and run the same command again to resume from {path}")
-        if r.checkpoint is None:
-            raise TrainingError(f"stage {name!r}: a trial finished without a checkpoint ({r.path})")
-        with r.checkpoint.as_directory() as d:
-            final = torch.load(Path(d) / FINAL_FILE, weights_only=False)
+        final_file = _final_file(r)
+        if final_file is None:
+            raise TrainingError(f"stage {name!r}: a trial finished without its final checkpoint ({r.path}); "
+                                f"run the same command again to resume")
+        final = torch.load(final_file, weights_only=False)
         for key in ("weights", "logits", "stats"):
             out[key].update(final[key])
         out["val"].update(final.get("val", {}))
@@ -199,6 +200,23 @@ def _run_stage(name: str, group_cfgs: list[dict[str, Any]], exp_root: Path, cfg:
         for mid in final["stats"]:
             final["stats"][mid]["trial"] = Path(r.path).name
     return out
+
+
+def _find_final(checkpoint_dir: Path | None, trial_dir: Path | None) -> Path | None:
+    """A trial's ``final.pt``: in the checkpoint Tune registered, else the newest one in the trial's folder.
+
+    The worker writes each checkpoint to the trial's folder before it reports; the driver registers
+    it only later (after its loggers saw the result). A Ctrl-C in between leaves a finished trial
+    whose registered checkpoint is the epoch before, with the final one already on disk."""
+    candidates = [checkpoint_dir / FINAL_FILE] if checkpoint_dir is not None else []
+    if trial_dir is not None:
+        candidates += sorted(trial_dir.glob(f"checkpoint_*/{FINAL_FILE}"), reverse=True)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _final_file(result) -> Path | None:
+    return _find_final(Path(result.checkpoint.path) if result.checkpoint is not None else None,
+                       Path(result.path) if result.path else None)
 
 
 def _member_record(m: dict[str, Any], weights: dict, logits: np.ndarray, labels: np.ndarray,
