@@ -7,6 +7,9 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Ray's workers at nice 15 starve beside any busy job; the product's start_ray runs them at ours
+# (vip_ray.interrupts.calm_workers). Set here too for clusters tests start themselves and subprocesses.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNE_DIR = os.path.join(REPO, "tune")
@@ -17,8 +20,10 @@ def ray_session():
     """One local Ray cluster for the whole test session (no dashboard), always shut down."""
     import ray
 
+    from vip_ray.interrupts import start_ray
+
     temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # Ray puts Unix sockets here: keep it short
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    start_ray(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)  # workers not niced
     try:
         yield ray
     finally:

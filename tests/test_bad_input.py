@@ -309,3 +309,29 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process():
     while _processes_using(temp) and time.monotonic() < end:
         time.sleep(0.2)
     assert _processes_using(temp) == []
+
+
+_WORKER_NICENESS = """
+import os, sys
+import ray
+from vip_ray.interrupts import start_ray
+
+start_ray(num_cpus=1, include_dashboard=False, _temp_dir=sys.argv[1], log_to_driver=False)
+try:
+    print(os.nice(0), ray.get(ray.remote(lambda: os.nice(0)).remote(), timeout=600))
+finally:
+    ray.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_a_cluster_we_start_runs_its_workers_at_our_priority():
+    """Ray's default (nice 15) starves the emulated devices and the trials beside any busy job."""
+    import tempfile
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_worker_niceness"}
+    temp = tempfile.mkdtemp(prefix="vr", dir="/tmp")
+    r = subprocess.run([sys.executable, "-c", _WORKER_NICENESS, temp], capture_output=True, text=True, timeout=600,
+                       check=False, env={**env, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"})
+    driver, worker = map(int, r.stdout.split())
+    assert worker == driver, r.stderr

@@ -137,6 +137,7 @@ def main(argv=None) -> int:
 
     from vip_ray.experiment.pools import ensure_default_pool
     from vip_ray.serve import ServeOptions
+    from vip_ray.interrupts import start_ray
     from vip_ray.serve.app import free_port
     from vip_ray.core.results import versions
     from vip_ray.serve.engine import bank_inputs
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
     if not parts - {"validate"}:
         out["validate"] = validate_all(args, log)
         return finish(out, args, log)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    start_ray(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=temp, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         opts = ServeOptions()

@@ -112,12 +112,13 @@ def _tune_wall(overrides: list[str], tmp: Path, tag: str, dashboard: bool = True
     """Wall seconds of a Tune training: Ray start, fit (train_pool on the running cluster), shutdown."""
     import ray
 
+    from vip_ray.interrupts import start_ray
     from vip_ray.tune.runner import train_pool
 
     cfg = _cfg(*overrides, f"pool.root={tmp}/pools-{tag}", f"tune.storage={tmp}/tune-{tag}", "tune.verbose=0",
                f"pool.name=bench-{tag}")
     t0 = time.perf_counter()
-    ray.init(include_dashboard=dashboard, log_to_driver=False)
+    start_ray(include_dashboard=dashboard, log_to_driver=False)
     t1 = time.perf_counter()
     train_pool(cfg, log=lambda s: None)
     t2 = time.perf_counter()
