@@ -1,4 +1,5 @@
 import os
+import signal
 import tempfile
 
 import pytest
@@ -10,6 +11,11 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Ray's workers at nice 15 starve beside any busy job; the product's start_ray runs them at ours
 # (vip_ray.interrupts.calm_workers). Set here too for clusters tests start themselves and subprocesses.
 os.environ.setdefault("RAY_worker_niceness", "0")
+# A suite started in the background (`nohup python -m pytest &`) inherits SIGINT ignored, and so would
+# every command it starts: the Ctrl-C tests would wait out their timeouts. Handled here, the children
+# start with the default action again (exec resets handlers, not ignored signals).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNE_DIR = os.path.join(REPO, "tune")
