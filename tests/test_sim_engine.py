@@ -10,6 +10,7 @@ import pytest
 from vip_ray.sim import (ENGINES, Availability, DeviceSpec, LinkSpec, Outcome, SimResult, SimSpec,
                          VariantSlot, WorkloadSpec, concat_results, finish_times, run, run_chunks)
 from vip_ray.sim.random_streams import Arrivals, DeviceDraws, Windows
+from vip_ray.sim.result import STAGE_FIELDS
 
 ARRAYS = ("request_id", "arrival", "reply_at", "variant", "outcome", "bytes_down", "bytes_up",
           "ready_at", "start_at", "end_at", "paused_s")   # with each job's stage times
@@ -575,3 +576,19 @@ def test_the_master_waits_only_for_devices_its_placement_runs():
     np.testing.assert_array_equal(finish, [0.55, 1.58, 2.56])
     finish_all, _ = finish_times(timing, 0.1)           # waiting for every device: the deadline
     np.testing.assert_array_equal(finish_all, [0.6, 1.58, 2.6])
+
+
+def test_jit_stage_planes_reused_only_once_dropped():
+    # The jit engine reuses a chunk's stage-time planes for a later chunk once the consumer has let go
+    # of the chunk; a view the consumer keeps must keep its values. Streamed copies and the kept view
+    # both equal the reference engine's arrays.
+    spec = rand_spec(5, n_dev=3, n_req=200)
+    ref = run(spec, "reference")
+    copies, kept = [], None
+    for r in run_chunks(spec, "jit", chunk_requests=37):
+        copies.append({k: np.array(getattr(r, k)) for k in STAGE_FIELDS})
+        if kept is None:
+            kept = r.start_at[:5]                 # a view of the first chunk's planes, held to the end
+    for k in STAGE_FIELDS:
+        np.testing.assert_array_equal(np.concatenate([c[k] for c in copies]), getattr(ref, k), err_msg=k)
+    np.testing.assert_array_equal(kept, ref.start_at[:5])

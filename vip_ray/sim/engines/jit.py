@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -278,7 +279,7 @@ DRAW_BLOCK_VALUES = 1 << 17  # per-request draws held at once (devices × reques
 def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU, has_uloss, SU,
            has_strag, loss, strag_p, strag_f,
            failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits,
-           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
+           ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
     """The jobs of devices ``b0 .. b1 - 1`` (the block whose draws are rows ``d - b0`` of ``DU``,
     ``MU``, ``UU``, ``SU``: see :class:`_Draws`): tiles of ``TILE`` requests, in each tile device by device (the recursions
     are per device; tiling only keeps the row-major outputs in cache). Starts at device ``d0``'s job
@@ -297,7 +298,7 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
             need = _device_tile(d, start, je, times, deadline_at, sent, multi, down_end, profile, half, DU[r], has_dloss,
                                 MU[r], UU[r], has_uloss, SU[r], has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST,
                                 SSVC, SVAR, SPL, SN, sp_, UT, UR, UL, ubits, ufree_, up_p, reply_bytes, free_,
-                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs)
+                                last_end_, cnt, busy_, reply, var, code, bytes_up, stg)
             if need >= 0:
                 return d, need
         first = False
@@ -308,10 +309,11 @@ def _serve(b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, h
 @_njit
 def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, profile, half, DU_d, has_dloss, MU_d, UU_d,
                  has_uloss, SU_d, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, WU, WV, nW, wdone, kw, ST, SSVC, SVAR, SPL, SN, sp_, UT, UR,
-                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg, pzs):
+                 UL, ubits, ufree_, up_p, reply_bytes, free_, last_end_, cnt, busy_, reply, var, code, bytes_up, stg):
     """Device ``d``'s jobs ``j_start .. j_end - 1``; returns -1, or the job that needs a window
-    not yet computed (nothing of that job committed). ``stg[j, d, 0..2]``: the job's stage times
-    (input at the device, service start, service end; inf where none), ``pzs[j, d]`` its time paused."""
+    not yet computed (nothing of that job committed). ``stg[0..3, d, j]``: the job's stage times
+    (input at the device, service start, service end; inf where none) and its time paused; every
+    cell is written."""
     pf = profile[d]
     net = pf >= 0
     hd = half[d]
@@ -344,6 +346,12 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
     udur = ub / UR_d[0]
     ST_d = ST[d]
     down_d = down_end[pf if net else 0]
+    # the device's rows of the stage planes: contiguous runs per tile, outside the tile's row-major
+    # (request, device) lines that stay in cache
+    RD_d = stg[0, d]
+    SS_d = stg[1, d]
+    SE_d = stg[2, d]
+    PZ_d = stg[3, d]
     busy = 0.0
     jobs = served = preempted = dropped = crashed = skipped = unplaced = lost_down = lost_up = 0
     need = -1
@@ -352,18 +360,20 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
             code[j, d] = _NOT_SENT
             reply[j, d] = INF
             var[j, d] = -1
-            stg[j, d, 0] = INF
-            stg[j, d, 1] = INF
-            stg[j, d, 2] = INF
+            RD_d[j] = INF
+            SS_d[j] = INF
+            SE_d[j] = INF
+            PZ_d[j] = 0.0
             continue
         if net:
             if hdl and DU_d[j] < lo:
                 code[j, d] = _LOST_DOWN
                 reply[j, d] = INF
                 var[j, d] = -1
-                stg[j, d, 0] = INF
-                stg[j, d, 1] = INF
-                stg[j, d, 2] = INF
+                RD_d[j] = INF
+                SS_d[j] = INF
+                SE_d[j] = INF
+                PZ_d[j] = 0.0
                 lost_down += 1
                 continue
             t = down_d[j] + hd
@@ -490,11 +500,10 @@ def _device_tile(d, j_start, j_end, times, deadline_at, sent, multi, down_end, p
         preempted += pre
         jobs += 1
         var[j, d] = vv
-        stg[j, d, 0] = t
-        stg[j, d, 1] = s0
-        stg[j, d, 2] = comp if c == _REPLIED else INF
-        if pz != 0.0:                         # the paused plane starts at zero (untouched pages stay free)
-            pzs[j, d] = pz
+        RD_d[j] = t
+        SS_d[j] = s0
+        SE_d[j] = comp if c == _REPLIED else INF
+        PZ_d[j] = pz
         if c == _REPLIED:
             served += 1
             if net:
@@ -720,6 +729,31 @@ class _PeriodDurations:
         return out
 
 
+class _Recycled:
+    """Float arrays handed out in results (as views) and taken back for a later chunk once nothing
+    refers to them any more: the consumer has dropped the result and every view of it (a numpy view
+    holds its base). A streaming consumer still holds the last chunk while asking for the next, so
+    two arrays alternate; one that keeps its results gets fresh arrays, as before."""
+
+    KEEP = 2
+
+    def __init__(self):
+        self.pool: list = []
+
+    def take(self, shape) -> np.ndarray:
+        for i in range(len(self.pool)):
+            a = self.pool[i]
+            # three references: the pool's, ``a`` and getrefcount's argument (no one else's)
+            if a.shape == shape and sys.getrefcount(a) == 3:
+                del self.pool[i]
+                break
+        else:
+            a = np.empty(shape)
+        self.pool.append(a)
+        del self.pool[:-self.KEEP]
+        return a
+
+
 class _Windows:
     """Every device's availability windows ``[WU[d, k], WV[d, k])`` (``nW[d]`` of them), grown on
     demand from the durations every engine draws; a device whose sequence has ended has
@@ -871,16 +905,17 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
     free = np.zeros(D)
     last_end = np.zeros(D)
     win = _Windows(spec, rng)
+    planes = _Recycled()
     for chunk in arrival_chunks(wl, spec.seed, chunk_requests):
         times, n, deadline_at = chunk.times, chunk.n, chunk.deadline_at
         reply = np.empty((n, D))                   # the kernel writes every cell
         var = np.empty((n, D), dtype=np.int32)
         code = np.empty((n, D), dtype=np.int8)
         bytes_up = np.zeros(n, dtype=np.int64)
-        # stage times, a job's three side by side (one cache line); the kernel writes every cell of
-        # stg, and of pzs (time paused) only the few that are not 0
-        stg = np.empty((n, D, 3))
-        pzs = np.zeros((n, D))
+        # stage times (input at the device, service start, end, time paused), device-major planes
+        # handed out as (request, device) views; the kernel writes every cell, so planes the
+        # consumer has let go of are reused (fresh pages cost a page fault and zeroing each)
+        stg = planes.take((4, D, n))
         down_end = np.empty((max(P, 1), n))
         sent = no_sent
         if multi:
@@ -911,7 +946,7 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
                     b0, b1, d0, j0, times, deadline_at, sent, multi, down_end, profile, half, DU, has_dloss, MU, UU,
                     has_uloss, SU, has_strag, loss, strag_p, strag_f, failure, drop_mode, dexp, win.WU, win.WV, win.nW, win.wdone, win.kw, ST, SSVC, SVAR,
                     SPL, SN, sp, UT, UR, UL, ubits, ufree, up_p, reply_bytes, free, last_end, cnt, busy, reply, var,
-                    code, bytes_up, stg, pzs)
+                    code, bytes_up, stg)
                 if d0 < 0:
                     break
                 win.grow(d0, max(16, int(win.nW[d0])))
@@ -922,10 +957,12 @@ def _chunks(spec: SimSpec, chunk_requests: int) -> Iterator[SimResult]:
         res = chunk_result(chunk, deadline_s=wl.deadline_s, last_end=float(last_end.max()) if D else 0.0,
                            meters=(), stats=stats, reply_at=reply, variant=var, outcome=code,
                            per_request_down=per_request_down, bytes_up=bytes_up, names=names, engine="jit",
-                           stages=(stg[:, :, 0], stg[:, :, 1], stg[:, :, 2], pzs))
+                           stages=tuple(stg[i].T for i in range(4)))
         t0 = time.perf_counter()
         win.cover(res.t_end)
         _available(win.WU, win.WV, win.nW, res.t_start, res.t_end, stats["available_s"])
         _trim(win.WU, win.WV, win.nW, win.kw, res.t_end)
         res.wall_s += time.perf_counter() - t0
+        del stg
         yield res
+        del res
