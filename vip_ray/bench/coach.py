@@ -189,11 +189,11 @@ def table_two(models, requests, mbps, log) -> pd.DataFrame:
 READINGS = ("initial", "lowest")   # COACH's plan_bandwidth (strategy.options.coach.plan_bandwidth)
 
 
-def _variants(readings: tuple[str, ...]) -> list[tuple[str, str, list[str]]]:
+def _variants(readings: tuple[str, ...], policies=POLICIES) -> list[tuple[str, str, list[str]]]:
     """(strategy, label, extra sets) of Fig. 5: every policy, COACH once per reading of the
     bandwidth its offline plan is made for (``COACH`` = initial, ``COACH-lowest``, ...)."""
     out = []
-    for p in POLICIES:
+    for p in policies:
         if p != "coach":
             out.append((p, SHORT[p], []))
             continue
@@ -204,14 +204,14 @@ def _variants(readings: tuple[str, ...]) -> list[tuple[str, str, list[str]]]:
 
 
 def drops(spec, log, duration_s: float, readings: tuple[str, ...] = ("initial",),
-          steps_list=((20, 10, 5), (100, 50, 20))) -> pd.DataFrame:
+          steps_list=((20, 10, 5), (100, 50, 20)), policies=POLICIES) -> pd.DataFrame:
     rows = []
     model, msets = _model_sets(spec)
     for steps in steps_list:          # COACH Fig. 5(a) and 5(b)
         third = duration_s / 3
         sets = [f"devices.1.link.bandwidth_trace=[[0, {steps[0]}], [{third}, {steps[1]}], [{2 * third}, {steps[2]}]]",
                 f"workload.duration_s={duration_s}", *msets]
-        for p, label, extra in _variants(readings):
+        for p, label, extra in _variants(readings, policies):
             table, _, meta = _run("scenarios/end_cloud_drops.yaml", p, [*sets, *extra], log)
             fin = table["finish_s"].to_numpy()
             for k, mbps in enumerate(steps):
@@ -221,7 +221,7 @@ def drops(spec, log, duration_s: float, readings: tuple[str, ...] = ("initial",)
                 stat_table, _, stat_meta = _run("scenarios/end_cloud_drops.yaml", p, [
                     *sets[1:], "devices.1.link.bandwidth_trace=null", f"devices.1.link.bandwidth_mbps={mbps}",
                     f"workload.duration_s={third}", *extra], log)
-                rows.append({"pool": spec.rpartition(":")[0] or "(scenario's)", "model": model,
+                rows.append({"pool": spec, "model": model,
                              "drop": "-".join(map(str, steps)), "phase_mbps": mbps, "policy": label,
                              "partition": str(table["partition"].mode().iloc[0]),
                              "dynamic_throughput": dyn, "static_throughput": float(stat_meta["throughput_per_s"]),
@@ -303,6 +303,8 @@ def main(argv=None) -> int:
                    "(default: the first of --models)")
     p.add_argument("--readings", default="initial", help="COACH's plan_bandwidth readings for Fig. 5, comma-"
                    f"separated, of {', '.join(READINGS)} (default: initial)")
+    p.add_argument("--policies", default=",".join(POLICIES), help="Fig. 5's policies, comma-separated, of "
+                   f"{', '.join(POLICIES)} (NS is always run: the local reference)")
     p.add_argument("--drops", default="20-10-5,100-50-20", help="Fig. 5's bandwidth drops (Mbps), comma-separated")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override for every run (e.g. pool.name=... to use another pool)")
@@ -318,6 +320,9 @@ def main(argv=None) -> int:
     bad = [r for r in readings if r not in READINGS]
     if bad or not readings:
         p.error(f"--readings: {args.readings!r}; allowed: {', '.join(READINGS)} (comma-separated)")
+    policies = tuple(dict.fromkeys(["neurosurgeon", *(x for x in args.policies.split(",") if x)]))
+    if set(policies) - set(POLICIES):
+        p.error(f"--policies: {args.policies!r}; allowed: {', '.join(POLICIES)} (comma-separated)")
     try:
         steps_list = tuple(tuple(int(x) for x in d.split("-")) for d in args.drops.split(",") if d)
         assert steps_list and all(len(t) == 3 and min(t) > 0 for t in steps_list)
@@ -351,7 +356,8 @@ def main(argv=None) -> int:
     if "fig5" in parts:
         log("Fig. 5 (throughput under bandwidth drops, NX):")
         specs = [m for m in args.fig5_models.split(",") if m] if args.fig5_models else models[:1]
-        f5 = pd.concat([drops(spec, log, 30.0 if args.quick else 60.0, readings, steps_list) for spec in specs],
+        f5 = pd.concat([drops(spec, log, 30.0 if args.quick else 60.0, readings, steps_list, policies)
+                        for spec in specs],
                        ignore_index=True)
         out["fig5"] = f5.to_dict(orient="records")
         f5.to_csv(out_path.with_name("coach_fig5_runs.csv"), index=False)
