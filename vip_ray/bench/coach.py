@@ -14,7 +14,10 @@
    correlation and without it (NoAdjust): exit ratio, latency (ms), transmission (KB per task).
 4. **Fig. 5** — throughput (tasks/s) of every policy in each phase of the bandwidth drops
    20 → 10 → 5 and 100 → 50 → 20 Mbps (``scenarios/end_cloud_drops.yaml``, saturating frames), and
-   each policy's static throughput at the same bandwidths.
+   each policy's static throughput at the same bandwidths. ``--fig5-models`` runs it on several
+   independently trained pools (mean, standard deviation, min..max over them and how many fell
+   below local execution: ``coach_fig5.csv``); ``--readings initial,lowest`` adds COACH with its
+   offline plan made for the lowest bandwidth of the trace (``plan_bandwidth``, README Fig. 5).
 
 Accuracy is the trained pool members' (MNIST-5k at 32 px; costs at 224 px), see README.
 """
