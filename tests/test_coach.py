@@ -417,3 +417,36 @@ def test_multi_tensor_cut_sends_early_or_holds_for_the_decision():
     assert held.records["tx_start_s"][0] == pytest.approx(plan.t_end)       # waited for the decision
     assert held.records["finish_s"][0] > early.records["finish_s"][0]
     assert gone.records["bytes_up"][0] == 0 and early.records["bytes_up"][0] == sum(plan.msg_bytes(8))
+
+
+def test_plan_bandwidth_is_the_link_at_t0_or_the_lowest_of_its_trace():
+    from vip_ray.coach.planners import plan_bandwidth_bps
+    drops = LinkSpec(rtt_s=0.0, bandwidth_bps=20e6, bandwidth_trace=((0.0, 20e6), (10.0, 10e6), (20.0, 5e6)))
+    rises = LinkSpec(rtt_s=0.0, bandwidth_bps=9e6, bandwidth_trace=((0.0, 5e6), (10.0, 20e6)))   # t = 0 step wins
+    later = LinkSpec(rtt_s=0.0, bandwidth_bps=8e6, bandwidth_trace=((5.0, 2e6), (9.0, 30e6)))    # base until t = 5
+    assert [plan_bandwidth_bps(k, "initial") for k in (drops, rises, later)] == [20e6, 5e6, 8e6]
+    assert [plan_bandwidth_bps(k, "lowest") for k in (drops, rises, later)] == [5e6, 5e6, 2e6]
+    with pytest.raises(ValueError, match="allowed: initial, lowest"):
+        plan_bandwidth_bps(drops, "mean")
+
+
+def test_coach_lowest_reading_plans_a_drop_as_a_static_link_at_its_floor(ec_sets):
+    """plan_bandwidth=lowest on a 20 -> 2 Mbps trace makes the offline plan that the paper's
+    reading (initial) makes on a link at 2 Mbps throughout; initial on the trace plans for 20."""
+    from vip_ray.experiment.run import context, open_pool
+    from vip_ray.scenario import load_scenario
+    from vip_ray.strategies import get_strategy, with_strategy
+    path = "scenarios/end_cloud_vp.yaml"
+
+    def planned(*sets):
+        sc = with_strategy(load_scenario(path, [*ec_sets, "workload.requests=20", *sets]), "coach")
+        strat = get_strategy("coach").from_scenario(sc, path)
+        strat.prepare(context(sc, open_pool(sc, lambda s: None), file=path, log=lambda s: None))
+        return strat.planned.meta
+    trace = "devices.3.link.bandwidth_trace=[[0, 20], [10, 2]]"
+    low = planned(trace, "strategy.options.coach.plan_bandwidth=lowest")
+    static = planned("devices.3.link.bandwidth_trace=null", "devices.3.link.bandwidth_mbps=2")
+    first = planned(trace)
+    assert (low["plan_bandwidth_mbps"], static["plan_bandwidth_mbps"], first["plan_bandwidth_mbps"]) == (2, 2, 20)
+    assert (low["partition"], low["bits"]) == (static["partition"], static["bits"])
+    assert first["plan_bandwidth"] == "initial" and low["plan_bandwidth"] == "lowest"

@@ -151,3 +151,11 @@ def test_class_parallel_bad_config_names_key_and_allowed_values(overrides, messa
     with pytest.raises(ConfigError) as e:
         plan("shape=class_parallel", *overrides)
     assert message in str(e.value)
+
+
+def test_a_teacher_only_pool_has_the_teacher_stage_alone():
+    # COACH partitions only the ResNet50 teacher: no variants, and the teacher is the family's one baseline
+    p = plan("family=resnet50_slices", "shape=heterogeneous", "family.variants=[]", "seed=2")
+    assert [m["id"] for m in p.members] == ["resnet50_teacher"]
+    assert [(s.name, len(s.groups)) for s in p.stages] == [("teacher", 1)]
+    assert [ph["epochs"] for ph in p.stages[0].phases] == [6, 6]      # tune/config.yaml: 2 cycles of 6

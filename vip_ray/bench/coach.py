@@ -14,7 +14,10 @@
    correlation and without it (NoAdjust): exit ratio, latency (ms), transmission (KB per task).
 4. **Fig. 5** — throughput (tasks/s) of every policy in each phase of the bandwidth drops
    20 → 10 → 5 and 100 → 50 → 20 Mbps (``scenarios/end_cloud_drops.yaml``, saturating frames), and
-   each policy's static throughput at the same bandwidths.
+   each policy's static throughput at the same bandwidths. ``--fig5-models`` runs it on several
+   independently trained pools (mean, standard deviation, min..max over them and how many fell
+   below local execution: ``coach_fig5.csv``); ``--readings initial,lowest`` adds COACH with its
+   offline plan made for the lowest bandwidth of the trace (``plan_bandwidth``, README Fig. 5).
 
 Accuracy is the trained pool members' (MNIST-5k at 32 px; costs at 224 px), see README.
 """
@@ -186,27 +189,48 @@ def table_two(models, requests, mbps, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def drops(spec, log, duration_s: float) -> pd.DataFrame:
+READINGS = ("initial", "lowest")   # COACH's plan_bandwidth (strategy.options.coach.plan_bandwidth)
+
+
+def _variants(readings: tuple[str, ...], policies=POLICIES) -> list[tuple[str, str, list[str]]]:
+    """(strategy, label, extra sets) of Fig. 5: every policy, COACH once per reading of the
+    bandwidth its offline plan is made for (``COACH`` = initial, ``COACH-lowest``, ...)."""
+    out = []
+    for p in policies:
+        if p != "coach":
+            out.append((p, SHORT[p], []))
+            continue
+        for r in readings:
+            out.append((p, SHORT[p] if r == "initial" else f"{SHORT[p]}-{r}",
+                        [f"strategy.options.coach.plan_bandwidth={r}"]))
+    return out
+
+
+def drops(spec, log, duration_s: float, readings: tuple[str, ...] = ("initial",),
+          steps_list=((20, 10, 5), (100, 50, 20)), policies=POLICIES) -> pd.DataFrame:
     rows = []
-    _, msets = _model_sets(spec)
-    for steps in ((20, 10, 5), (100, 50, 20)):          # COACH Fig. 5(a) and 5(b)
+    model, msets = _model_sets(spec)
+    for steps in steps_list:          # COACH Fig. 5(a) and 5(b)
         third = duration_s / 3
         sets = [f"devices.1.link.bandwidth_trace=[[0, {steps[0]}], [{third}, {steps[1]}], [{2 * third}, {steps[2]}]]",
                 f"workload.duration_s={duration_s}", *msets]
-        for p in POLICIES:
-            table, _, meta = _run("scenarios/end_cloud_drops.yaml", p, sets, log)
+        for p, label, extra in _variants(readings, policies):
+            table, _, meta = _run("scenarios/end_cloud_drops.yaml", p, [*sets, *extra], log)
             fin = table["finish_s"].to_numpy()
             for k, mbps in enumerate(steps):
                 a, b = k * third, (k + 1) * third
                 dyn = float(((fin >= a) & (fin < b)).sum() / third)
+                # static: a run at this bandwidth alone (under "lowest" the plan is then made for it)
                 stat_table, _, stat_meta = _run("scenarios/end_cloud_drops.yaml", p, [
                     *sets[1:], "devices.1.link.bandwidth_trace=null", f"devices.1.link.bandwidth_mbps={mbps}",
-                    f"workload.duration_s={third}"], log)
-                rows.append({"drop": "-".join(map(str, steps)), "phase_mbps": mbps, "policy": SHORT[p],
+                    f"workload.duration_s={third}", *extra], log)
+                rows.append({"pool": spec, "model": model,
+                             "drop": "-".join(map(str, steps)), "phase_mbps": mbps, "policy": label,
+                             "partition": str(table["partition"].mode().iloc[0]),
                              "dynamic_throughput": dyn, "static_throughput": float(stat_meta["throughput_per_s"]),
                              "bits_mean_sent": float(table.loc[(fin >= a) & (fin < b) & (table["bytes_up"] > 0), "bits"].mean())
                              if ((fin >= a) & (fin < b) & (table["bytes_up"] > 0)).any() else 0.0})
-                log(f"  drop {steps} phase {mbps:3d} Mbps {SHORT[p]:5s}: {dyn:6.1f} tasks/s "
+                log(f"  {spec} drop {steps} phase {mbps:3d} Mbps {label:12s}: {dyn:6.1f} tasks/s "
                     f"(static {rows[-1]['static_throughput']:6.1f})")
     return pd.DataFrame(rows)
 
@@ -222,12 +246,31 @@ def _ratios(t1: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _fig5_summary(f5: pd.DataFrame) -> pd.DataFrame:
+    """Per drop, phase and policy over the pools: mean, sample standard deviation, min and max of
+    the dynamic throughput (tasks/s), the static mean, and how many pools fell below local
+    execution (NS's throughput on the same pool and phase: the three fp32 baselines run locally
+    on these drops, README Fig. 5)."""
+    local = f5[f5["policy"] == "NS"].set_index(["pool", "drop", "phase_mbps"])["dynamic_throughput"]
+    f = f5.join(local.rename("ns"), on=["pool", "drop", "phase_mbps"])
+    f["below_ns"] = f["dynamic_throughput"] < f["ns"]
+    g = f.groupby(["drop", "phase_mbps", "policy"], sort=False)
+    out = g["dynamic_throughput"].agg(dynamic_mean="mean", dynamic_std="std", dynamic_min="min", dynamic_max="max",
+                                      pools="count")
+    out["static_mean"] = g["static_throughput"].mean()
+    out["pools_below_ns"] = g["below_ns"].sum().astype(int)
+    return out.reset_index()
+
+
 def _plot(fig5: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # several pools: bars are the mean over pools, whiskers their min..max
+    fig5 = _fig5_summary(fig5).rename(columns={"dynamic_mean": "dynamic_throughput",
+                                               "static_mean": "static_throughput"})
     drops_ = list(dict.fromkeys(fig5["drop"]))
     fig, axes = plt.subplots(1, len(drops_), figsize=(6 * len(drops_), 4))
     for ax, d in zip(np.atleast_1d(axes), drops_):
@@ -238,7 +281,9 @@ def _plot(fig5: pd.DataFrame, path: Path) -> None:
         for j, p in enumerate(pols):
             g = f[f["policy"] == p].set_index("phase_mbps").reindex(phases)
             x = np.arange(len(phases)) + j * w
-            ax.bar(x, g["dynamic_throughput"], width=w, label=p)
+            err = None if (g["pools"] < 2).all() else np.vstack([g["dynamic_throughput"] - g["dynamic_min"],
+                                                                    g["dynamic_max"] - g["dynamic_throughput"]])
+            ax.bar(x, g["dynamic_throughput"], width=w, label=p, yerr=err, capsize=2)
             ax.scatter(x, g["static_throughput"], color="k", marker="_", s=80)
         ax.set_xticks(np.arange(len(phases)) + 0.4 - w / 2, [f"{m} Mbps" for m in phases])
         ax.set_ylabel("throughput (tasks/s); — static")
@@ -256,6 +301,14 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=None, help="pool:member specs, comma-separated (default: the VIP teacher, "
                    f"plus ResNet101 and VGG16 of {END_CLOUD_POOL} when it is in the store)")
     p.add_argument("--parts", default="search,table1,table2,fig5")
+    p.add_argument("--fig5-models", default=None, help="pool:member specs for Fig. 5, comma-separated; with "
+                   "several (independently trained pools) the table gives mean, spread and min..max over them "
+                   "(default: the first of --models)")
+    p.add_argument("--readings", default="initial", help="COACH's plan_bandwidth readings for Fig. 5, comma-"
+                   f"separated, of {', '.join(READINGS)} (default: initial)")
+    p.add_argument("--policies", default=",".join(POLICIES), help="Fig. 5's policies, comma-separated, of "
+                   f"{', '.join(POLICIES)} (NS is always run: the local reference)")
+    p.add_argument("--drops", default="20-10-5,100-50-20", help="Fig. 5's bandwidth drops (Mbps), comma-separated")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override for every run (e.g. pool.name=... to use another pool)")
     args = p.parse_args(argv)
@@ -266,6 +319,18 @@ def main(argv=None) -> int:
     log = print
     models = [m for m in args.models.split(",") if m] if args.models else default_models()
     parts = set(args.parts.split(","))
+    readings = tuple(r for r in args.readings.split(",") if r)
+    bad = [r for r in readings if r not in READINGS]
+    if bad or not readings:
+        p.error(f"--readings: {args.readings!r}; allowed: {', '.join(READINGS)} (comma-separated)")
+    policies = tuple(dict.fromkeys(["neurosurgeon", *(x for x in args.policies.split(",") if x)]))
+    if set(policies) - set(POLICIES):
+        p.error(f"--policies: {args.policies!r}; allowed: {', '.join(POLICIES)} (comma-separated)")
+    try:
+        steps_list = tuple(tuple(int(x) for x in d.split("-")) for d in args.drops.split(",") if d)
+        assert steps_list and all(len(t) == 3 and min(t) > 0 for t in steps_list)
+    except (ValueError, AssertionError):
+        p.error(f"--drops: {args.drops!r}; allowed: comma-separated A-B-C (three bandwidths in Mbps, > 0)")
     bandwidths = (5, 20, 100) if args.quick else (5, 10, 20, 50, 100)
     requests = 200 if args.quick else 400
     out: dict[str, Any] = {"models": models, "bandwidths_mbps": list(bandwidths), "requests": requests,
@@ -293,11 +358,20 @@ def main(argv=None) -> int:
         log(t2[["model", "cache", "level", "exit_ratio", "latency_ms", "kb_per_task", "accuracy"]].round(3).to_string(index=False))
     if "fig5" in parts:
         log("Fig. 5 (throughput under bandwidth drops, NX):")
-        f5 = drops(models[0], log, 30.0 if args.quick else 60.0)
+        specs = [m for m in args.fig5_models.split(",") if m] if args.fig5_models else models[:1]
+        f5 = pd.concat([drops(spec, log, 30.0 if args.quick else 60.0, readings, steps_list, policies)
+                        for spec in specs],
+                       ignore_index=True)
         out["fig5"] = f5.to_dict(orient="records")
+        f5.to_csv(out_path.with_name("coach_fig5_runs.csv"), index=False)
+        summary = _fig5_summary(f5)
+        summary.to_csv(out_path.with_name("coach_fig5.csv"), index=False)
+        out["fig5_summary"] = summary.to_dict(orient="records")
+        log(summary.round(2).to_string(index=False))
         piv = f5.pivot_table(index=["drop", "phase_mbps"], columns="policy", values="dynamic_throughput", sort=False)
-        out["fig5_throughput_x"] = {f"{d}/{m}/vs_{b}": float(piv.loc[(d, m), "COACH"] / piv.loc[(d, m), b])
-                                    for d, m in piv.index for b in ("NS", "JPS")}
+        out["fig5_throughput_x"] = {f"{d}/{m}/{c}_vs_{b}": float(piv.loc[(d, m), c] / piv.loc[(d, m), b])
+                                    for d, m in piv.index for b in ("NS", "JPS") for c in piv.columns
+                                    if c.startswith("COACH")}
         _plot(f5, out_path.with_name("coach_fig5.png"))
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     from vip_ray.coach.runner import plain

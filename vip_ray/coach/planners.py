@@ -132,6 +132,13 @@ class CoachOptions(EndCloudOptions):
     * ``centre_updates`` — which tasks feed eq. 7: ``all`` (early exits with their own answer and
       the cloud's answers when they return: §III-C, "gradually updated with task features during
       the inference process") or ``exit`` (only early exits, as Algorithm 1, line 23, lists it).
+    * ``plan_bandwidth`` — the uplink bandwidth the offline search (eq. 6) is made for:
+      ``initial`` (the link's bandwidth at t = 0, the profile P of Algorithm 1, line 2; the plan is
+      deployed once and only the online bits follow the bandwidth, §III-C) or ``lowest`` (the
+      lowest bandwidth of the link's declared trace: the plan is made for the worst bandwidth the
+      deployment expects, and the online component has the slack when it is higher). See
+      :func:`plan_bandwidth_bps` and README, Fig. 5: with ``initial`` a plan that already sends at
+      few bits has nothing left to adjust when the bandwidth drops.
     """
 
     search: Literal["coach", "exhaustive"] = "coach"
@@ -141,6 +148,7 @@ class CoachOptions(EndCloudOptions):
     online_bits: tuple[int, ...] = ONLINE_GRID
     max_count: Optional[int] = Field(default=None, ge=1)
     centre_updates: Literal["all", "exit"] = "all"
+    plan_bandwidth: Literal["initial", "lowest"] = "initial"
 
     @field_validator("online_bits")
     @classmethod
@@ -151,21 +159,36 @@ class CoachOptions(EndCloudOptions):
         return tuple(sorted(set(v)))
 
 
+def plan_bandwidth_bps(link: Any, reading: str) -> float:
+    """The bandwidth (bit/s) COACH's offline search plans for: the link's at t = 0 (``initial``)
+    or the lowest of its step function over the run (``lowest``)."""
+    _, rates = link.steps()
+    if reading == "initial":
+        return float(rates[0])
+    if reading == "lowest":
+        return float(min(rates))
+    raise ValueError(f"plan_bandwidth: {reading!r}; allowed: initial, lowest")
+
+
 def plan_coach(st: Setup, options: CoachOptions, m: int, log: Callable[[str], None] = print) -> Planned:
     model = st.model
     oracle = model.oracle()
     accept = accept_within(oracle, st.eps)
     passes0, fwd0 = model.passes, model.forward_s
     search = coach_search if options.search == "coach" else exhaustive_search
-    report = search(st.cost, accept, t_max=st.deadline_s, bit_grid=DEFAULT_GRID)
+    bw_plan = plan_bandwidth_bps(st.link, options.plan_bandwidth)
+    cost = st.cost if bw_plan == st.cost.bandwidth_bps else st.cost_at(bw_plan)
+    report = search(cost, accept, t_max=st.deadline_s, bit_grid=DEFAULT_GRID)
     best = report.best
     cut, plan = best.cut, best.plan
     q = best.bits
     meta: dict[str, Any] = {"offline": report.as_dict(), "reference_accuracy": oracle.reference,
+                            "plan_bandwidth": options.plan_bandwidth, "plan_bandwidth_mbps": bw_plan / 1e6,
                             "offline_forward_passes": model.passes - passes0,
                             "offline_forward_s": round(model.forward_s - fwd0, 3)}
     log(f"[coach] {report.method} search: {report.evaluated} partitions evaluated, {report.pruned} bounded away, "
-        f"{report.probes} accuracy probes, {report.seconds:.1f} s -> {cut.where} at {plan.bits_label(q)} bits")
+        f"{report.probes} accuracy probes, {report.seconds:.1f} s -> {cut.where} at {plan.bits_label(q)} bits "
+        f"(planned for {bw_plan / 1e6:g} Mbps, {options.plan_bandwidth})")
     online = options.online and plan.quantizable
     grid = tuple(sorted(set(options.online_bits) | {q})) if q != FP32 else (FP32,)
     policy = OnlinePolicy(math.inf, [], q, (q,))

@@ -321,7 +321,8 @@ def plan_pool(cfg: dict[str, Any], num_classes: int, channels: int) -> Plan:
         groups = [rest[i:i + size] for i in range(0, len(rest), size)]
     else:
         groups = [[m] for m in rest]
-    stages.append(Stage("members", groups, list(family["phases"])))
+    if groups:  # a pool of the teacher alone (family.variants=[] family.baselines=[]) has no members stage
+        stages.append(Stage("members", groups, list(family["phases"])))
     name = cfg["pool"].get("name") or default_pool_name(cfg)
     settings = {"data": {k: v for k, v in cfg["data"].items() if k != "root"}, "seed": seed,
                 # the teacher's settings decide the result only where the pool has a teacher
