@@ -194,8 +194,6 @@ def test_emulated_devices_follow_the_simulators_semantics(sets, pool, images, tm
     sim_dir = run_scenario(CYCLES, overrides=sets, out=tmp_path / "sim", plots=False, log=lambda s: None)
     sim, sdev = analysis.load(sim_dir), analysis.load(sim_dir, "devices")
     cfg, weights = emulation(CYCLES, sets, pool, images)
-    # X = 3: a host stall shifts a job on the emulated clock by a third as much (the machine may be loaded)
-    cfg = replace(cfg, dilation=3.0)
     with ServeEmulation(cfg, weights, local_testing=True) as emu:
         replay = emu.replicate(cfg.base_seed, images=images)
     req, dev, _, jobs, _ = replay_tables(cfg, replay, pool.labels, replication=0)
