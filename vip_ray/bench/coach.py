@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vip_ray.coach import PLAN_READINGS
+
 POLICIES = ("neurosurgeon", "dads", "spinn", "jps", "coach")
 SHORT = {"neurosurgeon": "NS", "dads": "DADS", "spinn": "SPINN", "jps": "JPS", "coach": "COACH"}
 TEACHER = "resnet50_slices-homogeneous-crops-mnist5k:resnet50_teacher"
@@ -189,7 +191,7 @@ def table_two(models, requests, mbps, log) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-READINGS = ("initial", "lowest")   # COACH's plan_bandwidth (strategy.options.coach.plan_bandwidth)
+READINGS = PLAN_READINGS   # COACH's plan_bandwidth (strategy.options.coach.plan_bandwidth)
 
 
 def _variants(readings: tuple[str, ...], policies=POLICIES) -> list[tuple[str, str, list[str]]]:
@@ -328,8 +330,9 @@ def main(argv=None) -> int:
         p.error(f"--policies: {args.policies!r}; allowed: {', '.join(POLICIES)} (comma-separated)")
     try:
         steps_list = tuple(tuple(int(x) for x in d.split("-")) for d in args.drops.split(",") if d)
-        assert steps_list and all(len(t) == 3 and min(t) > 0 for t in steps_list)
-    except (ValueError, AssertionError):
+    except ValueError:
+        steps_list = ()
+    if not steps_list or not all(len(t) == 3 and min(t) > 0 for t in steps_list):
         p.error(f"--drops: {args.drops!r}; allowed: comma-separated A-B-C (three bandwidths in Mbps, > 0)")
     bandwidths = (5, 20, 100) if args.quick else (5, 10, 20, 50, 100)
     requests = 200 if args.quick else 400

@@ -12,6 +12,7 @@ from typing import Any, Callable, Literal, Optional
 import numpy as np
 from pydantic import Field, field_validator
 
+from vip_ray.coach import PlanReading
 from vip_ray.coach.baselines import dads, jps, neurosurgeon, spinn_candidates
 from vip_ray.coach.blocks import Cut
 from vip_ray.coach.offline import (DEFAULT_GRID, StagePlan, accept_within, coach_search, exhaustive_search)
@@ -148,7 +149,7 @@ class CoachOptions(EndCloudOptions):
     online_bits: tuple[int, ...] = ONLINE_GRID
     max_count: Optional[int] = Field(default=None, ge=1)
     centre_updates: Literal["all", "exit"] = "all"
-    plan_bandwidth: Literal["initial", "lowest"] = "initial"
+    plan_bandwidth: PlanReading = "initial"
 
     @field_validator("online_bits")
     @classmethod
@@ -159,15 +160,11 @@ class CoachOptions(EndCloudOptions):
         return tuple(sorted(set(v)))
 
 
-def plan_bandwidth_bps(link: Any, reading: str) -> float:
+def plan_bandwidth_bps(link: Any, reading: PlanReading) -> float:
     """The bandwidth (bit/s) COACH's offline search plans for: the link's at t = 0 (``initial``)
     or the lowest of its step function over the run (``lowest``)."""
     _, rates = link.steps()
-    if reading == "initial":
-        return float(rates[0])
-    if reading == "lowest":
-        return float(min(rates))
-    raise ValueError(f"plan_bandwidth: {reading!r}; allowed: initial, lowest")
+    return float(rates[0] if reading == "initial" else min(rates))
 
 
 def plan_coach(st: Setup, options: CoachOptions, m: int, log: Callable[[str], None] = print) -> Planned:
