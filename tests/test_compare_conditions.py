@@ -59,3 +59,28 @@ def test_the_sim_family_name_is_an_engine_a_strategy_is_checked_against():
     """``sim`` names the simulator family (any kernel): it is not refused as an unknown engine."""
     base = load_scenario(END_CLOUD)
     assert checked_strategy(with_strategy(base, "coach"), END_CLOUD, "sim").name == "coach"
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "compare"])
+def test_a_battery_on_an_end_cloud_device_is_refused_before_any_pool(command, capsys, tmp_path):
+    """The end–cloud pipeline models devices that are always up: a battery there would never run
+    out, with no word. ``run`` and ``sweep`` refuse it with one line naming the key, before the
+    (missing) pool is looked for; ``compare`` runs no condition of it, so it is refused too."""
+    sets = [*NO_POOL, "strategy.name=neurosurgeon", "devices.0.battery_wh=5"]
+    extra = {"run": [], "sweep": ["--grid", "workload.deadline_ms=50,100"],
+             "compare": ["--strategies", "neurosurgeon", "--failed", "0"]}[command]
+    out = tmp_path / "out"
+    assert main([command, END_CLOUD, "--out", str(out), *extra, *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "devices (nx).battery_wh: the end–cloud pipeline models always available devices and drains no " \
+           "battery; allowed: unset (mains powered)" in err[0]
+    assert END_CLOUD in err[0] and "no-such-pool-guard" not in err[0]
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_run_refuses_an_end_device_that_is_not_always_up_before_any_pool(capsys):
+    sets = [*NO_POOL, "strategy.name=neurosurgeon", "devices.0.availability={kind: mtbf, mtbf_s: 10, mttr_s: 1}"]
+    assert main(["run", END_CLOUD, *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {END_CLOUD}: the end device nx is not always available (mtbf)"]

@@ -134,6 +134,10 @@ def availability_refusal(scenario: Any, options: EndCloudOptions) -> str | None:
     end = scenario.device(end_name)
     if end.availability.kind != "always":
         return f"the end device {end_name} is not always available ({end.availability.kind})"
+    powered = [d.name for d in scenario.devices if getattr(d, "battery_wh", None) is not None]
+    if powered:   # the pipeline's devices never go down, so a battery would silently never run out
+        return (f"devices ({powered[0]}).battery_wh: the end–cloud pipeline models always available devices "
+                f"and drains no battery; allowed: unset (mains powered)")
     clouds = [scenario.device(options.cloud_device)] if options.cloud_device in names else \
         [d for d in scenario.devices if d.name != end_name]
     if all(d.availability.kind != "always" and not (d.availability.kind == "crash" and d.availability.at_s == 0.0)

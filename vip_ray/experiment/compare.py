@@ -99,15 +99,19 @@ def runnable(strategies: Sequence[str], instances: dict, conditions: list, file:
     any pool is opened or trained."""
     out = []
     for s in strategies:
-        refused = []
+        refused, reasons = [], set()
         for cond, n_failed, scenario in conditions:
             why = instances[s].refuses(with_strategy(scenario, s))
             if why:
                 refused.append(cond)
+                reasons.add(why)
                 log(f"compare: {s} skips condition {cond}: {why}")
             else:
                 out.append((s, cond, n_failed, scenario))
         if len(refused) == len(conditions):
+            if len(reasons) == 1:   # one reason, whatever the condition: other conditions would not help
+                raise ScenarioError(f"{file}: strategy {s!r} runs none of the conditions ({', '.join(refused)}): "
+                                    f"{reasons.pop()}", file=file)
             raise ScenarioError(f"{file}: strategy {s!r} runs none of the conditions ({', '.join(refused)}); "
                                 f"choose others with --failed A..B and --stealing none|BUSY,FREE", file=file)
     return out

@@ -63,7 +63,8 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
 
     from vip_ray.core.engine import make_engine
     from vip_ray.core.results import atomic_directory
-    from vip_ray.experiment.run import RunError, checked_strategy, engine_name, json_safe, open_pool, run_point
+    from vip_ray.experiment.run import (RunError, checked_strategy, engine_name, json_safe, open_pool, refuse_up_front,
+                                        run_point)
     from vip_ray.scenario import load_scenario
     from vip_ray.scenario.load import check_pool
 
@@ -78,7 +79,9 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
     for name in policies:    # validate them all first
         scenario = load_scenario(path, [*overrides, *policy_overrides(name)])
         eng = engine_name(scenario, engine)
-        points.append((name, scenario, checked_strategy(scenario, file, eng), eng))
+        strategy = checked_strategy(scenario, file, eng)
+        refuse_up_front(strategy, scenario, file)
+        points.append((name, scenario, strategy, eng))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results/compare") / f"{points[0][1].name}-policies-{stamp}"
     if out_dir.exists():

@@ -76,6 +76,14 @@ def engine_name(scenario: Scenario, engine: str | None) -> str:
     return scenario.sim_engine if engine == "sim" else engine
 
 
+def refuse_up_front(strategy: Strategy, scenario: Scenario, file: str) -> None:
+    """A strategy that cannot run ``scenario`` at all (:meth:`Strategy.refuses`) is refused before
+    a pool is opened or trained (``vip-sim compare`` skips such a condition instead, with a note)."""
+    why = strategy.refuses(scenario)
+    if why:
+        raise ScenarioError(f"{file}: {why}", file=file)
+
+
 def checked_strategy(scenario: Scenario, file: str, engine: str) -> Strategy:
     """The scenario's strategy, its options validated, refused up front (before any pool is
     opened or trained) when it does not run on ``engine``'s family or the placement is unknown."""
@@ -266,6 +274,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     strategy = checked_strategy(scenario, file, name)
     if failed_devices is not None:
         scenario = fail_devices(scenario, failed_devices)
+    refuse_up_front(strategy, scenario, file)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
     if out_dir.exists():
@@ -337,6 +346,7 @@ def serve_scenario(path: str | Path, *, overrides: Sequence[str] = (), options=N
     scenario = load_scenario(path, overrides)
     file = str(path)
     strategy = checked_strategy(scenario, file, "serve")
+    refuse_up_front(strategy, scenario, file)
     pool = open_pool(scenario, log)
     check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
     ctx = context(scenario, pool, file=file, log=log)

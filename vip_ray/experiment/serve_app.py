@@ -15,7 +15,7 @@ from typing import Any
 
 
 def build(args: dict[str, Any]):
-    from vip_ray.experiment.run import checked_strategy, context, open_pool
+    from vip_ray.experiment.run import checked_strategy, context, open_pool, refuse_up_front
     from vip_ray.scenario import load_scenario
     from vip_ray.scenario.load import check_pool
     from vip_ray.serve import ServeOptions, build_config
@@ -28,6 +28,7 @@ def build(args: dict[str, Any]):
     overrides = [s.strip() for s in str(args.get("set", "")).split(";") if s.strip()]
     scenario = load_scenario(file, overrides)
     strategy = checked_strategy(scenario, file, "serve")
+    refuse_up_front(strategy, scenario, file)
     pool = open_pool(scenario, print)
     check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
     ctx = context(scenario, pool, file=file, log=print)

@@ -18,6 +18,7 @@ from vip_ray.experiment.run import (
     checked_strategy,
     engine_name,
     fail_devices,
+    refuse_up_front,
 )
 from vip_ray.experiment.study import (
     StudyOptions,
@@ -91,6 +92,7 @@ def study_points(path: str | Path, points: Sequence[dict[str, Any]], overrides: 
             failed = point.get("failed_devices")
             if failed is not None:
                 scenario = fail_devices(scenario, failed)
+            refuse_up_front(strategy, scenario, str(path))
         except ScenarioError as e:
             raise ScenarioError(f"{e} (--grid point {where})", file=e.file, problems=e.problems) from None
         out.append(StudyPoint(folder=f"points/{i:03d}", label=where, scenario=scenario, strategy=strategy, engine=name,
