@@ -46,6 +46,11 @@ def overrides(root, strategy):
             "strategy.options.cp.pool=small-cp"]
     if strategy in END_CLOUD:
         sets.append(f"strategy.options.{strategy}={{model: vp_v3, calibration_samples: 120}}")
+    if strategy == "mp":   # an energy model: every device 6 W busy, every radio 300 + 100 nJ a bit; and
+        # jittered compute, so that a request's own work differs from the devices' mean service times
+        sets += [f"devices.{d}.power={{idle_w: 1, busy_w: 6}}" for d in range(3)]
+        sets += [f"devices.{d}.jitter_cv=0.3" for d in range(3)]
+        sets.append("network.radio={tx_nj_per_bit: 300, rx_nj_per_bit: 100}")
     return sets
 
 
@@ -101,6 +106,14 @@ def test_every_strategy_runs_on_every_engine_it_declares(strategy, family, root,
     if kind == "chain":
         # mp's default chain: the master, then the workers fastest first (fast 45 ms before slow 60 ms)
         assert set(live["responders"].astype(str)[live["answered"]]) == {"master,fast,slow"}
+        # a request's energy is its own work: its slices' compute at 6 W, and every byte it put on a
+        # link at both of the link's ends (each byte sent up or down: 300 + 100 nJ a bit)
+        ok = req["answered"].to_numpy()
+        want = 6.0 * req["t_compute_s"].to_numpy() + 8 * 400e-9 * (req["bytes_down"] + req["bytes_up"]).to_numpy()
+        np.testing.assert_allclose(req["energy_j"].to_numpy()[ok], want[ok], rtol=1e-9)
+        assert (want[ok] > 0).all()
+        # live, from its emulated hops: the simulator's where the same requests were answered
+        np.testing.assert_allclose(live["energy_j"].to_numpy()[same], req["energy_j"].to_numpy()[same], rtol=1e-9)
     if kind != "fanout":
         # the wire carried what the plan sends (the same cut tensors, the same bit widths)
         rows = same & (live["bits"].to_numpy() == req["bits"].to_numpy()) if "bits" in req.columns else same

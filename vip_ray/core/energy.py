@@ -27,10 +27,10 @@ The model (the README's "Energy" section says the same):
   belong to no request: they are in the device totals, and ``summary.json``'s
   ``energy_per_request_j`` / ``energy_per_correct_j`` divide *all* devices' energy by the requests /
   the correct (top-1) answers. Vectorised over the (R, D) job arrays after the event loop
-  (:func:`request_energy`). A chain (mp) in the simulator: an answered request's slices for the
-  time each computed, and its bytes on every link it crossed (:func:`chain_energy`). An engine
-  without per-job times (the Serve engine's chains) falls back on each used device's mean service
-  time and the links' mean J/bit.
+  (:func:`request_energy`). A chain (mp), in both engines: an answered request's slices for the
+  time each computed, and its bytes on every link it crossed (:func:`chain_energy`; the Serve
+  engine's stages tally them hop by hop on the emulated timeline). Rows that come without their own
+  ``energy_j`` fall back on each used device's mean service time and the links' mean J/bit.
 * **End–cloud pipelines** (:class:`PipelineMeter`): the end device computes each task's head for
   ``t_end_s`` at its ``busy_w``, the cloud its tail for ``t_cloud_s`` at its own (none without a
   power block: a cloud GPU of the catalog reports none), and both ends of the end–cloud link pay
@@ -221,7 +221,7 @@ class EnergyMeter:
         if "energy_j" in rows:   # the engine's tables computed it from the jobs (request_energy): last column
             rows["energy_j"] = rows.pop("energy_j")
             return rows
-        # no per-job times (the Serve engine's chains): each used device's mean service time, the mean J/bit
+        # no per-job times (a table built without them): each used device's mean service time, the mean J/bit
         cat = rows["responders"].cat
         per_set = np.array([sum(self.job_j.get(n, 0.0) for n in str(label).split(",") if n)
                             for label in cat.categories], dtype=np.float64)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vip_ray.core.deployment import Chain
+from vip_ray.core.energy import chain_energy
 from vip_ray.core.tables import (
     DEVICE_STAT_KEYS,
     INT_STATS,
@@ -103,6 +104,10 @@ def wire(x: np.ndarray, dtype: str) -> tuple[np.ndarray, int]:
     return x, int(x.size) * DTYPE_BYTES[dtype]
 
 
+def _add(tally: dict, device: int, amount: float) -> None:
+    tally[device] = tally.get(device, 0) + amount
+
+
 class ChainStage:
     """One device of the chain: its emulated device, its downlink, the real slice; calls the
     next stage's handle (``following``) with the tensor it computed."""
@@ -156,21 +161,30 @@ class ChainStage:
         self._sync(token, seed, epoch)
 
     async def hop(self, token: str, seed: int, epoch: float, rid: int, x: np.ndarray, ready_at: float,
-                  nbytes: int, deadline_at: float, bytes_down: int, bytes_up: int) -> dict:
+                  nbytes: int, deadline_at: float, bytes_down: int, bytes_up: int,
+                  spent: dict | None = None) -> dict:
         """Tensor ``x`` (``nbytes`` on the wire) of request ``rid`` is at the access point at
         emulated ``ready_at``: down this device's link, through its queue and slice, up its link,
-        then on to the next stage. Returns the request's fate."""
+        then on to the next stage. Returns the request's fate, with ``spent``: what it cost each
+        device so far (``work``: compute seconds of its slices, ``link``: bytes on the device's
+        link), as the simulator's chain counts it for the energy (``core.energy.chain_energy``)."""
         self._sync(token, seed, epoch)
+        spent = spent if spent is not None else {"work": {}, "link": {}}
         dev = self.device
         down_lost, mult, up_lost = dev.draws_for("load", rid)
         arrive = ready_at
+
+        def fate(outcome: int, **more) -> dict:
+            return {"outcome": outcome, "failed": self.index, "bytes_down": bytes_down, "bytes_up": bytes_up,
+                    "spent": spent, **more}
+
         if self.downlink is not None:
             arrive = self.downlink.send(ready_at, nbytes)[1]
             bytes_down += nbytes
+            _add(spent["link"], self.index, nbytes)
             if down_lost:
                 dev.stats["lost_down"] += 1
-                return {"outcome": int(Outcome.LOST_DOWN), "failed": self.index, "bytes_down": bytes_down,
-                        "bytes_up": bytes_up}
+                return fate(int(Outcome.LOST_DOWN))
         p = Pending(rid, x.astype(np.float32) if x.dtype == np.float16 else x, 1, asyncio.get_running_loop())
         self.pending[rid] = p
         dev.offer(Job(p, arrive, mult, up_lost))
@@ -178,22 +192,24 @@ class ChainStage:
         if not p.timed.done():
             await asyncio.wait([p.timed], timeout=max(hold, 0.0))
         bytes_up += p.bytes_up
+        if p.bytes_up:
+            _add(spent["link"], self.index, p.bytes_up)
         if not p.jobs:                      # the device never got to it (down past the deadline)
-            return {"outcome": int(Outcome.CRASHED), "failed": self.index, "bytes_down": bytes_down,
-                    "bytes_up": bytes_up}
-        _, outcome, reply_at, variant, *_ = p.jobs[-1]
+            return fate(int(Outcome.CRASHED))
+        _, outcome, reply_at, variant, _, start, end, paused = p.jobs[-1]
+        if outcome == Outcome.REPLIED or outcome == Outcome.LOST_UP:   # its slice was computed
+            _add(spent["work"], self.index, end - start - paused)
         self.pending.pop(rid, None)
         if outcome != Outcome.REPLIED:
-            return {"outcome": int(outcome), "failed": self.index, "bytes_down": bytes_down, "bytes_up": bytes_up}
+            return fate(int(outcome))
         out = await p.infer[variant]
         if self.following is None:          # the last slice: its logits reach the master at reply_at
             await self._until(reply_at)
-            return {"outcome": int(Outcome.REPLIED), "finish": reply_at, "logits": out, "failed": -1,
-                    "bytes_down": bytes_down, "bytes_up": bytes_up}
+            return fate(int(Outcome.REPLIED), finish=reply_at, logits=out, failed=-1)
         sent, size = wire(out, self.cfg.wire_dtype)
         await self._until(reply_at)
         return await self.following.hop.remote(token, seed, epoch, rid, sent, reply_at, size, deadline_at,
-                                               bytes_down, bytes_up)
+                                               bytes_down, bytes_up, spent)
 
     async def snapshot(self, token: str, wait_s: float) -> dict:
         """End of a replication: the device's counters and availability log (after the jobs still open)."""
@@ -229,10 +245,12 @@ class ChainMaster:
         async def send(i: int) -> dict:
             t = float(times[i])
             ready, up = t, 0
+            spent: dict = {"work": {}, "link": {}}
             if first != master and mdev.link is not None:   # the master is networked: its uplink first
                 ready, up = self.uplink.send(t, in_bytes)[1], in_bytes
+                spent["link"][master] = in_bytes
             res = await self.stages[0].hop.remote(token, seed, epoch, i, images[which[i]], ready, in_bytes,
-                                                  t + deadline, 0, up)
+                                                  t + deadline, 0, up, spent)
             res["received_s"] = clock.now()
             res["measured_s"] = time.time() - epoch
             self.issued[token] += 1
@@ -307,6 +325,13 @@ def chain_tables(cfg: ChainConfig, dep: Chain, replay: Any, *, replication: int)
         correct_topm=answered & (top == labels[:, None]).any(axis=1), m=cfg.top_m,
         bytes_down=[x["bytes_down"] for x in res], bytes_up=[x["bytes_up"] for x in res], strategy=cfg.strategy,
         engine="serve")
+    # the energy of each request's own work, as the simulator's chain counts it (core/energy.py)
+    work, link = np.zeros((r, len(cfg.devices))), np.zeros((r, len(cfg.devices)))
+    for i, x in enumerate(res):
+        for field, out in (("work", work), ("link", link)):
+            for dv, amount in x.get("spent", {}).get(field, {}).items():
+                out[i, int(dv)] = amount
+    req["energy_j"] = chain_energy(cfg.devices, work, link, answered)
     names = cfg.device_names
     failed = np.array([x["failed"] for x in res], dtype=np.int64)
     req["failed_device"] = pd.Categorical.from_codes(np.where(failed >= 0, failed, -1), categories=names)
