@@ -158,6 +158,7 @@ def _tune_args(args, tmp_path) -> list[str]:
     return [*args, f"pool.root={tmp_path}/pools", f"tune.storage={tmp_path}/tune", "ray.dashboard=false"]
 
 
+@pytest.mark.slow   # a fresh process that imports torch and Hydra
 def test_tune_bad_input_is_one_line_before_ray_as_a_command(tmp_path):
     """``python -m vip_ray.tune`` itself (a process of its own: exit status, nothing on stdout)."""
     args, line = TUNE_CASES[2]

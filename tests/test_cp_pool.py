@@ -151,6 +151,7 @@ def test_reader_refuses_overlapping_class_groups(cp, tmp_path):
         Pool.load(copy)
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_default_cp_pool_uses_the_default_pools_data_split_and_seed():
     from vip_ray.pool.default import DEFAULT_CP_OVERRIDES, DEFAULT_OVERRIDES
     from vip_ray.tune.config import compose
@@ -203,6 +204,7 @@ def test_group_model_starts_from_the_probe_and_is_calibrated_by_its_class_weight
     assert out["stats"][member["id"]]["init"] == "probe"
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_group_model_resumes_exactly_from_an_epoch_checkpoint(cp_member):
     import copy
 

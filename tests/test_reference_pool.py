@@ -203,6 +203,7 @@ def _run_smart_home(cwd: Path, home: Path, threads: int) -> tuple[Path, str]:
     return out, r.stdout + r.stderr
 
 
+@pytest.mark.slow   # runs the main job in fresh processes, once per thread count
 def test_smart_home_tables_identical_from_another_folder_and_any_torch_thread_count(tmp_path):
     home = tmp_path / "home"
     runs = []

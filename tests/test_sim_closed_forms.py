@@ -72,6 +72,7 @@ def test_answered_fraction_independent_availability():
     np.testing.assert_allclose(res.device_stats["available_s"] / (res.t_end - res.t_start), a, atol=0.04)
 
 
+@pytest.mark.slow   # streams runs of millions of jobs
 @pytest.mark.parametrize("engine,D,small,big,chunk,limit_mb", [
     ("loop", 2, 200_000, 2_000_000, 50_000, 20),    # holding the run: > 100 MB (reply_at alone 32 MB)
     ("numpy", 100, 30_000, 100_000, 5_000, 40),     # holding the run: > 130 MB (reply_at alone 80 MB)

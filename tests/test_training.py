@@ -28,6 +28,7 @@ PHASES = [{"name": "a", "epochs": 1, "lr": 3e-3, "freeze_backbone": False},
           {"name": "b", "epochs": 1, "lr": 1e-3, "freeze_backbone": True}]
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_resume_from_epoch_checkpoint_gives_identical_result(digits_setup):
     cfg, data, plan = digits_setup
     saved = []
@@ -43,6 +44,7 @@ def test_resume_from_epoch_checkpoint_gives_identical_result(digits_setup):
         np.testing.assert_array_equal(full["logits"][mid], again["logits"][mid])
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_frozen_phase_trains_only_the_head(digits_setup):
     cfg, data, plan = digits_setup
     saved = []
@@ -63,6 +65,7 @@ def test_cosine_schedule_is_a_function_of_the_epoch():
     assert _phase_lr(phases, 5) == pytest.approx(0.05 + 0.95 * 0.5 * (1 + math.cos(0.75 * math.pi)))
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 @pytest.mark.parametrize("diversity,forwards_per_batch", [("none", 0.5), ("filters", 2)])
 def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypatch, diversity, forwards_per_batch):
     """Over 2 epochs: students on plain images share the teacher's forward, and only the first epoch
@@ -96,6 +99,7 @@ def test_joint_kd_group_shares_one_teacher_forward_per_batch(tmp_path, monkeypat
     assert result["teacher_seconds"] > 0
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_training_runs_deterministic_with_its_thread_count_and_gives_the_callers_settings_back(digits_setup):
     cfg, data, plan = digits_setup
     seen = []
@@ -107,6 +111,7 @@ def test_training_runs_deterministic_with_its_thread_count_and_gives_the_callers
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
 
 
+@pytest.mark.slow   # trains models (the fast lane: -m "not ray and not slow")
 def test_start_from_continues_a_trained_model(digits_setup, tmp_path):
     """A member with start_from begins with those weights, head included (a teacher's next cosine cycle)."""
     cfg, data, plan = digits_setup
