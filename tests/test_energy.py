@@ -50,6 +50,41 @@ def test_radio_energy_is_bytes_times_joules_per_bit_at_both_ends():
     assert RadioSpec(tx_w=1.2, rx_w=0.3).j_per_bit("tx", 1e6) == pytest.approx(1.2e-6)
 
 
+def test_on_a_shared_medium_the_master_sends_each_input_once_and_every_worker_hears_it():
+    """Wi-Fi multicast: 40 inputs of 1,000 B to two workers on one shared medium (radios 400 / 50
+    and 300 / 80 nJ a bit): the master transmits 40 inputs once each, at the costlier radio's 400
+    nJ/bit, not once per worker; each worker receives all 40; replies stay per link. Per request:
+    the one transmission, both receptions, both replies at both ends."""
+    from types import SimpleNamespace
+
+    from vip_ray.core.tables import Outcome as O
+
+    r1, r2 = RadioSpec(tx_j_per_bit=400e-9, rx_j_per_bit=50e-9), RadioSpec(tx_j_per_bit=300e-9, rx_j_per_bit=80e-9)
+    devs = (DeviceSpec("m", (VariantSlot(0.0, 0, 0.01),), role="master"),
+            DeviceSpec("a", (VariantSlot(0.0, 0, 0.01),), link=LinkSpec(0.002, 2e6, radio=r1), reply_bytes=20),
+            DeviceSpec("b", (VariantSlot(0.0, 0, 0.01),), link=LinkSpec(0.002, 1e6, radio=r2), reply_bytes=30))
+    spec = SimSpec(devs, WorkloadSpec("periodic", rate_hz=5.0, n_requests=40, deadline_s=0.5, input_bytes=1000),
+                   shared_medium=True, seed=2)
+    cols = E.device_energy(spec, _frame(run(spec, "loop")), 1000, np.arange(40) * 0.2)
+    bits_in = 40 * 1000 * 8
+    assert cols["energy_radio_j"][0] == pytest.approx(
+        bits_in * 400e-9 + 40 * 20 * 8 * 50e-9 + 40 * 30 * 8 * 80e-9, rel=1e-12)
+    assert cols["energy_radio_j"][1] == pytest.approx(bits_in * 50e-9 + 40 * 20 * 8 * 400e-9, rel=1e-12)
+    assert cols["energy_radio_j"][2] == pytest.approx(bits_in * 80e-9 + 40 * 30 * 8 * 300e-9, rel=1e-12)
+    timing = SimpleNamespace(outcome=np.array([[O.REPLIED, O.REPLIED, O.REPLIED]], dtype=np.int8),
+                             reply_at=np.zeros((1, 3)))
+    use = np.array([[False, True, True]])
+    got = E.request_energy([(devs, 1000, 1)], timing, use, shared_medium=True)
+    want = 8000 * 400e-9 + 8000 * (50e-9 + 80e-9) + 160 * (400e-9 + 50e-9) + 240 * (300e-9 + 80e-9)
+    np.testing.assert_allclose(got, [want], rtol=1e-12)
+    # switched (one unicast per worker): each input at both ends of each link
+    switched = 8000 * (450e-9 + 380e-9) + 160 * 450e-9 + 240 * 380e-9
+    np.testing.assert_allclose(E.request_energy([(devs, 1000, 1)], timing, use), [switched], rtol=1e-12)
+    # the master's expected radio power (for its battery): 5 inputs a second sent once, replies received
+    assert E.mean_power(devs[0], 5.0, 1000, [(d.link, d.reply_bytes) for d in devs[1:]], 400e-9) == pytest.approx(
+        5 * (8000 * 400e-9 + 160 * 50e-9 + 240 * 80e-9), rel=1e-12)
+
+
 def test_radio_tail_is_cut_short_by_the_next_input():
     """Inputs every 2 s with an 11.576 s tail at 1.06 W: each tail but the last lasts 2 s."""
     arrivals = np.arange(10) * 2.0
@@ -139,9 +174,14 @@ def test_per_request_energy_is_the_same_in_every_engine_and_counts_each_job(seed
                     if dev.link is None or res.outcome[i, d] == 7:     # no link / not sent
                         continue
                     j = dev.link.radio.tx_j_per_bit + dev.link.radio.rx_j_per_bit
-                    want[i] += 8 * spec.workload.input_bytes * j
+                    # on a shared medium the master's transmission is the request's, once (below)
+                    want[i] += 8 * spec.workload.input_bytes * (dev.link.radio.rx_j_per_bit if spec.shared_medium else j)
                     if res.outcome[i, d] in (0, 5):                    # a reply left the device
                         want[i] += 8 * dev.reply_bytes * j
+                nets = [d for d, dev in enumerate(spec.devices) if dev.link is not None and res.outcome[i, d] != 7]
+                if spec.shared_medium and nets:   # one transmission, the costliest radio of the medium
+                    want[i] += 8 * spec.workload.input_bytes * max(
+                        dev.link.radio.tx_j_per_bit for dev in spec.devices if dev.link is not None)
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
         else:
             np.testing.assert_array_equal(got, first, err_msg=engine)

@@ -12,7 +12,11 @@ The model (the README's "Energy" section says the same):
 * **Radio** (a link's ``radio``): each bit costs ``tx_nj_per_bit`` / ``rx_nj_per_bit`` nJ, or, given
   as power, ``tx_w / bandwidth`` / ``rx_w / bandwidth`` J (the radio is on for bits / bandwidth s).
   A worker receives its inputs (those lost on the way too: the radio listened) and transmits its
-  replies; the master is the other end of every link (same technology, same costs). An optional
+  replies; the master is the other end of every link (same technology, same costs). On a shared
+  medium (Wi-Fi multicast: one transmission of each input serves every networked device) the
+  master transmits each input once, at the medium's rate (the slowest networked link's
+  bandwidth) and the costliest of the networked radios (:func:`multicast_tx_j_per_bit`), and each
+  worker still receives it. An optional
   tail state (LTE's RRC tail, Huang et al., MobiSys 2012) keeps the radio at ``tail_w`` for
   ``tail_s`` after each transfer, cut short by the next one: per input ``tail_w * min(gap, tail_s)``
   with ``gap`` the time to the next request's input (the reply falls inside the same active period
@@ -67,6 +71,18 @@ def _link_costs(link) -> tuple[float, float, float, float]:
             radio.tail_w, radio.tail_s)
 
 
+def multicast_tx_j_per_bit(devices: Sequence[Any]) -> float:
+    """J/bit of the master's one transmission of an input on a shared medium: the medium runs at
+    the slowest networked link's bandwidth, with the costliest of their radios (all alike when the
+    network profile gives the radio)."""
+    links = [d.link for d in devices if d.link is not None]
+    if not links:
+        return 0.0
+    bw = min(link.bandwidth_bps for link in links)
+    return max(link.radio.j_per_bit("tx", bw) if getattr(link, "radio", None) is not None else 0.0
+               for link in links)
+
+
 def tail_energy(arrivals: np.ndarray, tail_w: float, tail_s: float) -> np.ndarray:
     """Per input (sorted arrival times): ``tail_w * min(gap to the next, tail_s)`` (the last: the
     whole tail)."""
@@ -95,8 +111,14 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
     in_bytes = np.broadcast_to(np.asarray(input_bytes, dtype=np.float64), (d,))
     compute, idle, radio = np.zeros(d), np.zeros(d), np.zeros(d)
     master = next((i for i, dev in enumerate(world.devices) if dev.role == "master"), None)
+    shared = bool(getattr(world, "shared_medium", False))
     master_tail = 0.0
     tails: dict[tuple[float, float], float] = {}
+    if shared and master is not None:   # one transmission of each input serves every networked device
+        networked = [i for i, dev in enumerate(world.devices) if dev.link is not None]
+        if networked:
+            sent = max(inputs[i] for i in networked)
+            radio[master] += 8.0 * max(in_bytes[i] for i in networked) * sent * multicast_tx_j_per_bit(world.devices)
     for i, dev in enumerate(world.devices):
         p = getattr(dev, "power", None)
         if p is not None:
@@ -113,7 +135,7 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
             tail = tails[tail_w, tail_s]
         radio[i] += bits_in * rx + bits_out * tx + tail
         if master is not None:   # the other end of the link: same technology, same costs
-            radio[master] += bits_in * tx + bits_out * rx
+            radio[master] += (0.0 if shared else bits_in * tx) + bits_out * rx
             master_tail = max(master_tail, tail)
     if master is not None:       # one radio at the master: one tail after each input, not one per link
         radio[master] += master_tail
@@ -121,33 +143,45 @@ def device_energy(world: Any, devices: Any, input_bytes: Sequence[int] | int, ar
             "energy_j": compute + radio + idle}
 
 
-def _device_vectors(devices: Sequence[Any], input_bytes: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _device_vectors(devices: Sequence[Any], input_bytes: float,
+                    shared: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per device: ``busy_w`` (0 without a power block), J of one input on its link and J of one
-    reply, both ends (tx + rx of the link's technology; 0 without a link or a radio)."""
+    reply, both ends (tx + rx of the link's technology; 0 without a link or a radio). On a shared
+    medium an input's J is its receiver's only: the master's one transmission is the request's
+    (:func:`multicast_tx_j_per_bit`)."""
     busy = np.array([p.busy_w if (p := getattr(d, "power", None)) is not None else 0.0 for d in devices])
-    both = np.array([sum(_link_costs(d.link)[:2]) for d in devices])
+    costs = [_link_costs(d.link) for d in devices]
+    both = np.array([c[0] + c[1] for c in costs])
+    receive = np.array([c[1] for c in costs]) if shared else both
     reply = np.array([8.0 * d.reply_bytes for d in devices], dtype=np.float64)
-    return busy, 8.0 * float(input_bytes) * both, reply * both
+    return busy, 8.0 * float(input_bytes) * receive, reply * both
 
 
-def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: Any, use: np.ndarray) -> np.ndarray:
+def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: Any, use: np.ndarray,
+                   shared_medium: bool | Sequence[bool] = False) -> np.ndarray:
     """(R,) ``energy_j`` of the rows of ``timing`` (the (R, D) job arrays: ``outcome``, and
     ``start_at`` / ``end_at`` / ``paused_s`` when the engine records stage times) whose used
     replies are ``use`` (R, D): each used job's compute time at its device's ``busy_w``, plus every
     input sent and every reply sent at both ends of its link (see the module doc). ``parts``: the
     ``(devices, input_bytes, rows)`` of consecutive row blocks (a multi-master run's cells; one
-    block otherwise). NaN everywhere when no device has a power or radio model."""
+    block otherwise); ``shared_medium`` (one flag, or one per part): the master transmits each
+    input once, for every networked device it was sent to. NaN everywhere when no device has a
+    power or radio model."""
     from vip_ray.core.breakdown import has_stages
     from vip_ray.core.tables import Outcome
 
     r = len(use)
     if not any(has_energy_devices(devs) for devs, _, _ in parts):
         return np.full(r, np.nan)
-    vecs = [_device_vectors(devs, ib) for devs, ib, _ in parts]
+    shared = [shared_medium] * len(parts) if isinstance(shared_medium, (bool, np.bool_)) else list(shared_medium)
+    vecs = [_device_vectors(devs, ib, sh) for (devs, ib, _), sh in zip(parts, shared)]
+    # the master's one transmission of each input on a shared medium (0 elsewhere), and who hears it
+    cast = [8.0 * float(ib) * multicast_tx_j_per_bit(devs) if sh else 0.0 for (devs, ib, _), sh in zip(parts, shared)]
+    nets = [np.array([d.link is not None for d in devs]) for devs, _, _ in parts]
+    counts = [n for _, _, n in parts]
     if len(parts) == 1:
         busy, in_j, out_j = vecs[0]
     else:   # one row of per-device costs per request (cells of one size, stacked)
-        counts = [n for _, _, n in parts]
         busy, in_j, out_j = (np.repeat(np.stack([v[k] for v in vecs]), counts, axis=0) for k in range(3))
     if has_stages(timing):
         with np.errstate(invalid="ignore"):
@@ -162,8 +196,13 @@ def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: An
     sent = outcome != Outcome.NOT_SENT
     replied = (outcome == Outcome.REPLIED) | (outcome == Outcome.LOST_UP)
     if busy.ndim == 1:
-        return work @ busy + sent @ in_j + replied @ out_j
-    return (work * busy).sum(axis=1) + (sent * in_j).sum(axis=1) + (replied * out_j).sum(axis=1)
+        out = work @ busy + sent @ in_j + replied @ out_j
+    else:
+        out = (work * busy).sum(axis=1) + (sent * in_j).sum(axis=1) + (replied * out_j).sum(axis=1)
+    if any(cast):
+        heard = sent & (nets[0] if len(parts) == 1 else np.repeat(np.stack(nets), counts, axis=0))
+        out = out + heard.any(axis=1) * (cast[0] if len(parts) == 1 else np.repeat(cast, counts))
+    return out
 
 
 def chain_energy(devices: Sequence[Any], work: np.ndarray, link_bytes: np.ndarray, answered: np.ndarray) -> np.ndarray:
@@ -255,11 +294,12 @@ class EnergyMeter:
 
 # ----------------------------------------------------------------------------------------- battery
 
-def mean_power(dev: Any, rate_hz: float, input_bytes: int, worker_links: Sequence[tuple] = ()) -> float:
+def mean_power(dev: Any, rate_hz: float, input_bytes: int, worker_links: Sequence[tuple] = (),
+               multicast_j_per_bit: float | None = None) -> float:
     """Expected mean power (W) of ``dev`` under ``rate_hz`` inputs per second (see the module doc):
     compute at utilisation ``min(1, rate * service_s)``, its radio's per-bit costs and tail; the
     master (``worker_links``: ``(link, reply_bytes)`` of every worker) pays the other end of every
-    link and one tail."""
+    link and one tail — on a shared medium (``multicast_j_per_bit``) one transmission per input."""
     p = getattr(dev, "power", None)
     out = 0.0
     if p is not None:
@@ -274,9 +314,11 @@ def mean_power(dev: Any, rate_hz: float, input_bytes: int, worker_links: Sequenc
         if tail_w and tail_s and rate_hz > 0:
             tail_power = tail_w * (1.0 - math.exp(-rate_hz * tail_s))
     else:
+        if multicast_j_per_bit is not None and worker_links:
+            out += rate_hz * bits_in * multicast_j_per_bit
         for link, reply_bytes in worker_links:
             tx, rx, tail_w, tail_s = _link_costs(link)
-            out += rate_hz * (bits_in * tx + 8.0 * reply_bytes * rx)
+            out += rate_hz * ((0.0 if multicast_j_per_bit is not None else bits_in * tx) + 8.0 * reply_bytes * rx)
             if tail_w and tail_s and rate_hz > 0:
                 tail_power = max(tail_power, tail_w * (1.0 - math.exp(-rate_hz * tail_s)))
     return out + tail_power
@@ -303,7 +345,8 @@ def with_batteries(world: Any) -> Any:
     for i, d in enumerate(devs):
         if not getattr(d, "battery_wh", None):
             continue
-        t = depletion_s(d.battery_wh, mean_power(d, rate, w.input_bytes, links if d.link is None else ()))
+        mc = multicast_tx_j_per_bit(devs) if getattr(world, "shared_medium", False) else None
+        t = depletion_s(d.battery_wh, mean_power(d, rate, w.input_bytes, links if d.link is None else (), mc))
         if not math.isfinite(t):
             continue
         av = d.availability

@@ -232,7 +232,7 @@ def request_table_cells(parts: list, dep: FanOut, *, replication: int, sample_rn
         bytes_up=timing.bytes_up, strategy=dep.strategy, engine=engine, master=master_col)
     # the energy of the work done for each request (core/energy.py), from its jobs' own times
     frame["energy_j"] = request_energy([(wd.devices, wd.workload.input_bytes, len(t.arrival)) for t, wd, _ in parts],
-                                       timing, use)
+                                       timing, use, [wd.shared_medium for _, wd, _ in parts])
     # where the latency went (core/breakdown.py)
     return append_breakdown(frame, timing, finish, use, names[0][1] if len(names) == 1 else names)
 

@@ -349,7 +349,7 @@ def replay_tables(cfg: EmulationConfig, replay: Replay, labels: np.ndarray, *, r
     stages = job_stages(replay.final.get("jobs", []), arrival, d)
     # the energy of the work done for each request, from its jobs' emulated times (core/energy.py,
     # the simulator's code): the same figure as the simulator's where the same jobs ran
-    req["energy_j"] = request_energy([(cfg.devices, cfg.workload.input_bytes, r)], stages, mask)
+    req["energy_j"] = request_energy([(cfg.devices, cfg.workload.input_bytes, r)], stages, mask, cfg.shared_medium)
     append_breakdown(req, stages, finish, mask, cfg.device_names, answer_at=ideal)
     return ReplayTables(req, dev, timing, jobs_frame(cfg, replay.final.get("jobs", []), replication), extra)
 
