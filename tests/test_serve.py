@@ -204,7 +204,14 @@ def test_emulated_devices_follow_the_simulators_semantics(sets, pool, images, tm
         np.testing.assert_array_equal(j["request_id"], np.arange(len(ref.arrival)))
         agree.append((j["outcome"].to_numpy() == ref.outcome[:, d]) & (j["reply_at_s"].to_numpy() == ref.reply_at[:, d]))
     agree = np.array(agree)
-    assert agree.mean() >= 0.97, np.argwhere(~agree)[:10]  # bit-identical times, harness stalls aside
+    if agree.mean() < 0.97:   # bit-identical times, harness stalls aside; else say where they part
+        rows = []
+        for d, r in np.argwhere(~agree)[:6]:
+            j = jobs[jobs["device"] == cfg.device_names[d]]
+            rows.append((cfg.device_names[d], int(r), int(j["outcome"].iloc[r]), float(j["reply_at_s"].iloc[r]),
+                         int(ref.outcome[r, d]), float(ref.reply_at[r, d])))
+        pytest.fail(f"agreement {agree.mean():.3f} per device {agree.mean(axis=1).round(3).tolist()}; "
+                    f"first (device, request, live outcome, live reply, sim outcome, sim reply): {rows}")
     assert len(set(ref.outcome.ravel())) >= 3 and len(set(sim["responders"].astype(str))) >= 4  # the processes bite
     np.testing.assert_array_equal(req["arrival_s"], sim["arrival_s"])
     np.testing.assert_array_equal(req["sample"], sim["sample"])
