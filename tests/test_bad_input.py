@@ -338,3 +338,20 @@ def test_a_cluster_we_start_runs_its_workers_at_our_priority():
     assert r.returncode == 0, r.stderr[-3000:]
     driver, worker = map(int, r.stdout.split())
     assert worker == driver, r.stderr
+
+
+@pytest.mark.parametrize("command,extra", [
+    ("run", []), ("sweep", ["--grid", "workload.deadline_ms=20,50"]),
+    ("compare", ["--strategies", "vp", "--failed", "0"]), ("validate", []),
+])
+def test_an_output_folder_that_cannot_be_written_is_one_line_before_any_work(command, extra, tmp_path, capsys):
+    """``--out`` under a plain file (no folder can be made there, whoever runs it): one line
+    naming the folder and why, exit status 2, before a pool is opened or Ray is started (validate
+    would start Ray), and nothing written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "result"
+    assert main([command, "scenarios/smart_home.yaml", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {out}: cannot write a folder there ({blocker} is not a folder); pick another --out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -32,6 +32,29 @@ class ResultExists(UserError, FileExistsError):
     """The target folder exists already (nothing is overwritten)."""
 
 
+class ResultUnwritable(UserError, PermissionError):
+    """The target folder cannot be written where it was asked for."""
+
+
+def check_new_folder(final: str | os.PathLike, option: str = "--out") -> Path:
+    """Before any work: ``final`` must not exist, and a folder must be creatable beside it (its
+    parent is made if missing; a probe folder is made and removed). One line otherwise, naming
+    the folder and ``option``."""
+    final = Path(final)
+    if final.exists():
+        raise ResultExists(f"{final} already exists; pick another {option} (nothing was overwritten)")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        probe = temporary_sibling(final, "probe")
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        above = next((p for p in final.parents if p.exists()), None)
+        why = f"{above} is not a folder" if above is not None and not above.is_dir() else (e.strerror or str(e))
+        raise ResultUnwritable(f"{final}: cannot write a folder there ({why}); pick another {option}") from None
+    return final
+
+
 def _fsync_tree(path: Path) -> None:
     for p in path.rglob("*"):
         if p.is_file():

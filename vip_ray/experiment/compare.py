@@ -27,6 +27,7 @@ import pandas as pd
 import yaml
 
 from vip_ray.core.engine import make_engine
+from vip_ray.core.results import check_new_folder
 from vip_ray.core.cluster import stop
 from vip_ray.experiment.run import RunError, checked_strategy, engine_name, fail_devices, json_safe, open_pool, run_config
 from vip_ray.experiment.study import (
@@ -136,8 +137,7 @@ def run_compare(path: str | Path, strategies: Sequence[str], *, overrides: Seque
     name = engine_name(base, engine)
     instances = {s: checked_strategy(with_strategy(base, s), file, name) for s in strategies}
     out_dir = Path(out) if out else Path("results/compare") / f"{base.name}-{uuid.uuid4().hex[:6]}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    check_new_folder(out_dir)
     conditions = _conditions(base, failed, steal)
     if opts.resume and not out:
         raise RunError("--resume needs --out DIR: the folder of the study to continue")

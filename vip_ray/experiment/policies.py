@@ -62,8 +62,8 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
     from datetime import datetime
 
     from vip_ray.core.engine import make_engine
-    from vip_ray.core.results import atomic_directory
-    from vip_ray.experiment.run import (RunError, checked_strategy, engine_name, json_safe, open_pool, refuse_up_front,
+    from vip_ray.core.results import atomic_directory, check_new_folder
+    from vip_ray.experiment.run import (checked_strategy, engine_name, json_safe, open_pool, refuse_up_front,
                                         run_point)
     from vip_ray.scenario import load_scenario
     from vip_ray.scenario.load import check_pool
@@ -84,8 +84,7 @@ def run_policies(path: str | Path, policies: Sequence[str], *, overrides: Sequen
         points.append((name, scenario, strategy, eng))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else Path("results/compare") / f"{points[0][1].name}-policies-{stamp}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    check_new_folder(out_dir)
     pool = open_pool(points[0][1], log)
     rows = []
     with atomic_directory(out_dir) as tmp:

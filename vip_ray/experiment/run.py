@@ -18,7 +18,7 @@ import numpy as np
 
 from vip_ray.core.engine import FAMILIES, Engine, engine_family, make_engine
 from vip_ray.core.registry import UnknownName
-from vip_ray.core.results import atomic_directory, provenance
+from vip_ray.core.results import atomic_directory, check_new_folder, provenance
 from vip_ray.core.breakdown import BreakdownStats, ensure_breakdown
 from vip_ray.core.energy import meter_for
 from vip_ray.core.tables import ReplicationStats, requests_arrow, summarize
@@ -277,8 +277,7 @@ def run_scenario(path: str | Path, *, overrides: Sequence[str] = (), out: str | 
     refuse_up_front(strategy, scenario, file)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = Path(out) if out else runs_root() / f"{scenario.name}-{stamp}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    check_new_folder(out_dir)
     pool = open_pool(scenario, log)
     check_pool(scenario, pool, file=file, uses_variants=strategy.uses_variants)
     import time

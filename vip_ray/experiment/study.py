@@ -55,7 +55,7 @@ from vip_ray.core.cluster import (
     stop,
 )
 from vip_ray.core.engine import engine_family, make_engine
-from vip_ray.core.results import atomic_directory, partial_sibling
+from vip_ray.core.results import atomic_directory, check_new_folder, partial_sibling
 from vip_ray.errors import UserError
 from vip_ray.experiment.run import (
     SUMMARY_FILE,
@@ -151,6 +151,8 @@ def check_folders(out_dir: Path, identity: dict[str, Any], resume: bool, log: Lo
         _refuse_other_study(out_dir, identity)
         log(f"[study] {out_dir} is complete already: nothing to resume")
         return True
+    if not partial.exists():
+        check_new_folder(out_dir)      # a new study: the folder must be writable (checked before any work)
     if partial.exists():
         if not resume:
             raise StudyError(f"{out_dir}: an interrupted run of a study left its finished points in {partial}; add "

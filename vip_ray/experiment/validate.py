@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from vip_ray.core.results import atomic_directory
+from vip_ray.core.results import atomic_directory, check_new_folder
 
 LATENCY_KEYS = ("p50_rel_err", "p99_rel_err", "mean_rel_err")
 RATE_KEYS = ("deadline_met_diff", "answered_diff", "top1_diff")
@@ -93,8 +93,7 @@ def validate_scenario(path: str | Path, *, requests: int = 300, overrides: Seque
     scenario = load_scenario(path, over)
     options = serve_options or ServeOptions(time_dilation="auto")
     out_dir = Path(out) if out else Path("results/validate") / f"{scenario.name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out_dir.exists():
-        raise RunError(f"{out_dir} already exists; pick another --out (nothing was overwritten)")
+    check_new_folder(out_dir)
     with atomic_directory(out_dir) as tmp:
         log(f"[vip_ray] validate {scenario.name}: {requests} requests, simulator first, then live on Ray Serve")
         sim_dir = run_scenario(path, overrides=over, out=tmp / "sim", engine="sim", plots=False, log=log,
