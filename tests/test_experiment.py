@@ -9,7 +9,8 @@ import yaml
 from vip_ray import analysis
 from vip_ray.core.aggregation import reply_bytes, softmax
 from vip_ray.cli import main
-from vip_ray.experiment.run import RunError, run_scenario
+from vip_ray.core.results import ResultExists
+from vip_ray.experiment.run import run_scenario
 from vip_ray.experiment.sweep import run_sweep
 from vip_ray.pool import Pool
 from vip_ray.scenario import ScenarioError
@@ -98,7 +99,7 @@ def test_graceful_degradation_and_answer_with_n_minus_1_failed(sets, tmp_path):
 
 def test_existing_out_and_bad_input_write_nothing(run_dir, sets, tmp_path, capsys):
     before = (run_dir / "requests.parquet").read_bytes()
-    with pytest.raises(RunError, match="already exists"):
+    with pytest.raises(ResultExists, match="already exists; pick another --out"):
         run_scenario(SCENARIO, overrides=sets, out=run_dir, log=lambda s: None)
     assert (run_dir / "requests.parquet").read_bytes() == before
     with pytest.raises(ScenarioError, match="workload.arrival"):
