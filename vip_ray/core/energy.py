@@ -177,7 +177,6 @@ def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: An
     vecs = [_device_vectors(devs, ib, sh) for (devs, ib, _), sh in zip(parts, shared)]
     # the master's one transmission of each input on a shared medium (0 elsewhere), and who hears it
     cast = [8.0 * float(ib) * multicast_tx_j_per_bit(devs) if sh else 0.0 for (devs, ib, _), sh in zip(parts, shared)]
-    nets = [np.array([d.link is not None for d in devs]) for devs, _, _ in parts]
     counts = [n for _, _, n in parts]
     if len(parts) == 1:
         busy, in_j, out_j = vecs[0]
@@ -200,6 +199,7 @@ def request_energy(parts: Sequence[tuple[Sequence[Any], float, int]], timing: An
     else:
         out = (work * busy).sum(axis=1) + (sent * in_j).sum(axis=1) + (replied * out_j).sum(axis=1)
     if any(cast):
+        nets = [np.array([d.link is not None for d in devs]) for devs, _, _ in parts]
         heard = sent & (nets[0] if len(parts) == 1 else np.repeat(np.stack(nets), counts, axis=0))
         out = out + heard.any(axis=1) * (cast[0] if len(parts) == 1 else np.repeat(cast, counts))
     return out
@@ -342,10 +342,10 @@ def with_batteries(world: Any) -> Any:
     else:
         rate = w.rate_hz
     links = [(d.link, d.reply_bytes) for d in devs if d.link is not None]
+    mc = multicast_tx_j_per_bit(devs) if getattr(world, "shared_medium", False) else None
     for i, d in enumerate(devs):
         if not getattr(d, "battery_wh", None):
             continue
-        mc = multicast_tx_j_per_bit(devs) if getattr(world, "shared_medium", False) else None
         t = depletion_s(d.battery_wh, mean_power(d, rate, w.input_bytes, links if d.link is None else (), mc))
         if not math.isfinite(t):
             continue
